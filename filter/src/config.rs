@@ -1,0 +1,583 @@
+//! Plugin configuration: the JSON string Envoy hands to `on_configure`,
+//! parsed and validated once, field by field.
+//!
+//! Every error names the field it is about (`host_rules[2].pattern: ...`,
+//! `callout_timeout_ms: must be ...`), and a field the filter does not know is
+//! an error rather than being ignored (the effect of serde's
+//! `deny_unknown_fields`, but reporting the field's path), so that a typo such
+//! as `cache_tll_ms` cannot silently fall back to a default.
+
+use std::collections::BTreeMap;
+
+use paastis_rules::{check_region, normalize_host, HostRule, HostRules, RuleError};
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use serde_json::{Map, Value};
+use thiserror::Error;
+
+/// Default `sidecar_authority`.
+pub const DEFAULT_SIDECAR_AUTHORITY: &str = "paastis-sidecar";
+/// Default `callout_timeout_ms`: a bit more than the sidecar's own 60 s wake
+/// timeout, so that the sidecar answers `wake_timeout` before Envoy gives up.
+pub const DEFAULT_CALLOUT_TIMEOUT_MS: u64 = 65_000;
+/// Upper bound of `callout_timeout_ms` (5 minutes).
+pub const MAX_CALLOUT_TIMEOUT_MS: u64 = 300_000;
+/// Default `routing_header`.
+pub const DEFAULT_ROUTING_HEADER: &str = "x-paastis-cluster";
+/// Default `cache_ttl_ms`.
+pub const DEFAULT_CACHE_TTL_MS: u64 = 30_000;
+/// Upper bound of `cache_ttl_ms` (one day).
+pub const MAX_CACHE_TTL_MS: u64 = 86_400_000;
+/// Default `activity_flush_ms`.
+pub const DEFAULT_ACTIVITY_FLUSH_MS: u64 = 1_000;
+/// Upper bound of `activity_flush_ms` (one hour).
+pub const MAX_ACTIVITY_FLUSH_MS: u64 = 3_600_000;
+/// Default `default_region`.
+pub const DEFAULT_REGION: &str = "osc-fr1";
+/// Default `retry_after_s`.
+pub const DEFAULT_RETRY_AFTER_S: u32 = 5;
+/// Upper bound of `retry_after_s` and of any `retry_after` the sidecar sends.
+pub const MAX_RETRY_AFTER_S: u32 = 3_600;
+/// Longest cluster name accepted (Envoy has no hard limit; this keeps a
+/// header value small).
+const CLUSTER_NAME_MAX: usize = 255;
+
+/// Headers the routing header must not be: the filter removes the routing
+/// header from every request, so naming one of these would strip something
+/// the request or the filter itself needs.
+const RESERVED_HEADERS: &[&str] = &[
+    "host",
+    "x-forwarded-host",
+    "origin",
+    "accept",
+    "x-request-id",
+    "content-type",
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "keep-alive",
+    "te",
+    "upgrade",
+    "cookie",
+    "authorization",
+];
+
+/// The top-level fields, in documentation order.
+const FIELDS: &[&str] = &[
+    "sidecar_cluster",
+    "sidecar_authority",
+    "callout_timeout_ms",
+    "routing_header",
+    "cache_ttl_ms",
+    "activity_flush_ms",
+    "domains",
+    "host_rules",
+    "unmatched_hosts",
+    "region_clusters",
+    "failure_policy",
+    "default_region",
+    "upstream_scheme",
+    "retry_after_s",
+];
+
+/// The fields of one `host_rules` item.
+const RULE_FIELDS: &[&str] = &["pattern", "app", "region"];
+
+/// Why a configuration was refused. The `Display` text always starts with the
+/// path of the field at fault.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum ConfigError {
+    /// The whole string is not a JSON object.
+    #[error("(root): {0}")]
+    NotAnObject(String),
+    /// A field the filter does not know (a typo, most likely).
+    #[error("{field}: unknown field, expected one of: {expected}")]
+    UnknownField { field: String, expected: String },
+    /// A required field is absent.
+    #[error("{0}: missing required field")]
+    Missing(String),
+    /// A field has the wrong type or an out-of-range value.
+    #[error("{field}: {message}")]
+    Invalid { field: String, message: String },
+    /// A host rule, domain or region refused by `paastis-rules` (its message
+    /// already names the field).
+    #[error(transparent)]
+    Rule(#[from] RuleError),
+}
+
+fn invalid(field: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        field: field.into(),
+        message: message.into(),
+    }
+}
+
+/// What to do with a host that no rule and no domain matches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UnmatchedHosts {
+    /// Answer a local 404.
+    Reject,
+    /// Let the request continue untouched (no routing header is set, so the
+    /// Envoy route must handle it some other way).
+    Pass,
+}
+
+/// What to do when the sidecar cannot be reached or answers something that
+/// is not its JSON.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FailurePolicy {
+    /// Answer 503 with `Retry-After`.
+    Closed,
+    /// Route to the app's default Scalingo host without waking it.
+    Open,
+}
+
+/// Scheme used when rewriting `Origin` for the upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scheme {
+    Https,
+    Http,
+}
+
+impl Scheme {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Https => "https",
+            Self::Http => "http",
+        }
+    }
+}
+
+/// The validated plugin configuration. Built only by [`Config::parse`], so
+/// every value in it has been checked.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Envoy cluster of the sidecar (a valid cluster name).
+    pub sidecar_cluster: String,
+    /// `:authority` of callouts to the sidecar (a valid host, port allowed).
+    pub sidecar_authority: String,
+    /// Timeout of a wake callout, in `1..=300_000` ms.
+    pub callout_timeout_ms: u64,
+    /// Lower-case header name, not a pseudo-header nor a header the request
+    /// needs, set to the upstream cluster (the route's `cluster_header`).
+    pub routing_header: String,
+    /// Lifetime of "awake" cache entries, in `1..=86_400_000` ms.
+    pub cache_ttl_ms: u64,
+    /// Period of the activity flush tick, in `1..=3_600_000` ms.
+    pub activity_flush_ms: u64,
+    /// Host rules then domains, compiled.
+    pub rules: HostRules,
+    pub unmatched_hosts: UnmatchedHosts,
+    /// Region (valid region name) to cluster (valid cluster name).
+    pub region_clusters: BTreeMap<String, String>,
+    pub failure_policy: FailurePolicy,
+    /// A valid region name.
+    pub default_region: String,
+    pub upstream_scheme: Scheme,
+    /// In `1..=3600`.
+    pub retry_after_s: u32,
+}
+
+impl Config {
+    /// Parses and validates the plugin configuration. An empty string is read
+    /// as `{}` (and then fails on the missing `sidecar_cluster`).
+    pub fn parse(bytes: &[u8]) -> Result<Self, ConfigError> {
+        let value = if bytes.iter().all(u8::is_ascii_whitespace) {
+            Value::Object(Map::new())
+        } else {
+            serde_json::from_slice(bytes).map_err(|e| ConfigError::NotAnObject(e.to_string()))?
+        };
+        let mut fields = Fields::new(value, "", FIELDS)?;
+
+        let sidecar_cluster: String = fields.required("sidecar_cluster")?;
+        check_cluster_name("sidecar_cluster", &sidecar_cluster)?;
+
+        let sidecar_authority = fields
+            .optional::<String>("sidecar_authority")?
+            .unwrap_or_else(|| DEFAULT_SIDECAR_AUTHORITY.to_owned());
+        if normalize_host(&sidecar_authority).is_err() {
+            return Err(invalid(
+                "sidecar_authority",
+                format!("{sidecar_authority:?} is not a valid host[:port]"),
+            ));
+        }
+
+        let callout_timeout_ms = fields
+            .optional("callout_timeout_ms")?
+            .unwrap_or(DEFAULT_CALLOUT_TIMEOUT_MS);
+        check_range(
+            "callout_timeout_ms",
+            callout_timeout_ms,
+            1,
+            MAX_CALLOUT_TIMEOUT_MS,
+        )?;
+
+        let routing_header = fields
+            .optional::<String>("routing_header")?
+            .unwrap_or_else(|| DEFAULT_ROUTING_HEADER.to_owned());
+        check_routing_header(&routing_header)?;
+
+        let cache_ttl_ms = fields
+            .optional("cache_ttl_ms")?
+            .unwrap_or(DEFAULT_CACHE_TTL_MS);
+        check_range("cache_ttl_ms", cache_ttl_ms, 1, MAX_CACHE_TTL_MS)?;
+
+        let activity_flush_ms = fields
+            .optional("activity_flush_ms")?
+            .unwrap_or(DEFAULT_ACTIVITY_FLUSH_MS);
+        check_range(
+            "activity_flush_ms",
+            activity_flush_ms,
+            1,
+            MAX_ACTIVITY_FLUSH_MS,
+        )?;
+
+        let domains: Vec<String> = fields.optional("domains")?.unwrap_or_default();
+        let raw_rules: Vec<Value> = fields.optional("host_rules")?.unwrap_or_default();
+        if domains.is_empty() && raw_rules.is_empty() {
+            return Err(invalid(
+                "domains",
+                "at least one of domains and host_rules must be non-empty",
+            ));
+        }
+        let mut host_rules = Vec::with_capacity(raw_rules.len());
+        for (index, raw) in raw_rules.into_iter().enumerate() {
+            host_rules.push(parse_host_rule(index, raw)?);
+        }
+        let rules = HostRules::new(host_rules, &domains)?;
+
+        let unmatched_hosts = fields
+            .optional("unmatched_hosts")?
+            .unwrap_or(UnmatchedHosts::Reject);
+
+        let region_clusters: BTreeMap<String, String> =
+            fields.optional("region_clusters")?.unwrap_or_default();
+        for (region, cluster) in &region_clusters {
+            check_region(&format!("region_clusters.{region}"), region)?;
+            check_cluster_name(&format!("region_clusters.{region}"), cluster)?;
+        }
+
+        let failure_policy = fields
+            .optional("failure_policy")?
+            .unwrap_or(FailurePolicy::Closed);
+
+        let default_region = fields
+            .optional::<String>("default_region")?
+            .unwrap_or_else(|| DEFAULT_REGION.to_owned());
+        check_region("default_region", &default_region)?;
+
+        let upstream_scheme = fields.optional("upstream_scheme")?.unwrap_or(Scheme::Https);
+
+        let retry_after_s: u32 = fields
+            .optional("retry_after_s")?
+            .unwrap_or(DEFAULT_RETRY_AFTER_S);
+        check_range(
+            "retry_after_s",
+            u64::from(retry_after_s),
+            1,
+            u64::from(MAX_RETRY_AFTER_S),
+        )?;
+
+        Ok(Self {
+            sidecar_cluster,
+            sidecar_authority,
+            callout_timeout_ms,
+            routing_header,
+            cache_ttl_ms,
+            activity_flush_ms,
+            rules,
+            unmatched_hosts,
+            region_clusters,
+            failure_policy,
+            default_region,
+            upstream_scheme,
+            retry_after_s,
+        })
+    }
+
+    /// The Envoy cluster serving `region`: its `region_clusters` entry, or
+    /// the region's own name.
+    pub fn cluster_for<'a>(&'a self, region: &'a str) -> &'a str {
+        self.region_clusters
+            .get(region)
+            .map_or(region, String::as_str)
+    }
+
+    /// True when activity flushes come often enough to refresh a cache entry
+    /// before it expires (otherwise hot apps miss once per TTL).
+    pub fn flush_refreshes_cache(&self) -> bool {
+        self.activity_flush_ms < self.cache_ttl_ms
+    }
+}
+
+fn parse_host_rule(index: usize, raw: Value) -> Result<HostRule, ConfigError> {
+    let prefix = format!("host_rules[{index}]");
+    let mut fields = Fields::new(raw, &prefix, RULE_FIELDS)?;
+    let pattern: String = fields.required("pattern")?;
+    if pattern.is_empty() {
+        return Err(invalid(format!("{prefix}.pattern"), "must not be empty"));
+    }
+    let app: String = fields.required("app")?;
+    let region: Option<String> = fields.optional("region")?;
+    Ok(HostRule::new(index, &pattern, &app, region.as_deref())?)
+}
+
+/// The fields of one JSON object, taken one by one so that each error names
+/// its field.
+struct Fields {
+    map: Map<String, Value>,
+    prefix: String,
+}
+
+impl Fields {
+    /// Checks that `value` is an object with only `known` keys.
+    fn new(value: Value, prefix: &str, known: &[&str]) -> Result<Self, ConfigError> {
+        let Value::Object(map) = value else {
+            let at = if prefix.is_empty() { "(root)" } else { prefix };
+            return Err(invalid(at, "expected a JSON object"));
+        };
+        if let Some(unknown) = map.keys().find(|k| !known.contains(&k.as_str())) {
+            return Err(ConfigError::UnknownField {
+                field: join(prefix, unknown),
+                expected: known.join(", "),
+            });
+        }
+        Ok(Self {
+            map,
+            prefix: prefix.to_owned(),
+        })
+    }
+
+    /// An optional field; `null` counts as absent.
+    fn optional<T: DeserializeOwned>(&mut self, name: &str) -> Result<Option<T>, ConfigError> {
+        match self.map.remove(name) {
+            None | Some(Value::Null) => Ok(None),
+            Some(value) => serde_json::from_value(value)
+                .map(Some)
+                .map_err(|e| invalid(join(&self.prefix, name), e.to_string())),
+        }
+    }
+
+    fn required<T: DeserializeOwned>(&mut self, name: &str) -> Result<T, ConfigError> {
+        self.optional(name)?
+            .ok_or_else(|| ConfigError::Missing(join(&self.prefix, name)))
+    }
+}
+
+fn join(prefix: &str, name: &str) -> String {
+    if prefix.is_empty() {
+        name.to_owned()
+    } else {
+        format!("{prefix}.{name}")
+    }
+}
+
+fn check_range(field: &str, value: u64, min: u64, max: u64) -> Result<(), ConfigError> {
+    if (min..=max).contains(&value) {
+        Ok(())
+    } else {
+        Err(invalid(
+            field,
+            format!("must be between {min} and {max}, got {value}"),
+        ))
+    }
+}
+
+/// True for a name usable both as an Envoy cluster name and as a header
+/// value: 1 to 255 visible ASCII characters, no space.
+pub fn is_cluster_name(name: &str) -> bool {
+    !name.is_empty() && name.len() <= CLUSTER_NAME_MAX && name.bytes().all(|b| b.is_ascii_graphic())
+}
+
+fn check_cluster_name(field: &str, name: &str) -> Result<(), ConfigError> {
+    if is_cluster_name(name) {
+        Ok(())
+    } else {
+        Err(invalid(
+            field,
+            format!("{name:?} is not a valid cluster name (1 to 255 visible ASCII characters)"),
+        ))
+    }
+}
+
+/// RFC 9110 `tchar`, lower-case letters only.
+fn is_lower_token_char(b: u8) -> bool {
+    matches!(b,
+        b'a'..=b'z' | b'0'..=b'9'
+        | b'!' | b'#' | b'$' | b'%' | b'&' | b'\'' | b'*' | b'+' | b'-' | b'.'
+        | b'^' | b'_' | b'`' | b'|' | b'~')
+}
+
+fn check_routing_header(name: &str) -> Result<(), ConfigError> {
+    let field = "routing_header";
+    if name.starts_with(':') {
+        return Err(invalid(
+            field,
+            format!("{name:?} is a pseudo-header; use a regular header name"),
+        ));
+    }
+    if name.is_empty() || !name.bytes().all(is_lower_token_char) {
+        return Err(invalid(
+            field,
+            format!("{name:?} is not a valid lower-case header name"),
+        ));
+    }
+    if RESERVED_HEADERS.contains(&name) {
+        return Err(invalid(
+            field,
+            format!("{name:?} is a header the request needs; the routing header is stripped from every request"),
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use paastis_rules::HostMatch;
+
+    fn parse(json: &str) -> Result<Config, ConfigError> {
+        Config::parse(json.as_bytes())
+    }
+
+    fn error(json: &str) -> String {
+        match parse(json) {
+            Ok(_) => panic!("accepted: {json}"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn defaults() {
+        let c =
+            parse(r#"{"sidecar_cluster":"sidecar","domains":["gateway.example.com"]}"#).unwrap();
+        assert_eq!(c.sidecar_authority, "paastis-sidecar");
+        assert_eq!(c.callout_timeout_ms, 65_000);
+        assert_eq!(c.routing_header, "x-paastis-cluster");
+        assert_eq!(c.cache_ttl_ms, 30_000);
+        assert_eq!(c.activity_flush_ms, 1_000);
+        assert_eq!(c.unmatched_hosts, UnmatchedHosts::Reject);
+        assert!(c.region_clusters.is_empty());
+        assert_eq!(c.failure_policy, FailurePolicy::Closed);
+        assert_eq!(c.default_region, "osc-fr1");
+        assert_eq!(c.upstream_scheme, Scheme::Https);
+        assert_eq!(c.retry_after_s, 5);
+        assert!(c.flush_refreshes_cache());
+        assert_eq!(c.cluster_for("osc-fr1"), "osc-fr1");
+    }
+
+    #[test]
+    fn full_configuration() {
+        let c = parse(
+            r#"{
+                "sidecar_cluster": "paastis_sidecar",
+                "sidecar_authority": "sidecar.local:8080",
+                "callout_timeout_ms": 1000,
+                "routing_header": "x-upstream-cluster",
+                "cache_ttl_ms": 5000,
+                "activity_flush_ms": 250,
+                "domains": ["gateway.example.com"],
+                "host_rules": [
+                    {"pattern": "([a-z0-9-]+)\\.secure\\.example\\.org", "app": "$1", "region": "osc-secnum-fr1"},
+                    {"pattern": "review-(\\d+)\\.example\\.org", "app": "front-pr$1", "region": null}
+                ],
+                "unmatched_hosts": "pass",
+                "region_clusters": {"osc-fr1": "scalingo_osc_fr1"},
+                "failure_policy": "open",
+                "default_region": "osc-secnum-fr1",
+                "upstream_scheme": "http",
+                "retry_after_s": 10
+            }"#,
+        )
+        .unwrap();
+        assert_eq!(c.cluster_for("osc-fr1"), "scalingo_osc_fr1");
+        assert_eq!(c.cluster_for("osc-secnum-fr1"), "osc-secnum-fr1");
+        assert_eq!(c.unmatched_hosts, UnmatchedHosts::Pass);
+        assert_eq!(c.failure_policy, FailurePolicy::Open);
+        assert_eq!(c.upstream_scheme, Scheme::Http);
+        assert_eq!(
+            c.rules.match_host("my-bank.secure.example.org"),
+            HostMatch::App {
+                app: "my-bank".into(),
+                region: Some("osc-secnum-fr1")
+            }
+        );
+        assert_eq!(
+            c.rules.match_host("review-7.example.org"),
+            HostMatch::App {
+                app: "front-pr7".into(),
+                region: None
+            }
+        );
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let base = r#""sidecar_cluster":"s","domains":["gw.example.com"]"#;
+        let cases = [
+            (r#"{"domains":["gw.example.com"]}"#.to_owned(), "sidecar_cluster: missing required field"),
+            (format!(r#"{{{base},"cache_tll_ms":1}}"#), "cache_tll_ms: unknown field"),
+            (format!(r#"{{{base},"callout_timeout_ms":0}}"#), "callout_timeout_ms: must be between 1 and 300000"),
+            (format!(r#"{{{base},"callout_timeout_ms":300001}}"#), "callout_timeout_ms: must be between"),
+            (format!(r#"{{{base},"callout_timeout_ms":"1s"}}"#), "callout_timeout_ms: invalid type"),
+            (format!(r#"{{{base},"callout_timeout_ms":-1}}"#), "callout_timeout_ms: invalid value"),
+            (format!(r#"{{{base},"routing_header":"X-Cluster"}}"#), "routing_header: \"X-Cluster\" is not a valid lower-case header name"),
+            (format!(r#"{{{base},"routing_header":":authority"}}"#), "routing_header: \":authority\" is a pseudo-header"),
+            (format!(r#"{{{base},"routing_header":"host"}}"#), "routing_header: \"host\" is a header the request needs"),
+            (format!(r#"{{{base},"routing_header":"x cluster"}}"#), "routing_header:"),
+            (format!(r#"{{{base},"routing_header":""}}"#), "routing_header:"),
+            (format!(r#"{{{base},"cache_ttl_ms":0}}"#), "cache_ttl_ms: must be between"),
+            (format!(r#"{{{base},"activity_flush_ms":0}}"#), "activity_flush_ms: must be between"),
+            (format!(r#"{{{base},"unmatched_hosts":"drop"}}"#), "unmatched_hosts: unknown variant `drop`"),
+            (format!(r#"{{{base},"failure_policy":"Open"}}"#), "failure_policy: unknown variant"),
+            (format!(r#"{{{base},"upstream_scheme":"ftp"}}"#), "upstream_scheme: unknown variant"),
+            (format!(r#"{{{base},"default_region":"Paris"}}"#), "default_region: \"Paris\" is not a valid region name"),
+            (format!(r#"{{{base},"region_clusters":{{"osc-fr1":""}}}}"#), "region_clusters.osc-fr1: \"\" is not a valid cluster name"),
+            (format!(r#"{{{base},"region_clusters":{{"OSC":"c"}}}}"#), "region_clusters.OSC: \"OSC\" is not a valid region name"),
+            (format!(r#"{{{base},"retry_after_s":0}}"#), "retry_after_s: must be between 1 and 3600"),
+            (format!(r#"{{{base},"retry_after_s":5000000000}}"#), "retry_after_s: invalid value"),
+            (format!(r#"{{{base},"sidecar_authority":"a b"}}"#), "sidecar_authority:"),
+            (r#"{"sidecar_cluster":"has space","domains":["gw.example.com"]}"#.to_owned(), "sidecar_cluster: \"has space\" is not a valid cluster name"),
+            (r#"{"sidecar_cluster":"s"}"#.to_owned(), "domains: at least one of domains and host_rules must be non-empty"),
+            (r#"{"sidecar_cluster":"s","domains":["bad domain"]}"#.to_owned(), "domains[0]:"),
+            (r#"{"sidecar_cluster":"s","domains":"gw.example.com"}"#.to_owned(), "domains: invalid type"),
+            (r#"{"sidecar_cluster":"s","host_rules":[{"pattern":"a","app":"x"},{"pattern":"(","app":"x"}]}"#.to_owned(), "host_rules[1].pattern:"),
+            (r#"{"sidecar_cluster":"s","host_rules":[{"pattern":"","app":"x"}]}"#.to_owned(), "host_rules[0].pattern: must not be empty"),
+            (r#"{"sidecar_cluster":"s","host_rules":[{"pattern":"(a)","app":"$2"}]}"#.to_owned(), "host_rules[0].app: uses $2"),
+            (r#"{"sidecar_cluster":"s","host_rules":[{"pattern":"a","app":3}]}"#.to_owned(), "host_rules[0].app: invalid type"),
+            (r#"{"sidecar_cluster":"s","host_rules":[{"pattern":"a","app":"x","regin":"osc-fr1"}]}"#.to_owned(), "host_rules[0].regin: unknown field"),
+            (r#"{"sidecar_cluster":"s","host_rules":[{"app":"x"}]}"#.to_owned(), "host_rules[0].pattern: missing required field"),
+            (r#"{"sidecar_cluster":"s","host_rules":["a"]}"#.to_owned(), "host_rules[0]: expected a JSON object"),
+            (r#"{"sidecar_cluster":"s","host_rules":[{"pattern":"a","app":"x","region":"EU"}]}"#.to_owned(), "host_rules[0].region:"),
+            ("[1]".to_owned(), "(root): expected a JSON object"),
+            ("{".to_owned(), "(root): EOF while parsing"),
+            ("".to_owned(), "sidecar_cluster: missing required field"),
+        ];
+        for (json, expected) in cases {
+            let message = error(&json);
+            assert!(
+                message.starts_with(expected),
+                "{json}\n  gave: {message}\n  want: {expected}..."
+            );
+        }
+    }
+
+    #[test]
+    fn null_means_default() {
+        let c = parse(
+            r#"{"sidecar_cluster":"s","domains":["gw.example.com"],"host_rules":null,"retry_after_s":null}"#,
+        )
+        .unwrap();
+        assert_eq!(c.retry_after_s, DEFAULT_RETRY_AFTER_S);
+    }
+
+    #[test]
+    fn slow_flush_is_reported() {
+        let c = parse(r#"{"sidecar_cluster":"s","domains":["gw.example.com"],"cache_ttl_ms":500}"#)
+            .unwrap();
+        assert!(!c.flush_refreshes_cache());
+    }
+}

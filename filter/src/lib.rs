@@ -1,0 +1,89 @@
+//! `paastis-filter`: the proxy-wasm HTTP filter of the Paastis gateway.
+//!
+//! Public traffic for `APP.gateway.example.com` reaches Envoy; this filter
+//! maps the host to a Scalingo app and sets the request header that the Envoy
+//! route reads with `cluster_header` to pick the regional upstream cluster.
+//! An app known to be awake is routed at once from a shared cache; otherwise
+//! the request is paused while the sidecar wakes the app.
+//!
+//! # Configuration
+//!
+//! The plugin `configuration` is a JSON object, validated once in the root
+//! context's `on_configure` (see [`config`]). On any error the filter logs
+//! `invalid configuration: <field>: <why>` at critical level and refuses to
+//! load. Unknown fields are errors.
+//!
+//! | field | type, default | meaning |
+//! |---|---|---|
+//! | `sidecar_cluster` | string, required | Envoy cluster of the sidecar |
+//! | `sidecar_authority` | string, `"paastis-sidecar"` | `:authority` of callouts |
+//! | `callout_timeout_ms` | u64, `65000` | wake callout timeout, `1..=300000` (the sidecar's own wake timeout is 60 s) |
+//! | `routing_header` | string, `"x-paastis-cluster"` | lower-case header name, not a pseudo-header nor a header requests need |
+//! | `cache_ttl_ms` | u64, `30000` | lifetime of "awake" cache entries, `1..=86400000` |
+//! | `activity_flush_ms` | u64, `1000` | activity tick period, `1..=3600000` (should be below `cache_ttl_ms`) |
+//! | `domains` | [string], `[]` | default rule: the single label right under one of these is the app |
+//! | `host_rules` | [{`pattern`, `app`, `region`?}], `[]` | explicit rules tried first (anchored regex over the normalised host, `$1..$9` in `app`) |
+//! | `unmatched_hosts` | `"reject"`\|`"pass"`, `"reject"` | reject: local 404; pass: continue untouched, no routing header |
+//! | `region_clusters` | {region: cluster}, `{}` | cluster per region; a region not listed uses its own name |
+//! | `failure_policy` | `"closed"`\|`"open"`, `"closed"` | sidecar unreachable or answering nonsense: closed = 503 + `Retry-After`; open = route to `APP.REGION.scalingo.io` (rule region or `default_region`) without waking |
+//! | `default_region` | string, `"osc-fr1"` | region for `failure_policy: open` when the rule pins none |
+//! | `upstream_scheme` | `"https"`\|`"http"`, `"https"` | scheme used when rewriting `Origin` |
+//! | `retry_after_s` | u32, `5` | `Retry-After` of 503s, `1..=3600` |
+//!
+//! At least one of `domains` and `host_rules` must be non-empty.
+//!
+//! # Request path
+//!
+//! 1. Every inbound header used for routing or internal signalling is
+//!    removed first: the routing header, every `x-paastis-*` header and
+//!    `x-forwarded-host`. A client can never pick a cluster.
+//! 2. `:authority` (or `host`) is normalised ([`paastis_rules::normalize_host`])
+//!    and matched against the host rules: an invalid host or app name is a
+//!    local 400; an unmatched host a 404 or a pass-through.
+//! 3. Cache hit (shared data `paastis/app/<app>`, see [`cache`]): set the
+//!    routing header to the cluster, `x-forwarded-host` to the host as
+//!    received, `:authority` to the upstream host, and `Origin` to the
+//!    upstream's origin when it was the original host's; record activity and
+//!    continue. No callout.
+//! 4. Miss: `POST /v1/wake {"app","region"}` to the sidecar, request paused.
+//! 5. The sidecar's answer ([`wake`]): 200 writes the cache, sets the headers
+//!    as on a hit and resumes; 404/400 become local 404/400; 503/504 a local
+//!    503 with `Retry-After`; anything else applies `failure_policy`.
+//! 6. Local replies ([`reply`]) are HTML for browsers, JSON otherwise, never
+//!    cached.
+//! 7. Activity ([`activity`]): apps routed since the last tick, plus apps
+//!    with open streams, are sent in one `POST /v1/activity {"apps":[...]}`
+//!    per tick; the answer refreshes their cache entries. A failed flush is
+//!    merged back (at most 10,000 apps).
+//!
+//! # Metrics
+//!
+//! Counters (see [`metrics`]), shown by Envoy with its `wasmcustom.` prefix:
+//! `paastis.cache_hit`, `paastis.cache_miss`, `paastis.callout`,
+//! `paastis.callout_error`, `paastis.wake_failed`, `paastis.host_rejected`,
+//! `paastis.unmatched`, `paastis.activity_flush`,
+//! `paastis.activity_flush_error`.
+//!
+//! # Layout
+//!
+//! Every decision is a pure function in a plain-Rust module, tested natively
+//! (`cargo test -p paastis-filter`). The proxy-wasm glue (`plugin`, compiled
+//! only for `wasm32`) only translates host calls in and out.
+
+pub mod activity;
+pub mod cache;
+pub mod config;
+pub mod decide;
+pub mod headers;
+pub mod metrics;
+pub mod reply;
+pub mod wake;
+
+#[cfg(target_arch = "wasm32")]
+mod plugin;
+
+pub use config::{Config, ConfigError, FailurePolicy, Scheme, UnmatchedHosts};
+pub use decide::{decide, route_edits, Decision, RouteEdits, Target};
+pub use headers::{HeaderPairs, RequestView};
+pub use reply::{LocalReply, RenderedReply, ReplyKind};
+pub use wake::{after_wake, failure_action, parse_wake_answer, WakeAction, WakeOutcome};

@@ -1,0 +1,508 @@
+//! The wake callout: its request body, reading the sidecar's answer, and what
+//! the request does next (route, answer, or apply the failure policy).
+//!
+//! The sidecar is trusted to decide, not to be well-formed: every answer is
+//! checked (status, content type, JSON shape, region and upstream host) and
+//! anything unexpected is a sidecar failure, handled by `failure_policy`.
+
+use std::str;
+
+use paastis_rules::check_region;
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use crate::cache::is_upstream_host;
+use crate::config::{Config, FailurePolicy, MAX_RETRY_AFTER_S};
+use crate::reply::{LocalReply, ReplyKind};
+
+/// Path of the wake callout.
+pub const WAKE_PATH: &str = "/v1/wake";
+/// Largest answer body read from the sidecar; a longer body is truncated and
+/// then fails to parse (a sidecar failure).
+pub const MAX_ANSWER_BYTES: usize = 64 * 1024;
+
+#[derive(Serialize)]
+struct WakeRequest<'a> {
+    app: &'a str,
+    region: Option<&'a str>,
+}
+
+/// The JSON body of `POST /v1/wake`: `{"app":...,"region":...|null}`.
+pub fn wake_body(app: &str, region: Option<&str>) -> Vec<u8> {
+    // Serializing two strings cannot fail; an empty body (refused by the
+    // sidecar, then handled as a failure) is the fallback rather than a panic.
+    serde_json::to_vec(&WakeRequest { app, region }).unwrap_or_default()
+}
+
+/// Why a sidecar answer is not usable. Logged, then handled by the failure
+/// policy.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum AnswerError {
+    #[error("no answer (the callout failed before any response)")]
+    NoResponse,
+    #[error("answer without a valid :status")]
+    NoStatus,
+    #[error("answer {0} is not JSON (content-type)")]
+    NotJson(u16),
+    #[error("answer {status} has an unexpected body: {message}")]
+    BadBody { status: u16, message: String },
+    #[error("answer {0} is not one the sidecar sends")]
+    UnexpectedStatus(u16),
+    #[error("answer {status} has unexpected error code {code:?}")]
+    UnexpectedCode { status: u16, code: String },
+    #[error("answer is for app {0:?}, not the one requested")]
+    WrongApp(String),
+    #[error("answer has an invalid region {0:?}")]
+    InvalidRegion(String),
+    #[error("answer has an invalid upstream host {0:?}")]
+    InvalidUpstreamHost(String),
+}
+
+/// A validated "this app is awake here".
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Awake {
+    /// A valid region name.
+    pub region: String,
+    /// A valid upstream host (no port).
+    pub upstream_host: String,
+}
+
+impl Awake {
+    /// Validates a region and upstream host given by the sidecar.
+    pub fn checked(region: String, upstream_host: String) -> Result<Self, AnswerError> {
+        if check_region("region", &region).is_err() {
+            return Err(AnswerError::InvalidRegion(region));
+        }
+        if !is_upstream_host(&upstream_host) {
+            return Err(AnswerError::InvalidUpstreamHost(upstream_host));
+        }
+        Ok(Self {
+            region,
+            upstream_host,
+        })
+    }
+}
+
+/// What the sidecar said about a wake.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WakeOutcome {
+    /// 200: the app is awake.
+    Awake(Awake),
+    /// 404 `unknown_app`.
+    UnknownApp,
+    /// 400 `invalid_app`.
+    InvalidApp,
+    /// 503 `wake_failed` / 504 `wake_timeout`, with the sidecar's
+    /// `retry_after` clamped to `1..=3600`.
+    NotReady {
+        timed_out: bool,
+        retry_after: Option<u32>,
+    },
+    /// Anything else: a sidecar failure.
+    Unusable(AnswerError),
+}
+
+#[derive(Deserialize)]
+struct AwakeAnswer {
+    app: Option<String>,
+    region: String,
+    upstream_host: String,
+}
+
+#[derive(Deserialize)]
+struct ErrorAnswer {
+    error: String,
+    retry_after: Option<u64>,
+}
+
+/// Parses `:status` (three digits, 100 to 599).
+pub fn parse_status(value: &[u8]) -> Option<u16> {
+    if value.len() != 3 || !value.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    str::from_utf8(value)
+        .ok()?
+        .parse()
+        .ok()
+        .filter(|s| (100..600).contains(s))
+}
+
+/// True for `application/json`, with or without parameters.
+pub fn is_json_content_type(value: &[u8]) -> bool {
+    let media = value.split(|&b| b == b';').next().unwrap_or_default();
+    media.trim_ascii().eq_ignore_ascii_case(b"application/json")
+}
+
+/// Reads the sidecar's answer to the wake of `requested`. `status` and
+/// `content_type` are the raw header values (absent when the callout failed).
+pub fn parse_wake_answer(
+    requested: &str,
+    status: Option<&[u8]>,
+    content_type: Option<&[u8]>,
+    body: &[u8],
+) -> WakeOutcome {
+    match parse(requested, status, content_type, body) {
+        Ok(outcome) => outcome,
+        Err(e) => WakeOutcome::Unusable(e),
+    }
+}
+
+fn parse(
+    requested: &str,
+    status: Option<&[u8]>,
+    content_type: Option<&[u8]>,
+    body: &[u8],
+) -> Result<WakeOutcome, AnswerError> {
+    let status = status.and_then(parse_status).ok_or(AnswerError::NoStatus)?;
+    if !matches!(status, 200 | 400 | 404 | 503 | 504) {
+        return Err(AnswerError::UnexpectedStatus(status));
+    }
+    // Envoy's own 503/504 (sidecar down, callout timeout) are plain text:
+    // the content type tells them from the sidecar's.
+    if !content_type.is_some_and(is_json_content_type) {
+        return Err(AnswerError::NotJson(status));
+    }
+    let bad_body = |e: serde_json::Error| AnswerError::BadBody {
+        status,
+        message: e.to_string(),
+    };
+    if status == 200 {
+        let answer: AwakeAnswer = serde_json::from_slice(body).map_err(bad_body)?;
+        if let Some(app) = answer.app {
+            if app != requested {
+                return Err(AnswerError::WrongApp(app));
+            }
+        }
+        return Ok(WakeOutcome::Awake(Awake::checked(
+            answer.region,
+            answer.upstream_host,
+        )?));
+    }
+    let answer: ErrorAnswer = serde_json::from_slice(body).map_err(bad_body)?;
+    match (status, answer.error.as_str()) {
+        (404, "unknown_app") => Ok(WakeOutcome::UnknownApp),
+        (400, "invalid_app") => Ok(WakeOutcome::InvalidApp),
+        (503 | 504, "wake_failed" | "wake_timeout") => Ok(WakeOutcome::NotReady {
+            timed_out: answer.error == "wake_timeout",
+            retry_after: answer.retry_after.map(clamp_retry_after),
+        }),
+        _ => Err(AnswerError::UnexpectedCode {
+            status,
+            code: answer.error,
+        }),
+    }
+}
+
+fn clamp_retry_after(seconds: u64) -> u32 {
+    u32::try_from(seconds)
+        .unwrap_or(MAX_RETRY_AFTER_S)
+        .clamp(1, MAX_RETRY_AFTER_S)
+}
+
+/// What the request does once the wake is settled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WakeAction {
+    /// Route to `cluster` with `:authority` `upstream_host`; write the cache
+    /// entry when `cache` (only for an answer from the sidecar).
+    Route {
+        cluster: String,
+        upstream_host: String,
+        cache: bool,
+    },
+    /// Answer locally.
+    Reply(LocalReply),
+}
+
+/// Maps the sidecar's outcome for `app` (whose host rule pinned
+/// `rule_region`, if any) to the next step.
+pub fn after_wake(
+    config: &Config,
+    app: &str,
+    rule_region: Option<&str>,
+    outcome: WakeOutcome,
+) -> WakeAction {
+    match outcome {
+        WakeOutcome::Awake(awake) => WakeAction::Route {
+            cluster: config.cluster_for(&awake.region).to_owned(),
+            upstream_host: awake.upstream_host,
+            cache: true,
+        },
+        WakeOutcome::UnknownApp => {
+            WakeAction::Reply(LocalReply::for_app(ReplyKind::UnknownApp, app))
+        }
+        WakeOutcome::InvalidApp => {
+            WakeAction::Reply(LocalReply::for_app(ReplyKind::InvalidApp, app))
+        }
+        WakeOutcome::NotReady {
+            timed_out,
+            retry_after,
+        } => {
+            let kind = if timed_out {
+                ReplyKind::WakeTimeout
+            } else {
+                ReplyKind::WakeFailed
+            };
+            WakeAction::Reply(
+                LocalReply::for_app(kind, app)
+                    .retry_after(retry_after.unwrap_or(config.retry_after_s)),
+            )
+        }
+        WakeOutcome::Unusable(_) => failure_action(config, app, rule_region),
+    }
+}
+
+/// The failure policy, for a sidecar that cannot be reached (dispatch
+/// failed) or answered something unusable. `open` routes to the app's default
+/// Scalingo host, `APP.REGION.scalingo.io`, in the rule's region or
+/// `default_region`, without waking it and without caching.
+pub fn failure_action(config: &Config, app: &str, rule_region: Option<&str>) -> WakeAction {
+    match config.failure_policy {
+        FailurePolicy::Closed => WakeAction::Reply(
+            LocalReply::for_app(ReplyKind::Unavailable, app).retry_after(config.retry_after_s),
+        ),
+        FailurePolicy::Open => {
+            let region = rule_region.unwrap_or(&config.default_region);
+            WakeAction::Route {
+                cluster: config.cluster_for(region).to_owned(),
+                upstream_host: format!("{app}.{region}.scalingo.io"),
+                cache: false,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const JSON: Option<&[u8]> = Some(b"application/json");
+
+    fn answer(status: &str, body: &str) -> WakeOutcome {
+        parse_wake_answer("my-app", Some(status.as_bytes()), JSON, body.as_bytes())
+    }
+
+    fn config(extra: &str) -> Config {
+        Config::parse(
+            format!(r#"{{"sidecar_cluster":"s","domains":["gw.example.com"],"region_clusters":{{"osc-fr1":"fr1"}}{extra}}}"#)
+                .as_bytes(),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn body() {
+        assert_eq!(
+            wake_body("my-app", None),
+            br#"{"app":"my-app","region":null}"#
+        );
+        assert_eq!(
+            wake_body("my-app", Some("osc-fr1")),
+            br#"{"app":"my-app","region":"osc-fr1"}"#
+        );
+    }
+
+    #[test]
+    fn awake() {
+        let outcome = answer(
+            "200",
+            r#"{"app":"my-app","target":"other-app","region":"osc-fr1","upstream_host":"other-app.osc-fr1.scalingo.io","linked_apps":["x"],"waited_ms":123}"#,
+        );
+        assert_eq!(
+            outcome,
+            WakeOutcome::Awake(Awake {
+                region: "osc-fr1".into(),
+                upstream_host: "other-app.osc-fr1.scalingo.io".into()
+            })
+        );
+        assert_eq!(
+            after_wake(&config(""), "my-app", None, outcome),
+            WakeAction::Route {
+                cluster: "fr1".into(),
+                upstream_host: "other-app.osc-fr1.scalingo.io".into(),
+                cache: true
+            }
+        );
+    }
+
+    #[test]
+    fn refuses_untrustworthy_awake_answers() {
+        let cases = [
+            (r#"{"region":"osc-fr1"}"#, "unexpected body"),
+            (
+                r#"{"app":"someone-else","region":"osc-fr1","upstream_host":"a.io"}"#,
+                "not the one requested",
+            ),
+            (
+                r#"{"region":"OSC FR1","upstream_host":"a.io"}"#,
+                "invalid region",
+            ),
+            (
+                r#"{"region":"osc-fr1","upstream_host":"a.io:8443"}"#,
+                "invalid upstream host",
+            ),
+            (
+                r#"{"region":"osc-fr1","upstream_host":"evil.io\r\nx-paastis-cluster: x"}"#,
+                "invalid upstream host",
+            ),
+            ("not json", "unexpected body"),
+        ];
+        for (body, expected) in cases {
+            match answer("200", body) {
+                WakeOutcome::Unusable(e) => {
+                    assert!(e.to_string().contains(expected), "{body}: {e}")
+                }
+                other => panic!("{body}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn sidecar_errors() {
+        assert_eq!(
+            answer("404", r#"{"error":"unknown_app","message":"no"}"#),
+            WakeOutcome::UnknownApp
+        );
+        assert_eq!(
+            answer("400", r#"{"error":"invalid_app","message":"no"}"#),
+            WakeOutcome::InvalidApp
+        );
+        assert_eq!(
+            answer(
+                "503",
+                r#"{"error":"wake_failed","message":"boom","retry_after":9}"#
+            ),
+            WakeOutcome::NotReady {
+                timed_out: false,
+                retry_after: Some(9)
+            }
+        );
+        assert_eq!(
+            answer("504", r#"{"error":"wake_timeout","message":"slow"}"#),
+            WakeOutcome::NotReady {
+                timed_out: true,
+                retry_after: None
+            }
+        );
+        assert_eq!(
+            answer(
+                "503",
+                r#"{"error":"wake_failed","retry_after":99999999999}"#
+            ),
+            WakeOutcome::NotReady {
+                timed_out: false,
+                retry_after: Some(3600)
+            }
+        );
+        assert_eq!(
+            answer("503", r#"{"error":"wake_failed","retry_after":0}"#),
+            WakeOutcome::NotReady {
+                timed_out: false,
+                retry_after: Some(1)
+            }
+        );
+        let c = config("");
+        assert_eq!(
+            after_wake(
+                &c,
+                "my-app",
+                None,
+                answer("504", r#"{"error":"wake_timeout"}"#)
+            ),
+            WakeAction::Reply(LocalReply::for_app(ReplyKind::WakeTimeout, "my-app").retry_after(5))
+        );
+        assert_eq!(
+            after_wake(&c, "my-app", None, WakeOutcome::UnknownApp),
+            WakeAction::Reply(LocalReply::for_app(ReplyKind::UnknownApp, "my-app"))
+        );
+    }
+
+    #[test]
+    fn envoy_errors_are_sidecar_failures() {
+        // What Envoy itself answers when the sidecar is down or too slow.
+        let plain: Option<&[u8]> = Some(b"text/plain");
+        let cases = [
+            parse_wake_answer(
+                "my-app",
+                Some(b"503"),
+                plain,
+                b"upstream connect error or disconnect/reset before headers",
+            ),
+            parse_wake_answer("my-app", Some(b"504"), plain, b"upstream request timeout"),
+            parse_wake_answer("my-app", None, None, b""),
+            parse_wake_answer("my-app", Some(b"500"), JSON, br#"{"error":"x"}"#),
+            parse_wake_answer("my-app", Some(b"404"), JSON, br#"{"error":"not_found"}"#),
+            parse_wake_answer("my-app", Some(b"20"), JSON, b"{}"),
+            parse_wake_answer("my-app", Some(b"200"), None, b"{}"),
+        ];
+        for outcome in cases {
+            assert!(matches!(outcome, WakeOutcome::Unusable(_)), "{outcome:?}");
+        }
+    }
+
+    #[test]
+    fn failure_policy() {
+        let closed = config("");
+        assert_eq!(
+            failure_action(&closed, "my-app", None),
+            WakeAction::Reply(LocalReply::for_app(ReplyKind::Unavailable, "my-app").retry_after(5))
+        );
+        let open = config(r#","failure_policy":"open""#);
+        assert_eq!(
+            after_wake(
+                &open,
+                "my-app",
+                None,
+                WakeOutcome::Unusable(AnswerError::NoResponse)
+            ),
+            WakeAction::Route {
+                cluster: "fr1".into(),
+                upstream_host: "my-app.osc-fr1.scalingo.io".into(),
+                cache: false
+            }
+        );
+        assert_eq!(
+            failure_action(&open, "my-app", Some("osc-secnum-fr1")),
+            WakeAction::Route {
+                cluster: "osc-secnum-fr1".into(),
+                upstream_host: "my-app.osc-secnum-fr1.scalingo.io".into(),
+                cache: false
+            }
+        );
+    }
+
+    #[test]
+    fn content_types_and_statuses() {
+        assert!(is_json_content_type(b"application/json"));
+        assert!(is_json_content_type(b"Application/JSON; charset=utf-8"));
+        assert!(!is_json_content_type(b"application/jsonx"));
+        assert!(!is_json_content_type(b"text/plain"));
+        assert_eq!(parse_status(b"200"), Some(200));
+        assert_eq!(parse_status(b"099"), None);
+        assert_eq!(parse_status(b"600"), None);
+        assert_eq!(parse_status(b"+20"), None);
+    }
+
+    proptest! {
+        #[test]
+        fn any_answer_is_handled(
+            status in proptest::option::of(prop::collection::vec(any::<u8>(), 0..4)),
+            json in any::<bool>(),
+            body in prop_oneof![
+                prop::collection::vec(any::<u8>(), 0..100),
+                "\\{\"(app|region|upstream_host|error|retry_after)\":\"\\PC{0,20}\"\\}".prop_map(String::into_bytes),
+            ],
+        ) {
+            let content_type: Option<&[u8]> = json.then_some(b"application/json");
+            let outcome = parse_wake_answer("my-app", status.as_deref(), content_type, &body);
+            if let WakeOutcome::Awake(a) = &outcome {
+                prop_assert!(check_region("r", &a.region).is_ok());
+                prop_assert!(is_upstream_host(&a.upstream_host));
+            }
+            if let WakeAction::Route { cluster, upstream_host, .. } = after_wake(&config(""), "my-app", None, outcome) {
+                prop_assert!(crate::config::is_cluster_name(&cluster));
+                prop_assert!(is_upstream_host(&upstream_host));
+            }
+        }
+    }
+}

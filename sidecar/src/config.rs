@@ -1,0 +1,502 @@
+//! Configuration: the environment (Paastis's names accepted) and the rules of
+//! `paastis.yml`. Everything is read and checked before a port is bound; an
+//! error names the file, rule and field, or the variable.
+
+use std::collections::{BTreeSet, HashMap};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use paastis_rules::{is_valid_app_name, AppRule, AppRuleError, AppRules};
+use serde::Deserialize;
+use thiserror::Error;
+use url::Url;
+
+use crate::scalingo::{ScalingoConfig, Secret};
+
+/// Idle time before an app is paused when no rule says otherwise (Paastis's
+/// default), in minutes.
+pub const DEFAULT_MAX_IDLE_MINUTES: u64 = 15;
+
+/// A configuration error. Its text is printed as `invalid configuration: ...`
+/// and the process exits with code 64.
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    #[error("{file}: cannot read: {message}")]
+    ReadRules { file: PathBuf, message: String },
+    #[error("{file}: {message}")]
+    ParseRules { file: PathBuf, message: String },
+    #[error("{file}: {source}")]
+    Rule {
+        file: PathBuf,
+        #[source]
+        source: AppRuleError,
+    },
+    #[error("{name}: {message}")]
+    Env { name: &'static str, message: String },
+}
+
+fn env_error(name: &'static str, message: impl Into<String>) -> ConfigError {
+    ConfigError::Env {
+        name,
+        message: message.into(),
+    }
+}
+
+/// Which registry keeps the last access of each app.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RegistryKind {
+    InMemory,
+    /// Shared by several gateway instances.
+    Redis {
+        url: String,
+        prefix: String,
+    },
+}
+
+/// The sidecar's whole configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub scalingo: ScalingoConfig,
+    pub rules: AppRules,
+    pub rules_file: Option<PathBuf>,
+    /// Apps the gateway routes but never scales (Paastis's
+    /// `REGISTRY_IGNORED_APPS`).
+    pub ignored_apps: BTreeSet<String>,
+    pub registry: RegistryKind,
+    /// Upper bound on how long a wake request waits for its apps to run.
+    pub wake_timeout: Duration,
+    /// How long the sidecar trusts that an app it saw running still runs,
+    /// before it checks again with Scalingo.
+    pub awake_ttl: Duration,
+    /// Period of the idle scheduler's passes.
+    pub scheduler_interval: Duration,
+    /// Name of this instance in leases and events.
+    pub instance: String,
+}
+
+/// `paastis.yml` as written by users of the Node.js Paastis.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RulesFile {
+    #[serde(default)]
+    rules: Vec<RawRule>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRule {
+    pattern: String,
+    app_name: Option<String>,
+    linked_apps: Option<Vec<String>>,
+    /// Minutes.
+    app_max_idle_time: Option<u64>,
+    region: Option<String>,
+}
+
+/// Parses and checks the text of a rules file. `file` only names it in
+/// errors.
+pub fn parse_rules(
+    file: &Path,
+    text: &str,
+    default_max_idle: u64,
+) -> Result<AppRules, ConfigError> {
+    let parsed: RulesFile = if text.trim().is_empty() {
+        RulesFile { rules: Vec::new() }
+    } else {
+        serde_yaml::from_str(text).map_err(|e| ConfigError::ParseRules {
+            file: file.to_owned(),
+            message: e.to_string(),
+        })?
+    };
+    let rules = parsed
+        .rules
+        .into_iter()
+        .enumerate()
+        .map(|(index, raw)| {
+            AppRule::new(
+                index,
+                &raw.pattern,
+                raw.app_name.as_deref(),
+                raw.linked_apps,
+                raw.app_max_idle_time,
+                raw.region.as_deref(),
+            )
+            .map_err(|source| ConfigError::Rule {
+                file: file.to_owned(),
+                source,
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(AppRules::new(rules, default_max_idle))
+}
+
+/// Reads the environment through `get` (so tests need not touch the
+/// process's environment).
+pub struct Env<'a> {
+    get: &'a dyn Fn(&str) -> Option<String>,
+}
+
+impl<'a> Env<'a> {
+    pub fn new(get: &'a dyn Fn(&str) -> Option<String>) -> Self {
+        Self { get }
+    }
+
+    /// The first of `names` that is set and not blank.
+    fn first(&self, names: &[&'static str]) -> Option<(&'static str, String)> {
+        names.iter().find_map(|&name| {
+            (self.get)(name)
+                .map(|v| v.trim().to_owned())
+                .filter(|v| !v.is_empty())
+                .map(|v| (name, v))
+        })
+    }
+
+    fn secs(
+        &self,
+        names: &[&'static str],
+        default: u64,
+        max: u64,
+    ) -> Result<Duration, ConfigError> {
+        match self.first(names) {
+            None => Ok(Duration::from_secs(default)),
+            Some((name, value)) => match value.parse::<u64>() {
+                Ok(n) if n > 0 && n <= max => Ok(Duration::from_secs(n)),
+                _ => Err(env_error(
+                    name,
+                    format!("{value:?} is not a number of seconds between 1 and {max}"),
+                )),
+            },
+        }
+    }
+}
+
+impl Config {
+    /// Reads the process environment.
+    pub fn from_process_env() -> Result<Self, ConfigError> {
+        let get = |name: &str| std::env::var(name).ok();
+        Self::from_env(&Env::new(&get))
+    }
+
+    pub fn from_env(env: &Env<'_>) -> Result<Self, ConfigError> {
+        let listen = match env.first(&["PAASTIS_LISTEN"]) {
+            None => SocketAddr::from(([127, 0, 0, 1], 7070)),
+            Some((name, v)) => v.parse().map_err(|_| {
+                env_error(name, format!("{v:?} is not an address like 127.0.0.1:7070"))
+            })?,
+        };
+
+        let (_, token) = env
+            .first(&["PROVIDER_SCALINGO_API_TOKEN", "SCALINGO_API_TOKEN"])
+            .ok_or_else(|| {
+                env_error(
+                    "PROVIDER_SCALINGO_API_TOKEN",
+                    "is required (a Scalingo API token, tk-us-...)",
+                )
+            })?;
+        let auth_url = match env.first(&["PROVIDER_SCALINGO_AUTH_URL"]) {
+            None => Url::parse("https://auth.scalingo.com")
+                .map_err(|e| env_error("PROVIDER_SCALINGO_AUTH_URL", e.to_string()))?,
+            Some((name, v)) => match Url::parse(&v) {
+                Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => u,
+                _ => return Err(env_error(name, format!("{v:?} is not an http(s) URL"))),
+            },
+        };
+        let regions = match env.first(&["PROVIDER_SCALINGO_REGIONS", "PROVIDER_REGION"]) {
+            None => None,
+            Some((name, v)) => {
+                let list: Vec<String> = v
+                    .split(',')
+                    .map(|s| s.trim().to_owned())
+                    .filter(|s| !s.is_empty())
+                    .collect();
+                for region in &list {
+                    paastis_rules::check_region(name, region)
+                        .map_err(|e| env_error(name, e.to_string()))?;
+                }
+                Some(list)
+            }
+        };
+        let request_timeout = env.secs(&["PROVIDER_SCALINGO_REQUEST_TIMEOUT"], 10, 300)?;
+
+        let default_max_idle = match env.first(&["START_AND_STOP_MAX_IDLE_TIME"]) {
+            None => DEFAULT_MAX_IDLE_MINUTES,
+            Some((name, v)) => v
+                .parse()
+                .map_err(|_| env_error(name, format!("{v:?} is not a number of minutes")))?,
+        };
+
+        let ignored_apps = match env.first(&["REGISTRY_IGNORED_APPS"]) {
+            None => BTreeSet::new(),
+            Some((name, v)) => {
+                let mut set = BTreeSet::new();
+                for app in v.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+                    if !is_valid_app_name(app) {
+                        return Err(env_error(
+                            name,
+                            format!("{app:?} is not a valid Scalingo app name"),
+                        ));
+                    }
+                    set.insert(app.to_owned());
+                }
+                set
+            }
+        };
+
+        let registry = match env.first(&["REGISTRY_TYPE"]) {
+            None => RegistryKind::InMemory,
+            Some((_, v)) if v == "in-memory" || v == "memory" => RegistryKind::InMemory,
+            Some((_, v)) if v == "redis" => {
+                let (name, url) =
+                    env.first(&["REGISTRY_REDIS_URL", "REDIS_URL"])
+                        .ok_or_else(|| {
+                            env_error(
+                                "REGISTRY_REDIS_URL",
+                                "is required when REGISTRY_TYPE is redis",
+                            )
+                        })?;
+                if !(url.starts_with("redis://")
+                    || url.starts_with("rediss://")
+                    || url.starts_with("unix://"))
+                {
+                    // The value may hold a password: never echo it.
+                    return Err(env_error(name, "is not a redis:// or rediss:// URL"));
+                }
+                let prefix = env
+                    .first(&["REGISTRY_REDIS_KEY_PREFIX"])
+                    .map(|(_, p)| p)
+                    .unwrap_or_else(|| "paastis:".to_owned());
+                RegistryKind::Redis { url, prefix }
+            }
+            Some((name, v)) => {
+                return Err(env_error(
+                    name,
+                    format!("{v:?} is not supported (in-memory or redis)"),
+                ));
+            }
+        };
+        let scheduler_interval = env.secs(&["PAASTIS_SCHEDULER_INTERVAL"], 60, 86_400)?;
+        let instance = env
+            .first(&["PAASTIS_INSTANCE"])
+            .map(|(_, v)| v)
+            .unwrap_or_else(|| format!("{}-{}", std::process::id(), now_nanos() % 1_000_000));
+
+        let wake_timeout = env.secs(
+            &[
+                "PAASTIS_WAKE_TIMEOUT",
+                "PROVIDER_SCALINGO_OPERATION_TIMEOUT",
+            ],
+            60,
+            600,
+        )?;
+        let awake_ttl = env.secs(&["PAASTIS_AWAKE_TTL"], 600, 86_400)?;
+
+        // As in Paastis, `paastis.yml` in the working directory is read when
+        // present; an explicitly named file must exist.
+        let (rules_file, text) = match env.first(&["PAASTIS_RULES_FILE", "PAASTIS_CONFIG_FILE"]) {
+            Some((_, path)) => {
+                let path = PathBuf::from(path);
+                let text = std::fs::read_to_string(&path).map_err(|e| ConfigError::ReadRules {
+                    file: path.clone(),
+                    message: e.to_string(),
+                })?;
+                (Some(path), text)
+            }
+            None => {
+                let path = PathBuf::from("paastis.yml");
+                match std::fs::read_to_string(&path) {
+                    Ok(text) => (Some(path), text),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => (None, String::new()),
+                    Err(e) => {
+                        return Err(ConfigError::ReadRules {
+                            file: path,
+                            message: e.to_string(),
+                        })
+                    }
+                }
+            }
+        };
+        let rules = match &rules_file {
+            Some(file) => parse_rules(file, &text, default_max_idle)?,
+            None => AppRules::new(Vec::new(), default_max_idle),
+        };
+
+        Ok(Self {
+            listen,
+            scalingo: ScalingoConfig {
+                api_token: Secret::new(token),
+                auth_url,
+                regions,
+                request_timeout,
+                user_agent: concat!("paastis-gateway/", env!("CARGO_PKG_VERSION")).to_owned(),
+            },
+            rules,
+            rules_file,
+            ignored_apps,
+            registry,
+            wake_timeout,
+            awake_ttl,
+            scheduler_interval,
+            instance,
+        })
+    }
+}
+
+fn now_nanos() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0)
+}
+
+/// Builds an [`Env`] reader over a fixed map, for tests and `check-config`.
+pub fn env_from_map(map: &HashMap<String, String>) -> impl Fn(&str) -> Option<String> + '_ {
+    move |name| map.get(name).cloned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let get = env_from_map(&map);
+        Config::from_env(&Env::new(&get))
+    }
+
+    #[test]
+    fn defaults_with_a_token() {
+        let c = config(&[("PROVIDER_SCALINGO_API_TOKEN", "tk-us-abc")]).unwrap();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:7070");
+        assert_eq!(c.scalingo.auth_url.as_str(), "https://auth.scalingo.com/");
+        assert_eq!(c.wake_timeout, Duration::from_secs(60));
+        assert_eq!(c.registry, RegistryKind::InMemory);
+        assert!(c.ignored_apps.is_empty());
+    }
+
+    #[test]
+    fn token_is_required_and_never_printed() {
+        let e = config(&[]).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "PROVIDER_SCALINGO_API_TOKEN: is required (a Scalingo API token, tk-us-...)"
+        );
+        let c = config(&[("SCALINGO_API_TOKEN", "tk-us-secret-value")]).unwrap();
+        assert!(!format!("{c:?}").contains("secret-value"));
+    }
+
+    #[test]
+    fn env_errors_name_the_variable() {
+        let base = ("PROVIDER_SCALINGO_API_TOKEN", "tk-us-abc");
+        let cases = [
+            ("PAASTIS_LISTEN", "nowhere", "PAASTIS_LISTEN:"),
+            (
+                "REGISTRY_IGNORED_APPS",
+                "good-app,Bad_App",
+                "REGISTRY_IGNORED_APPS: \"Bad_App\"",
+            ),
+            ("REGISTRY_TYPE", "mongo", "REGISTRY_TYPE:"),
+            ("REGISTRY_TYPE", "redis", "REGISTRY_REDIS_URL: is required"),
+            (
+                "PAASTIS_SCHEDULER_INTERVAL",
+                "0",
+                "PAASTIS_SCHEDULER_INTERVAL:",
+            ),
+            ("REGISTRY_TYPE", "redis", "REGISTRY_REDIS_URL: is required"),
+            (
+                "PAASTIS_SCHEDULER_INTERVAL",
+                "0",
+                "PAASTIS_SCHEDULER_INTERVAL:",
+            ),
+            (
+                "START_AND_STOP_MAX_IDLE_TIME",
+                "soon",
+                "START_AND_STOP_MAX_IDLE_TIME:",
+            ),
+            ("PAASTIS_WAKE_TIMEOUT", "0", "PAASTIS_WAKE_TIMEOUT:"),
+            (
+                "PROVIDER_SCALINGO_AUTH_URL",
+                "ftp://x",
+                "PROVIDER_SCALINGO_AUTH_URL:",
+            ),
+            (
+                "PROVIDER_SCALINGO_REGIONS",
+                "osc-fr1,OSC",
+                "PROVIDER_SCALINGO_REGIONS:",
+            ),
+            (
+                "PAASTIS_RULES_FILE",
+                "/nonexistent/paastis.yml",
+                "/nonexistent/paastis.yml: cannot read",
+            ),
+        ];
+        for (name, value, expected) in cases {
+            let e = config(&[base, (name, value)]).unwrap_err().to_string();
+            assert!(e.starts_with(expected), "{name}={value}: {e}");
+        }
+    }
+
+    #[test]
+    fn rules_errors_name_file_rule_and_field() {
+        let file = Path::new("conf/paastis.yml");
+        let e = parse_rules(file, "rules:\n  - pattern: 'a('\n", 15)
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("conf/paastis.yml: rules[0].pattern:"), "{e}");
+        let e = parse_rules(
+            file,
+            "rules:\n  - pattern: x\n  - pattern: '(.*)-front'\n    linked_apps: ['$1-api', 'Nope']\n",
+            15,
+        )
+        .unwrap_err()
+        .to_string();
+        assert_eq!(
+            e,
+            "conf/paastis.yml: rules[1].linked_apps[1]: \"Nope\" is not a valid Scalingo app name"
+        );
+        let e = parse_rules(file, "rules:\n  - pattern: x\n    linked_app: [a]\n", 15)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("conf/paastis.yml: rules[0]: unknown field `linked_app`"),
+            "{e}"
+        );
+        let e = parse_rules(
+            file,
+            "rules:\n  - pattern: x\n    app_max_idle_time: -3\n",
+            15,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.starts_with("conf/paastis.yml: rules[0].app_max_idle_time:"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn reads_paastis_readme_rules() {
+        let text = r#"
+rules:
+  - pattern: 'app-review-pr(\d+)-(back|front)'
+    linked_apps:
+      - "app-review-pr$1-front"
+  - pattern: "hello-fastify"
+    linked_apps:
+      - "hellofastifydeux"
+  - pattern: "hello-fastify-2"
+    app_name: "hellofastifydeux"
+  - pattern: ".*fastify.*"
+    app_max_idle_time: 0
+"#;
+        let rules = parse_rules(Path::new("paastis.yml"), text, 15).unwrap();
+        assert_eq!(rules.len(), 4);
+        let r = rules.resolve("app-review-pr7-back").unwrap();
+        assert_eq!(r.linked_apps, vec!["app-review-pr7-front"]);
+        assert!(parse_rules(Path::new("p.yml"), "", 15).unwrap().is_empty());
+    }
+}

@@ -1,0 +1,87 @@
+//! The gateway's sidecar: it wakes Scalingo apps for the Envoy filter and
+//! keeps the registry of running apps.
+//!
+//! The filter calls it only when it does not know an app to be awake
+//! (`POST /v1/wake`), and sends it batches of the apps it served
+//! (`POST /v1/activity`); see [`server`] for the API. A wake resolves the
+//! `paastis.yml` rules ([`config`]), finds the app's region, scales it back
+//! up on Scalingo and waits until a web container runs ([`wake`]), through
+//! the Scalingo client ([`scalingo`]), which follows the API contract in
+//! `shared/scalingo-api.md`. Last accesses go to the [`registry`].
+//!
+//! Entry point: [`server::run`] over a bound listener, with a shutdown
+//! future; the binary only reads the configuration and binds.
+
+pub mod config;
+pub mod registry;
+pub mod scalingo;
+pub mod scheduler;
+pub mod server;
+pub mod wake;
+
+use std::sync::Arc;
+
+use config::{Config, RegistryKind};
+use registry::redis::RedisStore;
+use registry::{
+    Coordinator, EventLog, InMemoryCoordinator, InMemoryEventLog, InMemoryRegistry, Registry,
+};
+use scalingo::ScalingoClient;
+use scheduler::Scheduler;
+use wake::Waker;
+
+/// How many events the log keeps.
+pub const EVENTS_CAPACITY: usize = 1_000;
+
+/// The sidecar's working parts, built from a checked configuration.
+pub struct Gateway {
+    pub waker: Arc<Waker>,
+    pub scheduler: Arc<Scheduler>,
+}
+
+/// Builds the client, the registry (connecting to Redis when configured),
+/// the waker and the scheduler.
+pub async fn build(config: &Config) -> Result<Gateway, String> {
+    let client = ScalingoClient::new(config.scalingo.clone()).map_err(|e| e.to_string())?;
+    let (registry, coordinator, events): (
+        Arc<dyn Registry>,
+        Arc<dyn Coordinator>,
+        Arc<dyn EventLog>,
+    ) = match &config.registry {
+        RegistryKind::InMemory => (
+            Arc::new(InMemoryRegistry::new()),
+            Arc::new(InMemoryCoordinator::new()),
+            Arc::new(InMemoryEventLog::new(EVENTS_CAPACITY)),
+        ),
+        RegistryKind::Redis { url, prefix } => {
+            let store = Arc::new(
+                RedisStore::connect(url, prefix, EVENTS_CAPACITY)
+                    .await
+                    .map_err(|e| e.to_string())?,
+            );
+            (store.clone(), store.clone(), store)
+        }
+    };
+    let waker = Waker::new(
+        client.clone(),
+        config.rules.clone(),
+        config.ignored_apps.clone(),
+        registry.clone(),
+        coordinator.clone(),
+        events.clone(),
+        config.instance.clone(),
+        config.wake_timeout,
+        config.awake_ttl,
+    );
+    let scheduler = Arc::new(Scheduler::new(
+        client,
+        config.rules.clone(),
+        config.ignored_apps.clone(),
+        registry,
+        coordinator,
+        events,
+        waker.clone(),
+        config.instance.clone(),
+    ));
+    Ok(Gateway { waker, scheduler })
+}

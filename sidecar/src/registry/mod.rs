@@ -1,0 +1,143 @@
+//! The registry of running apps and the coordination between gateway
+//! instances.
+//!
+//! - [`Registry`]: when each app was last accessed, and what the gateway knows
+//!   of it (region, idle limit, linked apps, the formation to restore).
+//! - [`Coordinator`]: named leases (one scheduler pass at a time, one wake
+//!   per app across instances) and short-lived notes (a wake's outcome, for
+//!   the instances that waited on it).
+//! - [`EventLog`]: a bounded log of what happened to apps.
+//!
+//! Each has an in-memory implementation ([`memory`]) for a single instance
+//! and a Redis one ([`redis`]) shared by several instances.
+
+pub mod memory;
+pub mod redis;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+pub use memory::{InMemoryCoordinator, InMemoryEventLog, InMemoryRegistry};
+
+/// A store that cannot be reached or answered something unreadable.
+#[derive(Debug, Clone, Error)]
+#[error("registry unavailable: {0}")]
+pub struct RegistryError(pub String);
+
+/// What the gateway remembers of one app.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppRecord {
+    pub app: String,
+    pub region: Option<String>,
+    /// Milliseconds since the Unix epoch. Never moves backwards.
+    pub last_access_ms: u64,
+    pub max_idle_minutes: u64,
+    pub linked_apps: Vec<String>,
+    /// Amount per process type before the app was paused, to restore on
+    /// wake; empty when unknown.
+    pub formation: Vec<(String, u32)>,
+}
+
+impl AppRecord {
+    /// A record for an app only known by name.
+    pub fn blank(app: &str) -> Self {
+        Self {
+            app: app.to_owned(),
+            region: None,
+            last_access_ms: 0,
+            max_idle_minutes: crate::config::DEFAULT_MAX_IDLE_MINUTES,
+            linked_apps: Vec::new(),
+            formation: Vec::new(),
+        }
+    }
+}
+
+/// Facts learnt about an app when it is woken or discovered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppMeta {
+    pub region: String,
+    pub max_idle_minutes: u64,
+    pub linked_apps: Vec<String>,
+}
+
+#[async_trait]
+pub trait Registry: Send + Sync + 'static {
+    /// Records an access at `at_ms` for each app; an app not registered yet
+    /// is registered. Last access only ever moves forward, whatever the order
+    /// in which concurrent writers arrive.
+    async fn touch(&self, apps: &[String], at_ms: u64) -> Result<(), RegistryError>;
+    /// Registers or updates an app's facts, keeping its remembered formation;
+    /// its last access moves forward to `at_ms` if that is later.
+    async fn register(&self, app: &str, meta: AppMeta, at_ms: u64) -> Result<(), RegistryError>;
+    async fn get(&self, app: &str) -> Result<Option<AppRecord>, RegistryError>;
+    /// Every app, sorted by name.
+    async fn list(&self) -> Result<Vec<AppRecord>, RegistryError>;
+    /// Apps last accessed at or before `before_ms`, oldest first, at most
+    /// `limit` (a range query on last access, not a scan).
+    async fn accessed_before(
+        &self,
+        before_ms: u64,
+        limit: usize,
+    ) -> Result<Vec<AppRecord>, RegistryError>;
+    /// Remembers the formation to restore on the next wake.
+    async fn remember_formation(
+        &self,
+        app: &str,
+        formation: Vec<(String, u32)>,
+    ) -> Result<(), RegistryError>;
+    async fn forget(&self, app: &str) -> Result<(), RegistryError>;
+    async fn len(&self) -> Result<usize, RegistryError>;
+    async fn is_empty(&self) -> Result<bool, RegistryError> {
+        Ok(self.len().await? == 0)
+    }
+}
+
+#[async_trait]
+pub trait Coordinator: Send + Sync + 'static {
+    /// Takes lease `name` for `ttl` when it is free, or extends it when
+    /// `holder` already holds it. True when `holder` holds it afterwards. A
+    /// holder that dies loses the lease when its ttl runs out.
+    async fn acquire(&self, name: &str, holder: &str, ttl: Duration)
+        -> Result<bool, RegistryError>;
+    /// Releases lease `name` only if `holder` still holds it (never someone
+    /// else's lease that replaced an expired one). True when released.
+    async fn release(&self, name: &str, holder: &str) -> Result<bool, RegistryError>;
+    /// The current holder of lease `name`, if any.
+    async fn holder(&self, name: &str) -> Result<Option<String>, RegistryError>;
+    /// Leaves a note readable by every instance for `ttl`.
+    async fn put_note(&self, name: &str, value: &str, ttl: Duration) -> Result<(), RegistryError>;
+    async fn note(&self, name: &str) -> Result<Option<String>, RegistryError>;
+}
+
+/// Something that happened to an app.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Event {
+    pub at_ms: u64,
+    pub app: String,
+    /// Which gateway instance saw it.
+    pub instance: String,
+    #[serde(flatten)]
+    pub kind: EventKind,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum EventKind {
+    Registered,
+    Discovered,
+    Woken { duration_ms: u64 },
+    WakeFailed { error: String },
+    Paused { formation: Vec<(String, u32)> },
+    Forgotten,
+}
+
+#[async_trait]
+pub trait EventLog: Send + Sync + 'static {
+    /// Appends an event; the log keeps only the most recent ones (bounded).
+    async fn record(&self, event: Event) -> Result<(), RegistryError>;
+    /// The `limit` most recent events, newest first.
+    async fn recent(&self, limit: usize) -> Result<Vec<Event>, RegistryError>;
+}

@@ -1,0 +1,390 @@
+//! What the Scalingo API returns, as far as the sidecar uses it.
+//!
+//! Unknown JSON fields are ignored, fields that may be absent default, and
+//! status/state strings are open enums: a value Scalingo adds later lands in
+//! `Other(String)` instead of failing the whole response.
+
+use serde::{Deserialize, Serialize};
+use url::Url;
+
+/// Defines an open string enum: known values get a variant, anything else is
+/// kept verbatim in `Other`. (De)serialises as the plain string.
+macro_rules! open_enum {
+    ($(#[$meta:meta])* $name:ident { $($(#[$vmeta:meta])* $variant:ident => $text:literal,)+ }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        #[serde(from = "String", into = "String")]
+        pub enum $name {
+            $($(#[$vmeta])* $variant,)+
+            /// A value this client does not know (kept as sent).
+            Other(String),
+        }
+
+        impl $name {
+            /// The string Scalingo uses for this value.
+            pub fn as_str(&self) -> &str {
+                match self {
+                    $(Self::$variant => $text,)+
+                    Self::Other(other) => other,
+                }
+            }
+        }
+
+        impl From<String> for $name {
+            fn from(value: String) -> Self {
+                match value.as_str() {
+                    $($text => Self::$variant,)+
+                    _ => Self::Other(value),
+                }
+            }
+        }
+
+        impl From<$name> for String {
+            fn from(value: $name) -> Self {
+                match value {
+                    $name::Other(other) => other,
+                    known => known.as_str().to_owned(),
+                }
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+
+open_enum! {
+    /// `status` of an app.
+    AppStatus {
+        /// Created, never deployed.
+        New => "new",
+        /// At least one container runs.
+        Running => "running",
+        /// No container runs (every type scaled to 0).
+        Stopped => "stopped",
+        Crashed => "crashed",
+        Restarting => "restarting",
+        /// A scale operation is in progress; no other operation is accepted.
+        Scaling => "scaling",
+        /// A new version is being deployed.
+        Booting => "booting",
+    }
+}
+
+open_enum! {
+    /// `status` of an operation.
+    OperationStatus {
+        Pending => "pending",
+        Running => "running",
+        Done => "done",
+        /// Failed; the operation's `error` holds the message.
+        Error => "error",
+    }
+}
+
+impl OperationStatus {
+    /// True once the operation will not change any more (`done` or `error`).
+    pub fn is_finished(&self) -> bool {
+        matches!(self, Self::Done | Self::Error)
+    }
+}
+
+open_enum! {
+    /// `state` of a container in `ps`.
+    ProcessState {
+        Booting => "booting",
+        Running => "running",
+        Stopping => "stopping",
+        /// Kept in `ps` after a scale to 0 by some answers (the contract leaves it open).
+        Stopped => "stopped",
+        Crashed => "crashed",
+        Restarting => "restarting",
+    }
+}
+
+/// A region, from the auth service's `/v1/regions`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Region {
+    /// `osc-fr1`, `osc-secnum-fr1` ...
+    pub name: String,
+    #[serde(default)]
+    pub display_name: Option<String>,
+    /// Base of the regional API (`https://api.osc-fr1.scalingo.com`); the only
+    /// host besides the auth service that receives the bearer.
+    #[serde(with = "url_string")]
+    pub api: Url,
+    #[serde(default)]
+    pub dashboard: Option<String>,
+    #[serde(default)]
+    pub database_api: Option<String>,
+    #[serde(default)]
+    pub ssh: Option<String>,
+    #[serde(default)]
+    pub default: bool,
+}
+
+/// (De)serialises a [`Url`] as its string (the `url` crate's serde feature is not enabled).
+mod url_string {
+    use serde::{de::Error as _, Deserialize, Deserializer, Serializer};
+    use url::Url;
+
+    pub fn serialize<S: Serializer>(url: &Url, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(url.as_str())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Url, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        Url::parse(&text).map_err(D::Error::custom)
+    }
+}
+
+/// An app, from `/v1/apps` or `/v1/apps/{app}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct App {
+    /// Opaque id.
+    #[serde(default)]
+    pub id: String,
+    pub name: String,
+    #[serde(default)]
+    pub region: Option<String>,
+    pub status: AppStatus,
+    /// May be a custom domain.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// The `*.scalingo.io` URL.
+    #[serde(default)]
+    pub base_url: Option<String>,
+    #[serde(default)]
+    pub created_at: Option<String>,
+    #[serde(default)]
+    pub updated_at: Option<String>,
+    /// `None` before the first deployment.
+    #[serde(default)]
+    pub last_deployed_at: Option<String>,
+    #[serde(default)]
+    pub force_https: bool,
+    #[serde(default)]
+    pub sticky_session: bool,
+}
+
+/// One process type of the formation (`/v1/apps/{app}/containers`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContainerType {
+    /// Process type (`web`, `worker` ...).
+    pub name: String,
+    pub amount: u32,
+    /// Container size (`M`, `L` ...), absent on some answers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<String>,
+}
+
+/// A requested change of formation: set process type `name` to `amount` containers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContainerAmount {
+    pub name: String,
+    pub amount: u32,
+}
+
+impl ContainerAmount {
+    pub fn new(name: impl Into<String>, amount: u32) -> Self {
+        Self {
+            name: name.into(),
+            amount,
+        }
+    }
+}
+
+/// How a scale request ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ScaleOutcome {
+    /// 202: an operation runs; poll it with `wait_operation`. `formation` is
+    /// the complete formation requested.
+    Started {
+        operation_id: String,
+        formation: Vec<ContainerType>,
+    },
+    /// 200: applied at once (the app was never deployed, nothing to start).
+    Done { formation: Vec<ContainerType> },
+    /// 400 "no change in containers formation": already as requested, a success.
+    NoChange,
+}
+
+/// An operation, from `/v1/apps/{app}/operations/{id}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Operation {
+    pub id: String,
+    #[serde(default)]
+    pub app_id: Option<String>,
+    #[serde(default)]
+    pub created_at: Option<String>,
+    #[serde(default)]
+    pub finished_at: Option<String>,
+    pub status: OperationStatus,
+    /// `scale`, `restart`, `start`, `start-one-off` ... (open).
+    #[serde(rename = "type", default)]
+    pub kind: String,
+    /// Failure message when `status` is `error`.
+    #[serde(default)]
+    pub error: Option<String>,
+}
+
+/// A container, from `/v1/apps/{app}/ps`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Process {
+    #[serde(default)]
+    pub id: String,
+    /// Process type (`web`, `worker`, `one-off` ...).
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(default)]
+    pub type_index: Option<u32>,
+    /// `web-1` ...
+    #[serde(default)]
+    pub label: Option<String>,
+    #[serde(default)]
+    pub created_at: Option<String>,
+    pub state: ProcessState,
+}
+
+/// True when at least one `web` container is `running`: the default domain
+/// only routes to `web`, and stopped entries may or may not be listed, so
+/// nothing else counts.
+pub fn web_running(processes: &[Process]) -> bool {
+    processes
+        .iter()
+        .any(|p| p.kind == "web" && p.state == ProcessState::Running)
+}
+
+// Root-keyed envelopes: every answer is `{"<key>": ...}`, never a bare array.
+
+#[derive(Deserialize)]
+pub(crate) struct TokenEnvelope {
+    pub token: String,
+}
+
+#[derive(Deserialize)]
+pub(crate) struct RegionsEnvelope {
+    pub regions: Vec<Region>,
+}
+
+#[derive(Deserialize)]
+pub(crate) struct AppsEnvelope {
+    pub apps: Vec<App>,
+}
+
+#[derive(Deserialize)]
+pub(crate) struct AppEnvelope {
+    pub app: App,
+}
+
+#[derive(Deserialize)]
+pub(crate) struct ContainersEnvelope {
+    #[serde(default)]
+    pub containers: Vec<ContainerType>,
+}
+
+#[derive(Serialize)]
+pub(crate) struct ScaleRequest<'a> {
+    pub containers: &'a [ContainerAmount],
+}
+
+#[derive(Deserialize)]
+pub(crate) struct OperationEnvelope {
+    pub operation: Operation,
+}
+
+#[derive(Deserialize)]
+pub(crate) struct PsEnvelope {
+    #[serde(default)]
+    pub containers: Vec<Process>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn app_parses_with_unknown_fields_and_open_status() {
+        let body = r#"{"app":{"id":"5f0","name":"my-app","region":"osc-fr1","status":"hibernating",
+            "url":"https://example.com","base_url":"https://my-app.osc-fr1.scalingo.io",
+            "created_at":"2021-03-19T15:01:25.088Z","updated_at":"2021-03-19T15:01:25.088Z",
+            "last_deployed_at":null,"force_https":true,"sticky_session":false,"owner":{"id":"u"}}}"#;
+        let app = serde_json::from_str::<AppEnvelope>(body).unwrap().app;
+        assert_eq!(app.name, "my-app");
+        assert_eq!(app.status, AppStatus::Other("hibernating".into()));
+        assert_eq!(app.last_deployed_at, None);
+        assert!(app.force_https);
+    }
+
+    #[test]
+    fn minimal_app_parses() {
+        let app: App = serde_json::from_str(r#"{"name":"my-app","status":"stopped"}"#).unwrap();
+        assert_eq!(app.status, AppStatus::Stopped);
+        assert_eq!(app.id, "");
+    }
+
+    #[test]
+    fn open_enums_round_trip() {
+        for s in ["running", "weird"] {
+            let status: AppStatus = serde_json::from_str(&format!("\"{s}\"")).unwrap();
+            assert_eq!(serde_json::to_string(&status).unwrap(), format!("\"{s}\""));
+            assert_eq!(status.as_str(), s);
+        }
+        assert!(OperationStatus::from("done".to_owned()).is_finished());
+        assert!(!OperationStatus::from("queued".to_owned()).is_finished());
+    }
+
+    #[test]
+    fn operation_and_ps_parse() {
+        let op: OperationEnvelope = serde_json::from_str(
+            r#"{"operation":{"id":"op-1","app_id":"a","created_at":"x","finished_at":null,
+            "status":"error","type":"scale","error":"container web-1 failed to restart"}}"#,
+        )
+        .unwrap();
+        assert_eq!(op.operation.status, OperationStatus::Error);
+        assert_eq!(op.operation.kind, "scale");
+
+        let ps: PsEnvelope = serde_json::from_str(
+            r#"{"containers":[{"id":"c1","type":"worker","type_index":1,"label":"worker-1","state":"running"},
+            {"id":"c2","type":"web","type_index":1,"label":"web-1","state":"booting","extra":1}]}"#,
+        )
+        .unwrap();
+        assert!(!web_running(&ps.containers));
+        let mut running = ps.containers.clone();
+        running[1].state = ProcessState::Running;
+        assert!(web_running(&running));
+        assert!(!web_running(&[]));
+    }
+
+    #[test]
+    fn formation_and_scale_request() {
+        let f: ContainersEnvelope = serde_json::from_str(
+            r#"{"containers":[{"name":"web","amount":2,"size":"L"},{"name":"worker","amount":1}]}"#,
+        )
+        .unwrap();
+        assert_eq!(f.containers[1].size, None);
+        let body = serde_json::to_string(&ScaleRequest {
+            containers: &[ContainerAmount::new("web", 1)],
+        })
+        .unwrap();
+        assert_eq!(body, r#"{"containers":[{"name":"web","amount":1}]}"#);
+    }
+
+    #[test]
+    fn regions_parse() {
+        let r: RegionsEnvelope = serde_json::from_str(
+            r#"{"regions":[{"name":"osc-fr1","display_name":"Paris","api":"https://api.osc-fr1.scalingo.com",
+            "dashboard":"https://dashboard.scalingo.com","database_api":"https://db-api.osc-fr1.scalingo.com",
+            "ssh":"ssh.osc-fr1.scalingo.com:22","default":true}]}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            r.regions[0].api.host_str(),
+            Some("api.osc-fr1.scalingo.com")
+        );
+        assert!(r.regions[0].default);
+    }
+}

@@ -1,0 +1,577 @@
+//! Waking apps: resolve the rules, find the region, scale `web` back up (or
+//! restore the remembered formation), wait until a web container runs.
+//!
+//! Invariants:
+//! - At most one wake per app runs at a time in this process: every caller
+//!   asking for an app that is being woken joins the running wake (single
+//!   flight), so N concurrent requests make one scale call.
+//! - A wake runs in its own task with its own deadline: a caller that gives
+//!   up (its request timed out or was cancelled) does not cancel it, and later
+//!   callers still get its result.
+//! - An app and its linked apps are woken concurrently.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use futures::future::{BoxFuture, FutureExt, Shared};
+use paastis_rules::{is_valid_app_name, AppRules, ResolveError, ResolvedApp};
+use thiserror::Error;
+use tokio::time::Instant;
+use tracing::{info, warn, Instrument};
+
+use crate::registry::{AppMeta, Coordinator, Event, EventKind, EventLog, Registry};
+use crate::scalingo::{ContainerAmount, ScaleOutcome, ScalingoClient, ScalingoError};
+
+/// How many times a wake re-reads the formation when Scalingo says another
+/// operation is in progress (422 "is scaling") before it gives up.
+const BUSY_RETRIES: u32 = 5;
+/// Pause between those re-reads.
+const BUSY_PAUSE: Duration = Duration::from_secs(1);
+/// Most apps one activity batch may name (larger batches are cut).
+pub const MAX_ACTIVITY_BATCH: usize = 10_000;
+
+/// An app that runs, and where to send its traffic.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Awake {
+    pub app: String,
+    pub region: String,
+    /// Host of the app's default domain on its region's front-end.
+    pub upstream_host: String,
+}
+
+impl Awake {
+    fn new(app: &str, region: &str) -> Self {
+        Self {
+            app: app.to_owned(),
+            region: region.to_owned(),
+            upstream_host: format!("{app}.{region}.scalingo.io"),
+        }
+    }
+}
+
+/// Why a wake failed. Mapped to HTTP answers in one place (`server`).
+#[derive(Debug, Clone, Error)]
+pub enum WakeError {
+    #[error("{0:?} is not a valid Scalingo app name")]
+    InvalidApp(String),
+    #[error("no app named {0:?} in any region")]
+    UnknownApp(String),
+    #[error("app {0:?} has no web process type (never deployed?)")]
+    NoWebProcess(String),
+    #[error("app {0:?} did not start in time")]
+    Timeout(String),
+    #[error("{0}")]
+    Rules(#[from] ResolveError),
+    #[error("waking {app:?} failed: {source}")]
+    Provider {
+        app: String,
+        #[source]
+        source: ScalingoError,
+    },
+    #[error("waking {0:?} stopped unexpectedly")]
+    Aborted(String),
+    #[error("waking {app:?} failed on another gateway instance: {message}")]
+    Elsewhere { app: String, message: String },
+}
+
+/// What the instance that woke an app tells the others that waited on it.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct WakeNote {
+    region: Option<String>,
+    error: Option<String>,
+}
+
+/// How long the note of a finished wake stays readable by the instances
+/// that waited on it.
+const NOTE_TTL: Duration = Duration::from_secs(15);
+/// How often an instance waiting on another's wake looks for its note.
+const NOTE_POLL: Duration = Duration::from_millis(100);
+
+impl WakeError {
+    fn provider(app: &str, source: ScalingoError) -> Self {
+        match source {
+            ScalingoError::NotFound => Self::UnknownApp(app.to_owned()),
+            ScalingoError::InvalidAppName(_) => Self::InvalidApp(app.to_owned()),
+            ScalingoError::Timeout => Self::Timeout(app.to_owned()),
+            source => Self::Provider {
+                app: app.to_owned(),
+                source,
+            },
+        }
+    }
+}
+
+/// The answer to one wake request.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct WakeAnswer {
+    /// The app the host named.
+    pub app: String,
+    /// The app the rules resolved it to (`app_name`), now running.
+    pub target: String,
+    pub region: String,
+    pub upstream_host: String,
+    pub linked_apps: Vec<LinkedResult>,
+    pub waited_ms: u64,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct LinkedResult {
+    pub app: String,
+    pub running: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+type SharedWake = Shared<BoxFuture<'static, Result<Awake, WakeError>>>;
+
+/// Wakes apps; shared by every request of the sidecar.
+pub struct Waker {
+    client: ScalingoClient,
+    rules: AppRules,
+    ignored: BTreeSet<String>,
+    registry: Arc<dyn Registry>,
+    coordinator: Arc<dyn Coordinator>,
+    events: Arc<dyn EventLog>,
+    instance: String,
+    wake_timeout: Duration,
+    awake_ttl: Duration,
+    inflight: Mutex<HashMap<String, SharedWake>>,
+    /// Apps seen running, with when that was checked.
+    awake: Mutex<HashMap<String, (Awake, Instant)>>,
+}
+
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // Every critical section is a single map operation: a panic cannot leave
+    // the map inconsistent, so a poisoned lock is still usable.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Waker {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        client: ScalingoClient,
+        rules: AppRules,
+        ignored: BTreeSet<String>,
+        registry: Arc<dyn Registry>,
+        coordinator: Arc<dyn Coordinator>,
+        events: Arc<dyn EventLog>,
+        instance: String,
+        wake_timeout: Duration,
+        awake_ttl: Duration,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            client,
+            rules,
+            ignored,
+            registry,
+            coordinator,
+            events,
+            instance,
+            wake_timeout,
+            awake_ttl,
+            inflight: Mutex::new(HashMap::new()),
+            awake: Mutex::new(HashMap::new()),
+        })
+    }
+
+    pub fn registry(&self) -> &Arc<dyn Registry> {
+        &self.registry
+    }
+
+    /// Wakes the app a host named (`requested`) and its linked apps, and
+    /// waits until they run or the wake timeout passes. `region_hint` comes
+    /// from the filter's host rule; a `region` in `paastis.yml` wins over it.
+    pub async fn wake(
+        self: &Arc<Self>,
+        requested: &str,
+        region_hint: Option<&str>,
+    ) -> Result<WakeAnswer, WakeError> {
+        if !is_valid_app_name(requested) {
+            return Err(WakeError::InvalidApp(requested.to_owned()));
+        }
+        let started = Instant::now();
+        let set = self.rules.wake_set(requested)?;
+        let waits = set.iter().enumerate().map(|(i, app)| {
+            // The host's region hint is about the app it named, not its links.
+            let hint = if i == 0 { region_hint } else { None };
+            self.wake_shared(app, hint)
+        });
+        let results = tokio::time::timeout(self.wake_timeout, futures::future::join_all(waits))
+            .await
+            .map_err(|_| WakeError::Timeout(requested.to_owned()))?;
+
+        let mut results = results.into_iter();
+        let main = results
+            .next()
+            .ok_or_else(|| WakeError::Aborted(requested.to_owned()))??;
+        let mut linked_apps = Vec::new();
+        for (app, result) in set.iter().skip(1).zip(results) {
+            if let Err(e) = &result {
+                warn!(app = %app.name, linked_to = %main.app, error = %e, "linked app did not wake");
+            }
+            linked_apps.push(LinkedResult {
+                app: app.name.clone(),
+                running: result.is_ok(),
+                error: result.err().map(|e| e.to_string()),
+            });
+        }
+
+        let at = now_ms();
+        for (app, linked) in set
+            .iter()
+            .zip(std::iter::once(true).chain(linked_apps.iter().map(|l| l.running)))
+        {
+            if !linked {
+                continue;
+            }
+            let region = if app.name == main.app {
+                main.region.clone()
+            } else {
+                match self.awake_entry(&app.name) {
+                    Some(a) => a.region,
+                    None => continue,
+                }
+            };
+            let meta = AppMeta {
+                region,
+                max_idle_minutes: app.max_idle_minutes,
+                linked_apps: app.linked_apps.clone(),
+            };
+            if let Err(e) = self.registry.register(&app.name, meta, at).await {
+                warn!(app = %app.name, error = %e, "could not record the wake in the registry");
+            }
+        }
+
+        Ok(WakeAnswer {
+            app: requested.to_owned(),
+            target: main.app.clone(),
+            region: main.region.clone(),
+            upstream_host: main.upstream_host.clone(),
+            linked_apps,
+            waited_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+        })
+    }
+
+    /// Forgets that `app` runs (it is being paused): the next request for it
+    /// goes through a full wake.
+    pub fn forget_awake(&self, app: &str) {
+        lock(&self.awake).remove(app);
+    }
+
+    fn awake_entry(&self, app: &str) -> Option<Awake> {
+        lock(&self.awake).get(app).map(|(a, _)| a.clone())
+    }
+
+    fn awake_fresh(&self, app: &str) -> Option<Awake> {
+        lock(&self.awake)
+            .get(app)
+            .filter(|(_, checked)| checked.elapsed() < self.awake_ttl)
+            .map(|(a, _)| a.clone())
+    }
+
+    /// Joins the wake of `app` that is running, or starts one.
+    fn wake_shared(self: &Arc<Self>, app: &ResolvedApp, region_hint: Option<&str>) -> SharedWake {
+        if let Some(awake) = self.awake_fresh(&app.name) {
+            return futures::future::ready(Ok(awake)).boxed().shared();
+        }
+        let mut inflight = lock(&self.inflight);
+        if let Some(running) = inflight.get(&app.name) {
+            return running.clone();
+        }
+        let this = Arc::clone(self);
+        let app = app.clone();
+        let region = app
+            .region
+            .clone()
+            .or_else(|| region_hint.map(str::to_owned));
+        let name = app.name.clone();
+        let span = tracing::info_span!("wake", app = %name);
+        let task = tokio::spawn(
+            async move {
+                let result = this.wake_app(&app.name, region.as_deref()).await;
+                match &result {
+                    Ok(awake) => {
+                        lock(&this.awake).insert(app.name.clone(), (awake.clone(), Instant::now()));
+                    }
+                    Err(e) => warn!(error = %e, "wake failed"),
+                }
+                // Removed only after the awake map is updated, so that a
+                // caller arriving now finds one or the other.
+                lock(&this.inflight).remove(&app.name);
+                result
+            }
+            .instrument(span),
+        );
+        let abort_name = name.clone();
+        let shared = async move { task.await.unwrap_or(Err(WakeError::Aborted(abort_name))) }
+            .boxed()
+            .shared();
+        inflight.insert(name, shared.clone());
+        shared
+    }
+
+    /// One wake, run by exactly one task per app at a time.
+    async fn wake_app(&self, app: &str, region: Option<&str>) -> Result<Awake, WakeError> {
+        let started = Instant::now();
+        let deadline = started + self.wake_timeout;
+        let region = match region {
+            Some(r) => r.to_owned(),
+            None => self
+                .client
+                .locate(app)
+                .await
+                .map_err(|e| WakeError::provider(app, e))?
+                .ok_or_else(|| WakeError::UnknownApp(app.to_owned()))?,
+        };
+        if self.ignored.contains(app) {
+            // Ignored apps are routed but never scaled.
+            return Ok(Awake::new(app, &region));
+        }
+
+        // Across instances: one leads the wake (the lease), the others wait
+        // for the note it leaves. A leader that dies loses the lease at its
+        // expiry and a waiter takes over.
+        let lease = format!("wake:{app}");
+        let note = format!("woken:{app}");
+        let mut leased = false;
+        loop {
+            match self
+                .coordinator
+                .acquire(&lease, &self.instance, self.wake_timeout + NOTE_TTL)
+                .await
+            {
+                Ok(true) => {
+                    leased = true;
+                    // A note from an earlier wake must not answer this one.
+                    let _ = self
+                        .coordinator
+                        .put_note(&note, "", Duration::from_millis(1))
+                        .await;
+                    break;
+                }
+                Ok(false) => {
+                    if let Some(result) = self.wait_for_other(app, &lease, &note, deadline).await? {
+                        return result;
+                    }
+                }
+                Err(e) => {
+                    // Waking must not depend on the registry being up.
+                    warn!(error = %e, "coordination unavailable, waking without it");
+                    break;
+                }
+            }
+        }
+
+        let result = self.scale_up(app, &region, deadline).await;
+        let (kind, message) = match &result {
+            Ok(_) => (
+                EventKind::Woken {
+                    duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+                },
+                WakeNote {
+                    region: Some(region.clone()),
+                    error: None,
+                },
+            ),
+            Err(e) => (
+                EventKind::WakeFailed {
+                    error: e.to_string(),
+                },
+                WakeNote {
+                    region: None,
+                    error: Some(e.to_string()),
+                },
+            ),
+        };
+        if leased {
+            if let Ok(text) = serde_json::to_string(&message) {
+                if let Err(e) = self.coordinator.put_note(&note, &text, NOTE_TTL).await {
+                    warn!(error = %e, "wake note not written");
+                }
+            }
+            if let Err(e) = self.coordinator.release(&lease, &self.instance).await {
+                warn!(error = %e, "wake lease not released (it will expire)");
+            }
+        }
+        let event = Event {
+            at_ms: now_ms(),
+            app: app.to_owned(),
+            instance: self.instance.clone(),
+            kind,
+        };
+        if let Err(e) = self.events.record(event).await {
+            warn!(error = %e, "event not recorded");
+        }
+        result
+    }
+
+    /// Waits for the wake another instance leads. `Some(result)` when its
+    /// note arrived; `None` when its lease is gone without a note (the leader
+    /// died): the caller then tries to lead.
+    async fn wait_for_other(
+        &self,
+        app: &str,
+        lease: &str,
+        note: &str,
+        deadline: Instant,
+    ) -> Result<Option<Result<Awake, WakeError>>, WakeError> {
+        info!("another gateway instance is waking the app, waiting for it");
+        loop {
+            let parsed = match self.coordinator.note(note).await {
+                Ok(Some(text)) if !text.is_empty() => serde_json::from_str::<WakeNote>(&text).ok(),
+                _ => None,
+            };
+            if let Some(n) = parsed {
+                return Ok(Some(match (n.region, n.error) {
+                    (Some(region), None) => Ok(Awake::new(app, &region)),
+                    (_, error) => Err(WakeError::Elsewhere {
+                        app: app.to_owned(),
+                        message: error.unwrap_or_default(),
+                    }),
+                }));
+            }
+            match self.coordinator.holder(lease).await {
+                Ok(Some(_)) => {}
+                Ok(None) | Err(_) => return Ok(None),
+            }
+            if Instant::now() + NOTE_POLL >= deadline {
+                return Err(WakeError::Timeout(app.to_owned()));
+            }
+            tokio::time::sleep(NOTE_POLL).await;
+        }
+    }
+
+    /// Scales the app back up and waits until a web container runs.
+    async fn scale_up(
+        &self,
+        app: &str,
+        region: &str,
+        deadline: Instant,
+    ) -> Result<Awake, WakeError> {
+        let started = Instant::now();
+        let region = region.to_owned();
+        let fail = |e| WakeError::provider(app, e);
+        let mut busy = 0;
+        loop {
+            let formation = self.client.formation(&region, app).await.map_err(fail)?;
+            let Some(web) = formation.iter().find(|c| c.name == "web") else {
+                return Err(WakeError::NoWebProcess(app.to_owned()));
+            };
+            if web.amount > 0 {
+                // Running already, or booting: wait for a running container.
+                self.client
+                    .wait_web_running(&region, app, deadline)
+                    .await
+                    .map_err(fail)?;
+                break;
+            }
+            let changes = self.restore_plan(app, &formation).await;
+            info!(region = %region, ?changes, "scaling up");
+            match self.client.scale(&region, app, &changes).await {
+                Ok(ScaleOutcome::Started { operation_id, .. }) => {
+                    self.client
+                        .wait_operation(&region, app, &operation_id, deadline)
+                        .await
+                        .map_err(fail)?;
+                    self.client
+                        .wait_web_running(&region, app, deadline)
+                        .await
+                        .map_err(fail)?;
+                    break;
+                }
+                Ok(ScaleOutcome::Done { .. } | ScaleOutcome::NoChange) => {
+                    self.client
+                        .wait_web_running(&region, app, deadline)
+                        .await
+                        .map_err(fail)?;
+                    break;
+                }
+                Err(ScalingoError::Busy(reason)) if busy < BUSY_RETRIES => {
+                    busy += 1;
+                    info!(%reason, "another operation is running, waiting");
+                    if Instant::now() + BUSY_PAUSE >= deadline {
+                        return Err(WakeError::Timeout(app.to_owned()));
+                    }
+                    tokio::time::sleep(BUSY_PAUSE).await;
+                }
+                Err(e) => return Err(fail(e)),
+            }
+        }
+        info!(region = %region, took_ms = started.elapsed().as_millis() as u64, "app is running");
+        Ok(Awake::new(app, &region))
+    }
+
+    /// The amounts to scale to: the formation remembered when the app was
+    /// paused (only types that still exist and are at 0 now), else `web: 1`.
+    async fn restore_plan(
+        &self,
+        app: &str,
+        current: &[crate::scalingo::ContainerType],
+    ) -> Vec<ContainerAmount> {
+        let remembered = match self.registry.get(app).await {
+            Ok(Some(record)) => record.formation,
+            Ok(None) => Vec::new(),
+            Err(e) => {
+                warn!(error = %e, "registry unavailable, waking with web=1");
+                Vec::new()
+            }
+        };
+        let mut plan: Vec<ContainerAmount> = remembered
+            .into_iter()
+            .filter(|(name, amount)| {
+                *amount > 0 && current.iter().any(|c| &c.name == name && c.amount == 0)
+            })
+            .map(|(name, amount)| ContainerAmount { name, amount })
+            .collect();
+        if !plan.iter().any(|c| c.name == "web") {
+            plan.push(ContainerAmount {
+                name: "web".to_owned(),
+                amount: 1,
+            });
+        }
+        plan
+    }
+
+    /// Records activity for a batch of apps the filter served (and, as in
+    /// Paastis, for their linked apps, so a back end stays awake while its
+    /// front end is used). Returns those of the batch known to run, so the
+    /// filter can refresh its cache.
+    pub async fn activity(&self, apps: &[String]) -> Vec<Awake> {
+        let mut touched = BTreeSet::new();
+        let mut awake = Vec::new();
+        for requested in apps
+            .iter()
+            .filter(|a| is_valid_app_name(a))
+            .take(MAX_ACTIVITY_BATCH)
+        {
+            let resolved = match self.rules.resolve(requested) {
+                Ok(r) => r,
+                Err(e) => {
+                    warn!(error = %e, "activity for an app the rules cannot resolve");
+                    continue;
+                }
+            };
+            if let Some(a) = self.awake_entry(&resolved.name) {
+                awake.push(Awake {
+                    app: requested.clone(),
+                    ..a
+                });
+            }
+            touched.insert(resolved.name);
+            touched.extend(resolved.linked_apps);
+        }
+        let touched: Vec<String> = touched.into_iter().collect();
+        if let Err(e) = self.registry.touch(&touched, now_ms()).await {
+            warn!(error = %e, apps = touched.len(), "activity not recorded");
+        }
+        awake
+    }
+}

@@ -1,0 +1,13 @@
+//! End-to-end support for Paastis.
+//!
+//! The [`fake`] module is an in-process fake of the Scalingo API (auth API,
+//! one regional API per region, one app front-end per region) that follows
+//! `shared/scalingo-api.md`, the project's API contract. The `fake-scalingo`
+//! binary serves the same fake for demos and shell debugging.
+//!
+//! The [`harness`] module starts the whole gateway for the end-to-end tests:
+//! a real Envoy with the built `.wasm`, the sidecar binary, and the fake;
+//! [`redis`] runs a private `redis-server` for a test.
+pub mod fake;
+pub mod harness;
+pub mod redis;

@@ -1,0 +1,355 @@
+//! End-to-end: real Envoy with the built `.wasm`, the sidecar binary, the
+//! fake Scalingo. Every test starts its own stack (ports chosen by the
+//! kernel) and tears it down; a failing test prints Envoy's and the
+//! sidecar's logs.
+
+use std::time::Duration;
+
+use paastis_e2e::fake::{Endpoint, FakeApp, Fault, FaultKind};
+use paastis_e2e::harness::{Stack, StackOptions};
+
+const FRONT: &str = "shop-front";
+const API: &str = "shop-api-1";
+
+fn sleeping(name: &str, region: &str) -> FakeApp {
+    FakeApp::web(name, region, 0)
+}
+
+fn host(app: &str) -> String {
+    format!("{app}.gateway.example.com")
+}
+
+async fn stack_with(apps: Vec<FakeApp>) -> Stack {
+    Stack::start(StackOptions {
+        apps,
+        ..StackOptions::default()
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sleeping_app_is_woken_by_its_first_request_and_then_served_without_callouts() {
+    let stack = stack_with(vec![sleeping(FRONT, "osc-fr1")]).await;
+    assert!(!stack.fake.app(FRONT).unwrap().web_running);
+
+    let first = stack.get(&host(FRONT), "/products?page=2").await;
+    assert_eq!(first.status, 200, "{first:?}");
+    let body = first.json();
+    assert_eq!(
+        body["app"], FRONT,
+        "served by the app itself, not the front's 503 page"
+    );
+    assert_eq!(body["region"], "osc-fr1");
+    assert_eq!(body["path"], "/products");
+    assert_eq!(body["query"], "page=2");
+    assert_eq!(body["headers"]["x-forwarded-host"], host(FRONT));
+    assert_eq!(stack.fake.scale_calls(FRONT), 1);
+    assert!(stack.fake.app(FRONT).unwrap().web_running);
+    assert_eq!(stack.envoy.counter("paastis.callout"), 1);
+
+    let scalingo_calls: usize = Endpoint::ALL
+        .iter()
+        .filter(|e| **e != Endpoint::Front)
+        .map(|e| stack.fake.calls(*e))
+        .sum();
+    for _ in 0..20 {
+        let again = stack.get(&host(FRONT), "/").await;
+        assert_eq!(again.status, 200);
+        assert_eq!(again.json()["app"], FRONT);
+    }
+    // Served from the filter's cache: no callout, no Scalingo call.
+    assert_eq!(stack.envoy.counter("paastis.callout"), 1);
+    assert!(stack.envoy.counter("paastis.cache_hit") >= 20);
+    let after: usize = Endpoint::ALL
+        .iter()
+        .filter(|e| **e != Endpoint::Front)
+        .map(|e| stack.fake.calls(*e))
+        .sum();
+    assert_eq!(after, scalingo_calls);
+    assert_eq!(stack.fake.scale_calls(FRONT), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn linked_apps_are_woken_with_the_app() {
+    let stack = Stack::start(StackOptions {
+        apps: vec![sleeping(FRONT, "osc-fr1"), sleeping(API, "osc-fr1")],
+        rules_yaml: "rules:\n  - pattern: '^(.*)-front$'\n    linked_apps: ['$1-api-1']\n"
+            .to_owned(),
+        ..StackOptions::default()
+    })
+    .await;
+    let reply = stack.get(&host(FRONT), "/").await;
+    assert_eq!(reply.status, 200, "{reply:?}");
+    assert!(
+        stack.fake.app(API).unwrap().web_running,
+        "the linked app runs too"
+    );
+    assert_eq!(stack.fake.scale_calls(API), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifty_concurrent_first_requests_make_one_scale_call() {
+    let stack = stack_with(vec![sleeping(FRONT, "osc-fr1")]).await;
+    stack.fake.set_boot_delay(Duration::from_millis(800));
+    let requests = (0..50).map(|i| {
+        let stack = &stack;
+        async move { stack.get(&host(FRONT), &format!("/item/{i}")).await }
+    });
+    let replies = futures::future::join_all(requests).await;
+    for reply in &replies {
+        assert_eq!(reply.status, 200, "{reply:?}");
+        assert_eq!(reply.json()["app"], FRONT);
+    }
+    assert_eq!(stack.fake.scale_calls(FRONT), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apps_are_routed_to_their_region() {
+    let stack = stack_with(vec![
+        sleeping("bank-app", "osc-secnum-fr1"),
+        FakeApp::web("blog-app", "osc-fr1", 1),
+    ])
+    .await;
+    // Found by listing the regions (no rule pins it).
+    let reply = stack.get(&host("bank-app"), "/").await;
+    assert_eq!(reply.status, 200, "{reply:?}");
+    assert_eq!(reply.json()["region"], "osc-secnum-fr1");
+    assert_eq!(
+        reply.json()["headers"]["host"],
+        "bank-app.osc-secnum-fr1.scalingo.io"
+    );
+    assert_eq!(stack.fake.front_hits("bank-app"), 1);
+
+    // Pinned by the host rule of the test config.
+    let reply = stack.get("bank-app.secure.example.com", "/").await;
+    assert_eq!(reply.status, 200, "{reply:?}");
+    assert_eq!(reply.json()["region"], "osc-secnum-fr1");
+
+    // An app already running is not scaled.
+    let reply = stack.get(&host("blog-app"), "/").await;
+    assert_eq!(reply.status, 200, "{reply:?}");
+    assert_eq!(reply.json()["region"], "osc-fr1");
+    assert_eq!(stack.fake.scale_calls("blog-app"), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_apps_get_404_and_invalid_hosts_get_400_without_any_scalingo_call() {
+    let stack = stack_with(vec![sleeping(FRONT, "osc-fr1")]).await;
+
+    for (bad, code) in [
+        ("x.gateway.example.com", "invalid_app"),
+        ("bad--name.gateway.example.com", "invalid_app"),
+        ("UPPER_case.gateway.example.com", "invalid_host"),
+        ("app%2f..gateway.example.com", "invalid_host"),
+        ("shop-front.gateway.example.com:99999", "invalid_host"),
+    ] {
+        let reply = stack.get(bad, "/").await;
+        assert_eq!(reply.status, 400, "{bad}: {reply:?}");
+        assert_eq!(reply.json()["error"], code, "{bad}");
+    }
+    assert_eq!(stack.envoy.counter("paastis.callout"), 0);
+    let scalingo: usize = Endpoint::ALL.iter().map(|e| stack.fake.calls(*e)).sum();
+    assert_eq!(scalingo, 0, "no Scalingo call for invalid hosts");
+
+    let reply = stack.get(&host("nobody-here"), "/").await;
+    assert_eq!(reply.status, 404, "{reply:?}");
+    assert_eq!(reply.json()["error"], "unknown_app");
+
+    // A host outside every rule is refused (unmatched_hosts: reject).
+    let reply = stack.get("example.org", "/").await;
+    assert_eq!(reply.status, 404, "{reply:?}");
+    assert_eq!(stack.fake.scale_calls(FRONT), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browsers_get_html_and_api_clients_json() {
+    let stack = stack_with(vec![]).await;
+    let reply = stack
+        .request(
+            &host("nobody-here"),
+            "/",
+            &[("accept", "text/html,application/xhtml+xml")],
+        )
+        .await;
+    assert_eq!(reply.status, 404);
+    assert!(
+        reply
+            .header("content-type")
+            .unwrap_or("")
+            .starts_with("text/html"),
+        "{reply:?}"
+    );
+    assert!(reply.body.contains("nobody-here"));
+    let reply = stack
+        .request(&host("nobody-here"), "/", &[("accept", "application/json")])
+        .await;
+    assert!(
+        reply
+            .header("content-type")
+            .unwrap_or("")
+            .starts_with("application/json"),
+        "{reply:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spoofed_routing_header_changes_nothing() {
+    let stack = stack_with(vec![FakeApp::web("blog-app", "osc-fr1", 1)]).await;
+    let spoof = [
+        ("x-paastis-cluster", "osc-secnum-fr1"),
+        ("x-paastis-upstream", "evil.example.com"),
+    ];
+    // Cold (through the sidecar) and then hot (from the cache).
+    for _ in 0..2 {
+        let reply = stack.request(&host("blog-app"), "/", &spoof).await;
+        assert_eq!(reply.status, 200, "{reply:?}");
+        assert_eq!(reply.json()["region"], "osc-fr1");
+        assert!(reply.json()["headers"].get("x-paastis-upstream").is_none());
+    }
+    // A host that maps to no app cannot be routed by the header either.
+    let reply = stack
+        .request("example.org", "/", &[("x-paastis-cluster", "osc-fr1")])
+        .await;
+    assert_eq!(reply.status, 404, "{reply:?}");
+    assert_eq!(stack.fake.front_hits("blog-app"), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sidecar_down_cold_apps_get_503_fast_hot_apps_still_served() {
+    let mut stack = stack_with(vec![
+        FakeApp::web("blog-app", "osc-fr1", 1),
+        sleeping(FRONT, "osc-fr1"),
+    ])
+    .await;
+    assert_eq!(stack.get(&host("blog-app"), "/").await.status, 200);
+
+    stack.sidecar.stop();
+
+    let cold = stack.get(&host(FRONT), "/").await;
+    assert_eq!(cold.status, 503, "{cold:?}");
+    assert!(cold.header("retry-after").is_some(), "{cold:?}");
+    assert!(
+        cold.elapsed < Duration::from_secs(10),
+        "answered without waiting for the callout timeout: {:?}",
+        cold.elapsed
+    );
+    assert_eq!(stack.fake.scale_calls(FRONT), 0);
+
+    let hot = stack.get(&host("blog-app"), "/").await;
+    assert_eq!(hot.status, 200, "{hot:?}");
+    assert_eq!(hot.json()["app"], "blog-app");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scalingo_error_during_a_wake_gives_a_clear_503() {
+    let stack = stack_with(vec![sleeping(FRONT, "osc-fr1")]).await;
+    stack.fake.inject(
+        Fault::new(Endpoint::Scale, FaultKind::Status(500))
+            .for_app(FRONT)
+            .times(10),
+    );
+    let reply = stack.get(&host(FRONT), "/").await;
+    assert_eq!(reply.status, 503, "{reply:?}");
+    assert!(reply.header("retry-after").is_some());
+    let body = reply.json();
+    assert_eq!(body["error"], "wake_failed");
+    assert!(
+        body["message"].as_str().unwrap_or("").contains(FRONT),
+        "{body}"
+    );
+
+    // Once Scalingo answers again, the next request wakes the app.
+    stack.fake.clear_faults();
+    let reply = stack.get(&host(FRONT), "/").await;
+    assert_eq!(reply.status, 200, "{reply:?}");
+}
+
+/// The last access the sidecar's registry holds for `app`.
+async fn registry_access(stack: &Stack, app: &str) -> Option<u64> {
+    let url = format!("http://{}/v1/apps", stack.sidecar.addr);
+    let apps: serde_json::Value = stack.client.get(url).send().await.ok()?.json().await.ok()?;
+    apps["apps"].as_array()?.iter().find(|a| a["app"] == app)?["last_access_ms"].as_u64()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn activity_reaches_the_sidecar_in_batches() {
+    let stack = Stack::start(StackOptions {
+        apps: vec![sleeping(FRONT, "osc-fr1"), sleeping(API, "osc-fr1")],
+        rules_yaml: "rules:\n  - pattern: '^(.*)-front$'\n    linked_apps: ['$1-api-1']\n".into(),
+        ..StackOptions::default()
+    })
+    .await;
+    assert_eq!(stack.get(&host(FRONT), "/").await.status, 200);
+    let woken_at = registry_access(&stack, FRONT)
+        .await
+        .expect("registered by the wake");
+
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let front_host = host(FRONT);
+    let requests = (0..40).map(|_| stack.get(&front_host, "/"));
+    for reply in futures::future::join_all(requests).await {
+        assert_eq!(reply.status, 200);
+    }
+    // The root context flushes every 500 ms in the test configuration.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let front = registry_access(&stack, FRONT).await.unwrap_or(0);
+        let api = registry_access(&stack, API).await.unwrap_or(0);
+        if front > woken_at && api > woken_at {
+            break; // the front and, as in Paastis, its linked back end
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "activity never reached the registry"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let flushes = stack.envoy.counter("paastis.activity_flush");
+    assert!(
+        (1..40).contains(&flushes),
+        "batched, not one callout per request: {flushes}"
+    );
+}
+
+#[test]
+fn every_shipped_envoy_config_passes_validation() {
+    use paastis_e2e::harness::{
+        default_filter_config, envoy_bin, render_template, wasm_path, workspace_root,
+    };
+    let root = workspace_root();
+    let validate = |config: &std::path::Path| {
+        let out = std::process::Command::new(envoy_bin())
+            .current_dir(&root)
+            .args(["--mode", "validate", "--disable-hot-restart", "-c"])
+            .arg(config)
+            .output()
+            .expect("envoy runs");
+        assert!(
+            out.status.success(),
+            "{} does not validate:\n{}{}",
+            config.display(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    validate(&root.join("envoy/gateway.yaml"));
+
+    let dir = tempfile::tempdir().unwrap();
+    let template = std::fs::read_to_string(root.join("envoy/fake.yaml.tmpl")).unwrap();
+    let rendered = render_template(
+        &template,
+        &[
+            ("LISTEN_PORT", "8080".into()),
+            ("ADMIN_PORT", "9901".into()),
+            ("SIDECAR_PORT", "7070".into()),
+            ("FRONT_OSC_FR1_PORT", "9111".into()),
+            ("FRONT_OSC_SECNUM_FR1_PORT", "9112".into()),
+            ("WASM_PATH", wasm_path().display().to_string()),
+            ("FILTER_CONFIG", default_filter_config().to_string()),
+        ],
+    )
+    .unwrap();
+    let path = dir.path().join("fake.yaml");
+    std::fs::write(&path, rendered).unwrap();
+    validate(&path);
+}

@@ -1,0 +1,1073 @@
+//! The fake Scalingo over real HTTP: every behaviour the contract
+//! (`shared/scalingo-api.md`) pins down, plus fault injection, counters,
+//! the control API and the binary.
+//!
+//! Timing: boot delays are small and tests poll with a generous deadline;
+//! nothing asserts an upper bound on wall-clock time.
+
+use std::time::{Duration, Instant};
+
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::Engine as _;
+use paastis_e2e::fake::{Endpoint, FakeApp, FakeConfig, FakeScalingo, Fault, FaultKind};
+use reqwest::{Client, Method, Response, StatusCode};
+use serde_json::{json, Value};
+
+const TOKEN: &str = "tk-us-fake-token";
+const FR: &str = "osc-fr1";
+const SECNUM: &str = "osc-secnum-fr1";
+/// Upper bound for polls: far above any delay used here.
+const POLL_DEADLINE: Duration = Duration::from_secs(10);
+
+fn client() -> Client {
+    Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(20))
+        .build()
+        .expect("reqwest client")
+}
+
+fn config(boot_ms: u64) -> FakeConfig {
+    FakeConfig {
+        boot_delay: Duration::from_millis(boot_ms),
+        ..FakeConfig::default()
+    }
+}
+
+async fn start(boot_ms: u64) -> FakeScalingo {
+    FakeScalingo::start(config(boot_ms))
+        .await
+        .expect("fake starts")
+}
+
+fn basic(password: &str) -> String {
+    format!("Basic {}", STANDARD.encode(format!(":{password}")))
+}
+
+async fn exchange(fake: &FakeScalingo) -> String {
+    let res = client()
+        .post(format!("{}/v1/tokens/exchange", fake.auth_url()))
+        .header("Authorization", basic(TOKEN))
+        .send()
+        .await
+        .expect("exchange");
+    assert_eq!(res.status(), StatusCode::OK);
+    let body: Value = res.json().await.expect("json");
+    body["token"].as_str().expect("token").to_string()
+}
+
+fn jwt_payload(jwt: &str) -> Value {
+    let parts: Vec<&str> = jwt.split('.').collect();
+    assert_eq!(parts.len(), 3, "JWT has three parts");
+    let payload = URL_SAFE_NO_PAD.decode(parts[1]).expect("base64url payload");
+    serde_json::from_slice(&payload).expect("JSON payload")
+}
+
+/// A bearer-authenticated request to a regional API.
+async fn api(
+    fake: &FakeScalingo,
+    region: &str,
+    method: Method,
+    path: &str,
+    jwt: &str,
+    body: Option<Value>,
+) -> Response {
+    let url = format!("{}{path}", fake.api_url(region).expect("region"));
+    let mut req = client()
+        .request(method, url)
+        .bearer_auth(jwt)
+        .header("Accept", "application/json");
+    if let Some(body) = body {
+        req = req.json(&body);
+    }
+    req.send().await.expect("request")
+}
+
+async fn get(fake: &FakeScalingo, path: &str, jwt: &str) -> Response {
+    api(fake, FR, Method::GET, path, jwt, None).await
+}
+
+async fn scale(fake: &FakeScalingo, app: &str, amount: i64, jwt: &str) -> Response {
+    let body = json!({ "containers": [{ "name": "web", "amount": amount }] });
+    api(
+        fake,
+        FR,
+        Method::POST,
+        &format!("/v1/apps/{app}/scale"),
+        jwt,
+        Some(body),
+    )
+    .await
+}
+
+async fn json_of(res: Response) -> (StatusCode, Value) {
+    let status = res.status();
+    let text = res.text().await.expect("body");
+    let body = serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text:?}"));
+    (status, body)
+}
+
+async fn front(fake: &FakeScalingo, region: &str, host: &str, path: &str) -> Response {
+    let addr = fake.front_addr(region).expect("front");
+    client()
+        .get(format!("http://{addr}{path}"))
+        .header("Host", host)
+        .header("X-Custom", "yes")
+        .send()
+        .await
+        .expect("front request")
+}
+
+/// Polls `f` until it returns `Some`, panicking after [`POLL_DEADLINE`].
+async fn poll<T, F, Fut>(what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(
+            start.elapsed() < POLL_DEADLINE,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn is_iso_ms(s: &str) -> bool {
+    let b = s.as_bytes();
+    s.len() == 24
+        && b[4] == b'-'
+        && b[7] == b'-'
+        && b[10] == b'T'
+        && b[13] == b':'
+        && b[16] == b':'
+        && b[19] == b'.'
+        && b[23] == b'Z'
+}
+
+// ---- auth API -------------------------------------------------------------
+
+#[tokio::test]
+async fn exchange_accepts_the_api_token_only() {
+    let fake = start(50).await;
+    let url = format!("{}/v1/tokens/exchange", fake.auth_url());
+
+    let res = client()
+        .post(&url)
+        .header("Authorization", basic(TOKEN))
+        .json(&json!({}))
+        .send()
+        .await
+        .expect("exchange");
+    assert!(res.headers().contains_key("x-request-id"));
+    let (status, body) = json_of(res).await;
+    assert_eq!(status, StatusCode::OK);
+    let jwt = body["token"].as_str().expect("token");
+    let payload = jwt_payload(jwt);
+    let exp = payload["exp"].as_u64().expect("numeric exp");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    assert!(
+        exp > now + 3000 && exp <= now + 3601,
+        "exp about an hour ahead"
+    );
+
+    for auth in [
+        basic("tk-us-wrong"),
+        format!("Basic {}", STANDARD.encode(format!("user:{TOKEN}"))),
+        format!("Bearer {TOKEN}"),
+    ] {
+        let res = client()
+            .post(&url)
+            .header("Authorization", auth)
+            .send()
+            .await
+            .expect("exchange");
+        let (status, body) = json_of(res).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        assert!(body["error"].is_string());
+    }
+    let (status, body) = json_of(client().post(&url).send().await.expect("exchange")).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert!(body["error"].is_string());
+    assert_eq!(fake.calls(Endpoint::Exchange), 5);
+}
+
+#[tokio::test]
+async fn jwt_without_exp_when_configured() {
+    let fake = FakeScalingo::start(FakeConfig {
+        jwt_without_exp: true,
+        ..config(50)
+    })
+    .await
+    .expect("fake starts");
+    let jwt = exchange(&fake).await;
+    assert!(jwt_payload(&jwt).get("exp").is_none());
+    let (status, _) = json_of(get(&fake, "/v1/apps", &jwt).await).await;
+    assert_eq!(status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn regions_list_points_at_the_fake() {
+    let fake = start(50).await;
+    let url = format!("{}/v1/regions", fake.auth_url());
+    let (status, body) = json_of(client().get(&url).send().await.expect("regions")).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert!(body["error"].is_string());
+
+    let jwt = exchange(&fake).await;
+    let (status, body) = json_of(
+        client()
+            .get(&url)
+            .bearer_auth(&jwt)
+            .send()
+            .await
+            .expect("regions"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let regions = body["regions"].as_array().expect("regions array");
+    assert_eq!(regions.len(), 2);
+    for (i, (region, r)) in [FR, SECNUM].iter().zip(regions).enumerate() {
+        assert_eq!(r["name"], *region);
+        assert_eq!(r["api"], fake.api_url(region).expect("api url").as_str());
+        assert_eq!(r["default"], i == 0);
+        for key in ["display_name", "dashboard", "database_api", "ssh"] {
+            assert!(r[key].is_string(), "{key}");
+        }
+    }
+}
+
+// ---- regional API ---------------------------------------------------------
+
+#[tokio::test]
+async fn regional_api_requires_a_valid_bearer() {
+    let fake = start(50).await;
+    fake.add_app(FakeApp::web("my-app", FR, 1));
+    let url = format!("{}/v1/apps", fake.api_url(FR).expect("api"));
+    let res = client().get(&url).send().await.expect("apps");
+    assert!(res.headers().contains_key("x-request-id"));
+    let (status, body) = json_of(res).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert!(body["error"].is_string());
+    for bad in ["garbage", "a.b.c", TOKEN] {
+        let (status, body) = json_of(get(&fake, "/v1/apps", bad).await).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{bad}");
+        assert!(body["error"].is_string());
+    }
+    let (status, _) = json_of(
+        client()
+            .get(&url)
+            .basic_auth("", Some(TOKEN))
+            .send()
+            .await
+            .expect("apps"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let jwt = fake.mint_token();
+    let (status, _) = json_of(get(&fake, "/v1/apps/my-app", &jwt).await).await;
+    assert_eq!(status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn list_and_get_apps_per_region() {
+    let fake = start(50).await;
+    fake.add_app(FakeApp::web("front-app", FR, 1).with_type("worker", 2, "L"));
+    fake.add_app(FakeApp::web("secret-app", SECNUM, 0));
+    fake.add_app(FakeApp::web("fresh-app", FR, 0).undeployed());
+    let jwt = exchange(&fake).await;
+
+    let (status, body) = json_of(get(&fake, "/v1/apps", &jwt).await).await;
+    assert_eq!(status, StatusCode::OK);
+    let names: Vec<&str> = body["apps"]
+        .as_array()
+        .expect("apps")
+        .iter()
+        .filter_map(|a| a["name"].as_str())
+        .collect();
+    assert_eq!(names, ["fresh-app", "front-app"]);
+
+    let (status, body) = json_of(get(&fake, "/v1/apps/front-app", &jwt).await).await;
+    assert_eq!(status, StatusCode::OK);
+    let app = &body["app"];
+    assert_eq!(app["name"], "front-app");
+    assert_eq!(app["region"], FR);
+    assert_eq!(app["status"], "running");
+    assert_eq!(app["base_url"], "https://front-app.osc-fr1.scalingo.io");
+    assert!(app["url"].is_string());
+    assert_eq!(app["force_https"], false);
+    assert_eq!(app["sticky_session"], false);
+    for key in ["created_at", "updated_at", "last_deployed_at"] {
+        assert!(
+            is_iso_ms(app[key].as_str().expect(key)),
+            "{key}: {}",
+            app[key]
+        );
+    }
+    let id = app["id"].as_str().expect("id").to_string();
+
+    let (status, by_id) = json_of(get(&fake, &format!("/v1/apps/{id}"), &jwt).await).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(by_id["app"]["name"], "front-app");
+
+    let (status, body) = json_of(get(&fake, "/v1/apps/fresh-app", &jwt).await).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(body["app"]["last_deployed_at"].is_null());
+    assert_eq!(body["app"]["status"], "new");
+
+    // An app of another region, and an unknown one, are 404 here.
+    for path in [
+        "/v1/apps/secret-app",
+        "/v1/apps/no-such-app",
+        "/v1/apps/secret-app/containers",
+    ] {
+        let (status, body) = json_of(get(&fake, path, &jwt).await).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{path}");
+        assert_eq!(body, json!({ "resource": "app", "error": "not found" }));
+    }
+    let (status, body) = json_of(
+        api(
+            &fake,
+            SECNUM,
+            Method::GET,
+            "/v1/apps/secret-app",
+            &jwt,
+            None,
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["app"]["status"], "stopped");
+
+    let (status, body) = json_of(get(&fake, "/v1/apps/front-app/containers", &jwt).await).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        body,
+        json!({ "containers": [
+            { "name": "web", "amount": 1, "size": "M" },
+            { "name": "worker", "amount": 2, "size": "L" },
+        ]})
+    );
+
+    let (status, body) = json_of(get(&fake, "/v1/apps/front-app/ps", &jwt).await).await;
+    assert_eq!(status, StatusCode::OK);
+    let ps = body["containers"].as_array().expect("ps");
+    let labels: Vec<&str> = ps.iter().filter_map(|c| c["label"].as_str()).collect();
+    assert_eq!(labels, ["web-1", "worker-1", "worker-2"]);
+    assert!(ps.iter().all(|c| c["state"] == "running"));
+    assert_eq!(ps[2]["type"], "worker");
+    assert_eq!(ps[2]["type_index"], 2);
+    assert!(is_iso_ms(ps[0]["created_at"].as_str().expect("created_at")));
+    assert!(ps[0]["id"].is_string());
+}
+
+#[tokio::test]
+async fn scale_from_zero_runs_the_whole_cycle() {
+    let fake = start(150).await;
+    fake.add_app(FakeApp::web("sleepy-app", FR, 0));
+    let host = "sleepy-app.osc-fr1.scalingo.io";
+    let jwt = exchange(&fake).await;
+
+    let res = front(&fake, FR, host, "/").await;
+    assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(res.text().await.expect("page").contains("app is stopped"));
+    assert_eq!(fake.app("sleepy-app").expect("app").status, "stopped");
+
+    let res = scale(&fake, "sleepy-app", 1, &jwt).await;
+    assert_eq!(res.status(), StatusCode::ACCEPTED);
+    let location = res.headers()["location"]
+        .to_str()
+        .expect("ascii")
+        .to_string();
+    let api_base = fake.api_url(FR).expect("api");
+    assert!(
+        location.starts_with(&format!("{api_base}/v1/apps/sleepy-app/operations/")),
+        "{location}"
+    );
+    let (_, body) = json_of(res).await;
+    assert_eq!(
+        body,
+        json!({ "containers": [{ "name": "web", "amount": 1, "size": "M" }] })
+    );
+
+    // Right after: scaling, the container is booting (or already running).
+    let snapshot = fake.app("sleepy-app").expect("app");
+    if snapshot.status == "scaling" {
+        assert!(!snapshot.web_running);
+        assert_eq!(snapshot.containers[0].state, "booting");
+    }
+
+    let op_path = location
+        .strip_prefix(&api_base)
+        .expect("same host")
+        .to_string();
+    let op = poll("operation done", || async {
+        let (status, body) = json_of(get(&fake, &op_path, &jwt).await).await;
+        assert_eq!(status, StatusCode::OK);
+        let op = body["operation"].clone();
+        let s = op["status"].as_str().expect("status");
+        assert!(["pending", "running", "done"].contains(&s), "{s}");
+        if s != "done" {
+            assert!(op["finished_at"].is_null());
+        }
+        (s == "done").then_some(op)
+    })
+    .await;
+    assert_eq!(op["type"], "scale");
+    assert!(op["error"].is_null());
+    assert!(is_iso_ms(op["created_at"].as_str().expect("created_at")));
+    assert!(is_iso_ms(op["finished_at"].as_str().expect("finished_at")));
+    assert_eq!(
+        op["app_id"],
+        fake.app("sleepy-app").expect("app").id.as_str()
+    );
+
+    let (_, ps) = json_of(get(&fake, "/v1/apps/sleepy-app/ps", &jwt).await).await;
+    assert_eq!(ps["containers"][0]["label"], "web-1");
+    assert_eq!(ps["containers"][0]["state"], "running");
+    let (_, app) = json_of(get(&fake, "/v1/apps/sleepy-app", &jwt).await).await;
+    assert_eq!(app["app"]["status"], "running");
+
+    let res = front(
+        &fake,
+        FR,
+        "Sleepy-App.osc-fr1.scalingo.io:8080",
+        "/hello?x=1",
+    )
+    .await;
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(res.headers()["x-fake-app"], "sleepy-app");
+    let (_, echo) = json_of(res).await;
+    assert_eq!(echo["app"], "sleepy-app");
+    assert_eq!(echo["region"], FR);
+    assert_eq!(echo["method"], "GET");
+    assert_eq!(echo["path"], "/hello");
+    assert_eq!(echo["query"], "x=1");
+    assert_eq!(echo["headers"]["x-custom"], "yes");
+    assert_eq!(fake.front_hits("sleepy-app"), 2);
+    assert_eq!(fake.scale_calls("sleepy-app"), 1);
+
+    // An unknown operation id is a 404 too.
+    let (status, body) =
+        json_of(get(&fake, "/v1/apps/sleepy-app/operations/nope", &jwt).await).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(body["error"], "not found");
+
+    // Scale back to zero: stopped, no web container left.
+    let res = scale(&fake, "sleepy-app", 0, &jwt).await;
+    assert_eq!(res.status(), StatusCode::ACCEPTED);
+    let snapshot = poll("stopped", || async {
+        fake.app("sleepy-app").filter(|a| a.status == "stopped")
+    })
+    .await;
+    assert!(snapshot.containers.is_empty());
+    let (_, ps) = json_of(get(&fake, "/v1/apps/sleepy-app/ps", &jwt).await).await;
+    assert_eq!(ps, json!({ "containers": [] }));
+    assert_eq!(
+        front(&fake, FR, host, "/").await.status(),
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+}
+
+#[tokio::test]
+async fn keep_stopped_in_ps_lists_stopped_containers() {
+    let fake = FakeScalingo::start(FakeConfig {
+        keep_stopped_in_ps: true,
+        stop_delay: Duration::from_millis(50),
+        ..config(50)
+    })
+    .await
+    .expect("fake starts");
+    fake.add_app(FakeApp::web("awake-app", FR, 2));
+    let jwt = exchange(&fake).await;
+    assert_eq!(
+        scale(&fake, "awake-app", 0, &jwt).await.status(),
+        StatusCode::ACCEPTED
+    );
+    poll("stopped", || async {
+        fake.app("awake-app").filter(|a| a.status == "stopped")
+    })
+    .await;
+    let (_, ps) = json_of(get(&fake, "/v1/apps/awake-app/ps", &jwt).await).await;
+    let states: Vec<&str> = ps["containers"]
+        .as_array()
+        .expect("ps")
+        .iter()
+        .filter_map(|c| c["state"].as_str())
+        .collect();
+    assert_eq!(states, ["stopped", "stopped"]);
+    // Waking replaces them.
+    assert_eq!(
+        scale(&fake, "awake-app", 1, &jwt).await.status(),
+        StatusCode::ACCEPTED
+    );
+    let app = poll("running", || async {
+        fake.app("awake-app").filter(|a| a.status == "running")
+    })
+    .await;
+    assert_eq!(app.containers.len(), 1);
+    assert_eq!(app.containers[0].state, "running");
+}
+
+#[tokio::test]
+async fn scale_errors_follow_the_contract() {
+    let fake = start(300).await;
+    fake.add_app(FakeApp::web("busy-app", FR, 1));
+    fake.add_app(FakeApp::web("new-app1", FR, 0).undeployed());
+    let jwt = exchange(&fake).await;
+
+    let (status, body) = json_of(scale(&fake, "busy-app", 1, &jwt).await).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        body,
+        json!({ "error": "no change in containers formation" })
+    );
+
+    for bad in [
+        json!({ "containers": [{ "name": "web", "amount": 11 }] }),
+        json!({ "containers": [{ "name": "web", "amount": -1 }] }),
+        json!({ "containers": [{ "name": "worker", "amount": 1 }] }),
+        json!({ "containers": [{ "name": "web", "amount": 1, "size": "XXXL" }] }),
+        json!({ "containers": "web" }),
+        json!({}),
+    ] {
+        let res = api(
+            &fake,
+            FR,
+            Method::POST,
+            "/v1/apps/busy-app/scale",
+            &jwt,
+            Some(bad.clone()),
+        )
+        .await;
+        let (status, body) = json_of(res).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{bad}");
+        assert!(body["errors"].is_object(), "{bad}: {body}");
+    }
+
+    let res = scale(&fake, "busy-app", 2, &jwt).await;
+    assert_eq!(res.status(), StatusCode::ACCEPTED);
+    let app = poll("running", || async {
+        fake.app("busy-app").filter(|a| a.status == "running")
+    })
+    .await;
+    assert_eq!(app.running_web, 2);
+    assert_eq!(app.formation, vec![("web".to_string(), 2, "M".to_string())]);
+
+    // A scale that cannot finish during the test: the next one is refused,
+    // whatever it asks (even the same formation).
+    fake.add_app(FakeApp::web("stuck-app", FR, 0));
+    fake.set_boot_delay(Duration::from_secs(3600));
+    assert_eq!(
+        scale(&fake, "stuck-app", 1, &jwt).await.status(),
+        StatusCode::ACCEPTED
+    );
+    fake.set_boot_delay(Duration::from_millis(50));
+    assert_eq!(fake.app("stuck-app").expect("app").status, "scaling");
+    for amount in [1, 3, 0] {
+        let (status, body) = json_of(scale(&fake, "stuck-app", amount, &jwt).await).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(body, json!({ "errors": { "app": ["is scaling"] } }));
+    }
+    let (_, body) = json_of(get(&fake, "/v1/apps/stuck-app", &jwt).await).await;
+    assert_eq!(body["app"]["status"], "scaling");
+    let (_, ps) = json_of(get(&fake, "/v1/apps/stuck-app/ps", &jwt).await).await;
+    assert_eq!(ps["containers"][0]["state"], "booting");
+
+    // Not deployed: 200 with the formation and no Location.
+    let res = scale(&fake, "new-app1", 1, &jwt).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    assert!(res.headers().get("location").is_none());
+    let (_, body) = json_of(res).await;
+    assert_eq!(
+        body,
+        json!({ "containers": [{ "name": "web", "amount": 1, "size": "M" }] })
+    );
+    assert_eq!(fake.app("new-app1").expect("app").status, "new");
+
+    let (status, body) = json_of(scale(&fake, "no-such-app", 1, &jwt).await).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(body["resource"], "app");
+    assert_eq!(fake.scale_calls("busy-app"), 8);
+    assert_eq!(fake.scale_calls("stuck-app"), 4);
+}
+
+#[tokio::test]
+async fn front_routes_by_host() {
+    let fake = start(50).await;
+    fake.add_app(FakeApp::web("up-app", FR, 1));
+    fake.add_app(FakeApp::web("down-app", FR, 0));
+    fake.add_app(FakeApp::web("other-app", SECNUM, 1));
+
+    let res = front(&fake, FR, "up-app.osc-fr1.scalingo.io", "/").await;
+    assert_eq!(res.status(), StatusCode::OK);
+    assert!(res.headers().contains_key("x-request-id"));
+    assert_eq!(
+        front(&fake, FR, "down-app.osc-fr1.scalingo.io", "/")
+            .await
+            .status(),
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    for host in [
+        "unknown-app.osc-fr1.scalingo.io",
+        "other-app.osc-fr1.scalingo.io",
+        "up-app.osc-secnum-fr1.scalingo.io",
+        "example.com",
+    ] {
+        let res = front(&fake, FR, host, "/").await;
+        assert_eq!(res.status(), StatusCode::NOT_FOUND, "{host}");
+        assert!(res.headers().get("x-fake-app").is_none());
+    }
+    assert_eq!(
+        front(&fake, SECNUM, "other-app.osc-secnum-fr1.scalingo.io", "/")
+            .await
+            .status(),
+        StatusCode::OK
+    );
+    assert_eq!(fake.front_hits("up-app"), 1);
+    assert_eq!(fake.front_hits("unknown-app"), 1);
+    assert_eq!(fake.front_hits("other-app"), 2);
+    assert_eq!(fake.calls(Endpoint::Front), 7);
+}
+
+#[tokio::test]
+async fn expired_tokens_get_401_until_a_new_exchange() {
+    let fake = start(50).await;
+    let old = exchange(&fake).await;
+    assert_eq!(get(&fake, "/v1/apps", &old).await.status(), StatusCode::OK);
+    fake.expire_tokens();
+    let (status, body) = json_of(get(&fake, "/v1/apps", &old).await).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert!(body["error"].is_string());
+    let new = exchange(&fake).await;
+    assert_eq!(get(&fake, "/v1/apps", &new).await.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn jwt_ttl_is_enforced() {
+    let fake = FakeScalingo::start(FakeConfig {
+        jwt_ttl: Duration::from_millis(100),
+        ..config(50)
+    })
+    .await
+    .expect("fake starts");
+    let jwt = exchange(&fake).await;
+    poll("token expiry", || async {
+        (get(&fake, "/v1/apps", &jwt).await.status() == StatusCode::UNAUTHORIZED).then_some(())
+    })
+    .await;
+}
+
+// ---- faults ---------------------------------------------------------------
+
+#[tokio::test]
+async fn injected_status_faults() {
+    let fake = start(50).await;
+    fake.add_app(FakeApp::web("fault-app", FR, 1));
+    fake.add_app(FakeApp::web("other-app", FR, 1));
+    let jwt = exchange(&fake).await;
+
+    fake.inject(Fault::new(Endpoint::ListApps, FaultKind::Status(429)));
+    let (status, body) = json_of(get(&fake, "/v1/apps", &jwt).await).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+    assert!(body["error"].is_string() && body["code"].is_string());
+    // Used up: the next call is normal.
+    assert_eq!(get(&fake, "/v1/apps", &jwt).await.status(), StatusCode::OK);
+
+    fake.inject(Fault::new(Endpoint::ListApps, FaultKind::TooManyPlainText));
+    let res = get(&fake, "/v1/apps", &jwt).await;
+    assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(res.headers().contains_key("x-request-id"));
+    assert_eq!(res.text().await.expect("text"), "Retry later");
+
+    // Per app, twice.
+    fake.inject(
+        Fault::new(Endpoint::GetApp, FaultKind::Status(500))
+            .for_app("fault-app")
+            .times(2),
+    );
+    assert_eq!(
+        get(&fake, "/v1/apps/other-app", &jwt).await.status(),
+        StatusCode::OK
+    );
+    for _ in 0..2 {
+        let (status, body) = json_of(get(&fake, "/v1/apps/fault-app", &jwt).await).await;
+        assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(body["error"].is_string());
+    }
+    assert_eq!(
+        get(&fake, "/v1/apps/fault-app", &jwt).await.status(),
+        StatusCode::OK
+    );
+
+    for (code, key) in [
+        (400, "error"),
+        (401, "error"),
+        (402, "url"),
+        (404, "resource"),
+        (422, "errors"),
+        (503, "error"),
+    ] {
+        fake.inject(Fault::new(Endpoint::Ps, FaultKind::Status(code)));
+        let (status, body) = json_of(get(&fake, "/v1/apps/fault-app/ps", &jwt).await).await;
+        assert_eq!(status.as_u16(), code);
+        assert!(!body[key].is_null(), "{code}: {body}");
+    }
+
+    fake.inject(Fault::new(Endpoint::Scale, FaultKind::IsScaling));
+    let (status, body) = json_of(scale(&fake, "fault-app", 2, &jwt).await).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(body, json!({ "errors": { "app": ["is scaling"] } }));
+
+    fake.inject(Fault::new(Endpoint::Exchange, FaultKind::Status(503)));
+    let res = client()
+        .post(format!("{}/v1/tokens/exchange", fake.auth_url()))
+        .header("Authorization", basic(TOKEN))
+        .send()
+        .await
+        .expect("exchange");
+    assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+
+    fake.inject(Fault::new(Endpoint::Front, FaultKind::Status(502)).times(5));
+    assert_eq!(
+        front(&fake, FR, "fault-app.osc-fr1.scalingo.io", "/")
+            .await
+            .status(),
+        StatusCode::BAD_GATEWAY
+    );
+    fake.clear_faults();
+    assert_eq!(
+        front(&fake, FR, "fault-app.osc-fr1.scalingo.io", "/")
+            .await
+            .status(),
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
+async fn injected_delay_answers_normally_later() {
+    let fake = start(50).await;
+    let jwt = exchange(&fake).await;
+    let delay = Duration::from_millis(200);
+    fake.inject(Fault::new(Endpoint::ListApps, FaultKind::Delay(delay)));
+    let started = Instant::now();
+    let (status, body) = json_of(get(&fake, "/v1/apps", &jwt).await).await;
+    assert!(
+        started.elapsed() >= delay,
+        "the answer came after the delay"
+    );
+    assert_eq!(status, StatusCode::OK);
+    assert!(body["apps"].is_array());
+}
+
+#[tokio::test]
+async fn injected_operation_error() {
+    let fake = start(50).await;
+    fake.add_app(FakeApp::web("crash-app", FR, 0));
+    let jwt = exchange(&fake).await;
+    // Not used up by a refused scale.
+    fake.inject(Fault::new(
+        Endpoint::Scale,
+        FaultKind::OperationError("container web-1 failed to start".into()),
+    ));
+    assert_eq!(
+        scale(&fake, "crash-app", 0, &jwt).await.status(),
+        StatusCode::BAD_REQUEST
+    );
+
+    let res = scale(&fake, "crash-app", 1, &jwt).await;
+    assert_eq!(res.status(), StatusCode::ACCEPTED);
+    let location = res.headers()["location"]
+        .to_str()
+        .expect("ascii")
+        .to_string();
+    let op_path = location
+        .strip_prefix(&fake.api_url(FR).expect("api"))
+        .expect("same host")
+        .to_string();
+    let op = poll("operation error", || async {
+        let (_, body) = json_of(get(&fake, &op_path, &jwt).await).await;
+        let op = body["operation"].clone();
+        assert_ne!(op["status"], "done");
+        (op["status"] == "error").then_some(op)
+    })
+    .await;
+    assert_eq!(op["error"], "container web-1 failed to start");
+    assert!(op["finished_at"].is_string());
+    let app = fake.app("crash-app").expect("app");
+    assert!(!app.web_running);
+    assert_ne!(app.status, "running");
+    assert_eq!(
+        front(&fake, FR, "crash-app.osc-fr1.scalingo.io", "/")
+            .await
+            .status(),
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+
+    // The fault is used up: a retry wakes the app.
+    assert_eq!(
+        scale(&fake, "crash-app", 1, &jwt).await.status(),
+        StatusCode::ACCEPTED
+    );
+    poll("running", || async {
+        fake.app("crash-app").filter(|a| a.web_running)
+    })
+    .await;
+}
+
+// ---- counters, rate limit, control API -----------------------------------
+
+#[tokio::test]
+async fn counters_count_every_call() {
+    let fake = start(0).await;
+    fake.add_app(FakeApp::web("count-app", FR, 0));
+    let jwt = exchange(&fake).await;
+    get(&fake, "/v1/apps", &jwt).await;
+    get(&fake, "/v1/apps", "bad-token").await;
+    get(&fake, "/v1/apps/count-app", &jwt).await;
+    get(&fake, "/v1/apps/count-app/containers", &jwt).await;
+    get(&fake, "/v1/apps/count-app/ps", &jwt).await;
+    scale(&fake, "count-app", 1, "bad-token").await;
+    let res = scale(&fake, "count-app", 1, &jwt).await;
+    let location = res.headers()["location"]
+        .to_str()
+        .expect("ascii")
+        .to_string();
+    client()
+        .get(location)
+        .bearer_auth(&jwt)
+        .send()
+        .await
+        .expect("op");
+    assert_eq!(fake.calls(Endpoint::Exchange), 1);
+    assert_eq!(fake.calls(Endpoint::Regions), 0);
+    assert_eq!(fake.calls(Endpoint::ListApps), 2);
+    assert_eq!(fake.calls(Endpoint::GetApp), 1);
+    assert_eq!(fake.calls(Endpoint::Containers), 1);
+    assert_eq!(fake.calls(Endpoint::Ps), 1);
+    assert_eq!(fake.calls(Endpoint::Scale), 2);
+    assert_eq!(fake.calls(Endpoint::Operation), 1);
+    assert_eq!(fake.scale_calls("count-app"), 2);
+    assert_eq!(fake.scale_calls("other-app"), 0);
+}
+
+#[tokio::test]
+async fn rate_limit_answers_429_json() {
+    let fake = FakeScalingo::start(FakeConfig {
+        rate_limit_per_minute: Some(5),
+        ..config(50)
+    })
+    .await
+    .expect("fake starts");
+    let jwt = exchange(&fake).await;
+    for _ in 0..5 {
+        assert_eq!(get(&fake, "/v1/apps", &jwt).await.status(), StatusCode::OK);
+    }
+    let (status, body) = json_of(get(&fake, "/v1/apps", &jwt).await).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+    assert!(body["error"].is_string());
+    // Per API token, not per JWT: a fresh exchange does not reset it.
+    let again = exchange(&fake).await;
+    assert_eq!(
+        get(&fake, "/v1/apps", &again).await.status(),
+        StatusCode::TOO_MANY_REQUESTS
+    );
+}
+
+#[tokio::test]
+async fn control_api() {
+    let fake = start(50).await;
+    let c = client();
+    let base = format!("{}/_fake", fake.auth_url());
+
+    let res = c
+        .post(format!("{base}/apps"))
+        .json(&json!({ "name": "ctl-app", "region": FR, "formation": [{ "name": "web", "amount": 1 }] }))
+        .send()
+        .await
+        .expect("add");
+    let (status, body) = json_of(res).await;
+    assert_eq!(status, StatusCode::CREATED);
+    assert_eq!(body["app"]["status"], "running");
+    let res = c
+        .post(format!("{base}/apps"))
+        .json(&json!({ "name": "Bad", "region": FR }))
+        .send()
+        .await
+        .expect("add");
+    assert_eq!(res.status(), StatusCode::UNPROCESSABLE_ENTITY);
+
+    let (_, body) = json_of(c.get(format!("{base}/apps")).send().await.expect("apps")).await;
+    assert_eq!(body["apps"][0]["name"], "ctl-app");
+    assert_eq!(body["apps"][0]["web_running"], true);
+
+    let res = c
+        .post(format!("{base}/faults"))
+        .json(&json!({ "endpoint": "get_app", "app": "ctl-app", "kind": "status", "status": 500, "times": 2 }))
+        .send()
+        .await
+        .expect("fault");
+    assert_eq!(res.status(), StatusCode::CREATED);
+    let res = c
+        .post(format!("{base}/faults"))
+        .json(&json!({ "endpoint": "nope", "kind": "status", "status": 500 }))
+        .send()
+        .await
+        .expect("fault");
+    assert_eq!(res.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let jwt = exchange(&fake).await;
+    assert_eq!(
+        get(&fake, "/v1/apps/ctl-app", &jwt).await.status(),
+        StatusCode::INTERNAL_SERVER_ERROR
+    );
+    let (_, body) = json_of(
+        c.delete(format!("{base}/faults"))
+            .send()
+            .await
+            .expect("clear"),
+    )
+    .await;
+    assert_eq!(body["cleared"], 1);
+    assert_eq!(
+        get(&fake, "/v1/apps/ctl-app", &jwt).await.status(),
+        StatusCode::OK
+    );
+
+    let (_, body) = json_of(
+        c.get(format!("{base}/counters"))
+            .send()
+            .await
+            .expect("counters"),
+    )
+    .await;
+    assert_eq!(body["endpoints"]["get_app"], 2);
+    assert_eq!(body["endpoints"]["exchange"], 1);
+
+    let res = c
+        .put(format!("{base}/boot-delay"))
+        .json(&json!({ "ms": 0 }))
+        .send()
+        .await
+        .expect("delay");
+    assert_eq!(res.status(), StatusCode::OK);
+
+    let res = c
+        .post(format!("{base}/expire-tokens"))
+        .send()
+        .await
+        .expect("expire");
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(
+        get(&fake, "/v1/apps", &jwt).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+}
+
+#[tokio::test]
+async fn shutdown_closes_the_listeners() {
+    let fake = start(50).await;
+    let url = format!("{}/v1/regions", fake.auth_url());
+    assert_eq!(
+        client().get(&url).send().await.expect("up").status(),
+        StatusCode::UNAUTHORIZED
+    );
+    fake.shutdown().await;
+    assert!(client().get(&url).send().await.is_err());
+}
+
+// ---- the binary -----------------------------------------------------------
+
+#[tokio::test]
+async fn binary_prints_its_addresses_and_serves() {
+    use tokio::io::{AsyncBufReadExt as _, BufReader};
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let apps = dir.path().join("apps.json");
+    std::fs::write(
+        &apps,
+        json!([{ "name": "demo-app", "region": FR, "formation": [{ "name": "web", "amount": 0, "size": "S" }] }]).to_string(),
+    )
+    .expect("write apps");
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_fake-scalingo"))
+        .args(["--token", "tk-us-demo", "--boot-delay-ms", "20", "--apps"])
+        .arg(&apps)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn fake-scalingo");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut line = String::new();
+    BufReader::new(stdout)
+        .read_line(&mut line)
+        .await
+        .expect("first line");
+    let info: Value = serde_json::from_str(&line).expect("JSON line");
+    let auth_url = info["auth_url"].as_str().expect("auth_url");
+    let api_url = info["api"][FR].as_str().expect("api url");
+    assert!(info["front"][SECNUM].is_string());
+    assert_eq!(info["regions"], json!([FR, SECNUM]));
+
+    let c = client();
+    let (_, body) = json_of(
+        c.post(format!("{auth_url}/v1/tokens/exchange"))
+            .header("Authorization", basic("tk-us-demo"))
+            .send()
+            .await
+            .expect("exchange"),
+    )
+    .await;
+    let jwt = body["token"].as_str().expect("token");
+    let (status, body) = json_of(
+        c.get(format!("{api_url}/v1/apps/demo-app/containers"))
+            .bearer_auth(jwt)
+            .send()
+            .await
+            .expect("containers"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        body,
+        json!({ "containers": [{ "name": "web", "amount": 0, "size": "S" }] })
+    );
+
+    let pid = child.id().expect("pid").to_string();
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+    let status = tokio::time::timeout(POLL_DEADLINE, child.wait())
+        .await
+        .expect("exits after SIGTERM")
+        .expect("wait");
+    assert!(status.success(), "{status}");
+}
+
+#[tokio::test]
+async fn binary_rejects_bad_flags() {
+    for args in [
+        &["--nope"][..],
+        &["--boot-delay-ms", "soon"],
+        &["--api", "osc-fr1"],
+        &["--token"],
+    ] {
+        let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_fake-scalingo"))
+            .args(args)
+            .output()
+            .await
+            .expect("run");
+        assert_eq!(out.status.code(), Some(64), "{args:?}");
+        assert!(!out.stderr.is_empty());
+        assert!(out.stdout.is_empty());
+    }
+}

@@ -1,0 +1,138 @@
+//! Several gateway instances (sidecars) sharing one real Redis: one wake per
+//! app across instances, one scheduler pass at a time, and wakes that keep
+//! working while Redis is down.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use paastis_e2e::fake::{FakeApp, FakeConfig, FakeScalingo};
+use paastis_e2e::redis::{unique_prefix, TestRedis};
+use paastis_sidecar::config::{env_from_map, Config, Env};
+use paastis_sidecar::Gateway;
+
+async fn instance(fake: &FakeScalingo, redis: &TestRedis, prefix: &str, name: &str) -> Gateway {
+    let vars: HashMap<String, String> = [
+        (
+            "PROVIDER_SCALINGO_API_TOKEN",
+            fake.config().api_token.clone(),
+        ),
+        ("PROVIDER_SCALINGO_AUTH_URL", fake.auth_url()),
+        ("PAASTIS_RULES_FILE", "/dev/null".to_owned()),
+        ("PAASTIS_WAKE_TIMEOUT", "20".to_owned()),
+        ("REGISTRY_TYPE", "redis".to_owned()),
+        ("REGISTRY_REDIS_URL", redis.url()),
+        ("REGISTRY_REDIS_KEY_PREFIX", prefix.to_owned()),
+        ("PAASTIS_INSTANCE", name.to_owned()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    let get = env_from_map(&vars);
+    let config = Config::from_env(&Env::new(&get)).expect("valid config");
+    paastis_sidecar::build(&config)
+        .await
+        .expect("gateway builds")
+}
+
+async fn fake_with(apps: Vec<FakeApp>, boot: Duration) -> FakeScalingo {
+    let fake = FakeScalingo::start(FakeConfig {
+        boot_delay: boot,
+        ..FakeConfig::default()
+    })
+    .await
+    .expect("fake starts");
+    for app in apps {
+        fake.add_app(app);
+    }
+    fake
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifty_first_requests_split_across_two_instances_make_one_scale_call() {
+    let redis = TestRedis::start();
+    let prefix = unique_prefix("one_wake");
+    let fake = fake_with(
+        vec![FakeApp::web("shop-front", "osc-fr1", 0)],
+        Duration::from_millis(800),
+    )
+    .await;
+    let one = instance(&fake, &redis, &prefix, "one").await;
+    let two = instance(&fake, &redis, &prefix, "two").await;
+
+    let wakes = (0..50).map(|i| {
+        let waker = Arc::clone(if i % 2 == 0 { &one.waker } else { &two.waker });
+        tokio::spawn(async move { waker.wake("shop-front", None).await })
+    });
+    for result in futures::future::join_all(wakes).await {
+        let answer = result.unwrap().expect("woken");
+        assert_eq!(answer.region, "osc-fr1");
+    }
+    assert_eq!(fake.scale_calls("shop-front"), 1);
+    assert!(fake.app("shop-front").unwrap().web_running);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_schedulers_pause_each_idle_app_once() {
+    let redis = TestRedis::start();
+    let prefix = unique_prefix("one_pass");
+    let apps: Vec<FakeApp> = (1..=6)
+        .map(|i| FakeApp::web(format!("idle-app-{i}"), "osc-fr1", 1))
+        .collect();
+    let fake = fake_with(apps, Duration::from_millis(100)).await;
+    let one = instance(&fake, &redis, &prefix, "one").await;
+    let two = instance(&fake, &redis, &prefix, "two").await;
+
+    let now = paastis_sidecar::wake::now_ms();
+    // Both discover concurrently; then both pass 20 minutes later.
+    let (a, b) = tokio::join!(one.scheduler.pass(now), two.scheduler.pass(now));
+    let (a, b) = (a.unwrap(), b.unwrap());
+    assert_eq!(a.discovered.len() + b.discovered.len(), 6, "{a:?} {b:?}");
+
+    let later = now + 20 * 60_000;
+    let (a, b) = tokio::join!(one.scheduler.pass(later), two.scheduler.pass(later));
+    let (a, b) = (a.unwrap(), b.unwrap());
+    let third = one.scheduler.pass(later).await.unwrap();
+    assert_eq!(
+        a.paused.len() + b.paused.len() + third.paused.len(),
+        6,
+        "{a:?} {b:?} {third:?}"
+    );
+    for i in 1..=6 {
+        assert_eq!(
+            fake.scale_calls(&format!("idle-app-{i}")),
+            1,
+            "idle-app-{i} paused once"
+        );
+    }
+    // The formation was remembered in Redis: the other instance restores it.
+    two.waker.wake("idle-app-3", None).await.unwrap();
+    assert!(fake.app("idle-app-3").unwrap().web_running);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wakes_work_while_redis_is_down_and_the_scheduler_pauses_nothing() {
+    let mut redis = TestRedis::start();
+    let prefix = unique_prefix("redis_down");
+    let fake = fake_with(
+        vec![
+            FakeApp::web("shop-front", "osc-fr1", 0),
+            FakeApp::web("other-app", "osc-fr1", 1),
+        ],
+        Duration::from_millis(100),
+    )
+    .await;
+    let one = instance(&fake, &redis, &prefix, "one").await;
+    let now = paastis_sidecar::wake::now_ms();
+    one.scheduler.pass(now).await.unwrap();
+
+    redis.kill();
+    one.waker
+        .wake("shop-front", None)
+        .await
+        .expect("woken without Redis");
+    assert!(fake.app("shop-front").unwrap().web_running);
+    // Without last accesses every app would look idle: nothing is paused.
+    assert!(one.scheduler.pass(now + 60 * 60_000).await.is_err());
+    assert_eq!(fake.scale_calls("other-app"), 0);
+}

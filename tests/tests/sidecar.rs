@@ -1,0 +1,404 @@
+//! The sidecar against the fake Scalingo: the waker in process, its HTTP API
+//! served on a port-0 listener, and the binary's configuration checks.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use paastis_e2e::fake::{Endpoint, FakeApp, FakeConfig, FakeScalingo, Fault, FaultKind};
+use paastis_e2e::harness::sidecar_bin;
+use paastis_sidecar::config::{env_from_map, Config, Env};
+use paastis_sidecar::wake::{WakeError, Waker};
+use serde_json::{json, Value};
+
+struct Setup {
+    fake: FakeScalingo,
+    waker: Arc<Waker>,
+    scheduler: Arc<paastis_sidecar::scheduler::Scheduler>,
+    _dir: tempfile::TempDir,
+}
+
+async fn setup(apps: Vec<FakeApp>, rules: &str, extra: &[(&str, &str)]) -> Setup {
+    let fake = FakeScalingo::start(FakeConfig {
+        boot_delay: Duration::from_millis(200),
+        ..FakeConfig::default()
+    })
+    .await
+    .expect("fake starts");
+    for app in apps {
+        fake.add_app(app);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let rules_file = dir.path().join("paastis.yml");
+    std::fs::write(&rules_file, rules).unwrap();
+    let mut vars: HashMap<String, String> = [
+        (
+            "PROVIDER_SCALINGO_API_TOKEN",
+            fake.config().api_token.clone(),
+        ),
+        ("PROVIDER_SCALINGO_AUTH_URL", fake.auth_url()),
+        ("PAASTIS_RULES_FILE", rules_file.display().to_string()),
+        ("PAASTIS_WAKE_TIMEOUT", "20".to_owned()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    for (k, v) in extra {
+        vars.insert((*k).to_owned(), (*v).to_owned());
+    }
+    let get = env_from_map(&vars);
+    let config = Config::from_env(&Env::new(&get)).expect("valid config");
+    let gateway = paastis_sidecar::build(&config)
+        .await
+        .expect("gateway builds");
+    Setup {
+        fake,
+        waker: gateway.waker,
+        scheduler: gateway.scheduler,
+        _dir: dir,
+    }
+}
+
+fn scalingo_calls(fake: &FakeScalingo) -> usize {
+    Endpoint::ALL
+        .iter()
+        .filter(|e| **e != Endpoint::Front)
+        .map(|e| fake.calls(*e))
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_wakes_of_one_app_make_one_scale_call() {
+    let s = setup(vec![FakeApp::web("shop-front", "osc-fr1", 0)], "", &[]).await;
+    s.fake.set_boot_delay(Duration::from_millis(600));
+    let wakes = (0..50).map(|_| {
+        let waker = Arc::clone(&s.waker);
+        tokio::spawn(async move { waker.wake("shop-front", None).await })
+    });
+    for result in futures::future::join_all(wakes).await {
+        let answer = result.unwrap().expect("woken");
+        assert_eq!(answer.region, "osc-fr1");
+        assert_eq!(answer.upstream_host, "shop-front.osc-fr1.scalingo.io");
+    }
+    assert_eq!(s.fake.scale_calls("shop-front"), 1);
+    assert!(s.fake.app("shop-front").unwrap().web_running);
+
+    // Known awake now: a further wake makes no Scalingo call at all.
+    let before = scalingo_calls(&s.fake);
+    s.waker.wake("shop-front", None).await.unwrap();
+    assert_eq!(scalingo_calls(&s.fake), before);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn linked_apps_are_woken_too_and_rules_rename_apps() {
+    let rules = "rules:\n  - pattern: '^(.*)-front$'\n    linked_apps: ['$1-api-1', '$1-jobs-1']\n  - pattern: '^old-name-app$'\n    app_name: new-name-app\n";
+    let s = setup(
+        vec![
+            FakeApp::web("shop-front", "osc-fr1", 0),
+            FakeApp::web("shop-api-1", "osc-secnum-fr1", 0),
+            FakeApp::web("new-name-app", "osc-fr1", 0),
+        ],
+        rules,
+        &[],
+    )
+    .await;
+    let answer = s.waker.wake("shop-front", None).await.unwrap();
+    assert!(s.fake.app("shop-api-1").unwrap().web_running);
+    let linked: Vec<(String, bool)> = answer
+        .linked_apps
+        .iter()
+        .map(|l| (l.app.clone(), l.running))
+        .collect();
+    assert_eq!(
+        linked,
+        [
+            ("shop-api-1".to_owned(), true),
+            ("shop-jobs-1".to_owned(), false)
+        ],
+        "a linked app that does not exist is reported, and does not fail the wake"
+    );
+
+    let answer = s.waker.wake("old-name-app", None).await.unwrap();
+    assert_eq!(answer.target, "new-name-app");
+    assert_eq!(answer.upstream_host, "new-name-app.osc-fr1.scalingo.io");
+    assert!(s.fake.app("new-name-app").unwrap().web_running);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wake_restores_the_remembered_formation() {
+    let s = setup(
+        vec![FakeApp::web("shop-front", "osc-fr1", 0).with_type("worker", 0, "M")],
+        "",
+        &[],
+    )
+    .await;
+    s.waker
+        .registry()
+        .remember_formation("shop-front", vec![("web".into(), 2), ("worker".into(), 1)])
+        .await
+        .unwrap();
+    s.waker.wake("shop-front", None).await.unwrap();
+    let app = s.fake.app("shop-front").unwrap();
+    let amounts: HashMap<String, u32> = app
+        .formation
+        .iter()
+        .map(|(name, amount, _)| (name.clone(), *amount))
+        .collect();
+    assert_eq!(amounts["web"], 2);
+    assert_eq!(amounts["worker"], 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_and_invalid_apps_are_refused() {
+    let s = setup(vec![], "", &[]).await;
+    assert!(matches!(
+        s.waker.wake("Bad_Name", None).await,
+        Err(WakeError::InvalidApp(_))
+    ));
+    assert_eq!(
+        scalingo_calls(&s.fake),
+        0,
+        "an invalid name makes no Scalingo call"
+    );
+    assert!(matches!(
+        s.waker.wake("nobody-here", None).await,
+        Err(WakeError::UnknownApp(_))
+    ));
+    // A region pinned by a rule that does not hold the app: unknown too.
+    assert!(matches!(
+        s.waker.wake("nobody-here", Some("osc-secnum-fr1")).await,
+        Err(WakeError::UnknownApp(_))
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_app_is_waited_for_and_a_slow_boot_times_out() {
+    let s = setup(
+        vec![
+            FakeApp::web("shop-front", "osc-fr1", 0),
+            FakeApp::web("slow-app", "osc-fr1", 0),
+        ],
+        "",
+        &[("PAASTIS_WAKE_TIMEOUT", "2")],
+    )
+    .await;
+    s.fake
+        .inject(Fault::new(Endpoint::Scale, FaultKind::IsScaling).for_app("shop-front"));
+    s.waker
+        .wake("shop-front", None)
+        .await
+        .expect("woken after the other operation");
+    assert_eq!(s.fake.scale_calls("shop-front"), 2);
+
+    s.fake.set_boot_delay(Duration::from_secs(6));
+    let err = s.waker.wake("slow-app", None).await.unwrap_err();
+    assert!(matches!(err, WakeError::Timeout(_)), "{err:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ignored_apps_are_routed_but_never_scaled() {
+    let s = setup(
+        vec![FakeApp::web("keep-as-is", "osc-fr1", 0)],
+        "",
+        &[("REGISTRY_IGNORED_APPS", "keep-as-is")],
+    )
+    .await;
+    let answer = s.waker.wake("keep-as-is", None).await.unwrap();
+    assert_eq!(answer.region, "osc-fr1");
+    assert_eq!(s.fake.scale_calls("keep-as-is"), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_http_api_answers_the_filter() {
+    let s = setup(
+        vec![
+            FakeApp::web("shop-front", "osc-fr1", 0),
+            FakeApp::web("shop-api-1", "osc-fr1", 0),
+        ],
+        "rules:\n  - pattern: '^(.*)-front$'\n    linked_apps: ['$1-api-1']\n",
+        &[],
+    )
+    .await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(paastis_sidecar::server::run(
+        listener,
+        Arc::clone(&s.waker),
+        async {
+            let _ = stopped.await;
+        },
+    ));
+    let client = reqwest::Client::new();
+    let post = |path: &str, body: Value| {
+        client
+            .post(format!("http://{addr}{path}"))
+            .json(&body)
+            .send()
+    };
+
+    let ok = post("/v1/wake", json!({"app": "shop-front"}))
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), 200);
+    let ok: Value = ok.json().await.unwrap();
+    assert_eq!(ok["upstream_host"], "shop-front.osc-fr1.scalingo.io");
+    assert_eq!(ok["linked_apps"][0]["app"], "shop-api-1");
+
+    let missing = post("/v1/wake", json!({"app": "nobody-here"}))
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), 404);
+    assert_eq!(
+        missing.json::<Value>().await.unwrap()["error"],
+        "unknown_app"
+    );
+
+    let invalid = post("/v1/wake", json!({"app": "../etc"})).await.unwrap();
+    assert_eq!(invalid.status(), 400);
+
+    let activity = post(
+        "/v1/activity",
+        json!({"apps": ["shop-front", "Not Valid", "never-seen"]}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(activity.status(), 200);
+    let activity: Value = activity.json().await.unwrap();
+    assert_eq!(
+        activity["awake"],
+        json!([{"app": "shop-front", "region": "osc-fr1", "upstream_host": "shop-front.osc-fr1.scalingo.io"}])
+    );
+
+    let registry: Value = client
+        .get(format!("http://{addr}/v1/apps"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let names: Vec<&str> = registry["apps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|a| a["app"].as_str())
+        .collect();
+    assert_eq!(
+        names,
+        ["never-seen", "shop-api-1", "shop-front"],
+        "activity touches linked apps too"
+    );
+
+    let health = client
+        .get(format!("http://{addr}/healthz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(health.status(), 200);
+
+    stop.send(()).unwrap();
+    server.await.unwrap().unwrap();
+}
+
+#[test]
+fn the_binary_refuses_a_bad_configuration_with_exit_code_64() {
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("paastis.yml");
+    std::fs::write(&rules, "rules:\n  - pattern: ok\n  - pattern: '(broken'\n").unwrap();
+    let out = std::process::Command::new(sidecar_bin())
+        .env_clear()
+        .env("PROVIDER_SCALINGO_API_TOKEN", "tk-us-secret-token-value")
+        .env("PAASTIS_RULES_FILE", &rules)
+        .env("PAASTIS_LISTEN", "127.0.0.1:0")
+        .output()
+        .expect("the sidecar binary runs (make build)");
+    assert_eq!(out.status.code(), Some(64));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let expected = format!(
+        "invalid configuration: {}: rules[1].pattern:",
+        rules.display()
+    );
+    assert!(stderr.contains(&expected), "{stderr}");
+    assert!(
+        !stderr.contains("secret-token-value"),
+        "the token is never printed"
+    );
+    assert!(out.stdout.is_empty(), "nothing was bound");
+
+    let out = std::process::Command::new(sidecar_bin())
+        .env_clear()
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&out.stderr)
+        .contains("invalid configuration: PROVIDER_SCALINGO_API_TOKEN"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_scheduler_pauses_idle_apps_and_the_next_wake_restores_their_formation() {
+    let s = setup(
+        vec![
+            FakeApp::web("idle-app-1", "osc-fr1", 2).with_type("worker", 1, "S"),
+            FakeApp::web("busy-app-1", "osc-secnum-fr1", 1),
+            FakeApp::web("always-on-1", "osc-fr1", 1),
+            FakeApp::web("ignored-app", "osc-fr1", 1),
+            FakeApp::web("asleep-app-1", "osc-fr1", 0),
+        ],
+        "rules:\n  - pattern: '^always-on'\n    app_max_idle_time: 0\n",
+        &[("REGISTRY_IGNORED_APPS", "ignored-app")],
+    )
+    .await;
+    let now = paastis_sidecar::wake::now_ms();
+    let minute = 60_000;
+
+    // Discovery: running apps the registry did not know start their idle clock now.
+    let report = s.scheduler.pass(now).await.unwrap();
+    let mut discovered = report.discovered.clone();
+    discovered.sort();
+    assert_eq!(discovered, ["always-on-1", "busy-app-1", "idle-app-1"]);
+    assert!(report.paused.is_empty());
+
+    // busy-app-1 is used 10 minutes later; 16 minutes later idle-app-1 is idle.
+    s.waker
+        .registry()
+        .touch(&["busy-app-1".to_owned()], now + 10 * minute)
+        .await
+        .unwrap();
+    let report = s.scheduler.pass(now + 16 * minute).await.unwrap();
+    assert_eq!(report.paused, ["idle-app-1"], "{report:?}");
+    let idle = s.fake.app("idle-app-1").unwrap();
+    assert!(
+        idle.formation.iter().all(|(_, amount, _)| *amount == 0),
+        "{idle:?}"
+    );
+    assert_eq!(s.fake.scale_calls("busy-app-1"), 0);
+    assert_eq!(
+        s.fake.scale_calls("always-on-1"),
+        0,
+        "max idle 0 never pauses"
+    );
+    assert_eq!(s.fake.scale_calls("ignored-app"), 0);
+    let record = s.waker.registry().get("idle-app-1").await.unwrap().unwrap();
+    assert_eq!(
+        record.formation,
+        vec![("web".to_owned(), 2), ("worker".to_owned(), 1)]
+    );
+
+    // A pass later: the paused app stays registered (its formation is needed).
+    let report = s.scheduler.pass(now + 17 * minute).await.unwrap();
+    assert!(
+        report.paused.is_empty() && report.forgotten.is_empty(),
+        "{report:?}"
+    );
+
+    // Its next request wakes it with the formation it had.
+    s.waker.wake("idle-app-1", None).await.unwrap();
+    let idle = s.fake.app("idle-app-1").unwrap();
+    let amounts: HashMap<String, u32> = idle
+        .formation
+        .iter()
+        .map(|(n, a, _)| (n.clone(), *a))
+        .collect();
+    assert_eq!((amounts["web"], amounts["worker"]), (2, 1));
+}
