@@ -406,12 +406,6 @@ mod tests {
                 "0",
                 "PAASTIS_SCHEDULER_INTERVAL:",
             ),
-            ("REGISTRY_TYPE", "redis", "REGISTRY_REDIS_URL: is required"),
-            (
-                "PAASTIS_SCHEDULER_INTERVAL",
-                "0",
-                "PAASTIS_SCHEDULER_INTERVAL:",
-            ),
             (
                 "START_AND_STOP_MAX_IDLE_TIME",
                 "soon",
