@@ -72,6 +72,9 @@ pub struct Config {
     pub awake_ttl: Duration,
     /// Period of the idle scheduler's passes.
     pub scheduler_interval: Duration,
+    /// Pace of the scheduler's Scalingo calls (Scalingo allows 60 a minute
+    /// per token).
+    pub scheduler_calls_per_minute: u32,
     /// Name of this instance in leases and events.
     pub instance: String,
 }
@@ -151,6 +154,19 @@ impl<'a> Env<'a> {
                 .filter(|v| !v.is_empty())
                 .map(|v| (name, v))
         })
+    }
+
+    fn count(&self, name: &'static str, default: u32, max: u32) -> Result<u32, ConfigError> {
+        match self.first(&[name]) {
+            None => Ok(default),
+            Some((name, value)) => match value.parse::<u32>() {
+                Ok(n) if n > 0 && n <= max => Ok(n),
+                _ => Err(env_error(
+                    name,
+                    format!("{value:?} is not a whole number between 1 and {max}"),
+                )),
+            },
+        }
     }
 
     fn secs(
@@ -277,6 +293,11 @@ impl Config {
             }
         };
         let scheduler_interval = env.secs(&["PAASTIS_SCHEDULER_INTERVAL"], 60, 86_400)?;
+        let scheduler_calls_per_minute = env.count(
+            "PAASTIS_SCALINGO_CALLS_PER_MINUTE",
+            crate::scheduler::DEFAULT_CALLS_PER_MINUTE,
+            1_000_000,
+        )?;
         let instance = env
             .first(&["PAASTIS_INSTANCE"])
             .map(|(_, v)| v)
@@ -338,6 +359,7 @@ impl Config {
             wake_timeout,
             awake_ttl,
             scheduler_interval,
+            scheduler_calls_per_minute,
             instance,
         })
     }
@@ -405,6 +427,11 @@ mod tests {
                 "PAASTIS_SCHEDULER_INTERVAL",
                 "0",
                 "PAASTIS_SCHEDULER_INTERVAL:",
+            ),
+            (
+                "PAASTIS_SCALINGO_CALLS_PER_MINUTE",
+                "0",
+                "PAASTIS_SCALINGO_CALLS_PER_MINUTE:",
             ),
             (
                 "START_AND_STOP_MAX_IDLE_TIME",

@@ -73,15 +73,18 @@ pub async fn build(config: &Config) -> Result<Gateway, String> {
         config.wake_timeout,
         config.awake_ttl,
     );
-    let scheduler = Arc::new(Scheduler::new(
-        client,
-        config.rules.clone(),
-        config.ignored_apps.clone(),
-        registry,
-        coordinator,
-        events,
-        waker.clone(),
-        config.instance.clone(),
-    ));
+    let scheduler = Arc::new(
+        Scheduler::new(
+            client,
+            config.rules.clone(),
+            config.ignored_apps.clone(),
+            registry,
+            coordinator,
+            events,
+            waker.clone(),
+            config.instance.clone(),
+        )
+        .with_pace(config.scheduler_calls_per_minute),
+    );
     Ok(Gateway { waker, scheduler })
 }

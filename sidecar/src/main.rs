@@ -9,6 +9,9 @@ use tracing::{error, info};
 
 /// `EX_USAGE`: the configuration is wrong; nothing was started.
 const EXIT_CONFIG: u8 = 64;
+/// How often activity kept during a registry outage is retried: much shorter
+/// than a scheduler interval, so another instance's pass sees it.
+const PENDING_FLUSH_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
@@ -69,8 +72,20 @@ fn main() -> ExitCode {
                 .clone()
                 .run(config.scheduler_interval, std::future::pending()),
         );
+        let flusher = tokio::spawn(
+            gateway
+                .waker
+                .clone()
+                .run_flusher(PENDING_FLUSH_EVERY, std::future::pending()),
+        );
+        let waker = gateway.waker.clone();
         let served = paastis_sidecar::server::run(listener, gateway.waker, shutdown_signal()).await;
         scheduler.abort();
+        flusher.abort();
+        // Last chance for activity kept during an outage.
+        if let Err(e) = waker.flush_activity().await {
+            error!(error = %e, pending = waker.pending_activity(), "activity lost at shutdown");
+        }
         match served {
             Ok(()) => {
                 info!("sidecar stopped");

@@ -13,6 +13,16 @@
 //!    time: it re-reads the last access right before (activity that arrived
 //!    meanwhile wins), remembers the formation, then scales every type to 0.
 //!
+//! Before all that, the instance writes the activity it kept in memory while
+//! the registry was unreachable. A pass that cannot read or write the
+//! registry pauses nothing, and neither does the next one: it gives the other
+//! instances one interval to write the activity they kept meanwhile.
+//!
+//! Scalingo calls of a pass are paced ([`Pacer`]) to stay under the API's
+//! rate limit (60 a minute per token by default); a 429 ends the pass, the
+//! rest waits for the next one. A long pass renews its lease before each
+//! pause and stops if another instance took it over.
+//!
 //! Max idle time: minutes, from the rules (`app_max_idle_time`) or
 //! `START_AND_STOP_MAX_IDLE_TIME` (default 15). `0` means "never pause
 //! automatically": an app matched by such a rule is kept running, which is the
@@ -20,13 +30,16 @@
 //! Ignored apps are never touched.
 
 use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use paastis_rules::AppRules;
+use thiserror::Error;
+use tokio::time::Instant;
 use tracing::{info, warn};
 
-use crate::registry::{AppMeta, Coordinator, Event, EventKind, EventLog, Registry};
+use crate::registry::{AppMeta, Coordinator, Event, EventKind, EventLog, Registry, RegistryError};
 use crate::scalingo::{AppStatus, ContainerAmount, ScaleOutcome, ScalingoClient, ScalingoError};
 use crate::wake::{now_ms, Waker};
 
@@ -34,11 +47,56 @@ use crate::wake::{now_ms, Waker};
 pub const LEASE_TTL: Duration = Duration::from_secs(120);
 const LEASE: &str = "scheduler";
 
+/// Default pace of the scheduler's Scalingo calls: Scalingo's rate limit.
+pub const DEFAULT_CALLS_PER_MINUTE: u32 = 60;
+
+/// Spaces calls evenly: at most `n` a minute, never a burst.
+///
+/// Invariant: two calls let through are at least `60 s / n` apart.
+#[derive(Debug)]
+pub struct Pacer {
+    spacing: Duration,
+    next: tokio::sync::Mutex<Option<Instant>>,
+}
+
+impl Pacer {
+    pub fn per_minute(n: u32) -> Self {
+        Self {
+            spacing: Duration::from_secs(60) / n.max(1),
+            next: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    /// Waits for this call's slot.
+    pub async fn ready(&self) {
+        // Held across the sleep: callers queue in order.
+        let mut next = self.next.lock().await;
+        let now = Instant::now();
+        let slot = next.map_or(now, |n| n.max(now));
+        tokio::time::sleep_until(slot).await;
+        *next = Some(slot + self.spacing);
+    }
+}
+
+/// Why a pass stopped before its end.
+#[derive(Debug, Error)]
+pub enum PassError {
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    #[error("scalingo: {0}")]
+    Scalingo(#[from] ScalingoError),
+}
+
 /// What one pass did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct PassReport {
     /// Another instance held the lease: nothing was done.
     pub skipped: bool,
+    /// The previous pass could not use the registry: this one discovered and
+    /// forgot apps but paused none.
+    pub recovering: bool,
+    /// Another instance took the lease over during the pass.
+    pub lost_lease: bool,
     pub discovered: Vec<String>,
     pub forgotten: Vec<String>,
     pub paused: Vec<String>,
@@ -55,6 +113,9 @@ pub struct Scheduler {
     events: Arc<dyn EventLog>,
     waker: Arc<Waker>,
     instance: String,
+    pacer: Pacer,
+    /// The last pass failed on the registry.
+    registry_failed: AtomicBool,
 }
 
 impl Scheduler {
@@ -78,7 +139,15 @@ impl Scheduler {
             events,
             waker,
             instance,
+            pacer: Pacer::per_minute(DEFAULT_CALLS_PER_MINUTE),
+            registry_failed: AtomicBool::new(false),
         }
+    }
+
+    /// Paces the pass's Scalingo calls to `n` a minute.
+    pub fn with_pace(mut self, calls_per_minute: u32) -> Self {
+        self.pacer = Pacer::per_minute(calls_per_minute);
+        self
     }
 
     async fn event(&self, app: &str, kind: EventKind) {
@@ -104,37 +173,49 @@ impl Scheduler {
     /// One pass at `now` (ms since the epoch). Nothing is paused when the
     /// registry cannot be read: without last accesses every app would look
     /// idle.
-    pub async fn pass(&self, now: u64) -> Result<PassReport, String> {
+    pub async fn pass(&self, now: u64) -> Result<PassReport, PassError> {
+        let result = self.pass_inner(now).await;
+        let registry_failed = matches!(result, Err(PassError::Registry(_)));
+        let recovering = self.registry_failed.swap(registry_failed, Ordering::SeqCst);
+        result.map(|mut report| {
+            report.recovering = recovering && !report.skipped;
+            report
+        })
+    }
+
+    async fn pass_inner(&self, now: u64) -> Result<PassReport, PassError> {
         let mut report = PassReport::default();
-        match self
+        // This instance's own kept activity goes first, lease or not: the
+        // pass of whichever instance holds it must see it.
+        self.waker.flush_activity().await?;
+        if !self
             .coordinator
             .acquire(LEASE, &self.instance, LEASE_TTL)
-            .await
+            .await?
         {
-            Ok(true) => {}
-            Ok(false) => {
-                report.skipped = true;
-                return Ok(report);
-            }
-            Err(e) => return Err(e.to_string()),
+            report.skipped = true;
+            return Ok(report);
         }
-        let result = self.pass_holding_lease(now, &mut report).await;
+        let may_pause = !self.registry_failed.load(Ordering::SeqCst);
+        let result = self.pass_holding_lease(now, may_pause, &mut report).await;
         if let Err(e) = self.coordinator.release(LEASE, &self.instance).await {
             warn!(error = %e, "scheduler lease not released (it will expire)");
         }
         result.map(|()| report)
     }
 
-    async fn pass_holding_lease(&self, now: u64, report: &mut PassReport) -> Result<(), String> {
-        let regions = self.client.regions().await.map_err(|e| e.to_string())?;
+    async fn pass_holding_lease(
+        &self,
+        now: u64,
+        may_pause: bool,
+        report: &mut PassReport,
+    ) -> Result<(), PassError> {
+        let regions = self.client.regions().await?;
         // app -> (region, running)
         let mut seen: HashMap<String, (String, bool)> = HashMap::new();
         for region in &regions {
-            let apps = self
-                .client
-                .list_apps(&region.name)
-                .await
-                .map_err(|e| e.to_string())?;
+            self.pacer.ready().await;
+            let apps = self.client.list_apps(&region.name).await?;
             for app in apps {
                 let running = !matches!(app.status, AppStatus::Stopped | AppStatus::New);
                 seen.insert(app.name, (region.name.clone(), running));
@@ -145,7 +226,7 @@ impl Scheduler {
             if self.ignored.contains(app) {
                 continue;
             }
-            let record = self.registry.get(app).await.map_err(|e| e.to_string())?;
+            let record = self.registry.get(app).await?;
             match (record, running) {
                 (None, true) => {
                     let meta = AppMeta {
@@ -157,16 +238,13 @@ impl Scheduler {
                             .map(|r| r.linked_apps)
                             .unwrap_or_default(),
                     };
-                    self.registry
-                        .register(app, meta, now)
-                        .await
-                        .map_err(|e| e.to_string())?;
+                    self.registry.register(app, meta, now).await?;
                     self.event(app, EventKind::Discovered).await;
                     report.discovered.push(app.clone());
                 }
                 (Some(record), false) if record.formation.is_empty() => {
                     // Stopped by someone else: nothing of ours to restore.
-                    self.registry.forget(app).await.map_err(|e| e.to_string())?;
+                    self.registry.forget(app).await?;
                     self.event(app, EventKind::Forgotten).await;
                     report.forgotten.push(app.clone());
                 }
@@ -174,11 +252,10 @@ impl Scheduler {
             }
         }
 
-        let candidates = self
-            .registry
-            .accessed_before(now, usize::MAX)
-            .await
-            .map_err(|e| e.to_string())?;
+        if !may_pause {
+            return Ok(());
+        }
+        let candidates = self.registry.accessed_before(now, usize::MAX).await?;
         for record in candidates {
             let Some((region, true)) = seen.get(&record.app) else {
                 continue;
@@ -190,13 +267,21 @@ impl Scheduler {
             if max_idle == 0 || now.saturating_sub(record.last_access_ms) < max_idle * 60_000 {
                 continue;
             }
+            // A long (paced) pass may have been taken over after its lease
+            // ran out: the new holder does the rest.
+            if !self
+                .coordinator
+                .acquire(LEASE, &self.instance, LEASE_TTL)
+                .await?
+            {
+                report.lost_lease = true;
+                return Ok(());
+            }
             // Activity may have arrived since the range query.
-            match self.registry.get(&record.app).await {
-                Ok(Some(fresh)) if now.saturating_sub(fresh.last_access_ms) < max_idle * 60_000 => {
-                    continue
+            if let Some(fresh) = self.registry.get(&record.app).await? {
+                if now.saturating_sub(fresh.last_access_ms) < max_idle * 60_000 {
+                    continue;
                 }
-                Ok(_) => {}
-                Err(e) => return Err(e.to_string()),
             }
             match self.pause(&record.app, region).await {
                 Ok(formation) => {
@@ -205,7 +290,8 @@ impl Scheduler {
                         .await;
                     report.paused.push(record.app.clone());
                 }
-                Err(e) => {
+                Err(PassError::Registry(e)) => return Err(e.into()),
+                Err(PassError::Scalingo(e)) => {
                     warn!(app = %record.app, error = %e, "could not pause");
                     report.failed.push((record.app.clone(), e.to_string()));
                     if matches!(e, ScalingoError::RateLimited) {
@@ -219,7 +305,8 @@ impl Scheduler {
     }
 
     /// Remembers the formation, then scales every type to 0.
-    async fn pause(&self, app: &str, region: &str) -> Result<Vec<(String, u32)>, ScalingoError> {
+    async fn pause(&self, app: &str, region: &str) -> Result<Vec<(String, u32)>, PassError> {
+        self.pacer.ready().await;
         let formation = self.client.formation(region, app).await?;
         let running: Vec<(String, u32)> = formation
             .iter()
@@ -233,8 +320,7 @@ impl Scheduler {
         // which the next wake restores the app, never an app without one.
         self.registry
             .remember_formation(app, running.clone())
-            .await
-            .map_err(|e| ScalingoError::Transport(e.to_string()))?;
+            .await?;
         let changes: Vec<ContainerAmount> = running
             .iter()
             .map(|(name, _)| ContainerAmount {
@@ -243,6 +329,7 @@ impl Scheduler {
             })
             .collect();
         self.waker.forget_awake(app);
+        self.pacer.ready().await;
         match self.client.scale(region, app, &changes).await? {
             ScaleOutcome::Started { .. } | ScaleOutcome::Done { .. } | ScaleOutcome::NoChange => {
                 Ok(running)
@@ -265,11 +352,71 @@ impl Scheduler {
                 _ = ticker.tick() => {
                     match self.pass(now_ms()).await {
                         Ok(r) if r.skipped => {}
-                        Ok(r) => info!(paused = r.paused.len(), discovered = r.discovered.len(), forgotten = r.forgotten.len(), failed = r.failed.len(), "scheduler pass"),
+                        Ok(r) => info!(paused = r.paused.len(), discovered = r.discovered.len(), forgotten = r.forgotten.len(), failed = r.failed.len(), recovering = r.recovering, lost_lease = r.lost_lease, "scheduler pass"),
                         Err(e) => warn!(error = %e, "scheduler pass failed; nothing paused"),
                     }
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn the_pacer_spaces_calls_and_never_bursts() {
+        let pacer = Pacer::per_minute(60);
+        let start = Instant::now();
+        let mut slots = Vec::new();
+        for _ in 0..5 {
+            pacer.ready().await;
+            slots.push(start.elapsed());
+        }
+        // First call at once, then one a second: 5 calls span 4 s, so no
+        // minute ever sees more than 60.
+        assert_eq!(
+            slots,
+            (0..5).map(Duration::from_secs).collect::<Vec<_>>(),
+            "{slots:?}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_pacer_does_not_save_up_idle_time_for_a_burst() {
+        let pacer = Pacer::per_minute(60);
+        pacer.ready().await;
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        let start = Instant::now();
+        pacer.ready().await;
+        pacer.ready().await;
+        pacer.ready().await;
+        assert_eq!(start.elapsed(), Duration::from_secs(2));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn concurrent_callers_queue_for_their_slots() {
+        let pacer = Arc::new(Pacer::per_minute(120));
+        let start = Instant::now();
+        let calls = (0..4).map(|_| {
+            let pacer = Arc::clone(&pacer);
+            tokio::spawn(async move {
+                pacer.ready().await;
+                start.elapsed()
+            })
+        });
+        let mut slots: Vec<Duration> = futures::future::join_all(calls)
+            .await
+            .into_iter()
+            .map(|r| r.expect("task"))
+            .collect();
+        slots.sort();
+        assert_eq!(
+            slots,
+            (0..4)
+                .map(|i| Duration::from_millis(500 * i))
+                .collect::<Vec<_>>()
+        );
     }
 }

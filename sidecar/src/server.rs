@@ -5,6 +5,7 @@
 //! | POST | `/v1/wake` | `{"app": "my-app", "region": "osc-fr1" \| null}` | 200 `WakeAnswer`; 400 `invalid_app`; 404 `unknown_app`; 503 `wake_failed`; 504 `wake_timeout` |
 //! | POST | `/v1/activity` | `{"apps": ["my-app", ...]}` | 200 `{"awake": [{"app", "region", "upstream_host"}]}` |
 //! | GET | `/v1/apps` | | 200 `{"apps": [AppRecord...]}`: the registry, for operators and tests |
+//! | GET | `/v1/events?limit=N` | | 200 `{"events": [Event...]}`: newest first (default 100, at most 1000) |
 //! | GET | `/healthz` | | 200 `{"status": "ok"}` |
 //!
 //! The API is meant for the filter on loopback (or the pod network); it
@@ -128,6 +129,34 @@ async fn apps(State(waker): State<Arc<Waker>>) -> Response {
     }
 }
 
+#[derive(Debug, Deserialize)]
+struct EventsQuery {
+    #[serde(default = "default_events_limit")]
+    limit: usize,
+}
+
+fn default_events_limit() -> usize {
+    100
+}
+
+async fn events(
+    State(waker): State<Arc<Waker>>,
+    axum::extract::Query(q): axum::extract::Query<EventsQuery>,
+) -> Response {
+    match waker
+        .events()
+        .recent(q.limit.min(crate::EVENTS_CAPACITY))
+        .await
+    {
+        Ok(events) => Json(json!({ "events": events })).into_response(),
+        Err(e) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({ "error": "registry_unavailable", "message": e.to_string() })),
+        )
+            .into_response(),
+    }
+}
+
 async fn healthz() -> Json<serde_json::Value> {
     Json(json!({ "status": "ok" }))
 }
@@ -138,6 +167,7 @@ pub fn router(waker: Arc<Waker>) -> Router {
         .route("/v1/wake", post(wake))
         .route("/v1/activity", post(activity))
         .route("/v1/apps", get(apps))
+        .route("/v1/events", get(events))
         .route("/healthz", get(healthz))
         // An activity batch of 10,000 names fits in well under 1 MiB.
         .layer(DefaultBodyLimit::max(1 << 20))

@@ -9,6 +9,10 @@
 //!   up (its request timed out or was cancelled) does not cancel it, and later
 //!   callers still get its result.
 //! - An app and its linked apps are woken concurrently.
+//! - Activity is never lost to a registry outage: what cannot be written is
+//!   kept in memory (latest access per app, at most [`MAX_PENDING_APPS`]
+//!   apps) and written by the next batch, the background flusher
+//!   ([`Waker::run_flusher`]) or the scheduler before its pass.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
@@ -30,6 +34,10 @@ const BUSY_RETRIES: u32 = 5;
 const BUSY_PAUSE: Duration = Duration::from_secs(1);
 /// Most apps one activity batch may name (larger batches are cut).
 pub const MAX_ACTIVITY_BATCH: usize = 10_000;
+/// Most apps whose activity is kept while the registry is unreachable.
+/// Beyond it new apps are dropped (logged); apps already kept still move
+/// forward. 50k entries are a few MiB.
+pub const MAX_PENDING_APPS: usize = 50_000;
 
 /// An app that runs, and where to send its traffic.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -139,6 +147,8 @@ pub struct Waker {
     inflight: Mutex<HashMap<String, SharedWake>>,
     /// Apps seen running, with when that was checked.
     awake: Mutex<HashMap<String, (Awake, Instant)>>,
+    /// Accesses not written to the registry yet (app -> latest, ms).
+    pending: Mutex<HashMap<String, u64>>,
 }
 
 pub fn now_ms() -> u64 {
@@ -179,11 +189,16 @@ impl Waker {
             awake_ttl,
             inflight: Mutex::new(HashMap::new()),
             awake: Mutex::new(HashMap::new()),
+            pending: Mutex::new(HashMap::new()),
         })
     }
 
     pub fn registry(&self) -> &Arc<dyn Registry> {
         &self.registry
+    }
+
+    pub fn events(&self) -> &Arc<dyn EventLog> {
+        &self.events
     }
 
     /// Wakes the app a host named (`requested`) and its linked apps, and
@@ -246,7 +261,10 @@ impl Waker {
                 linked_apps: app.linked_apps.clone(),
             };
             if let Err(e) = self.registry.register(&app.name, meta, at).await {
-                warn!(app = %app.name, error = %e, "could not record the wake in the registry");
+                warn!(app = %app.name, error = %e, "could not record the wake in the registry; kept in memory");
+                // Its access at least is kept; region and idle time are
+                // learnt again from Scalingo and the rules.
+                self.keep_pending(std::slice::from_ref(&app.name), at);
             }
         }
 
@@ -569,9 +587,92 @@ impl Waker {
             touched.extend(resolved.linked_apps);
         }
         let touched: Vec<String> = touched.into_iter().collect();
-        if let Err(e) = self.registry.touch(&touched, now_ms()).await {
-            warn!(error = %e, apps = touched.len(), "activity not recorded");
+        self.keep_pending(&touched, now_ms());
+        if let Err(e) = self.flush_activity().await {
+            warn!(error = %e, pending = self.pending_activity(), "activity kept in memory until the registry is back");
         }
         awake
+    }
+
+    /// Adds accesses to the pending ones (each app keeps its latest).
+    fn keep_pending(&self, apps: &[String], at_ms: u64) {
+        let mut pending = lock(&self.pending);
+        let mut dropped = 0usize;
+        for app in apps {
+            if let Some(at) = pending.get_mut(app) {
+                *at = (*at).max(at_ms);
+            } else if pending.len() < MAX_PENDING_APPS {
+                pending.insert(app.clone(), at_ms);
+            } else {
+                dropped += 1;
+            }
+        }
+        if dropped > 0 {
+            warn!(
+                dropped,
+                kept = MAX_PENDING_APPS,
+                "registry unreachable for long: activity of some apps dropped"
+            );
+        }
+    }
+
+    /// How many apps have activity not written to the registry yet.
+    pub fn pending_activity(&self) -> usize {
+        lock(&self.pending).len()
+    }
+
+    /// Writes the pending activity to the registry. On failure what was not
+    /// written is kept (merged with what arrived meanwhile) and the error is
+    /// returned. Returns how many apps were written.
+    pub async fn flush_activity(&self) -> Result<usize, crate::registry::RegistryError> {
+        let taken = std::mem::take(&mut *lock(&self.pending));
+        if taken.is_empty() {
+            return Ok(0);
+        }
+        // One touch per distinct instant: a live batch is a single one.
+        let mut by_time: std::collections::BTreeMap<u64, Vec<String>> = Default::default();
+        for (app, at) in taken {
+            by_time.entry(at).or_default().push(app);
+        }
+        let mut written = 0;
+        let mut groups = by_time.into_iter();
+        while let Some((at, apps)) = groups.next() {
+            if let Err(e) = self.registry.touch(&apps, at).await {
+                self.keep_pending(&apps, at);
+                for (at, apps) in groups {
+                    self.keep_pending(&apps, at);
+                }
+                return Err(e);
+            }
+            written += apps.len();
+        }
+        Ok(written)
+    }
+
+    /// Retries writing pending activity every `every` until `shutdown`, so
+    /// that it reaches a recovered registry before another instance's
+    /// scheduler reads it.
+    pub async fn run_flusher(
+        self: Arc<Self>,
+        every: Duration,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) {
+        tokio::pin!(shutdown);
+        let mut ticker = tokio::time::interval(every);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = &mut shutdown => return,
+                _ = ticker.tick() => {
+                    if self.pending_activity() == 0 {
+                        continue;
+                    }
+                    match self.flush_activity().await {
+                        Ok(n) => info!(apps = n, "pending activity written to the registry"),
+                        Err(e) => tracing::debug!(error = %e, "registry still unreachable"),
+                    }
+                }
+            }
+        }
     }
 }

@@ -9,6 +9,7 @@ use std::time::Duration;
 use paastis_e2e::fake::{FakeApp, FakeConfig, FakeScalingo};
 use paastis_e2e::redis::{unique_prefix, TestRedis};
 use paastis_sidecar::config::{env_from_map, Config, Env};
+use paastis_sidecar::wake::now_ms;
 use paastis_sidecar::Gateway;
 
 async fn instance(fake: &FakeScalingo, redis: &TestRedis, prefix: &str, name: &str) -> Gateway {
@@ -24,6 +25,8 @@ async fn instance(fake: &FakeScalingo, redis: &TestRedis, prefix: &str, name: &s
         ("REGISTRY_REDIS_URL", redis.url()),
         ("REGISTRY_REDIS_KEY_PREFIX", prefix.to_owned()),
         ("PAASTIS_INSTANCE", name.to_owned()),
+        // Pacing is unit-tested; here it would only slow the passes down.
+        ("PAASTIS_SCALINGO_CALLS_PER_MINUTE", "60000".to_owned()),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v))
@@ -135,4 +138,85 @@ async fn wakes_work_while_redis_is_down_and_the_scheduler_pauses_nothing() {
     // Without last accesses every app would look idle: nothing is paused.
     assert!(one.scheduler.pass(now + 60 * 60_000).await.is_err());
     assert_eq!(fake.scale_calls("other-app"), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn activity_during_a_redis_outage_is_kept_and_no_active_app_is_paused() {
+    let redis = TestRedis::start();
+    let prefix = unique_prefix("outage");
+    let fake = fake_with(
+        vec![
+            FakeApp::web("busy-app", "osc-fr1", 1),
+            FakeApp::web("idle-app", "osc-fr1", 1),
+        ],
+        Duration::from_millis(100),
+    )
+    .await;
+    let one = instance(&fake, &redis, &prefix, "one").await;
+    let two = instance(&fake, &redis, &prefix, "two").await;
+    let minute = 60_000;
+    // Both discovered half an hour ago: both idle past the 15 minutes.
+    let report = one.scheduler.pass(now_ms() - 30 * minute).await.unwrap();
+    assert_eq!(report.discovered.len(), 2, "{report:?}");
+
+    // Redis freezes mid-traffic: instance two serves busy-app.
+    redis.pause();
+    let used_at = now_ms();
+    two.waker.activity(&["busy-app".to_owned()]).await;
+    assert_eq!(two.waker.pending_activity(), 1, "kept in memory");
+    // Instance one cannot read last accesses: it pauses nothing.
+    assert!(one.scheduler.pass(now_ms()).await.is_err());
+
+    redis.resume();
+    // Back, but two has not written its activity yet: one's first pass
+    // after the outage gives it an interval and pauses nothing.
+    let report = one.scheduler.pass(now_ms()).await.unwrap();
+    assert!(report.recovering, "{report:?}");
+    assert!(report.paused.is_empty(), "{report:?}");
+
+    // Two writes what it kept (its flusher or its next batch does this).
+    assert_eq!(two.waker.flush_activity().await.unwrap(), 1);
+    assert_eq!(two.waker.pending_activity(), 0);
+    let record = one.waker.registry().get("busy-app").await.unwrap().unwrap();
+    assert!(record.last_access_ms >= used_at, "activity not lost");
+
+    let report = one.scheduler.pass(now_ms()).await.unwrap();
+    assert_eq!(report.paused, vec!["idle-app".to_owned()], "{report:?}");
+    assert_eq!(
+        fake.scale_calls("busy-app"),
+        0,
+        "the used app keeps running"
+    );
+    assert!(fake.app("busy-app").unwrap().web_running);
+    assert_eq!(fake.scale_calls("idle-app"), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_empty_redis_gets_the_kept_activity_back() {
+    let mut redis = TestRedis::start();
+    let prefix = unique_prefix("restart");
+    let fake = fake_with(
+        vec![FakeApp::web("busy-app", "osc-fr1", 1)],
+        Duration::from_millis(100),
+    )
+    .await;
+    let one = instance(&fake, &redis, &prefix, "one").await;
+    one.scheduler.pass(now_ms()).await.unwrap();
+
+    redis.kill();
+    let used_at = now_ms();
+    one.waker.activity(&["busy-app".to_owned()]).await;
+    one.waker.activity(&["busy-app".to_owned()]).await;
+    assert_eq!(one.waker.pending_activity(), 1, "one entry per app");
+    assert!(one.scheduler.pass(now_ms()).await.is_err());
+
+    // A fresh server on the same port knows nothing: the pass writes the
+    // kept activity first, so busy-app's clock is its last use, not zero.
+    redis.restart();
+    let report = one.scheduler.pass(now_ms() + 16 * 60_000).await.unwrap();
+    assert!(report.recovering, "{report:?}");
+    assert_eq!(one.waker.pending_activity(), 0);
+    let record = one.waker.registry().get("busy-app").await.unwrap().unwrap();
+    assert!(record.last_access_ms >= used_at);
+    assert_eq!(fake.scale_calls("busy-app"), 0);
 }

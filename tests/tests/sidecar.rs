@@ -39,6 +39,8 @@ async fn setup(apps: Vec<FakeApp>, rules: &str, extra: &[(&str, &str)]) -> Setup
         ("PROVIDER_SCALINGO_AUTH_URL", fake.auth_url()),
         ("PAASTIS_RULES_FILE", rules_file.display().to_string()),
         ("PAASTIS_WAKE_TIMEOUT", "20".to_owned()),
+        // Pacing is unit-tested; here it would only slow the passes down.
+        ("PAASTIS_SCALINGO_CALLS_PER_MINUTE", "60000".to_owned()),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v))
@@ -290,6 +292,24 @@ async fn the_http_api_answers_the_filter() {
         "activity touches linked apps too"
     );
 
+    let events: Value = client
+        .get(format!("http://{addr}/v1/events?limit=50"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let mut woken: Vec<&str> = events["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["event"] == "woken" && e["duration_ms"].is_u64())
+        .filter_map(|e| e["app"].as_str())
+        .collect();
+    woken.sort();
+    assert_eq!(woken, ["shop-api-1", "shop-front"], "{events}");
+
     let health = client
         .get(format!("http://{addr}/healthz"))
         .send()
@@ -401,4 +421,66 @@ async fn the_scheduler_pauses_idle_apps_and_the_next_wake_restores_their_formati
         .map(|(n, a, _)| (n.clone(), *a))
         .collect();
     assert_eq!((amounts["web"], amounts["worker"]), (2, 1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_linked_back_end_is_kept_awake_by_its_front_ends_traffic() {
+    let s = setup(
+        vec![
+            FakeApp::web("shop-front", "osc-fr1", 1),
+            FakeApp::web("shop-api", "osc-fr1", 1),
+            FakeApp::web("lonely-app", "osc-fr1", 1),
+        ],
+        "rules:\n  - pattern: '^shop-front$'\n    linked_apps: [shop-api]\n",
+        &[],
+    )
+    .await;
+    let now = paastis_sidecar::wake::now_ms();
+    let minute = 60_000;
+    let report = s.scheduler.pass(now - 30 * minute).await.unwrap();
+    assert_eq!(report.discovered.len(), 3, "{report:?}");
+
+    // Only the front end is requested (what the filter reports)...
+    s.waker.activity(&["shop-front".to_owned()]).await;
+    let api = s.waker.registry().get("shop-api").await.unwrap().unwrap();
+    assert!(api.last_access_ms >= now, "the back end was touched too");
+
+    // ...and the back end it calls stays up with it.
+    let report = s.scheduler.pass(now + minute).await.unwrap();
+    assert_eq!(report.paused, ["lonely-app"], "{report:?}");
+    assert_eq!(s.fake.scale_calls("shop-api"), 0);
+    assert_eq!(s.fake.scale_calls("shop-front"), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rate_limited_pass_stops_and_the_next_one_does_the_rest() {
+    let apps = ["idle-app-1", "idle-app-2", "idle-app-3"];
+    let s = setup(
+        apps.iter()
+            .map(|a| FakeApp::web(*a, "osc-fr1", 1))
+            .collect(),
+        "",
+        &[],
+    )
+    .await;
+    let now = paastis_sidecar::wake::now_ms();
+    let minute = 60_000;
+    s.scheduler.pass(now - 30 * minute).await.unwrap();
+
+    // Every try of the first scale (the client retries 429s) is refused.
+    s.fake.inject(
+        Fault::new(Endpoint::Scale, FaultKind::Status(429))
+            .times(paastis_sidecar::scalingo::DEFAULT_RETRY_ATTEMPTS as usize),
+    );
+    let report = s.scheduler.pass(now).await.unwrap();
+    assert!(report.paused.is_empty(), "{report:?}");
+    assert_eq!(report.failed.len(), 1, "no call after the 429: {report:?}");
+    for app in apps {
+        assert!(s.fake.app(app).unwrap().web_running, "{app}");
+    }
+
+    let report = s.scheduler.pass(now).await.unwrap();
+    let mut paused = report.paused.clone();
+    paused.sort();
+    assert_eq!(paused, apps, "{report:?}");
 }
