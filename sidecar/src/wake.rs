@@ -95,6 +95,10 @@ struct WakeNote {
 const NOTE_TTL: Duration = Duration::from_secs(15);
 /// How often an instance waiting on another's wake looks for its note.
 const NOTE_POLL: Duration = Duration::from_millis(100);
+/// Lifetime of a wake lease. The leader renews it every third of it while
+/// it works, so a leader that dies (killed, partitioned) hands over to a
+/// waiting instance within this time, not at the end of the wake timeout.
+pub const WAKE_LEASE_TTL: Duration = Duration::from_secs(10);
 
 impl WakeError {
     fn provider(app: &str, source: ScalingoError) -> Self {
@@ -363,7 +367,7 @@ impl Waker {
         loop {
             match self
                 .coordinator
-                .acquire(&lease, &self.instance, self.wake_timeout + NOTE_TTL)
+                .acquire(&lease, &self.instance, WAKE_LEASE_TTL)
                 .await
             {
                 Ok(true) => {
@@ -388,7 +392,12 @@ impl Waker {
             }
         }
 
-        let result = self.scale_up(app, &region, deadline).await;
+        let result = if leased {
+            self.renewing(&lease, self.scale_up(app, &region, deadline))
+                .await
+        } else {
+            self.scale_up(app, &region, deadline).await
+        };
         let (kind, message) = match &result {
             Ok(_) => (
                 EventKind::Woken {
@@ -434,6 +443,27 @@ impl Waker {
     /// Waits for the wake another instance leads. `Some(result)` when its
     /// note arrived; `None` when its lease is gone without a note (the leader
     /// died): the caller then tries to lead.
+    /// Runs `work` while renewing `lease` (the heartbeat of a wake leader).
+    async fn renewing<T>(&self, lease: &str, work: impl std::future::Future<Output = T>) -> T {
+        tokio::pin!(work);
+        let mut beat =
+            tokio::time::interval_at(Instant::now() + WAKE_LEASE_TTL / 3, WAKE_LEASE_TTL / 3);
+        loop {
+            tokio::select! {
+                out = &mut work => return out,
+                _ = beat.tick() => {
+                    match self.coordinator.acquire(lease, &self.instance, WAKE_LEASE_TTL).await {
+                        Ok(true) => {}
+                        // Taken over after a stall: both scale the app up,
+                        // which Scalingo treats as no change.
+                        Ok(false) => warn!("wake lease taken over by another instance"),
+                        Err(e) => tracing::debug!(error = %e, "wake lease not renewed"),
+                    }
+                }
+            }
+        }
+    }
+
     async fn wait_for_other(
         &self,
         app: &str,

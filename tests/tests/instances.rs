@@ -220,3 +220,38 @@ async fn a_restarted_empty_redis_gets_the_kept_activity_back() {
     assert!(record.last_access_ms >= used_at);
     assert_eq!(fake.scale_calls("busy-app"), 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leases_of_a_dead_instance_expire_and_the_others_finish_its_work() {
+    use paastis_sidecar::registry::redis::RedisStore;
+    use paastis_sidecar::registry::Coordinator;
+
+    let redis = TestRedis::start();
+    let prefix = unique_prefix("dead_leader");
+    let fake = fake_with(
+        vec![FakeApp::web("shop-front", "osc-fr1", 0)],
+        Duration::from_millis(100),
+    )
+    .await;
+    let one = instance(&fake, &redis, &prefix, "one").await;
+    // An instance that took both leases and was killed before it released
+    // them (its heartbeat stopped: the leases run out).
+    let dead = RedisStore::connect(&redis.url(), &prefix, 10)
+        .await
+        .unwrap();
+    let ttl = Duration::from_millis(1_500);
+    assert!(dead.acquire("scheduler", "dead", ttl).await.unwrap());
+    assert!(dead.acquire("wake:shop-front", "dead", ttl).await.unwrap());
+
+    let report = one.scheduler.pass(now_ms()).await.unwrap();
+    assert!(report.skipped, "the dead instance still holds the lease");
+
+    // The request waits on the dead leader, then takes over and wakes.
+    let answer = one.waker.wake("shop-front", None).await.expect("woken");
+    assert_eq!(answer.region, "osc-fr1");
+    assert_eq!(fake.scale_calls("shop-front"), 1);
+    assert!(fake.app("shop-front").unwrap().web_running);
+
+    let report = one.scheduler.pass(now_ms()).await.unwrap();
+    assert!(!report.skipped, "the expired lease was taken: {report:?}");
+}
