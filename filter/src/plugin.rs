@@ -25,7 +25,10 @@ use crate::config::{Config, DEFAULT_RETRY_AFTER_S};
 use crate::decide::{decide, route_edits, Decision, Target};
 use crate::headers::{HeaderPairs, RequestView};
 use crate::metrics::Metric;
-use crate::reply::{LocalReply, ReplyKind};
+use crate::reply::{LocalReply, RenderedReply, ReplyKind};
+use crate::waiting::{
+    is_status_path, parse_status_answer, sidecar_status_path, StatusReport, STATUS_TIMEOUT_MS,
+};
 use crate::wake::{
     after_wake, failure_action, parse_wake_answer, wake_body, AnswerError, WakeAction, WakeOutcome,
     MAX_ANSWER_BYTES, WAKE_PATH,
@@ -206,7 +209,10 @@ impl Shared {
 }
 
 fn send_reply(reply: &LocalReply, html: bool) {
-    let rendered = reply.render(html);
+    send_rendered(&reply.render(html));
+}
+
+fn send_rendered(rendered: &RenderedReply) {
     let headers: Vec<(&str, &str)> = rendered
         .headers
         .iter()
@@ -503,6 +509,9 @@ struct Pending {
     original_host: String,
     origin: Option<String>,
     wants_html: bool,
+    /// A status-path request (waiting page): answered with the status, never
+    /// routed.
+    status: bool,
 }
 
 struct Http {
@@ -591,6 +600,9 @@ impl Http {
         view: &RequestView<'_>,
         target: Target<'_>,
     ) -> Action {
+        if view.path.is_some_and(is_status_path) {
+            return self.status(shared, view, &target.app);
+        }
         let Some(original_host) = view.authority_str() else {
             // `decide` only routes requests with a UTF-8 authority.
             return self.reply(
@@ -628,9 +640,10 @@ impl Http {
             original_host: original_host.to_owned(),
             origin: view.origin.map(str::to_owned),
             wants_html: view.wants_html,
+            status: false,
         };
         let config = &shared.config;
-        let body = wake_body(&pending.app, target.region);
+        let body = wake_body(&pending.app, target.region, view.is_browser_get());
         let mut headers = vec![
             (":method", "POST"),
             (":path", WAKE_PATH),
@@ -692,7 +705,90 @@ impl Http {
                 }
             }
             WakeAction::Reply(reply) => self.reply(shared, &reply, pending.wants_html),
+            WakeAction::Waiting(page) => {
+                shared.count(Metric::WaitingPage);
+                send_rendered(&page.render(pending.wants_html));
+                Action::Pause
+            }
         }
+    }
+
+    /// Answers the waiting page's status path for `app`: at once when the
+    /// cache knows it awake, else through a sidecar callout. Never routed.
+    fn status(&mut self, shared: &Shared, view: &RequestView<'_>, app: &str) -> Action {
+        let config = &shared.config;
+        if let Some(value) = shared.cached(app) {
+            if matches!(cache::decode(&value), Ok(entry) if entry.is_fresh(now_ms())) {
+                send_rendered(&StatusReport::ready_from_cache(app).render(config.retry_after_s));
+                return Action::Pause;
+            }
+        }
+        let path = sidecar_status_path(app);
+        let mut headers = vec![
+            (":method", "GET"),
+            (":path", path.as_str()),
+            (":authority", config.sidecar_authority.as_str()),
+            ("accept", "application/json"),
+        ];
+        if let Some(id) = view.request_id {
+            headers.push(("x-request-id", id));
+        }
+        match hostcalls::dispatch_http_call(
+            &config.sidecar_cluster,
+            headers,
+            None,
+            Vec::new(),
+            Duration::from_millis(config.callout_timeout_ms.min(STATUS_TIMEOUT_MS)),
+        ) {
+            Ok(token) => {
+                shared.count(Metric::StatusCallout);
+                self.pending = Some(Pending {
+                    token,
+                    app: app.to_owned(),
+                    rule_region: None,
+                    original_host: String::new(),
+                    origin: None,
+                    wants_html: false,
+                    status: true,
+                });
+                Action::Pause
+            }
+            Err(status) => {
+                shared.count(Metric::CalloutError);
+                warn!("cannot call the sidecar for the status of {app} ({status:?})");
+                send_rendered(&StatusReport::unavailable(app).render(config.retry_after_s));
+                Action::Pause
+            }
+        }
+    }
+
+    /// The sidecar's answer to a status callout: refreshes the cache when
+    /// the app is ready (so that the page's reload is a hit) and answers.
+    fn status_answered(&self, shared: &Shared, app: &str, num_headers: usize, body_size: usize) {
+        let parsed = match CallAnswer::read(num_headers, body_size) {
+            None => Err(AnswerError::NoResponse),
+            Some(answer) => parse_status_answer(
+                app,
+                answer.header(b":status"),
+                answer.header(b"content-type"),
+                &answer.body,
+            ),
+        };
+        let report = match parsed {
+            Ok(report) => {
+                if let Some(awake) = &report.awake {
+                    let cluster = shared.config.cluster_for(&awake.region);
+                    shared.write_cache(app, cluster, &awake.upstream_host, now_ms());
+                }
+                report
+            }
+            Err(e) => {
+                shared.count(Metric::CalloutError);
+                warn!("status of {app}: {e}");
+                StatusReport::unavailable(app)
+            }
+        };
+        send_rendered(&report.render(shared.config.retry_after_s));
     }
 }
 
@@ -715,6 +811,10 @@ impl Context for Http {
                 return;
             }
         };
+        if pending.status {
+            self.status_answered(&shared, &pending.app, num_headers, body_size);
+            return;
+        }
         debug!("wake callout {token_id} answered: {num_headers} headers, {body_size} body bytes");
         let outcome = match CallAnswer::read(num_headers, body_size) {
             None => WakeOutcome::Unusable(AnswerError::NoResponse),
@@ -730,6 +830,9 @@ impl Context for Http {
                 "{} is awake in {} at {}",
                 pending.app, awake.region, awake.upstream_host
             ),
+            WakeOutcome::Waiting { apps } => {
+                debug!("{} is waking ({apps:?}): waiting page", pending.app);
+            }
             WakeOutcome::NotReady { timed_out, .. } => info!(
                 "{} is not ready ({})",
                 pending.app,

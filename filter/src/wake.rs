@@ -7,13 +7,14 @@
 
 use std::str;
 
-use paastis_rules::check_region;
+use paastis_rules::{check_region, is_valid_app_name, MAX_LINKED_APPS};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use crate::cache::is_upstream_host;
 use crate::config::{Config, FailurePolicy, MAX_RETRY_AFTER_S};
 use crate::reply::{LocalReply, ReplyKind};
+use crate::waiting::WaitingPage;
 
 /// Path of the wake callout.
 pub const WAKE_PATH: &str = "/v1/wake";
@@ -25,13 +26,22 @@ pub const MAX_ANSWER_BYTES: usize = 64 * 1024;
 struct WakeRequest<'a> {
     app: &'a str,
     region: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    client: Option<&'static str>,
 }
 
-/// The JSON body of `POST /v1/wake`: `{"app":...,"region":...|null}`.
-pub fn wake_body(app: &str, region: Option<&str>) -> Vec<u8> {
+/// The JSON body of `POST /v1/wake`: `{"app":...,"region":...|null}`, plus
+/// `"client":"browser"` for a browser navigating (which the sidecar may
+/// answer with 202: show the waiting page).
+pub fn wake_body(app: &str, region: Option<&str>, browser: bool) -> Vec<u8> {
     // Serializing two strings cannot fail; an empty body (refused by the
     // sidecar, then handled as a failure) is the fallback rather than a panic.
-    serde_json::to_vec(&WakeRequest { app, region }).unwrap_or_default()
+    serde_json::to_vec(&WakeRequest {
+        app,
+        region,
+        client: browser.then_some("browser"),
+    })
+    .unwrap_or_default()
 }
 
 /// Why a sidecar answer is not usable. Logged, then handled by the failure
@@ -88,6 +98,10 @@ impl Awake {
 pub enum WakeOutcome {
     /// 200: the app is awake.
     Awake(Awake),
+    /// 202: the app is being woken in the background; show the waiting
+    /// page. `apps`: the app woken (the rules' target) then its linked apps,
+    /// all valid app names, at most `MAX_LINKED_APPS`.
+    Waiting { apps: Vec<String> },
     /// 404 `unknown_app`.
     UnknownApp,
     /// 400 `invalid_app`.
@@ -107,6 +121,15 @@ struct AwakeAnswer {
     app: Option<String>,
     region: String,
     upstream_host: String,
+}
+
+#[derive(Deserialize)]
+struct WaitingAnswer {
+    waiting: bool,
+    app: Option<String>,
+    target: String,
+    #[serde(default)]
+    linked_apps: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -154,7 +177,7 @@ fn parse(
     body: &[u8],
 ) -> Result<WakeOutcome, AnswerError> {
     let status = status.and_then(parse_status).ok_or(AnswerError::NoStatus)?;
-    if !matches!(status, 200 | 400 | 404 | 503 | 504) {
+    if !matches!(status, 200 | 202 | 400 | 404 | 503 | 504) {
         return Err(AnswerError::UnexpectedStatus(status));
     }
     // Envoy's own 503/504 (sidecar down, callout timeout) are plain text:
@@ -177,6 +200,31 @@ fn parse(
             answer.region,
             answer.upstream_host,
         )?));
+    }
+    if status == 202 {
+        let answer: WaitingAnswer = serde_json::from_slice(body).map_err(bad_body)?;
+        if let Some(app) = answer.app {
+            if app != requested {
+                return Err(AnswerError::WrongApp(app));
+            }
+        }
+        let mut apps = Vec::with_capacity(1 + answer.linked_apps.len());
+        apps.push(answer.target);
+        apps.extend(answer.linked_apps);
+        let bad = |message: String| AnswerError::BadBody { status, message };
+        if !answer.waiting {
+            return Err(bad("202 without \"waiting\": true".to_owned()));
+        }
+        if apps.len() > MAX_LINKED_APPS {
+            return Err(bad(format!(
+                "{} apps, more than a wake touches",
+                apps.len()
+            )));
+        }
+        if let Some(name) = apps.iter().find(|a| !is_valid_app_name(a)) {
+            return Err(bad(format!("{name:?} is not a valid app name")));
+        }
+        return Ok(WakeOutcome::Waiting { apps });
     }
     let answer: ErrorAnswer = serde_json::from_slice(body).map_err(bad_body)?;
     match (status, answer.error.as_str()) {
@@ -211,6 +259,8 @@ pub enum WakeAction {
     },
     /// Answer locally.
     Reply(LocalReply),
+    /// Answer with the waiting page (the wake goes on in the sidecar).
+    Waiting(WaitingPage),
 }
 
 /// Maps the sidecar's outcome for `app` (whose host rule pinned
@@ -227,6 +277,11 @@ pub fn after_wake(
             upstream_host: awake.upstream_host,
             cache: true,
         },
+        WakeOutcome::Waiting { apps } => WakeAction::Waiting(WaitingPage {
+            app: app.to_owned(),
+            apps,
+            retry_after: config.retry_after_s,
+        }),
         WakeOutcome::UnknownApp => {
             WakeAction::Reply(LocalReply::for_app(ReplyKind::UnknownApp, app))
         }
@@ -293,12 +348,16 @@ mod tests {
     #[test]
     fn body() {
         assert_eq!(
-            wake_body("my-app", None),
+            wake_body("my-app", None, false),
             br#"{"app":"my-app","region":null}"#
         );
         assert_eq!(
-            wake_body("my-app", Some("osc-fr1")),
+            wake_body("my-app", Some("osc-fr1"), false),
             br#"{"app":"my-app","region":"osc-fr1"}"#
+        );
+        assert_eq!(
+            wake_body("my-app", None, true),
+            br#"{"app":"my-app","region":null,"client":"browser"}"#
         );
     }
 
@@ -323,6 +382,47 @@ mod tests {
                 cache: true
             }
         );
+    }
+
+    #[test]
+    fn waiting() {
+        let outcome = answer(
+            "202",
+            r#"{"waiting":true,"app":"my-app","target":"my-app","linked_apps":["my-api-1"]}"#,
+        );
+        assert_eq!(
+            outcome,
+            WakeOutcome::Waiting {
+                apps: vec!["my-app".into(), "my-api-1".into()]
+            }
+        );
+        assert_eq!(
+            after_wake(&config(r#","retry_after_s":3"#), "my-app", None, outcome),
+            WakeAction::Waiting(WaitingPage {
+                app: "my-app".into(),
+                apps: vec!["my-app".into(), "my-api-1".into()],
+                retry_after: 3,
+            })
+        );
+        let too_many: Vec<String> = (0..MAX_LINKED_APPS)
+            .map(|i| format!("app-{i:03}"))
+            .collect();
+        for body in [
+            r#"{"waiting":true,"app":"other-app","target":"my-app"}"#.to_owned(),
+            r#"{"waiting":false,"target":"my-app"}"#.to_owned(),
+            r#"{"waiting":true,"target":"<b>x</b>"}"#.to_owned(),
+            r#"{"waiting":true,"target":"my-app","linked_apps":["ok-app","Bad"]}"#.to_owned(),
+            format!(
+                r#"{{"waiting":true,"target":"my-app","linked_apps":{}}}"#,
+                serde_json::to_string(&too_many).unwrap()
+            ),
+            r#"{"app":"my-app"}"#.to_owned(),
+        ] {
+            assert!(
+                matches!(answer("202", &body), WakeOutcome::Unusable(_)),
+                "{body}"
+            );
+        }
     }
 
     #[test]

@@ -5,7 +5,8 @@
 //!   map a host to an app (used by the filter on every request).
 //! - [`app`]: Scalingo's app-name rule (applied before a name is used anywhere).
 //! - [`paastis`]: the `paastis.yml` rule semantics of the Node.js Paastis
-//!   (`pattern`, `app_name`, `linked_apps`, `app_max_idle_time`, `$1..$9`).
+//!   (`pattern`, `app_name`, `linked_apps`, `app_max_idle_time`, `$1..$9`),
+//!   plus `region` and the wake `strategy`.
 //!
 //! Everything here is pure and allocation-light; it compiles for
 //! `wasm32-wasip1` and never panics on any input.
@@ -19,4 +20,6 @@ pub use app::{is_valid_app_name, APP_NAME_MAX, APP_NAME_MIN};
 pub use host::{
     check_region, normalize_host, HostError, HostMatch, HostRule, HostRules, RuleError,
 };
-pub use paastis::{AppRule, AppRuleError, AppRules, ResolveError, ResolvedApp, MAX_LINKED_APPS};
+pub use paastis::{
+    AppRule, AppRuleError, AppRules, ResolveError, ResolvedApp, Strategy, MAX_LINKED_APPS,
+};

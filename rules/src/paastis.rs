@@ -1,7 +1,8 @@
 //! The app rules of `paastis.yml`, with the semantics of the Node.js Paastis:
 //! every rule whose `pattern` matches the app name applies, in file order, a
 //! later rule overriding the fields an earlier one set; `app_name` and
-//! `linked_apps` may use `$1..$9` from the pattern's groups.
+//! `linked_apps` may use `$1..$9` from the pattern's groups. Beyond Paastis,
+//! a rule may pin a `region` and pick a wake `strategy` ([`Strategy`]).
 
 use std::collections::HashSet;
 
@@ -34,8 +35,48 @@ pub enum AppRuleError {
         field: String,
         value: String,
     },
+    #[error("rules[{index}].strategy: {value:?} is not a strategy (blocking or waiting_page)")]
+    InvalidStrategy { index: usize, value: String },
     #[error(transparent)]
     Region(#[from] RuleError),
+}
+
+/// How a request for a sleeping app is answered while the app wakes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum Strategy {
+    /// Hold the request until the app runs (or the wake fails).
+    #[default]
+    Blocking,
+    /// Browsers get at once a page that shows the wake and reloads itself
+    /// when the app runs; other clients are held as with `Blocking`.
+    WaitingPage,
+}
+
+impl Strategy {
+    /// The name used in `paastis.yml` and the environment.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Blocking => "blocking",
+            Self::WaitingPage => "waiting_page",
+        }
+    }
+
+    /// Parses `blocking` or `waiting_page` (exactly).
+    pub fn parse(value: &str) -> Option<Self> {
+        match value {
+            "blocking" => Some(Self::Blocking),
+            "waiting_page" => Some(Self::WaitingPage),
+            _ => None,
+        }
+    }
+
+    /// Parses the `strategy` field of rule `index`.
+    pub fn parse_field(index: usize, value: &str) -> Result<Self, AppRuleError> {
+        Self::parse(value).ok_or_else(|| AppRuleError::InvalidStrategy {
+            index,
+            value: value.to_owned(),
+        })
+    }
 }
 
 /// Raised when a rule turns a valid requested name into an invalid one
@@ -58,6 +99,7 @@ pub struct AppRule {
     /// Minutes, as in Paastis.
     app_max_idle_time: Option<u64>,
     region: Option<String>,
+    strategy: Option<Strategy>,
 }
 
 impl AppRule {
@@ -111,7 +153,14 @@ impl AppRule {
             linked_apps,
             app_max_idle_time,
             region: region.map(str::to_owned),
+            strategy: None,
         })
+    }
+
+    /// Sets the rule's `strategy` (none: the rule leaves it as it was).
+    pub fn with_strategy(mut self, strategy: Option<Strategy>) -> Self {
+        self.strategy = strategy;
+        self
     }
 }
 
@@ -126,13 +175,16 @@ pub struct ResolvedApp {
     pub max_idle_minutes: u64,
     /// The region the rule pins, if any.
     pub region: Option<String>,
+    /// How a request for it is answered while it wakes.
+    pub strategy: Strategy,
 }
 
-/// The ordered rule list plus the default idle time.
+/// The ordered rule list plus the default idle time and strategy.
 #[derive(Debug, Clone)]
 pub struct AppRules {
     rules: Vec<AppRule>,
     default_max_idle_minutes: u64,
+    default_strategy: Strategy,
 }
 
 impl AppRules {
@@ -140,7 +192,18 @@ impl AppRules {
         Self {
             rules,
             default_max_idle_minutes,
+            default_strategy: Strategy::Blocking,
         }
+    }
+
+    /// Sets the strategy of apps no rule gives one.
+    pub fn with_default_strategy(mut self, strategy: Strategy) -> Self {
+        self.default_strategy = strategy;
+        self
+    }
+
+    pub fn default_strategy(&self) -> Strategy {
+        self.default_strategy
     }
 
     pub fn len(&self) -> usize {
@@ -158,6 +221,7 @@ impl AppRules {
             linked_apps: Vec::new(),
             max_idle_minutes: self.default_max_idle_minutes,
             region: None,
+            strategy: self.default_strategy,
         };
         for (index, rule) in self.rules.iter().enumerate() {
             let Some(captures) = rule.pattern.captures(requested) else {
@@ -189,6 +253,9 @@ impl AppRules {
             }
             if let Some(region) = &rule.region {
                 resolved.region = Some(region.clone());
+            }
+            if let Some(strategy) = rule.strategy {
+                resolved.strategy = strategy;
             }
         }
         let mut seen = HashSet::new();
@@ -334,5 +401,52 @@ mod tests {
         );
         let e = AppRule::new(0, "a", None, None, None, Some("Nowhere")).unwrap_err();
         assert!(e.to_string().starts_with("rules[0].region:"), "{e}");
+        let e = Strategy::parse_field(3, "Waiting-Page").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "rules[3].strategy: \"Waiting-Page\" is not a strategy (blocking or waiting_page)"
+        );
+    }
+
+    #[test]
+    fn strategy_follows_the_rules_then_the_default() {
+        let waiting = |pattern: &str| {
+            AppRule::new(0, pattern, None, None, None, None)
+                .unwrap()
+                .with_strategy(Some(Strategy::WaitingPage))
+        };
+        let blocking = AppRule::new(1, "-api$", None, None, None, None)
+            .unwrap()
+            .with_strategy(Some(Strategy::Blocking));
+        let silent = AppRule::new(2, "shop", None, None, Some(5), None).unwrap();
+        let rules = AppRules::new(vec![waiting("^shop-"), blocking, silent], 15);
+        assert_eq!(rules.default_strategy(), Strategy::Blocking);
+        assert_eq!(
+            rules.resolve("shop-front").unwrap().strategy,
+            Strategy::WaitingPage,
+            "a rule without strategy leaves it as it was"
+        );
+        assert_eq!(
+            rules.resolve("shop-api").unwrap().strategy,
+            Strategy::Blocking,
+            "a later rule wins"
+        );
+        assert_eq!(
+            rules.resolve("blog-app").unwrap().strategy,
+            Strategy::Blocking
+        );
+        let rules = rules.with_default_strategy(Strategy::WaitingPage);
+        assert_eq!(
+            rules.resolve("blog-app").unwrap().strategy,
+            Strategy::WaitingPage
+        );
+        assert_eq!(
+            rules.resolve("shop-api").unwrap().strategy,
+            Strategy::Blocking
+        );
+        for s in [Strategy::Blocking, Strategy::WaitingPage] {
+            assert_eq!(Strategy::parse(s.as_str()), Some(s));
+        }
+        assert_eq!(Strategy::parse("waiting-page"), None);
     }
 }

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use paastis_rules::{is_valid_app_name, AppRule, AppRuleError, AppRules};
+use paastis_rules::{is_valid_app_name, AppRule, AppRuleError, AppRules, Strategy};
 use serde::Deserialize;
 use thiserror::Error;
 use url::Url;
@@ -54,6 +54,39 @@ pub enum RegistryKind {
     },
 }
 
+/// The admin API: on only when a token is configured.
+#[derive(Debug, Clone)]
+pub struct AdminConfig {
+    pub listen: SocketAddr,
+    /// Bearer token the admin API requires; never logged.
+    pub token: Secret,
+}
+
+/// Shortest admin token accepted: a guessable token on a listener that can
+/// pause every app would be worse than none.
+pub const MIN_ADMIN_TOKEN_LEN: usize = 16;
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line, for log pipelines.
+    Json,
+}
+
+/// Paastis's hooks: shell commands run around starts and stops, with the
+/// app's name in `$PAASTIS_APP` (and `$APP`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Hooks {
+    pub before_start: Option<String>,
+    pub after_start: Option<String>,
+    pub before_stop: Option<String>,
+    pub after_stop: Option<String>,
+    /// Bound on each run; a hook still running then is killed.
+    pub timeout: Duration,
+}
+
 /// The sidecar's whole configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -77,6 +110,9 @@ pub struct Config {
     pub scheduler_calls_per_minute: u32,
     /// Name of this instance in leases and events.
     pub instance: String,
+    pub admin: Option<AdminConfig>,
+    pub log_format: LogFormat,
+    pub hooks: Hooks,
 }
 
 /// `paastis.yml` as written by users of the Node.js Paastis.
@@ -96,6 +132,8 @@ struct RawRule {
     /// Minutes.
     app_max_idle_time: Option<u64>,
     region: Option<String>,
+    /// `blocking` or `waiting_page`.
+    strategy: Option<String>,
 }
 
 /// Parses and checks the text of a rules file. `file` only names it in
@@ -118,18 +156,27 @@ pub fn parse_rules(
         .into_iter()
         .enumerate()
         .map(|(index, raw)| {
-            AppRule::new(
-                index,
-                &raw.pattern,
-                raw.app_name.as_deref(),
-                raw.linked_apps,
-                raw.app_max_idle_time,
-                raw.region.as_deref(),
-            )
-            .map_err(|source| ConfigError::Rule {
-                file: file.to_owned(),
-                source,
-            })
+            let strategy = raw
+                .strategy
+                .as_deref()
+                .map(|s| Strategy::parse_field(index, s))
+                .transpose();
+            strategy
+                .and_then(|strategy| {
+                    AppRule::new(
+                        index,
+                        &raw.pattern,
+                        raw.app_name.as_deref(),
+                        raw.linked_apps,
+                        raw.app_max_idle_time,
+                        raw.region.as_deref(),
+                    )
+                    .map(|rule| rule.with_strategy(strategy))
+                })
+                .map_err(|source| ConfigError::Rule {
+                    file: file.to_owned(),
+                    source,
+                })
         })
         .collect::<Result<Vec<_>, _>>()?;
     Ok(AppRules::new(rules, default_max_idle))
@@ -303,6 +350,54 @@ impl Config {
             .map(|(_, v)| v)
             .unwrap_or_else(|| format!("{}-{}", std::process::id(), now_nanos() % 1_000_000));
 
+        let admin = match env.first(&["PAASTIS_ADMIN_TOKEN"]) {
+            None => None,
+            Some((name, token)) => {
+                if token.len() < MIN_ADMIN_TOKEN_LEN || !token.bytes().all(|b| b.is_ascii_graphic())
+                {
+                    // The value itself is never echoed.
+                    return Err(env_error(
+                        name,
+                        format!(
+                            "must be at least {MIN_ADMIN_TOKEN_LEN} visible ASCII characters without spaces"
+                        ),
+                    ));
+                }
+                let listen = match env.first(&["PAASTIS_ADMIN_LISTEN"]) {
+                    None => SocketAddr::from(([127, 0, 0, 1], 7071)),
+                    Some((name, v)) => v.parse().map_err(|_| {
+                        env_error(name, format!("{v:?} is not an address like 127.0.0.1:7071"))
+                    })?,
+                };
+                Some(AdminConfig {
+                    listen,
+                    token: Secret::new(token),
+                })
+            }
+        };
+        let log_format = match env
+            .first(&["PAASTIS_LOG_FORMAT"])
+            .as_ref()
+            .map(|(n, v)| (*n, v.as_str()))
+        {
+            None | Some((_, "text")) => LogFormat::Text,
+            Some((_, "json")) => LogFormat::Json,
+            Some((name, v)) => {
+                return Err(env_error(
+                    name,
+                    format!("{v:?} is not supported (text or json)"),
+                ))
+            }
+        };
+        let hook = |name: &'static str| env.first(&[name]).map(|(_, v)| v);
+        let hooks = Hooks {
+            before_start: hook("HOOKS_BEFORE_START"),
+            after_start: hook("HOOKS_AFTER_START"),
+            before_stop: hook("HOOKS_BEFORE_STOP"),
+            after_stop: hook("HOOKS_AFTER_STOP"),
+            timeout: env.secs(&["HOOKS_TIMEOUT"], 30, 3_600)?,
+        };
+
         let wake_timeout = env.secs(
             &[
                 "PAASTIS_WAKE_TIMEOUT",
@@ -312,6 +407,15 @@ impl Config {
             600,
         )?;
         let awake_ttl = env.secs(&["PAASTIS_AWAKE_TTL"], 600, 86_400)?;
+        let default_strategy = match env.first(&["PAASTIS_DEFAULT_STRATEGY"]) {
+            None => Strategy::Blocking,
+            Some((name, v)) => Strategy::parse(&v).ok_or_else(|| {
+                env_error(
+                    name,
+                    format!("{v:?} is not a strategy (blocking or waiting_page)"),
+                )
+            })?,
+        };
 
         // As in Paastis, `paastis.yml` in the working directory is read when
         // present; an explicitly named file must exist.
@@ -341,7 +445,8 @@ impl Config {
         let rules = match &rules_file {
             Some(file) => parse_rules(file, &text, default_max_idle)?,
             None => AppRules::new(Vec::new(), default_max_idle),
-        };
+        }
+        .with_default_strategy(default_strategy);
 
         Ok(Self {
             listen,
@@ -361,6 +466,9 @@ impl Config {
             scheduler_interval,
             scheduler_calls_per_minute,
             instance,
+            admin,
+            log_format,
+            hooks,
         })
     }
 }
@@ -434,11 +542,23 @@ mod tests {
                 "PAASTIS_SCALINGO_CALLS_PER_MINUTE:",
             ),
             (
+                "PAASTIS_ADMIN_TOKEN",
+                "short",
+                "PAASTIS_ADMIN_TOKEN: must be",
+            ),
+            ("PAASTIS_LOG_FORMAT", "xml", "PAASTIS_LOG_FORMAT:"),
+            ("HOOKS_TIMEOUT", "0", "HOOKS_TIMEOUT:"),
+            (
                 "START_AND_STOP_MAX_IDLE_TIME",
                 "soon",
                 "START_AND_STOP_MAX_IDLE_TIME:",
             ),
             ("PAASTIS_WAKE_TIMEOUT", "0", "PAASTIS_WAKE_TIMEOUT:"),
+            (
+                "PAASTIS_DEFAULT_STRATEGY",
+                "waiting-page",
+                "PAASTIS_DEFAULT_STRATEGY: \"waiting-page\" is not a strategy",
+            ),
             (
                 "PROVIDER_SCALINGO_AUTH_URL",
                 "ftp://x",
@@ -497,6 +617,44 @@ mod tests {
             e.starts_with("conf/paastis.yml: rules[0].app_max_idle_time:"),
             "{e}"
         );
+        let e = parse_rules(
+            file,
+            "rules:\n  - pattern: x\n  - pattern: y\n    strategy: page\n",
+            15,
+        )
+        .unwrap_err()
+        .to_string();
+        assert_eq!(
+            e,
+            "conf/paastis.yml: rules[1].strategy: \"page\" is not a strategy (blocking or waiting_page)"
+        );
+    }
+
+    #[test]
+    fn strategy_from_the_rules_and_the_environment() {
+        let text = "rules:\n  - pattern: '^shop-'\n    strategy: waiting_page\n  - pattern: '-api$'\n    strategy: blocking\n";
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("paastis.yml");
+        std::fs::write(&path, text).unwrap();
+        let file = path.to_str().unwrap();
+        let token = ("PROVIDER_SCALINGO_API_TOKEN", "tk-us-abc");
+        let c = config(&[token, ("PAASTIS_RULES_FILE", file)]).unwrap();
+        assert_eq!(c.rules.default_strategy(), Strategy::Blocking);
+        let strategy = |c: &Config, app: &str| c.rules.resolve(app).unwrap().strategy;
+        assert_eq!(strategy(&c, "shop-front"), Strategy::WaitingPage);
+        assert_eq!(strategy(&c, "shop-api"), Strategy::Blocking);
+        assert_eq!(strategy(&c, "blog-app"), Strategy::Blocking);
+        let c = config(&[
+            token,
+            ("PAASTIS_RULES_FILE", file),
+            ("PAASTIS_DEFAULT_STRATEGY", "waiting_page"),
+        ])
+        .unwrap();
+        assert_eq!(strategy(&c, "blog-app"), Strategy::WaitingPage);
+        assert_eq!(strategy(&c, "shop-api"), Strategy::Blocking);
+        // Without a rules file too.
+        let c = config(&[token, ("PAASTIS_DEFAULT_STRATEGY", "waiting_page")]).unwrap();
+        assert_eq!(strategy(&c, "blog-app"), Strategy::WaitingPage);
     }
 
     #[test]

@@ -12,23 +12,29 @@
 //! Entry point: [`server::run`] over a bound listener, with a shutdown
 //! future; the binary only reads the configuration and binds.
 
+pub mod admin;
+pub mod check;
 pub mod config;
+pub mod hooks;
+pub mod metrics;
 pub mod registry;
 pub mod scalingo;
 pub mod scheduler;
 pub mod server;
+pub mod waiting;
 pub mod wake;
 
 use std::sync::Arc;
 
 use config::{Config, RegistryKind};
+use hooks::HookRunner;
 use registry::redis::RedisStore;
 use registry::{
     Coordinator, EventLog, InMemoryCoordinator, InMemoryEventLog, InMemoryRegistry, Registry,
 };
 use scalingo::ScalingoClient;
 use scheduler::Scheduler;
-use wake::Waker;
+use wake::{Waker, WakerParts};
 
 /// How many events the log keeps.
 pub const EVENTS_CAPACITY: usize = 1_000;
@@ -37,12 +43,15 @@ pub const EVENTS_CAPACITY: usize = 1_000;
 pub struct Gateway {
     pub waker: Arc<Waker>,
     pub scheduler: Arc<Scheduler>,
+    pub metrics: Arc<metrics::Metrics>,
 }
 
 /// Builds the client, the registry (connecting to Redis when configured),
 /// the waker and the scheduler.
 pub async fn build(config: &Config) -> Result<Gateway, String> {
+    let metrics = Arc::new(metrics::Metrics::new());
     let client = ScalingoClient::new(config.scalingo.clone()).map_err(|e| e.to_string())?;
+    client.set_metrics(metrics.clone());
     let (registry, coordinator, events): (
         Arc<dyn Registry>,
         Arc<dyn Coordinator>,
@@ -62,17 +71,20 @@ pub async fn build(config: &Config) -> Result<Gateway, String> {
             (store.clone(), store.clone(), store)
         }
     };
-    let waker = Waker::new(
-        client.clone(),
-        config.rules.clone(),
-        config.ignored_apps.clone(),
-        registry.clone(),
-        coordinator.clone(),
-        events.clone(),
-        config.instance.clone(),
-        config.wake_timeout,
-        config.awake_ttl,
-    );
+    let hooks = HookRunner::new(config.hooks.clone(), metrics.clone());
+    let waker = Waker::new(WakerParts {
+        client: client.clone(),
+        rules: config.rules.clone(),
+        ignored: config.ignored_apps.clone(),
+        registry: registry.clone(),
+        coordinator: coordinator.clone(),
+        events: events.clone(),
+        instance: config.instance.clone(),
+        wake_timeout: config.wake_timeout,
+        awake_ttl: config.awake_ttl,
+        metrics: metrics.clone(),
+        hooks: hooks.clone(),
+    });
     let scheduler = Arc::new(
         Scheduler::new(
             client,
@@ -84,7 +96,13 @@ pub async fn build(config: &Config) -> Result<Gateway, String> {
             waker.clone(),
             config.instance.clone(),
         )
-        .with_pace(config.scheduler_calls_per_minute),
+        .with_pace(config.scheduler_calls_per_minute)
+        .with_metrics(metrics.clone())
+        .with_hooks(hooks),
     );
-    Ok(Gateway { waker, scheduler })
+    Ok(Gateway {
+        waker,
+        scheduler,
+        metrics,
+    })
 }

@@ -1,27 +1,30 @@
 //! `paastis-sidecar`: reads its configuration from the environment (and
-//! `paastis.yml`), binds, serves until SIGINT or SIGTERM.
+//! `paastis.yml`), binds, serves until SIGINT or SIGTERM, then drains.
+//!
+//! `paastis-sidecar check-config [--filter-config FILE] [HOST ...]` checks
+//! the configuration and shows what sample hosts map to (see
+//! `paastis_sidecar::check`).
 
 use std::process::ExitCode;
+use std::time::Duration;
 
-use paastis_sidecar::config::Config;
+use paastis_sidecar::check::{self, HostView};
+use paastis_sidecar::config::{Config, LogFormat};
 use tokio::net::TcpListener;
-use tracing::{error, info};
+use tokio::sync::watch;
+use tracing::{error, info, warn};
 
 /// `EX_USAGE`: the configuration is wrong; nothing was started.
 const EXIT_CONFIG: u8 = 64;
 /// How often activity kept during a registry outage is retried: much shorter
 /// than a scheduler interval, so another instance's pass sees it.
-const PENDING_FLUSH_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+const PENDING_FLUSH_EVERY: Duration = Duration::from_secs(1);
+/// Bound on the drain at shutdown: in-flight requests and wakes get this long
+/// (below Kubernetes' default 30 s grace period).
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(25);
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-
+    let args: Vec<String> = std::env::args().skip(1).collect();
     // Validate everything before a port is bound.
     let config = match Config::from_process_env() {
         Ok(c) => c,
@@ -30,6 +33,65 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
+    match args.first().map(String::as_str) {
+        None => serve(config),
+        Some("check-config") => check_config(&config, &args[1..]),
+        Some("-h" | "--help" | "help") => {
+            println!("usage: paastis-sidecar [check-config [--filter-config FILE] [HOST ...]]");
+            ExitCode::SUCCESS
+        }
+        Some(other) => {
+            eprintln!("invalid configuration: unknown command {other:?} (try --help)");
+            ExitCode::from(EXIT_CONFIG)
+        }
+    }
+}
+
+fn check_config(config: &Config, args: &[String]) -> ExitCode {
+    let mut hosts = HostView::FirstLabel;
+    let mut samples = Vec::new();
+    let mut args = args.iter();
+    while let Some(arg) = args.next() {
+        if arg == "--filter-config" {
+            let Some(path) = args.next() else {
+                eprintln!("invalid configuration: --filter-config needs a file");
+                return ExitCode::from(EXIT_CONFIG);
+            };
+            let parsed = std::fs::read(path)
+                .map_err(|e| e.to_string())
+                .and_then(|bytes| HostView::from_filter_json(&bytes));
+            match parsed {
+                Ok(view) => hosts = view,
+                Err(e) => {
+                    eprintln!("invalid configuration: {path}: {e}");
+                    return ExitCode::from(EXIT_CONFIG);
+                }
+            }
+        } else {
+            samples.push(arg.clone());
+        }
+    }
+    print!("{}", check::report(config, &hosts, &samples));
+    ExitCode::SUCCESS
+}
+
+fn init_logs(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Colours only on a terminal: log files and collectors get plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(ansi)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().with_current_span(true).init(),
+    }
+}
+
+fn serve(config: Config) -> ExitCode {
+    init_logs(config.log_format);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -53,10 +115,17 @@ fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        let addr = listener
-            .local_addr()
-            .map(|a| a.to_string())
-            .unwrap_or_default();
+        let admin_listener = match &config.admin {
+            None => None,
+            Some(admin) => match TcpListener::bind(admin.listen).await {
+                Ok(l) => Some((l, admin.token.clone())),
+                Err(e) => {
+                    error!(addr = %admin.listen, error = %e, "cannot bind the admin API");
+                    return ExitCode::FAILURE;
+                }
+            },
+        };
+        let addr = local_addr(&listener);
         info!(
             addr = %addr,
             rules = config.rules.len(),
@@ -64,39 +133,88 @@ fn main() -> ExitCode {
             ignored = config.ignored_apps.len(),
             "sidecar listening"
         );
-        // One line on stdout that tools (and tests binding port 0) can read.
+        // Lines on stdout that tools (and tests binding port 0) can read.
         println!("listening on {addr}");
+
+        let (stop, stopped) = watch::channel(false);
+        let until_stopped = |mut rx: watch::Receiver<bool>| async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        };
+        let mut servers = tokio::task::JoinSet::new();
+        servers.spawn(paastis_sidecar::server::run(
+            listener,
+            gateway.waker.clone(),
+            until_stopped(stopped.clone()),
+        ));
+        if let Some((listener, token)) = admin_listener {
+            let admin_addr = local_addr(&listener);
+            info!(addr = %admin_addr, "admin API listening");
+            println!("admin listening on {admin_addr}");
+            servers.spawn(paastis_sidecar::admin::run(
+                listener,
+                gateway.waker.clone(),
+                gateway.scheduler.clone(),
+                token,
+                until_stopped(stopped.clone()),
+            ));
+        }
         let scheduler = tokio::spawn(
             gateway
                 .scheduler
                 .clone()
-                .run(config.scheduler_interval, std::future::pending()),
+                .run(config.scheduler_interval, until_stopped(stopped.clone())),
         );
         let flusher = tokio::spawn(
             gateway
                 .waker
                 .clone()
-                .run_flusher(PENDING_FLUSH_EVERY, std::future::pending()),
+                .run_flusher(PENDING_FLUSH_EVERY, until_stopped(stopped.clone())),
         );
+
+        let mut failed = false;
+        tokio::select! {
+            _ = shutdown_signal() => {}
+            ended = servers.join_next() => {
+                error!(result = ?ended, "a listener stopped unexpectedly");
+                failed = true;
+            }
+        }
+        info!(
+            wakes_in_flight = gateway.waker.wakes_in_flight(),
+            "shutting down: draining requests and wakes"
+        );
+        let _ = stop.send(true);
         let waker = gateway.waker.clone();
-        let served = paastis_sidecar::server::run(listener, gateway.waker, shutdown_signal()).await;
+        let drain = async {
+            while servers.join_next().await.is_some() {}
+            waker.drained().await;
+        };
+        if tokio::time::timeout(DRAIN_TIMEOUT, drain).await.is_err() {
+            warn!(
+                wakes_in_flight = waker.wakes_in_flight(),
+                "drain timed out; stopping anyway"
+            );
+        }
         scheduler.abort();
         flusher.abort();
         // Last chance for activity kept during an outage.
         if let Err(e) = waker.flush_activity().await {
             error!(error = %e, pending = waker.pending_activity(), "activity lost at shutdown");
         }
-        match served {
-            Ok(()) => {
-                info!("sidecar stopped");
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                error!(error = %e, "server failed");
-                ExitCode::FAILURE
-            }
+        info!("sidecar stopped");
+        if failed {
+            ExitCode::FAILURE
+        } else {
+            ExitCode::SUCCESS
         }
     })
+}
+
+fn local_addr(listener: &TcpListener) -> String {
+    listener
+        .local_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_default()
 }
 
 async fn shutdown_signal() {

@@ -39,6 +39,7 @@ use thiserror::Error;
 use tokio::time::Instant;
 use tracing::{info, warn};
 
+use crate::hooks::{Hook, HookRunner};
 use crate::registry::{AppMeta, Coordinator, Event, EventKind, EventLog, Registry, RegistryError};
 use crate::scalingo::{AppStatus, ContainerAmount, ScaleOutcome, ScalingoClient, ScalingoError};
 use crate::wake::{now_ms, Waker};
@@ -87,6 +88,17 @@ pub enum PassError {
     Scalingo(#[from] ScalingoError),
 }
 
+/// Why an app could not be paused on request.
+#[derive(Debug, Error)]
+pub enum PauseError {
+    #[error("{0:?} is in REGISTRY_IGNORED_APPS: the gateway never scales it")]
+    Ignored(String),
+    #[error("no app named {0:?} in any region")]
+    UnknownApp(String),
+    #[error(transparent)]
+    Pass(#[from] PassError),
+}
+
 /// What one pass did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct PassReport {
@@ -116,6 +128,8 @@ pub struct Scheduler {
     pacer: Pacer,
     /// The last pass failed on the registry.
     registry_failed: AtomicBool,
+    metrics: Arc<crate::metrics::Metrics>,
+    hooks: Option<Arc<HookRunner>>,
 }
 
 impl Scheduler {
@@ -141,7 +155,21 @@ impl Scheduler {
             instance,
             pacer: Pacer::per_minute(DEFAULT_CALLS_PER_MINUTE),
             registry_failed: AtomicBool::new(false),
+            metrics: Arc::new(crate::metrics::Metrics::new()),
+            hooks: None,
         }
+    }
+
+    /// Runs the stop hooks around each pause.
+    pub fn with_hooks(mut self, hooks: Arc<HookRunner>) -> Self {
+        self.hooks = Some(hooks);
+        self
+    }
+
+    /// Counts passes and pauses in `metrics`.
+    pub fn with_metrics(mut self, metrics: Arc<crate::metrics::Metrics>) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     /// Paces the pass's Scalingo calls to `n` a minute.
@@ -174,7 +202,18 @@ impl Scheduler {
     /// registry cannot be read: without last accesses every app would look
     /// idle.
     pub async fn pass(&self, now: u64) -> Result<PassReport, PassError> {
+        let started = Instant::now();
         let result = self.pass_inner(now).await;
+        match &result {
+            Ok(r) if r.skipped => self.metrics.pass("skipped"),
+            Ok(_) => {
+                self.metrics.pass("done");
+                self.metrics
+                    .scheduler_pass_duration
+                    .observe(started.elapsed().as_secs_f64());
+            }
+            Err(_) => self.metrics.pass("failed"),
+        }
         let registry_failed = matches!(result, Err(PassError::Registry(_)));
         let recovering = self.registry_failed.swap(registry_failed, Ordering::SeqCst);
         result.map(|mut report| {
@@ -285,6 +324,7 @@ impl Scheduler {
             }
             match self.pause(&record.app, region).await {
                 Ok(formation) => {
+                    self.metrics.pause("paused");
                     info!(app = %record.app, %region, ?formation, "paused");
                     self.event(&record.app, EventKind::Paused { formation })
                         .await;
@@ -292,6 +332,7 @@ impl Scheduler {
                 }
                 Err(PassError::Registry(e)) => return Err(e.into()),
                 Err(PassError::Scalingo(e)) => {
+                    self.metrics.pause("failed");
                     warn!(app = %record.app, error = %e, "could not pause");
                     report.failed.push((record.app.clone(), e.to_string()));
                     if matches!(e, ScalingoError::RateLimited) {
@@ -302,6 +343,53 @@ impl Scheduler {
             }
         }
         Ok(())
+    }
+
+    /// Every app Scalingo lists in the managed regions: name -> (region,
+    /// status). One call per region.
+    pub async fn provider_apps(
+        &self,
+    ) -> Result<std::collections::BTreeMap<String, (String, String)>, ScalingoError> {
+        let mut apps = std::collections::BTreeMap::new();
+        for region in self.client.regions().await? {
+            for app in self.client.list_apps(&region.name).await? {
+                apps.insert(app.name, (region.name.clone(), app.status.to_string()));
+            }
+        }
+        Ok(apps)
+    }
+
+    /// Pauses `app` now, whatever its idle time (the admin API's "pause"):
+    /// remembers its formation, scales every type to 0, records the event.
+    /// Returns its region and the formation that the next wake restores.
+    pub async fn pause_now(&self, app: &str) -> Result<(String, Vec<(String, u32)>), PauseError> {
+        if self.ignored.contains(app) {
+            return Err(PauseError::Ignored(app.to_owned()));
+        }
+        let region = self
+            .client
+            .locate(app)
+            .await
+            .map_err(PassError::from)?
+            .ok_or_else(|| PauseError::UnknownApp(app.to_owned()))?;
+        match self.pause(app, &region).await {
+            Ok(formation) => {
+                self.metrics.pause("paused");
+                info!(%app, %region, ?formation, "paused on request");
+                self.event(
+                    app,
+                    EventKind::Paused {
+                        formation: formation.clone(),
+                    },
+                )
+                .await;
+                Ok((region, formation))
+            }
+            Err(e) => {
+                self.metrics.pause("failed");
+                Err(e.into())
+            }
+        }
     }
 
     /// Remembers the formation, then scales every type to 0.
@@ -329,9 +417,15 @@ impl Scheduler {
             })
             .collect();
         self.waker.forget_awake(app);
+        if let Some(hooks) = &self.hooks {
+            hooks.run(Hook::BeforeStop, app).await;
+        }
         self.pacer.ready().await;
         match self.client.scale(region, app, &changes).await? {
             ScaleOutcome::Started { .. } | ScaleOutcome::Done { .. } | ScaleOutcome::NoChange => {
+                if let Some(hooks) = &self.hooks {
+                    hooks.spawn(Hook::AfterStop, app);
+                }
                 Ok(running)
             }
         }

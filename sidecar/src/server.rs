@@ -2,11 +2,13 @@
 //!
 //! | method | path | body | answer |
 //! |---|---|---|---|
-//! | POST | `/v1/wake` | `{"app": "my-app", "region": "osc-fr1" \| null}` | 200 `WakeAnswer`; 400 `invalid_app`; 404 `unknown_app`; 503 `wake_failed`; 504 `wake_timeout` |
+//! | POST | `/v1/wake` | `{"app": "my-app", "region": "osc-fr1" \| null, "client"?: "browser" \| "api"}` | 200 `WakeAnswer`; 202 `WaitingAnswer` (a browser, `waiting_page` strategy, see [`crate::waiting`]); 400 `invalid_app`; 404 `unknown_app`; 503 `wake_failed`; 504 `wake_timeout` |
+//! | GET | `/v1/status?app=NAME` | | 200 `StatusAnswer`: where the wake of a waiting page stands; 400 `invalid_app` |
 //! | POST | `/v1/activity` | `{"apps": ["my-app", ...]}` | 200 `{"awake": [{"app", "region", "upstream_host"}]}` |
 //! | GET | `/v1/apps` | | 200 `{"apps": [AppRecord...]}`: the registry, for operators and tests |
 //! | GET | `/v1/events?limit=N` | | 200 `{"events": [Event...]}`: newest first (default 100, at most 1000) |
 //! | GET | `/healthz` | | 200 `{"status": "ok"}` |
+//! | GET | `/metrics` | | 200 OpenMetrics text (see [`crate::metrics`]) |
 //!
 //! The API is meant for the filter on loopback (or the pod network); it
 //! carries no secret and changes nothing but the registry.
@@ -17,17 +19,18 @@
 use std::future::Future;
 use std::sync::Arc;
 
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::{DefaultBodyLimit, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use serde::Deserialize;
 use serde_json::json;
 use tokio::net::TcpListener;
 use tracing::Instrument;
 
 use crate::scalingo::ScalingoError;
+use crate::waiting::{Client, Waiting};
 use crate::wake::{Awake, WakeError, Waker};
 
 #[derive(Debug, Deserialize)]
@@ -36,6 +39,9 @@ struct WakeRequest {
     app: String,
     #[serde(default)]
     region: Option<String>,
+    /// `browser` when the filter may show the waiting page.
+    #[serde(default)]
+    client: Option<Client>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -50,7 +56,7 @@ struct ActivityAnswer {
 }
 
 /// A wake failure as an HTTP answer.
-struct ApiError(WakeError);
+pub(crate) struct ApiError(pub(crate) WakeError);
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
@@ -95,11 +101,19 @@ fn request_id(headers: &HeaderMap) -> String {
 
 async fn wake(
     State(waker): State<Arc<Waker>>,
+    Extension(waiting): Extension<Arc<Waiting>>,
     headers: HeaderMap,
     Json(req): Json<WakeRequest>,
 ) -> Response {
     let span = tracing::info_span!("request", request_id = %request_id(&headers), app = %req.app);
     async move {
+        if req.client == Some(Client::Browser) {
+            match waiting.begin(&waker, &req.app, req.region.as_deref()) {
+                Ok(Some(answer)) => return (StatusCode::ACCEPTED, Json(answer)).into_response(),
+                Ok(None) => {}
+                Err(e) => return ApiError(e).into_response(),
+            }
+        }
         match waker.wake(&req.app, req.region.as_deref()).await {
             Ok(answer) => Json(answer).into_response(),
             Err(e) => ApiError(e).into_response(),
@@ -107,6 +121,22 @@ async fn wake(
     }
     .instrument(span)
     .await
+}
+
+#[derive(Debug, Deserialize)]
+struct StatusQuery {
+    app: String,
+}
+
+async fn status(
+    State(waker): State<Arc<Waker>>,
+    Extension(waiting): Extension<Arc<Waiting>>,
+    Query(q): Query<StatusQuery>,
+) -> Response {
+    match waiting.status(&waker, &q.app) {
+        Ok(answer) => Json(answer).into_response(),
+        Err(e) => ApiError(e).into_response(),
+    }
 }
 
 async fn activity(
@@ -165,12 +195,15 @@ async fn healthz() -> Json<serde_json::Value> {
 pub fn router(waker: Arc<Waker>) -> Router {
     Router::new()
         .route("/v1/wake", post(wake))
+        .route("/v1/status", get(status))
         .route("/v1/activity", post(activity))
         .route("/v1/apps", get(apps))
         .route("/v1/events", get(events))
         .route("/healthz", get(healthz))
+        .route("/metrics", get(crate::metrics::handler))
         // An activity batch of 10,000 names fits in well under 1 MiB.
         .layer(DefaultBodyLimit::max(1 << 20))
+        .layer(Extension(Arc::new(Waiting::new())))
         .with_state(waker)
 }
 

@@ -24,6 +24,7 @@ use thiserror::Error;
 use tokio::time::Instant;
 use tracing::{info, warn, Instrument};
 
+use crate::hooks::{Hook, HookRunner};
 use crate::registry::{AppMeta, Coordinator, Event, EventKind, EventLog, Registry};
 use crate::scalingo::{ContainerAmount, ScaleOutcome, ScalingoClient, ScalingoError};
 
@@ -153,6 +154,27 @@ pub struct Waker {
     awake: Mutex<HashMap<String, (Awake, Instant)>>,
     /// Accesses not written to the registry yet (app -> latest, ms).
     pending: Mutex<HashMap<String, u64>>,
+    metrics: Arc<crate::metrics::Metrics>,
+    hooks: Arc<HookRunner>,
+}
+
+/// What a [`Waker`] is built from.
+pub struct WakerParts {
+    pub client: ScalingoClient,
+    pub rules: AppRules,
+    /// Apps routed but never scaled.
+    pub ignored: BTreeSet<String>,
+    pub registry: Arc<dyn Registry>,
+    pub coordinator: Arc<dyn Coordinator>,
+    pub events: Arc<dyn EventLog>,
+    /// This instance's name in leases and events.
+    pub instance: String,
+    /// Bound on one wake request.
+    pub wake_timeout: Duration,
+    /// How long an app seen running is trusted to still run.
+    pub awake_ttl: Duration,
+    pub metrics: Arc<crate::metrics::Metrics>,
+    pub hooks: Arc<HookRunner>,
 }
 
 pub fn now_ms() -> u64 {
@@ -169,31 +191,22 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Waker {
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        client: ScalingoClient,
-        rules: AppRules,
-        ignored: BTreeSet<String>,
-        registry: Arc<dyn Registry>,
-        coordinator: Arc<dyn Coordinator>,
-        events: Arc<dyn EventLog>,
-        instance: String,
-        wake_timeout: Duration,
-        awake_ttl: Duration,
-    ) -> Arc<Self> {
+    pub fn new(parts: WakerParts) -> Arc<Self> {
         Arc::new(Self {
-            client,
-            rules,
-            ignored,
-            registry,
-            coordinator,
-            events,
-            instance,
-            wake_timeout,
-            awake_ttl,
+            client: parts.client,
+            rules: parts.rules,
+            ignored: parts.ignored,
+            registry: parts.registry,
+            coordinator: parts.coordinator,
+            events: parts.events,
+            instance: parts.instance,
+            wake_timeout: parts.wake_timeout,
+            awake_ttl: parts.awake_ttl,
             inflight: Mutex::new(HashMap::new()),
             awake: Mutex::new(HashMap::new()),
             pending: Mutex::new(HashMap::new()),
+            metrics: parts.metrics,
+            hooks: parts.hooks,
         })
     }
 
@@ -203,6 +216,47 @@ impl Waker {
 
     pub fn events(&self) -> &Arc<dyn EventLog> {
         &self.events
+    }
+
+    pub fn metrics(&self) -> &Arc<crate::metrics::Metrics> {
+        &self.metrics
+    }
+
+    /// Wakes running now in this process.
+    pub fn wakes_in_flight(&self) -> usize {
+        lock(&self.inflight).len()
+    }
+
+    /// Waits until no wake runs in this process (used at shutdown, under the
+    /// caller's deadline: an app mid-boot is followed to its end rather than
+    /// abandoned with its waiters).
+    pub async fn drained(&self) {
+        while self.wakes_in_flight() > 0 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Whether `app` is routed but never scaled (`REGISTRY_IGNORED_APPS`).
+    pub fn is_ignored(&self, app: &str) -> bool {
+        self.ignored.contains(app)
+    }
+
+    /// Forgets `app`: out of the registry (its remembered formation too)
+    /// and of the awake cache. Scalingo is not touched.
+    pub async fn forget(&self, app: &str) -> Result<(), crate::registry::RegistryError> {
+        self.forget_awake(app);
+        lock(&self.pending).remove(app);
+        self.registry.forget(app).await?;
+        let event = Event {
+            at_ms: now_ms(),
+            app: app.to_owned(),
+            instance: self.instance.clone(),
+            kind: EventKind::Forgotten,
+        };
+        if let Err(e) = self.events.record(event).await {
+            warn!(error = %e, "event not recorded");
+        }
+        Ok(())
     }
 
     /// Wakes the app a host named (`requested`) and its linked apps, and
@@ -218,6 +272,8 @@ impl Waker {
         }
         let started = Instant::now();
         let set = self.rules.wake_set(requested)?;
+        // A request that finds every app known running is not a cold start.
+        let cold = set.iter().any(|a| self.awake_fresh(&a.name).is_none());
         let waits = set.iter().enumerate().map(|(i, app)| {
             // The host's region hint is about the app it named, not its links.
             let hint = if i == 0 { region_hint } else { None };
@@ -272,6 +328,11 @@ impl Waker {
             }
         }
 
+        if cold {
+            self.metrics
+                .wake_duration
+                .observe(started.elapsed().as_secs_f64());
+        }
         Ok(WakeAnswer {
             app: requested.to_owned(),
             target: main.app.clone(),
@@ -321,9 +382,17 @@ impl Waker {
                 let result = this.wake_app(&app.name, region.as_deref()).await;
                 match &result {
                     Ok(awake) => {
+                        this.metrics.wake("woken");
                         lock(&this.awake).insert(app.name.clone(), (awake.clone(), Instant::now()));
                     }
-                    Err(e) => warn!(error = %e, "wake failed"),
+                    Err(e) => {
+                        this.metrics.wake(match e {
+                            WakeError::Timeout(_) => "timeout",
+                            WakeError::UnknownApp(_) | WakeError::InvalidApp(_) => "unknown_app",
+                            _ => "failed",
+                        });
+                        warn!(error = %e, "wake failed");
+                    }
                 }
                 // Removed only after the awake map is updated, so that a
                 // caller arriving now finds one or the other.
@@ -392,12 +461,16 @@ impl Waker {
             }
         }
 
+        self.hooks.run(Hook::BeforeStart, app).await;
         let result = if leased {
             self.renewing(&lease, self.scale_up(app, &region, deadline))
                 .await
         } else {
             self.scale_up(app, &region, deadline).await
         };
+        if result.is_ok() {
+            self.hooks.spawn(Hook::AfterStart, app);
+        }
         let (kind, message) = match &result {
             Ok(_) => (
                 EventKind::Woken {
@@ -617,6 +690,8 @@ impl Waker {
             touched.extend(resolved.linked_apps);
         }
         let touched: Vec<String> = touched.into_iter().collect();
+        self.metrics.activity_batches.inc();
+        self.metrics.activity_apps.inc_by(apps.len() as u64);
         self.keep_pending(&touched, now_ms());
         if let Err(e) = self.flush_activity().await {
             warn!(error = %e, pending = self.pending_activity(), "activity kept in memory until the registry is back");
@@ -648,7 +723,11 @@ impl Waker {
 
     /// How many apps have activity not written to the registry yet.
     pub fn pending_activity(&self) -> usize {
-        lock(&self.pending).len()
+        let n = lock(&self.pending).len();
+        self.metrics
+            .activity_pending
+            .set(i64::try_from(n).unwrap_or(i64::MAX));
+        n
     }
 
     /// Writes the pending activity to the registry. On failure what was not
@@ -705,4 +784,31 @@ impl Waker {
             }
         }
     }
+
+    /// The rules this waker resolves apps with.
+    pub fn rules(&self) -> &AppRules {
+        &self.rules
+    }
+
+    /// What this instance knows of `app` (a resolved name) right now, without
+    /// asking Scalingo: seen running within the awake TTL, being woken, or
+    /// neither. Read by the waiting page's status.
+    pub fn wake_state(&self, app: &str) -> WakeState {
+        if let Some(awake) = self.awake_fresh(app) {
+            return WakeState::Running(awake);
+        }
+        if lock(&self.inflight).contains_key(app) {
+            WakeState::Waking
+        } else {
+            WakeState::Idle
+        }
+    }
+}
+
+/// See [`Waker::wake_state`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WakeState {
+    Running(Awake),
+    Waking,
+    Idle,
 }

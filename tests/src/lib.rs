@@ -7,7 +7,11 @@
 //!
 //! The [`harness`] module starts the whole gateway for the end-to-end tests:
 //! a real Envoy with the built `.wasm`, the sidecar binary, and the fake;
-//! [`redis`] runs a private `redis-server` for a test.
+//! [`redis`] runs a private `redis-server` for a test; [`browser`] drives a
+//! real headless Chromium through chromedriver; [`openapi`] checks live
+//! answers against the project's OpenAPI documents.
+pub mod browser;
 pub mod fake;
 pub mod harness;
+pub mod openapi;
 pub mod redis;

@@ -365,3 +365,155 @@ fn every_shipped_envoy_config_passes_validation() {
     std::fs::write(&path, rendered).unwrap();
     validate(&path);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_id_follows_the_wake_from_envoy_to_scalingo_and_the_app() {
+    let stack = stack_with(vec![sleeping(FRONT, "osc-fr1")]).await;
+    let reply = stack.get(&host(FRONT), "/").await;
+    assert_eq!(reply.status, 200, "{reply:?}");
+    // Envoy's id for this request, as the app received it.
+    let id = reply.json()["headers"]["x-request-id"]
+        .as_str()
+        .expect("Envoy sets x-request-id")
+        .to_owned();
+    let log = stack.sidecar.log();
+    let scale_line = log
+        .lines()
+        .find(|l| l.contains("scale started"))
+        .unwrap_or_else(|| panic!("no scale in the sidecar log:\n{log}"));
+    assert!(
+        scale_line.contains(&format!("request_id={id}")),
+        "the Scalingo call is logged under the request's id {id}: {scale_line}"
+    );
+    assert!(
+        !log.contains(&stack.fake.config().api_token),
+        "no secret in logs"
+    );
+}
+
+/// The documents of a multi-document YAML file, as JSON values.
+fn yaml_documents(path: &std::path::Path) -> Vec<serde_json::Value> {
+    use serde::Deserialize;
+    let text = std::fs::read_to_string(path).unwrap();
+    serde_yaml::Deserializer::from_str(&text)
+        .map(|doc| {
+            serde_json::Value::deserialize(doc)
+                .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        })
+        .filter(|v| !v.is_null())
+        .collect()
+}
+
+fn of_kind<'a>(docs: &'a [serde_json::Value], kind: &str) -> Vec<&'a serde_json::Value> {
+    docs.iter().filter(|d| d["kind"] == kind).collect()
+}
+
+#[test]
+fn the_istio_manifests_agree_with_the_filter_and_the_sidecar() {
+    use paastis_e2e::harness::{sidecar_bin, workspace_root};
+    let root = workspace_root().join("envoy/istio");
+    let dir = tempfile::tempdir().unwrap();
+    let plugin_docs = yaml_documents(&root.join("wasmplugin.yaml"));
+    let routing = yaml_documents(&root.join("routing.yaml"));
+    let sidecar = yaml_documents(&root.join("sidecar.yaml"));
+
+    // The plugin configuration passes the filter's own parser, and maps a
+    // host as intended.
+    let plugin = &of_kind(&plugin_docs, "WasmPlugin")[0]["spec"];
+    assert_eq!(plugin["failStrategy"], "FAIL_CLOSE");
+    let config = &plugin["pluginConfig"];
+    let plugin_json = dir.path().join("plugin.json");
+    std::fs::write(&plugin_json, config.to_string()).unwrap();
+    let out = std::process::Command::new(sidecar_bin())
+        .env_clear()
+        .env("PROVIDER_SCALINGO_API_TOKEN", "tk-us-dummy")
+        .env("PAASTIS_RULES_FILE", "/dev/null")
+        .arg("check-config")
+        .arg("--filter-config")
+        .arg(&plugin_json)
+        .arg("shop-front.gateway.example.com")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("app shop-front,"), "{stdout}");
+
+    // The VirtualService matches exactly the values the filter sets, and
+    // every destination has its ServiceEntry and DestinationRule.
+    let mut header_values: Vec<String> = config["region_clusters"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|v| v.as_str().unwrap().to_owned())
+        .collect();
+    header_values.sort();
+    let vs = &of_kind(&routing, "VirtualService")[0]["spec"];
+    let mut matched = Vec::new();
+    for route in vs["http"].as_array().unwrap() {
+        let Some(matches) = route["match"].as_array() else {
+            assert_eq!(route["directResponse"]["status"], 404, "{route}");
+            continue;
+        };
+        let value = matches[0]["headers"][config["routing_header"].as_str().unwrap()]["exact"]
+            .as_str()
+            .unwrap();
+        matched.push(value.to_owned());
+        let host = route["route"][0]["destination"]["host"].as_str().unwrap();
+        assert!(
+            of_kind(&routing, "ServiceEntry")
+                .iter()
+                .any(|se| se["spec"]["hosts"][0] == host),
+            "{host} has no ServiceEntry"
+        );
+        assert!(
+            of_kind(&routing, "DestinationRule")
+                .iter()
+                .any(|dr| dr["spec"]["host"] == host
+                    && dr["spec"]["trafficPolicy"]["tls"]["mode"] == "SIMPLE"),
+            "{host} has no TLS DestinationRule"
+        );
+        assert_eq!(
+            route["headers"]["request"]["remove"][0], config["routing_header"],
+            "the routing header never leaves the gateway"
+        );
+    }
+    matched.sort();
+    assert_eq!(matched, header_values);
+
+    // The Deployment's environment is a valid sidecar configuration (secrets
+    // replaced by dummies), with the ConfigMap's rules.
+    let rules = of_kind(&sidecar, "ConfigMap")[0]["data"]["paastis.yml"]
+        .as_str()
+        .unwrap();
+    let rules_file = dir.path().join("paastis.yml");
+    std::fs::write(&rules_file, rules).unwrap();
+    let deployment = of_kind(&sidecar, "Deployment")[0];
+    let container = &deployment["spec"]["template"]["spec"]["containers"][0];
+    let mut cmd = std::process::Command::new(sidecar_bin());
+    cmd.env_clear().arg("check-config");
+    for var in container["env"].as_array().unwrap() {
+        let name = var["name"].as_str().unwrap();
+        let value = match (var["value"].as_str(), name) {
+            (_, "PAASTIS_RULES_FILE") => rules_file.display().to_string(),
+            (Some(v), _) => v.to_owned(),
+            (None, "REGISTRY_REDIS_URL") => "redis://:pw@127.0.0.1:6390/0".to_owned(),
+            (None, "PAASTIS_ADMIN_TOKEN") => "0123456789abcdef0123456789abcdef".to_owned(),
+            (None, "PROVIDER_SCALINGO_API_TOKEN") => "tk-us-dummy".to_owned(),
+            (None, _) => "pod-1".to_owned(),
+        };
+        cmd.env(name, value);
+    }
+    let out = cmd.output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("registry           redis"), "{stdout}");
+    assert!(!stdout.contains(":pw@"), "no secret printed: {stdout}");
+}

@@ -310,6 +310,30 @@ async fn the_http_api_answers_the_filter() {
     woken.sort();
     assert_eq!(woken, ["shop-api-1", "shop-front"], "{events}");
 
+    let metrics = client
+        .get(format!("http://{addr}/metrics"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(metrics.status(), 200);
+    assert!(metrics.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("application/openmetrics-text"));
+    let metrics = metrics.text().await.unwrap();
+    for needle in [
+        // shop-front and its linked shop-api-1: two wakes, one request.
+        "paastis_wakes_total{result=\"woken\"} 2",
+        "paastis_wakes_total{result=\"unknown_app\"} 1",
+        "paastis_wake_duration_seconds_count 1",
+        "paastis_scalingo_calls_total{endpoint=\"scale\",status=\"202\"} 2",
+        "paastis_registry_apps 3",
+        "paastis_activity_batches_total 1",
+        "paastis_activity_apps_total 3",
+    ] {
+        assert!(metrics.contains(needle), "{needle} missing in:\n{metrics}");
+    }
+
     let health = client
         .get(format!("http://{addr}/healthz"))
         .send()
@@ -483,4 +507,124 @@ async fn a_rate_limited_pass_stops_and_the_next_one_does_the_rest() {
     let mut paused = report.paused.clone();
     paused.sort();
     assert_eq!(paused, apps, "{report:?}");
+}
+
+#[test]
+fn check_config_shows_what_sample_hosts_map_to() {
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("paastis.yml");
+    std::fs::write(
+        &rules,
+        "rules:\n  - pattern: '^(.*)-front$'\n    linked_apps: ['$1-api']\n    app_max_idle_time: 30\n",
+    )
+    .unwrap();
+    let filter = dir.path().join("filter.json");
+    std::fs::write(
+        &filter,
+        r#"{"sidecar_cluster": "paastis_sidecar", "domains": ["gateway.example.com"]}"#,
+    )
+    .unwrap();
+    let run = |filter_json: &std::path::Path| {
+        std::process::Command::new(sidecar_bin())
+            .env_clear()
+            .env("PROVIDER_SCALINGO_API_TOKEN", "tk-us-secret-token-value")
+            .env("PAASTIS_RULES_FILE", &rules)
+            .arg("check-config")
+            .arg("--filter-config")
+            .arg(filter_json)
+            .arg("shop-front.gateway.example.com")
+            .arg("elsewhere.example.org")
+            .output()
+            .expect("the sidecar binary runs (make build)")
+    };
+    let out = run(&filter);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("configuration: ok"), "{stdout}");
+    assert!(
+        stdout.contains("app shop-front, region found by listing the regions, wakes with [shop-api], paused after 30 min idle"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("matches no host rule nor domain"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("tk-us-secret-token-value"));
+
+    // A bad filter configuration is a configuration error naming the field.
+    std::fs::write(
+        &filter,
+        r#"{"sidecar_cluster": "paastis_sidecar", "domainz": []}"#,
+    )
+    .unwrap();
+    let out = run(&filter);
+    assert_eq!(out.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("domainz"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_a_wake_in_flight_before_exiting() {
+    use std::io::{BufRead, BufReader};
+    let fake = FakeScalingo::start(FakeConfig {
+        boot_delay: Duration::from_millis(1_500),
+        ..FakeConfig::default()
+    })
+    .await
+    .expect("fake starts");
+    fake.add_app(FakeApp::web("shop-front", "osc-fr1", 0));
+    let mut child = std::process::Command::new(sidecar_bin())
+        .env_clear()
+        .env("PROVIDER_SCALINGO_API_TOKEN", &fake.config().api_token)
+        .env("PROVIDER_SCALINGO_AUTH_URL", fake.auth_url())
+        .env("PAASTIS_RULES_FILE", "/dev/null")
+        .env("PAASTIS_LISTEN", "127.0.0.1:0")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("the sidecar binary runs (make build)");
+    let stdout = child.stdout.take().unwrap();
+    let addr = tokio::task::spawn_blocking(move || {
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).unwrap();
+        line.trim()
+            .strip_prefix("listening on ")
+            .unwrap()
+            .to_owned()
+    })
+    .await
+    .unwrap();
+
+    let wake = tokio::spawn(
+        reqwest::Client::new()
+            .post(format!("http://{addr}/v1/wake"))
+            .json(&json!({"app": "shop-front"}))
+            .send(),
+    );
+    // The wake is under way (the fake boots for 1.5 s) when the signal comes.
+    let started = std::time::Instant::now();
+    while fake.scale_calls("shop-front") == 0 && started.elapsed() < Duration::from_secs(10) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(fake.scale_calls("shop-front"), 1);
+    let status = std::process::Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
+    assert!(status.success());
+
+    let answer = wake
+        .await
+        .unwrap()
+        .expect("the in-flight request is answered");
+    assert_eq!(answer.status(), 200);
+    let exit = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(exit.success(), "{exit:?}");
 }

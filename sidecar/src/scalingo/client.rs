@@ -64,6 +64,8 @@ struct Inner {
     /// The last full scan of the regions; its lock also makes concurrent
     /// `locate` misses share one scan.
     scan: Mutex<Option<ScanRecord>>,
+    /// Counts calls by endpoint and status, once the gateway sets it.
+    metrics: std::sync::OnceLock<Arc<crate::metrics::Metrics>>,
 }
 
 struct CachedRegions {
@@ -137,8 +139,14 @@ impl ScalingoClient {
                 regions: Mutex::new(None),
                 locations: StdMutex::new(HashMap::new()),
                 scan: Mutex::new(None),
+                metrics: std::sync::OnceLock::new(),
             }),
         })
+    }
+
+    /// Counts this client's calls in `metrics` (the first call wins).
+    pub fn set_metrics(&self, metrics: Arc<crate::metrics::Metrics>) {
+        let _ = self.inner.metrics.set(metrics);
     }
 
     /// The usable regions: those `/v1/regions` lists, restricted to the
@@ -623,7 +631,12 @@ impl Inner {
         let mut attempt = 1;
         loop {
             let last = attempt >= policy.attempts;
-            let retry_after = match build().send().await {
+            let sent = build().send().await;
+            if let Some(metrics) = self.metrics.get() {
+                let status = sent.as_ref().ok().map(|r| r.status().as_u16());
+                metrics.scalingo_call(crate::metrics::endpoint_label(url.path()), status);
+            }
+            let retry_after = match sent {
                 Ok(response) => {
                     let answer = read_answer(response).await?;
                     let retryable = match answer.status.as_u16() {

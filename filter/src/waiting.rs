@@ -1,0 +1,566 @@
+//! The waiting page and the status path.
+//!
+//! When the sidecar answers a browser's wake with 202 (the app's rules say
+//! `strategy: waiting_page`), the filter answers at once with
+//! [`WaitingPage`]: a self-contained HTML page (inline CSS and JS, no
+//! external asset) that lists the app and its linked apps, polls
+//! [`STATUS_PATH`] on the same origin every second, and reloads the original
+//! URL when the app runs. Without JS a `<meta http-equiv="refresh">` reloads
+//! it every `Retry-After` seconds. It is a 503 with `Retry-After` and
+//! `Cache-Control: no-store`, so that caches keep nothing and crawlers come
+//! back later.
+//!
+//! [`STATUS_PATH`] is reserved on every host the filter maps to an app: the
+//! filter answers it itself (never forwarded, never routed) with
+//! `{"app", "ready", "apps": [{"app", "state"}], "error"?}`, at once from the
+//! awake cache, else from the sidecar's `GET /v1/status?app=NAME`.
+//!
+//! Everything shown comes from validated data (app names checked against
+//! Scalingo's rule, states and error codes from fixed sets) and is escaped;
+//! nothing the sidecar says is echoed as is.
+
+use paastis_rules::{is_valid_app_name, MAX_LINKED_APPS};
+use serde::{Deserialize, Serialize};
+
+use crate::reply::{escape_html_into, LocalReply, RenderedReply, ReplyKind};
+use crate::wake::{is_json_content_type, parse_status, AnswerError, Awake};
+
+/// The reserved path of the waiting page's status, on every gateway host.
+pub const STATUS_PATH: &str = "/.well-known/paastis/status";
+/// Path of the sidecar's status endpoint (the app goes in the query).
+pub const SIDECAR_STATUS_PATH: &str = "/v1/status";
+/// Bound on a status callout (the sidecar answers from memory).
+pub const STATUS_TIMEOUT_MS: u64 = 5_000;
+
+/// True when `path` (as received, query included) is [`STATUS_PATH`],
+/// with or without a query. A few byte comparisons: cheap enough for every
+/// request.
+pub fn is_status_path(path: &[u8]) -> bool {
+    match path.strip_prefix(STATUS_PATH.as_bytes()) {
+        Some(rest) => rest.is_empty() || rest.first() == Some(&b'?'),
+        None => false,
+    }
+}
+
+/// The `:path` of the status callout for `app` (a valid app name, so
+/// nothing needs escaping).
+pub fn sidecar_status_path(app: &str) -> String {
+    format!("{SIDECAR_STATUS_PATH}?app={app}")
+}
+
+/// The waiting page of one app.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WaitingPage {
+    /// The app the host named.
+    pub app: String,
+    /// The app being woken first, then its linked apps.
+    pub apps: Vec<String>,
+    /// `Retry-After` and the no-JS refresh period, in seconds.
+    pub retry_after: u32,
+}
+
+/// The content security policy of the page: nothing but itself.
+const PAGE_CSP: &str = "default-src 'none'; style-src 'unsafe-inline'; script-src 'unsafe-inline'; connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+
+const PAGE_STYLE: &str = "body{font-family:system-ui,-apple-system,\"Segoe UI\",Roboto,sans-serif;background:#f4f5f7;color:#1f2933;margin:0}\
+main{max-width:34em;margin:12vh auto;padding:2em 2.2em;background:#fff;border-radius:12px;box-shadow:0 2px 12px rgba(0,0,0,.08)}\
+h1{font-size:1.4em;margin:.2em 0 .6em}\
+.spin{width:28px;height:28px;border:4px solid #d9dee4;border-top-color:#3b6fd8;border-radius:50%;animation:r 1s linear infinite}\
+@keyframes r{to{transform:rotate(360deg)}}\
+main[data-state=failed] .spin{border-color:#e5484d;animation:none}\
+main[data-state=ready] .spin{border-color:#30a46c;animation:none}\
+ul{list-style:none;padding:0;margin:1.2em 0}\
+li{display:flex;justify-content:space-between;padding:.5em .8em;border:1px solid #e4e7eb;border-radius:8px;margin:.4em 0}\
+li .name{font-family:ui-monospace,monospace}\
+.state{font-size:.85em;padding:.1em .6em;border-radius:1em;background:#fff4d6;color:#8a5a00}\
+li[data-state=running] .state{background:#dcf5e7;color:#1a6b45}\
+li[data-state=failed] .state{background:#fde2e2;color:#a3242a}\
+li[data-state=asleep] .state{background:#eceff3;color:#52606d}\
+.hint{color:#52606d;font-size:.9em}";
+
+/// Polls the status every second; reloads when ready; shows an error when
+/// the wake failed or the gateway stops answering (30 polls in a row).
+/// Three "asleep" in a row (the sidecar lost the wake) reload the page,
+/// which starts a wake again. Values go to the page with `textContent`.
+const PAGE_SCRIPT: &str = r#"(function(){
+var S="/.well-known/paastis/status",m=document.getElementById("paastis-waiting"),msg=document.getElementById("paastis-message"),list=document.getElementById("paastis-apps"),h=document.getElementById("paastis-title"),app=m.getAttribute("data-app"),fails=0,asleep=0,done=false;
+var E={unknown_app:"There is no app named "+app+".",invalid_app:"There is no app named "+app+".",wake_timeout:app+" is taking too long to start.",wake_failed:app+" could not be started.",unavailable:"The gateway does not answer."};
+function show(apps){for(var i=0;i<apps.length;i++){var a=apps[i];if(!a||typeof a.app!=="string")continue;var li=null;for(var j=0;j<list.children.length;j++){if(list.children[j].getAttribute("data-app")===a.app){li=list.children[j];}}
+if(!li){li=document.createElement("li");li.setAttribute("data-app",a.app);var n=document.createElement("span");n.className="name";n.textContent=a.app;var s=document.createElement("span");s.className="state";li.appendChild(n);li.appendChild(s);list.appendChild(li);}
+li.setAttribute("data-state",a.state);li.lastChild.textContent=a.state;}}
+function fail(code){done=true;m.setAttribute("data-state","failed");document.title=h.textContent="Could not wake "+app;msg.textContent=(E[code]||E.wake_failed)+" ";var l=document.createElement("a");l.href=location.href;l.textContent="Try again";msg.appendChild(l);}
+function next(){if(done)return;if(fails>=30){fail("unavailable");return;}setTimeout(poll,1000);}
+function poll(){fetch(S,{cache:"no-store",credentials:"same-origin",headers:{accept:"application/json"}}).then(function(r){return r.json();}).then(function(s){
+if(s&&s.apps)show(s.apps);
+if(s&&s.ready){done=true;m.setAttribute("data-state","ready");msg.textContent=app+" is running. Opening it\u2026";location.reload();return;}
+if(s&&s.error&&s.error!=="unavailable"){fail(s.error);return;}
+fails=(s&&s.error)?fails+1:0;asleep=(s&&s.apps&&s.apps[0]&&s.apps[0].state==="asleep")?asleep+1:0;
+if(asleep>=3){done=true;location.reload();return;}next();
+}).catch(function(){fails++;next();});}
+setTimeout(poll,1000);
+})();"#;
+
+impl WaitingPage {
+    /// The answer: the page for a browser; for anything else (which the
+    /// filter never asks a waiting page for) the JSON 503 of a wake still
+    /// running.
+    pub fn render(&self, html: bool) -> RenderedReply {
+        if !html {
+            return LocalReply::for_app(ReplyKind::WakeTimeout, &self.app)
+                .retry_after(self.retry_after)
+                .render(false);
+        }
+        RenderedReply {
+            status: 503,
+            headers: vec![
+                ("content-type", "text/html; charset=utf-8".to_owned()),
+                ("cache-control", "no-store".to_owned()),
+                ("retry-after", self.retry_after.to_string()),
+                ("content-security-policy", PAGE_CSP.to_owned()),
+            ],
+            body: self.html(),
+        }
+    }
+
+    fn html(&self) -> String {
+        let mut out = String::with_capacity(PAGE_STYLE.len() + PAGE_SCRIPT.len() + 1200);
+        out.push_str("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">");
+        out.push_str("<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">");
+        out.push_str("<meta name=\"robots\" content=\"noindex\">");
+        out.push_str("<noscript><meta http-equiv=\"refresh\" content=\"");
+        out.push_str(&self.retry_after.to_string());
+        out.push_str("\"></noscript><title>Waking up ");
+        escape_html_into(&mut out, &self.app);
+        out.push_str("</title><style>");
+        out.push_str(PAGE_STYLE);
+        out.push_str(
+            "</style></head><body><main id=\"paastis-waiting\" data-state=\"waking\" data-app=\"",
+        );
+        escape_html_into(&mut out, &self.app);
+        out.push_str(
+            "\"><div class=\"spin\" aria-hidden=\"true\"></div><h1 id=\"paastis-title\">Waking up ",
+        );
+        escape_html_into(&mut out, &self.app);
+        out.push_str("</h1><p id=\"paastis-message\" role=\"status\">");
+        escape_html_into(&mut out, &self.app);
+        out.push_str(" was asleep and is starting. This page opens it as soon as it runs.</p><ul id=\"paastis-apps\">");
+        for app in &self.apps {
+            out.push_str("<li data-app=\"");
+            escape_html_into(&mut out, app);
+            out.push_str("\" data-state=\"waking\"><span class=\"name\">");
+            escape_html_into(&mut out, app);
+            out.push_str("</span><span class=\"state\">waking</span></li>");
+        }
+        out.push_str("</ul><noscript><p class=\"hint\">This page reloads itself every ");
+        out.push_str(&self.retry_after.to_string());
+        out.push_str(" s.</p></noscript></main><script>");
+        out.push_str(PAGE_SCRIPT);
+        out.push_str("</script></body></html>\n");
+        out
+    }
+}
+
+/// The state of one app on the page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AppState {
+    Running,
+    Waking,
+    Failed,
+    Asleep,
+}
+
+/// Why the app will not come (or the gateway cannot tell).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StatusError {
+    WakeFailed,
+    WakeTimeout,
+    UnknownApp,
+    InvalidApp,
+    /// The sidecar cannot be reached or answered nonsense: the page keeps
+    /// polling for a while.
+    Unavailable,
+}
+
+impl StatusError {
+    fn from_code(code: &str) -> Self {
+        match code {
+            "wake_timeout" => Self::WakeTimeout,
+            "unknown_app" => Self::UnknownApp,
+            "invalid_app" => Self::InvalidApp,
+            _ => Self::WakeFailed,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AppStatus {
+    pub app: String,
+    pub state: AppState,
+}
+
+/// What the status path answers, and where the app runs when it is ready
+/// (the filter writes its cache from it, so the page's reload is a hit).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StatusReport {
+    pub app: String,
+    pub ready: bool,
+    pub apps: Vec<AppStatus>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<StatusError>,
+    #[serde(skip)]
+    pub awake: Option<Awake>,
+}
+
+impl StatusReport {
+    /// Ready, from the filter's cache.
+    pub fn ready_from_cache(app: &str) -> Self {
+        Self {
+            app: app.to_owned(),
+            ready: true,
+            apps: vec![AppStatus {
+                app: app.to_owned(),
+                state: AppState::Running,
+            }],
+            error: None,
+            awake: None,
+        }
+    }
+
+    /// The sidecar could not tell.
+    pub fn unavailable(app: &str) -> Self {
+        Self {
+            app: app.to_owned(),
+            ready: false,
+            apps: Vec::new(),
+            error: Some(StatusError::Unavailable),
+            awake: None,
+        }
+    }
+
+    /// 200 with the JSON report (503 when unavailable), never cached.
+    pub fn render(&self, retry_after: u32) -> RenderedReply {
+        let mut headers = vec![
+            ("content-type", "application/json".to_owned()),
+            ("cache-control", "no-store".to_owned()),
+        ];
+        let status = if self.error == Some(StatusError::Unavailable) {
+            headers.push(("retry-after", retry_after.to_string()));
+            503
+        } else {
+            200
+        };
+        RenderedReply {
+            status,
+            headers,
+            // Serializing names and fixed strings cannot fail.
+            body: serde_json::to_string(self).unwrap_or_default(),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct StatusAnswer {
+    app: Option<String>,
+    ready: bool,
+    region: Option<String>,
+    upstream_host: Option<String>,
+    apps: Vec<RawAppStatus>,
+    error: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct RawAppStatus {
+    app: String,
+    state: AppState,
+}
+
+#[derive(Deserialize)]
+struct ErrorAnswer {
+    error: String,
+}
+
+/// Reads the sidecar's answer to `GET /v1/status?app=requested`. An error
+/// means the answer is not usable (the caller reports `unavailable`).
+pub fn parse_status_answer(
+    requested: &str,
+    status: Option<&[u8]>,
+    content_type: Option<&[u8]>,
+    body: &[u8],
+) -> Result<StatusReport, AnswerError> {
+    let status = status.and_then(parse_status).ok_or(AnswerError::NoStatus)?;
+    if !matches!(status, 200 | 400 | 503) {
+        return Err(AnswerError::UnexpectedStatus(status));
+    }
+    if !content_type.is_some_and(is_json_content_type) {
+        return Err(AnswerError::NotJson(status));
+    }
+    let bad_body = |e: serde_json::Error| AnswerError::BadBody {
+        status,
+        message: e.to_string(),
+    };
+    if status != 200 {
+        let answer: ErrorAnswer = serde_json::from_slice(body).map_err(bad_body)?;
+        return match (status, answer.error.as_str()) {
+            (400, "invalid_app") | (503, "wake_failed") => Ok(StatusReport {
+                app: requested.to_owned(),
+                ready: false,
+                apps: Vec::new(),
+                error: Some(StatusError::from_code(&answer.error)),
+                awake: None,
+            }),
+            _ => Err(AnswerError::UnexpectedCode {
+                status,
+                code: answer.error,
+            }),
+        };
+    }
+    let answer: StatusAnswer = serde_json::from_slice(body).map_err(bad_body)?;
+    if let Some(app) = answer.app {
+        if app != requested {
+            return Err(AnswerError::WrongApp(app));
+        }
+    }
+    if answer.apps.len() > MAX_LINKED_APPS {
+        return Err(AnswerError::BadBody {
+            status,
+            message: format!("{} apps, more than a wake touches", answer.apps.len()),
+        });
+    }
+    let mut apps = Vec::with_capacity(answer.apps.len());
+    for a in answer.apps {
+        if !is_valid_app_name(&a.app) {
+            return Err(AnswerError::BadBody {
+                status,
+                message: format!("{:?} is not a valid app name", a.app),
+            });
+        }
+        apps.push(AppStatus {
+            app: a.app,
+            state: a.state,
+        });
+    }
+    let awake = match (answer.ready, answer.region, answer.upstream_host) {
+        (true, Some(region), Some(upstream_host)) => Some(Awake::checked(region, upstream_host)?),
+        (true, _, _) => {
+            return Err(AnswerError::BadBody {
+                status,
+                message: "ready without region and upstream_host".to_owned(),
+            })
+        }
+        (false, _, _) => None,
+    };
+    Ok(StatusReport {
+        app: requested.to_owned(),
+        ready: answer.ready,
+        apps,
+        error: answer.error.as_deref().map(StatusError::from_code),
+        awake,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const JSON: Option<&[u8]> = Some(b"application/json");
+
+    fn header<'a>(r: &'a RenderedReply, name: &str) -> Option<&'a str> {
+        r.headers
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn page() -> WaitingPage {
+        WaitingPage {
+            app: "shop-front".into(),
+            apps: vec!["shop-front".into(), "shop-api-1".into()],
+            retry_after: 5,
+        }
+    }
+
+    #[test]
+    fn status_path() {
+        assert!(is_status_path(b"/.well-known/paastis/status"));
+        assert!(is_status_path(b"/.well-known/paastis/status?t=1"));
+        assert!(!is_status_path(b"/.well-known/paastis/statusx"));
+        assert!(!is_status_path(b"/.well-known/paastis/status/x"));
+        assert!(!is_status_path(b"/.well-known/paastis"));
+        assert!(!is_status_path(b"/"));
+        assert!(!is_status_path(b""));
+        assert_eq!(sidecar_status_path("my-app"), "/v1/status?app=my-app");
+    }
+
+    #[test]
+    fn the_page_for_browsers() {
+        let r = page().render(true);
+        assert_eq!(r.status, 503);
+        assert_eq!(header(&r, "content-type"), Some("text/html; charset=utf-8"));
+        assert_eq!(header(&r, "cache-control"), Some("no-store"));
+        assert_eq!(header(&r, "retry-after"), Some("5"));
+        assert!(header(&r, "content-security-policy")
+            .unwrap()
+            .starts_with("default-src 'none'"));
+        let body = &r.body;
+        assert!(body.contains("<title>Waking up shop-front</title>"));
+        assert!(body.contains("<li data-app=\"shop-front\" data-state=\"waking\">"));
+        assert!(body.contains("<li data-app=\"shop-api-1\" data-state=\"waking\">"));
+        assert!(body.contains("<noscript><meta http-equiv=\"refresh\" content=\"5\"></noscript>"));
+        assert!(body.contains(STATUS_PATH));
+        assert!(body.contains("location.reload()"));
+        // No external asset: no URL to another origin, no src or href
+        // attribute in the markup.
+        for needle in [
+            "http://", "https://", "//cdn", " src=", " href=", "@import", "url(",
+        ] {
+            assert!(!body.contains(needle), "{needle}");
+        }
+    }
+
+    #[test]
+    fn api_clients_get_json() {
+        let r = page().render(false);
+        assert_eq!(r.status, 503);
+        assert_eq!(header(&r, "content-type"), Some("application/json"));
+        let body: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+        assert_eq!(body["error"], "wake_timeout");
+        assert_eq!(body["app"], "shop-front");
+    }
+
+    #[test]
+    fn reads_the_sidecar_status() {
+        let r = parse_status_answer(
+            "shop-front",
+            Some(b"200"),
+            JSON,
+            br#"{"app":"shop-front","target":"shop-front","ready":false,"apps":[{"app":"shop-front","state":"waking"},{"app":"shop-api-1","state":"running"}]}"#,
+        )
+        .unwrap();
+        assert!(!r.ready);
+        assert_eq!(r.apps[1].state, AppState::Running);
+        assert_eq!(r.awake, None);
+        let json: serde_json::Value = serde_json::from_str(&r.render(5).body).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({"app":"shop-front","ready":false,"apps":[{"app":"shop-front","state":"waking"},{"app":"shop-api-1","state":"running"}]})
+        );
+
+        let r = parse_status_answer(
+            "shop-front",
+            Some(b"200"),
+            JSON,
+            br#"{"app":"shop-front","ready":true,"region":"osc-fr1","upstream_host":"shop-front.osc-fr1.scalingo.io","apps":[{"app":"shop-front","state":"running"}]}"#,
+        )
+        .unwrap();
+        assert!(r.ready);
+        assert_eq!(
+            r.awake,
+            Some(Awake {
+                region: "osc-fr1".into(),
+                upstream_host: "shop-front.osc-fr1.scalingo.io".into()
+            })
+        );
+        let rendered = r.render(5);
+        assert_eq!(rendered.status, 200);
+        assert!(!rendered.body.contains("scalingo.io"), "{}", rendered.body);
+
+        let r = parse_status_answer(
+            "shop-front",
+            Some(b"200"),
+            JSON,
+            br#"{"app":"shop-front","ready":false,"apps":[{"app":"shop-front","state":"failed"}],"error":"wake_timeout"}"#,
+        )
+        .unwrap();
+        assert_eq!(r.error, Some(StatusError::WakeTimeout));
+        assert!(r.render(5).body.contains(r#""error":"wake_timeout""#));
+
+        let r = parse_status_answer(
+            "shop-front",
+            Some(b"400"),
+            JSON,
+            br#"{"error":"invalid_app","message":"no"}"#,
+        )
+        .unwrap();
+        assert_eq!(r.error, Some(StatusError::InvalidApp));
+    }
+
+    #[test]
+    fn refuses_untrustworthy_status_answers() {
+        let cases: [(&[u8], &[u8]); 8] = [
+            (b"200", br#"{"app":"other-app","ready":false,"apps":[]}"#),
+            (
+                b"200",
+                br#"{"ready":false,"apps":[{"app":"<script>","state":"waking"}]}"#,
+            ),
+            (
+                b"200",
+                br#"{"ready":false,"apps":[{"app":"shop-front","state":"exploded"}]}"#,
+            ),
+            (b"200", br#"{"ready":true,"apps":[]}"#),
+            (
+                b"200",
+                br#"{"ready":true,"region":"osc-fr1","upstream_host":"a.io:1","apps":[]}"#,
+            ),
+            (b"200", b"not json"),
+            (b"500", br#"{"error":"x"}"#),
+            (b"503", br#"{"error":"registry_down"}"#),
+        ];
+        for (status, body) in cases {
+            assert!(
+                parse_status_answer("shop-front", Some(status), JSON, body).is_err(),
+                "{}",
+                String::from_utf8_lossy(body)
+            );
+        }
+        assert!(parse_status_answer("shop-front", Some(b"200"), None, b"{}").is_err());
+        assert!(parse_status_answer("shop-front", None, JSON, b"{}").is_err());
+    }
+
+    #[test]
+    fn cache_and_unavailable_reports() {
+        let r = StatusReport::ready_from_cache("shop-front").render(5);
+        assert_eq!(r.status, 200);
+        assert_eq!(
+            serde_json::from_str::<serde_json::Value>(&r.body).unwrap(),
+            serde_json::json!({"app":"shop-front","ready":true,"apps":[{"app":"shop-front","state":"running"}]})
+        );
+        let r = StatusReport::unavailable("shop-front").render(7);
+        assert_eq!(r.status, 503);
+        assert_eq!(header(&r, "retry-after"), Some("7"));
+        assert!(r.body.contains(r#""error":"unavailable""#));
+    }
+
+    proptest! {
+        #[test]
+        fn names_are_escaped(app in "\\PC{0,40}") {
+            let p = WaitingPage { app: app.clone(), apps: vec![app.clone()], retry_after: 5 };
+            let body = p.render(true).body;
+            let start = body.find("<title>").unwrap() + 7;
+            let end = body.find("</title>").unwrap();
+            let title = &body[start..end];
+            prop_assert!(!title.contains('<') && !title.contains('>'));
+            // The script is the page's own: nothing of the name in it.
+            let script = &body[body.find("<script>").unwrap()..];
+            prop_assert_eq!(script.matches("<script>").count(), 1);
+        }
+
+        #[test]
+        fn any_status_answer_is_handled(
+            status in proptest::option::of(prop::collection::vec(any::<u8>(), 0..4)),
+            body in prop_oneof![
+                prop::collection::vec(any::<u8>(), 0..100),
+                "\\{\"(app|ready|apps|error|region)\":\"\\PC{0,20}\"\\}".prop_map(String::into_bytes),
+            ],
+        ) {
+            if let Ok(report) = parse_status_answer("shop-front", status.as_deref(), JSON, &body) {
+                for a in &report.apps {
+                    prop_assert!(is_valid_app_name(&a.app));
+                }
+                prop_assert!(!report.ready || report.awake.is_some());
+            }
+        }
+    }
+}

@@ -1,0 +1,322 @@
+//! The admin API, for operators: on its own listener (loopback by default),
+//! only when `PAASTIS_ADMIN_TOKEN` is set, every call with
+//! `Authorization: Bearer TOKEN` (compared in constant time).
+//!
+//! The contract is `sidecar/openapi/admin.yaml`; the tests check this
+//! implementation against it. Routes ([`ROUTES`]):
+//!
+//! | method | path | answer |
+//! |---|---|---|
+//! | GET | `/admin/v1/apps` | every app the registry or Scalingo knows, with both views |
+//! | GET | `/admin/v1/apps/{app}` | one app |
+//! | POST | `/admin/v1/apps/{app}/wake` | wakes it (and its linked apps), waits like a request |
+//! | POST | `/admin/v1/apps/{app}/pause` | pauses it now, remembering its formation |
+//! | DELETE | `/admin/v1/apps/{app}` | forgets it (registry and awake cache); Scalingo untouched |
+//! | GET | `/admin/v1/events?limit=N` | the event log, newest first |
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use paastis_rules::is_valid_app_name;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use subtle::ConstantTimeEq;
+use tokio::net::TcpListener;
+
+use crate::registry::AppRecord;
+use crate::scalingo::Secret;
+use crate::scheduler::{PassError, PauseError, Scheduler};
+use crate::server::ApiError;
+use crate::wake::{now_ms, Waker};
+
+/// Every route, as `(method, path)` in the OpenAPI file's spelling.
+pub const ROUTES: [(&str, &str); 6] = [
+    ("get", "/admin/v1/apps"),
+    ("get", "/admin/v1/apps/{app}"),
+    ("delete", "/admin/v1/apps/{app}"),
+    ("post", "/admin/v1/apps/{app}/wake"),
+    ("post", "/admin/v1/apps/{app}/pause"),
+    ("get", "/admin/v1/events"),
+];
+
+#[derive(Clone)]
+struct Admin {
+    waker: Arc<Waker>,
+    scheduler: Arc<Scheduler>,
+    token: Secret,
+}
+
+/// One app as the admin API shows it: what the registry knows and what
+/// Scalingo says.
+#[derive(Debug, Serialize)]
+struct AdminApp {
+    app: String,
+    region: Option<String>,
+    /// Scalingo's status (`running`, `stopped`, ...); null when Scalingo
+    /// could not be asked or does not list the app.
+    provider_status: Option<String>,
+    /// Whether the registry has the app.
+    registered: bool,
+    ignored: bool,
+    last_access_ms: Option<u64>,
+    idle_seconds: Option<u64>,
+    max_idle_minutes: u64,
+    /// When the scheduler will pause it if nobody uses it; null for never
+    /// (max idle 0, ignored, not running or not registered).
+    pause_at_ms: Option<u64>,
+    linked_apps: Vec<String>,
+    /// Formation the next wake restores (amount per process type).
+    formation: BTreeMap<String, u32>,
+}
+
+fn admin_app(
+    admin: &Admin,
+    name: &str,
+    record: Option<&AppRecord>,
+    provider: Option<&(String, String)>,
+    now: u64,
+) -> AdminApp {
+    let resolved = admin.waker.rules().resolve(name).ok();
+    let max_idle_minutes = resolved.as_ref().map_or(0, |r| r.max_idle_minutes);
+    let ignored = admin.waker.is_ignored(name);
+    let running = provider.is_some_and(|(_, status)| status != "stopped" && status != "new");
+    let last_access_ms = record.map(|r| r.last_access_ms);
+    AdminApp {
+        app: name.to_owned(),
+        region: provider
+            .map(|(region, _)| region.clone())
+            .or_else(|| record.and_then(|r| r.region.clone())),
+        provider_status: provider.map(|(_, status)| status.clone()),
+        registered: record.is_some(),
+        ignored,
+        last_access_ms,
+        idle_seconds: last_access_ms.map(|at| now.saturating_sub(at) / 1_000),
+        max_idle_minutes,
+        pause_at_ms: match last_access_ms {
+            Some(at) if running && !ignored && max_idle_minutes > 0 => {
+                Some(at + max_idle_minutes * 60_000)
+            }
+            _ => None,
+        },
+        linked_apps: record
+            .map(|r| r.linked_apps.clone())
+            .filter(|l| !l.is_empty())
+            .or_else(|| resolved.map(|r| r.linked_apps))
+            .unwrap_or_default(),
+        formation: record
+            .map(|r| r.formation.iter().cloned().collect())
+            .unwrap_or_default(),
+    }
+}
+
+fn error(status: StatusCode, code: &str, message: impl ToString) -> Response {
+    (
+        status,
+        Json(json!({ "error": code, "message": message.to_string() })),
+    )
+        .into_response()
+}
+
+fn invalid_app(app: &str) -> Option<Response> {
+    (!is_valid_app_name(app)).then(|| {
+        error(
+            StatusCode::BAD_REQUEST,
+            "invalid_app",
+            format!("{app:?} is not a valid Scalingo app name"),
+        )
+    })
+}
+
+async fn auth(State(admin): State<Admin>, request: Request, next: Next) -> Response {
+    let presented = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    // Constant time over the bytes; only the length can leak, and the
+    // token's length is not the secret.
+    let ok: bool = presented
+        .as_bytes()
+        .ct_eq(admin.token.expose().as_bytes())
+        .into();
+    if !ok {
+        let mut response = error(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "a valid bearer token is required",
+        );
+        response.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Bearer realm=\"paastis-admin\""),
+        );
+        return response;
+    }
+    next.run(request).await
+}
+
+async fn list_apps(State(admin): State<Admin>) -> Response {
+    let records = match admin.waker.registry().list().await {
+        Ok(r) => r,
+        Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, "registry_unavailable", e),
+    };
+    let (provider, provider_error) = match admin.scheduler.provider_apps().await {
+        Ok(p) => (p, None),
+        Err(e) => (BTreeMap::new(), Some(e.to_string())),
+    };
+    let records: BTreeMap<&str, &AppRecord> = records.iter().map(|r| (r.app.as_str(), r)).collect();
+    let names: std::collections::BTreeSet<&str> = records
+        .keys()
+        .copied()
+        .chain(provider.keys().map(String::as_str))
+        .collect();
+    let now = now_ms();
+    let apps: Vec<AdminApp> = names
+        .into_iter()
+        .map(|name| {
+            admin_app(
+                &admin,
+                name,
+                records.get(name).copied(),
+                provider.get(name),
+                now,
+            )
+        })
+        .collect();
+    Json(json!({ "apps": apps, "provider_error": provider_error })).into_response()
+}
+
+async fn get_app(State(admin): State<Admin>, Path(app): Path<String>) -> Response {
+    if let Some(bad) = invalid_app(&app) {
+        return bad;
+    }
+    let record = match admin.waker.registry().get(&app).await {
+        Ok(r) => r,
+        Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, "registry_unavailable", e),
+    };
+    let provider = match admin.scheduler.provider_apps().await {
+        Ok(p) => p.get(&app).cloned(),
+        Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, "provider_unavailable", e),
+    };
+    if record.is_none() && provider.is_none() {
+        return error(
+            StatusCode::NOT_FOUND,
+            "unknown_app",
+            format!("no app named {app:?} in the registry or any region"),
+        );
+    }
+    Json(admin_app(
+        &admin,
+        &app,
+        record.as_ref(),
+        provider.as_ref(),
+        now_ms(),
+    ))
+    .into_response()
+}
+
+async fn wake_app(State(admin): State<Admin>, Path(app): Path<String>) -> Response {
+    match admin.waker.wake(&app, None).await {
+        Ok(answer) => Json(answer).into_response(),
+        Err(e) => ApiError(e).into_response(),
+    }
+}
+
+#[derive(Debug, Serialize)]
+struct PauseAnswer {
+    app: String,
+    region: String,
+    formation: BTreeMap<String, u32>,
+}
+
+async fn pause_app(State(admin): State<Admin>, Path(app): Path<String>) -> Response {
+    if let Some(bad) = invalid_app(&app) {
+        return bad;
+    }
+    match admin.scheduler.pause_now(&app).await {
+        Ok((region, formation)) => Json(PauseAnswer {
+            app,
+            region,
+            formation: formation.into_iter().collect(),
+        })
+        .into_response(),
+        Err(e @ PauseError::Ignored(_)) => error(StatusCode::CONFLICT, "ignored_app", e),
+        Err(e @ PauseError::UnknownApp(_)) => error(StatusCode::NOT_FOUND, "unknown_app", e),
+        Err(e @ PauseError::Pass(PassError::Registry(_))) => {
+            error(StatusCode::SERVICE_UNAVAILABLE, "registry_unavailable", e)
+        }
+        Err(e @ PauseError::Pass(PassError::Scalingo(_))) => {
+            error(StatusCode::SERVICE_UNAVAILABLE, "provider_error", e)
+        }
+    }
+}
+
+async fn forget_app(State(admin): State<Admin>, Path(app): Path<String>) -> Response {
+    if let Some(bad) = invalid_app(&app) {
+        return bad;
+    }
+    match admin.waker.forget(&app).await {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, "registry_unavailable", e),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct EventsQuery {
+    #[serde(default = "default_limit")]
+    limit: usize,
+}
+
+fn default_limit() -> usize {
+    100
+}
+
+async fn events(State(admin): State<Admin>, Query(q): Query<EventsQuery>) -> Response {
+    match admin
+        .waker
+        .events()
+        .recent(q.limit.clamp(1, crate::EVENTS_CAPACITY))
+        .await
+    {
+        Ok(events) => Json(json!({ "events": events })).into_response(),
+        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, "registry_unavailable", e),
+    }
+}
+
+/// The admin routes, every one behind the bearer check.
+pub fn router(waker: Arc<Waker>, scheduler: Arc<Scheduler>, token: Secret) -> Router {
+    let admin = Admin {
+        waker,
+        scheduler,
+        token,
+    };
+    Router::new()
+        .route("/admin/v1/apps", get(list_apps))
+        .route("/admin/v1/apps/{app}", get(get_app).delete(forget_app))
+        .route("/admin/v1/apps/{app}/wake", post(wake_app))
+        .route("/admin/v1/apps/{app}/pause", post(pause_app))
+        .route("/admin/v1/events", get(events))
+        .fallback(|| async { error(StatusCode::NOT_FOUND, "not_found", "no such admin route") })
+        .layer(middleware::from_fn_with_state(admin.clone(), auth))
+        .with_state(admin)
+}
+
+/// Serves the admin API on `listener` until `shutdown` completes.
+pub async fn run(
+    listener: TcpListener,
+    waker: Arc<Waker>,
+    scheduler: Arc<Scheduler>,
+    token: Secret,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(waker, scheduler, token))
+        .with_graceful_shutdown(shutdown)
+        .await
+}

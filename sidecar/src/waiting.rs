@@ -1,0 +1,392 @@
+//! The `waiting_page` strategy, on the sidecar's side.
+//!
+//! A browser's first request for a sleeping app whose rules say
+//! `strategy: waiting_page` is not held: the wake starts in the background
+//! (the waker's single flight: one scale call however many requests) and
+//! `POST /v1/wake` answers at once with 202 `WaitingAnswer`. The filter then
+//! shows its waiting page, which polls the gateway's status path; the filter
+//! asks `GET /v1/status?app=NAME` ([`Waiting::status`]) until the app runs.
+//!
+//! Everything else (API clients, the `blocking` strategy, an app known to
+//! run) is a blocking wake as before.
+//!
+//! The outcome of each background wake is kept for [`KEEP_OUTCOME`], so that
+//! a failed wake shows as an error on the page instead of a page that spins
+//! forever. What this instance does not know (another instance woke the
+//! app, the sidecar restarted) reads as `asleep`: the page then reloads,
+//! which starts a wake again.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use paastis_rules::{is_valid_app_name, Strategy};
+use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
+use tracing::{info, Instrument};
+
+use crate::wake::{WakeError, WakeState, Waker};
+
+/// How long the outcome of a background wake stays readable.
+pub const KEEP_OUTCOME: Duration = Duration::from_secs(300);
+/// Most background wakes tracked at once; beyond it new ones still run but
+/// their failures are not reported (the status then falls back to what the
+/// waker knows).
+pub const MAX_TRACKED: usize = 10_000;
+
+/// Who sent the request the filter asks a wake for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Client {
+    /// A browser navigating (`Accept: text/html`, `GET`): may get the
+    /// waiting page.
+    Browser,
+    /// Anything else: always held until the app runs.
+    Api,
+}
+
+/// True when the request gets the waiting page rather than waiting: the
+/// rules say `waiting_page`, the client is a browser, and the app is not
+/// known to run (then the blocking wake answers at once anyway).
+pub fn shows_waiting_page(strategy: Strategy, client: Client, known_running: bool) -> bool {
+    strategy == Strategy::WaitingPage && client == Client::Browser && !known_running
+}
+
+/// 202 answer of `POST /v1/wake` for a browser shown the waiting page.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct WaitingAnswer {
+    /// Always true: tells this answer from a 200 `WakeAnswer`.
+    pub waiting: bool,
+    /// The app the host named.
+    pub app: String,
+    /// The app the rules resolved it to (`app_name`).
+    pub target: String,
+    /// The linked apps woken with it (followed recursively).
+    pub linked_apps: Vec<String>,
+}
+
+/// The state of one app on the waiting page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AppState {
+    /// Seen running within the awake TTL.
+    Running,
+    /// Being woken.
+    Waking,
+    /// Its wake failed.
+    Failed,
+    /// Neither running nor being woken, as far as this instance knows.
+    Asleep,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AppStatus {
+    pub app: String,
+    pub state: AppState,
+}
+
+/// 200 answer of `GET /v1/status?app=NAME`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StatusAnswer {
+    /// The app the host named.
+    pub app: String,
+    /// The app the rules resolved it to.
+    pub target: String,
+    /// True when the target runs and none of its linked apps is still being
+    /// woken: a request now is served at once.
+    pub ready: bool,
+    /// Where the target runs, when `ready`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub upstream_host: Option<String>,
+    /// The target first, then its linked apps.
+    pub apps: Vec<AppStatus>,
+    /// The error code of the target's failed wake (`wake_failed`,
+    /// `wake_timeout`, `unknown_app`, `invalid_app`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<&'static str>,
+}
+
+/// The error code of a wake error, as `server` maps it to HTTP answers.
+pub fn error_code(e: &WakeError) -> &'static str {
+    match e {
+        WakeError::InvalidApp(_) => "invalid_app",
+        WakeError::UnknownApp(_) => "unknown_app",
+        WakeError::Timeout(_) => "wake_timeout",
+        _ => "wake_failed",
+    }
+}
+
+#[derive(Debug, Clone)]
+enum Outcome {
+    /// The wake runs.
+    Pending,
+    /// The target runs; the linked apps that did not wake.
+    Woken { failed_links: Vec<String> },
+    /// The target did not wake.
+    Failed { code: &'static str },
+}
+
+#[derive(Debug, Clone)]
+struct Tracked {
+    at: Instant,
+    outcome: Outcome,
+}
+
+/// The background wakes started for waiting pages, by requested app.
+#[derive(Debug, Default)]
+pub struct Waiting {
+    wakes: Mutex<HashMap<String, Tracked>>,
+}
+
+impl Waiting {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn wakes(&self) -> std::sync::MutexGuard<'_, HashMap<String, Tracked>> {
+        // Every critical section is one map operation: a poisoned lock is
+        // still consistent.
+        self.wakes.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Marks a background wake of `requested` as started. False when one is
+    /// already running (nothing more to start).
+    fn start(&self, requested: &str) -> bool {
+        let mut wakes = self.wakes();
+        if let Some(t) = wakes.get(requested) {
+            if matches!(t.outcome, Outcome::Pending) && t.at.elapsed() < KEEP_OUTCOME {
+                return false;
+            }
+        }
+        if wakes.len() >= MAX_TRACKED {
+            wakes.retain(|_, t| t.at.elapsed() < KEEP_OUTCOME);
+        }
+        if wakes.len() < MAX_TRACKED || wakes.contains_key(requested) {
+            wakes.insert(
+                requested.to_owned(),
+                Tracked {
+                    at: Instant::now(),
+                    outcome: Outcome::Pending,
+                },
+            );
+        }
+        true
+    }
+
+    fn finish(&self, requested: &str, outcome: Outcome) {
+        if let Some(t) = self.wakes().get_mut(requested) {
+            t.at = Instant::now();
+            t.outcome = outcome;
+        }
+    }
+
+    fn outcome(&self, requested: &str) -> Option<Outcome> {
+        self.wakes()
+            .get(requested)
+            .filter(|t| t.at.elapsed() < KEEP_OUTCOME)
+            .map(|t| t.outcome.clone())
+    }
+
+    /// For a browser's wake request: when `requested` gets the waiting page,
+    /// starts its wake in the background (or lets the one running go on) and
+    /// returns the 202 answer; `None` when the request must wait as usual.
+    pub fn begin(
+        self: &Arc<Self>,
+        waker: &Arc<Waker>,
+        requested: &str,
+        region_hint: Option<&str>,
+    ) -> Result<Option<WaitingAnswer>, WakeError> {
+        if !is_valid_app_name(requested) {
+            return Err(WakeError::InvalidApp(requested.to_owned()));
+        }
+        let set = waker.rules().wake_set(requested)?;
+        let Some(main) = set.first() else {
+            return Ok(None);
+        };
+        let running = matches!(waker.wake_state(&main.name), WakeState::Running(_));
+        if !shows_waiting_page(main.strategy, Client::Browser, running) {
+            return Ok(None);
+        }
+        if self.start(requested) {
+            info!("waiting page: waking in the background");
+            let this = Arc::clone(self);
+            let waker = Arc::clone(waker);
+            let app = requested.to_owned();
+            let hint = region_hint.map(str::to_owned);
+            tokio::spawn(
+                async move {
+                    let outcome = match waker.wake(&app, hint.as_deref()).await {
+                        Ok(answer) => Outcome::Woken {
+                            failed_links: answer
+                                .linked_apps
+                                .into_iter()
+                                .filter(|l| !l.running)
+                                .map(|l| l.app)
+                                .collect(),
+                        },
+                        Err(e) => Outcome::Failed {
+                            code: error_code(&e),
+                        },
+                    };
+                    this.finish(&app, outcome);
+                }
+                .instrument(tracing::Span::current()),
+            );
+        }
+        Ok(Some(WaitingAnswer {
+            waiting: true,
+            app: requested.to_owned(),
+            target: main.name.clone(),
+            linked_apps: set.iter().skip(1).map(|a| a.name.clone()).collect(),
+        }))
+    }
+
+    /// Where the wake of `requested` and its linked apps stands, from what
+    /// this instance knows (no Scalingo call).
+    pub fn status(&self, waker: &Waker, requested: &str) -> Result<StatusAnswer, WakeError> {
+        if !is_valid_app_name(requested) {
+            return Err(WakeError::InvalidApp(requested.to_owned()));
+        }
+        let set = waker.rules().wake_set(requested)?;
+        let outcome = self.outcome(requested);
+        let mut apps = Vec::with_capacity(set.len());
+        let mut awake = None;
+        for (i, app) in set.iter().enumerate() {
+            let state = match waker.wake_state(&app.name) {
+                WakeState::Running(a) => {
+                    if i == 0 {
+                        awake = Some(a);
+                    }
+                    AppState::Running
+                }
+                WakeState::Waking => AppState::Waking,
+                WakeState::Idle => match &outcome {
+                    Some(Outcome::Pending) => AppState::Waking,
+                    Some(Outcome::Failed { .. }) if i == 0 => AppState::Failed,
+                    Some(Outcome::Woken { failed_links }) if failed_links.contains(&app.name) => {
+                        AppState::Failed
+                    }
+                    _ => AppState::Asleep,
+                },
+            };
+            apps.push(AppStatus {
+                app: app.name.clone(),
+                state,
+            });
+        }
+        let ready = awake.is_some() && !apps.iter().any(|a| a.state == AppState::Waking);
+        let error = match (&outcome, apps.first().map(|a| a.state)) {
+            (Some(Outcome::Failed { code }), Some(AppState::Failed)) => Some(*code),
+            _ => None,
+        };
+        let (region, upstream_host) = match awake.filter(|_| ready) {
+            Some(a) => (Some(a.region), Some(a.upstream_host)),
+            None => (None, None),
+        };
+        Ok(StatusAnswer {
+            app: requested.to_owned(),
+            target: set
+                .first()
+                .map_or_else(|| requested.to_owned(), |a| a.name.clone()),
+            ready,
+            region,
+            upstream_host,
+            apps,
+            error,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_browsers_of_waiting_page_apps_not_running_get_the_page() {
+        use Client::{Api, Browser};
+        use Strategy::{Blocking, WaitingPage};
+        assert!(shows_waiting_page(WaitingPage, Browser, false));
+        assert!(!shows_waiting_page(WaitingPage, Browser, true));
+        assert!(!shows_waiting_page(WaitingPage, Api, false));
+        assert!(!shows_waiting_page(Blocking, Browser, false));
+        assert!(!shows_waiting_page(Blocking, Api, false));
+    }
+
+    #[test]
+    fn clients_parse_strictly() {
+        assert_eq!(
+            serde_json::from_str::<Client>(r#""browser""#).unwrap(),
+            Client::Browser
+        );
+        assert_eq!(
+            serde_json::from_str::<Client>(r#""api""#).unwrap(),
+            Client::Api
+        );
+        assert!(serde_json::from_str::<Client>(r#""Browser""#).is_err());
+    }
+
+    #[test]
+    fn error_codes_match_the_api() {
+        assert_eq!(
+            error_code(&WakeError::UnknownApp("x".into())),
+            "unknown_app"
+        );
+        assert_eq!(error_code(&WakeError::Timeout("x".into())), "wake_timeout");
+        assert_eq!(error_code(&WakeError::Aborted("x".into())), "wake_failed");
+    }
+
+    #[test]
+    fn one_background_wake_per_app_and_outcomes_are_kept() {
+        let w = Waiting::new();
+        assert!(w.start("shop-front"));
+        assert!(!w.start("shop-front"), "one is running");
+        assert!(matches!(w.outcome("shop-front"), Some(Outcome::Pending)));
+        w.finish(
+            "shop-front",
+            Outcome::Failed {
+                code: "wake_failed",
+            },
+        );
+        assert!(matches!(
+            w.outcome("shop-front"),
+            Some(Outcome::Failed {
+                code: "wake_failed"
+            })
+        ));
+        assert!(w.start("shop-front"), "a finished wake can start again");
+        assert!(matches!(w.outcome("shop-front"), Some(Outcome::Pending)));
+        assert!(w.outcome("other-app").is_none());
+    }
+
+    #[test]
+    fn answers_serialize_as_documented() {
+        let a = WaitingAnswer {
+            waiting: true,
+            app: "shop-front".into(),
+            target: "shop-front".into(),
+            linked_apps: vec!["shop-api-1".into()],
+        };
+        assert_eq!(
+            serde_json::to_value(&a).unwrap(),
+            serde_json::json!({"waiting": true, "app": "shop-front", "target": "shop-front", "linked_apps": ["shop-api-1"]})
+        );
+        let s = StatusAnswer {
+            app: "shop-front".into(),
+            target: "shop-front".into(),
+            ready: false,
+            region: None,
+            upstream_host: None,
+            apps: vec![AppStatus {
+                app: "shop-front".into(),
+                state: AppState::Failed,
+            }],
+            error: Some("wake_failed"),
+        };
+        assert_eq!(
+            serde_json::to_value(&s).unwrap(),
+            serde_json::json!({"app": "shop-front", "target": "shop-front", "ready": false, "apps": [{"app": "shop-front", "state": "failed"}], "error": "wake_failed"})
+        );
+    }
+}
