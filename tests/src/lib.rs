@@ -15,3 +15,4 @@ pub mod fake;
 pub mod harness;
 pub mod openapi;
 pub mod redis;
+pub mod setup;

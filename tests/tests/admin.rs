@@ -1,13 +1,13 @@
 //! The admin API against the fake Scalingo: bearer checks, every operation,
 //! and every answer checked against `sidecar/openapi/admin.yaml`.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use paastis_e2e::fake::{FakeApp, FakeConfig, FakeScalingo};
+use paastis_e2e::fake::{FakeApp, FakeScalingo};
 use paastis_e2e::harness::workspace_root;
 use paastis_e2e::openapi::OpenApi;
+use paastis_e2e::setup::{fake_with, sidecar_env};
 use paastis_sidecar::config::{env_from_map, Config, Env};
 use paastis_sidecar::scalingo::Secret;
 use serde_json::Value;
@@ -26,15 +26,7 @@ struct Admin {
 
 impl Admin {
     async fn start(apps: Vec<FakeApp>, extra: &[(&str, &str)]) -> Admin {
-        let fake = FakeScalingo::start(FakeConfig {
-            boot_delay: Duration::from_millis(200),
-            ..FakeConfig::default()
-        })
-        .await
-        .expect("fake starts");
-        for app in apps {
-            fake.add_app(app);
-        }
+        let fake = fake_with(apps, Duration::from_millis(200)).await;
         let dir = tempfile::tempdir().unwrap();
         let rules = dir.path().join("paastis.yml");
         std::fs::write(
@@ -42,23 +34,9 @@ impl Admin {
             "rules:\n  - pattern: '^shop-front$'\n    linked_apps: [shop-api-1]\n",
         )
         .unwrap();
-        let mut vars: HashMap<String, String> = [
-            (
-                "PROVIDER_SCALINGO_API_TOKEN",
-                fake.config().api_token.clone(),
-            ),
-            ("PROVIDER_SCALINGO_AUTH_URL", fake.auth_url()),
-            ("PAASTIS_RULES_FILE", rules.display().to_string()),
-            ("PAASTIS_WAKE_TIMEOUT", "20".to_owned()),
-            ("PAASTIS_SCALINGO_CALLS_PER_MINUTE", "60000".to_owned()),
-            ("PAASTIS_ADMIN_TOKEN", TOKEN.to_owned()),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v))
-        .collect();
-        for (k, v) in extra {
-            vars.insert((*k).to_owned(), (*v).to_owned());
-        }
+        let mut extra = extra.to_vec();
+        extra.push(("PAASTIS_ADMIN_TOKEN", TOKEN));
+        let vars = sidecar_env(&fake, &rules, &extra);
         let get = env_from_map(&vars);
         let config = Config::from_env(&Env::new(&get)).expect("valid config");
         let gateway = paastis_sidecar::build(&config).await.expect("builds");

@@ -2,53 +2,34 @@
 //! app across instances, one scheduler pass at a time, and wakes that keep
 //! working while Redis is down.
 
-use std::collections::HashMap;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use paastis_e2e::fake::{FakeApp, FakeConfig, FakeScalingo};
+use paastis_e2e::fake::{FakeApp, FakeScalingo};
 use paastis_e2e::redis::{unique_prefix, TestRedis};
+use paastis_e2e::setup::{fake_with, sidecar_env};
 use paastis_sidecar::config::{env_from_map, Config, Env};
 use paastis_sidecar::wake::now_ms;
 use paastis_sidecar::Gateway;
 
 async fn instance(fake: &FakeScalingo, redis: &TestRedis, prefix: &str, name: &str) -> Gateway {
-    let vars: HashMap<String, String> = [
-        (
-            "PROVIDER_SCALINGO_API_TOKEN",
-            fake.config().api_token.clone(),
-        ),
-        ("PROVIDER_SCALINGO_AUTH_URL", fake.auth_url()),
-        ("PAASTIS_RULES_FILE", "/dev/null".to_owned()),
-        ("PAASTIS_WAKE_TIMEOUT", "20".to_owned()),
-        ("REGISTRY_TYPE", "redis".to_owned()),
-        ("REGISTRY_REDIS_URL", redis.url()),
-        ("REGISTRY_REDIS_KEY_PREFIX", prefix.to_owned()),
-        ("PAASTIS_INSTANCE", name.to_owned()),
-        // Pacing is unit-tested; here it would only slow the passes down.
-        ("PAASTIS_SCALINGO_CALLS_PER_MINUTE", "60000".to_owned()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v))
-    .collect();
+    let url = redis.url();
+    let vars = sidecar_env(
+        fake,
+        Path::new("/dev/null"),
+        &[
+            ("REGISTRY_TYPE", "redis"),
+            ("REGISTRY_REDIS_URL", &url),
+            ("REGISTRY_REDIS_KEY_PREFIX", prefix),
+            ("PAASTIS_INSTANCE", name),
+        ],
+    );
     let get = env_from_map(&vars);
     let config = Config::from_env(&Env::new(&get)).expect("valid config");
     paastis_sidecar::build(&config)
         .await
         .expect("gateway builds")
-}
-
-async fn fake_with(apps: Vec<FakeApp>, boot: Duration) -> FakeScalingo {
-    let fake = FakeScalingo::start(FakeConfig {
-        boot_delay: boot,
-        ..FakeConfig::default()
-    })
-    .await
-    .expect("fake starts");
-    for app in apps {
-        fake.add_app(app);
-    }
-    fake
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

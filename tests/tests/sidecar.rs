@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use paastis_e2e::fake::{Endpoint, FakeApp, FakeConfig, FakeScalingo, Fault, FaultKind};
 use paastis_e2e::harness::sidecar_bin;
+use paastis_e2e::setup::{fake_with, sidecar_env};
 use paastis_sidecar::config::{env_from_map, Config, Env};
 use paastis_sidecar::wake::{WakeError, Waker};
 use serde_json::{json, Value};
@@ -19,35 +20,11 @@ struct Setup {
 }
 
 async fn setup(apps: Vec<FakeApp>, rules: &str, extra: &[(&str, &str)]) -> Setup {
-    let fake = FakeScalingo::start(FakeConfig {
-        boot_delay: Duration::from_millis(200),
-        ..FakeConfig::default()
-    })
-    .await
-    .expect("fake starts");
-    for app in apps {
-        fake.add_app(app);
-    }
+    let fake = fake_with(apps, Duration::from_millis(200)).await;
     let dir = tempfile::tempdir().unwrap();
     let rules_file = dir.path().join("paastis.yml");
     std::fs::write(&rules_file, rules).unwrap();
-    let mut vars: HashMap<String, String> = [
-        (
-            "PROVIDER_SCALINGO_API_TOKEN",
-            fake.config().api_token.clone(),
-        ),
-        ("PROVIDER_SCALINGO_AUTH_URL", fake.auth_url()),
-        ("PAASTIS_RULES_FILE", rules_file.display().to_string()),
-        ("PAASTIS_WAKE_TIMEOUT", "20".to_owned()),
-        // Pacing is unit-tested; here it would only slow the passes down.
-        ("PAASTIS_SCALINGO_CALLS_PER_MINUTE", "60000".to_owned()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v))
-    .collect();
-    for (k, v) in extra {
-        vars.insert((*k).to_owned(), (*v).to_owned());
-    }
+    let vars = sidecar_env(&fake, &rules_file, extra);
     let get = env_from_map(&vars);
     let config = Config::from_env(&Env::new(&get)).expect("valid config");
     let gateway = paastis_sidecar::build(&config)
@@ -272,14 +249,11 @@ async fn the_http_api_answers_the_filter() {
         json!([{"app": "shop-front", "region": "osc-fr1", "upstream_host": "shop-front.osc-fr1.scalingo.io"}])
     );
 
-    let registry: Value = client
-        .get(format!("http://{addr}/v1/apps"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let get_json = |path: &str| {
+        let request = client.get(format!("http://{addr}{path}")).send();
+        async move { request.await.unwrap().json::<Value>().await.unwrap() }
+    };
+    let registry = get_json("/v1/apps").await;
     let names: Vec<&str> = registry["apps"]
         .as_array()
         .unwrap()
@@ -292,14 +266,7 @@ async fn the_http_api_answers_the_filter() {
         "activity touches linked apps too"
     );
 
-    let events: Value = client
-        .get(format!("http://{addr}/v1/events?limit=50"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let events = get_json("/v1/events?limit=50").await;
     let mut woken: Vec<&str> = events["events"]
         .as_array()
         .unwrap()
