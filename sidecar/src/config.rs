@@ -326,6 +326,9 @@ impl Config {
                     // The value may hold a password: never echo it.
                     return Err(env_error(name, "is not a redis:// or rediss:// URL"));
                 }
+                if redis::Client::open(url.as_str()).is_err() {
+                    return Err(env_error(name, "is not a valid Redis URL"));
+                }
                 let prefix = env
                     .first(&["REGISTRY_REDIS_KEY_PREFIX"])
                     .map(|(_, p)| p)

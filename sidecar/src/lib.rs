@@ -28,7 +28,7 @@ use std::sync::Arc;
 
 use config::{Config, RegistryKind};
 use hooks::HookRunner;
-use registry::redis::RedisStore;
+use registry::lazy::LazyRedis;
 use registry::{
     Coordinator, EventLog, InMemoryCoordinator, InMemoryEventLog, InMemoryRegistry, Registry,
 };
@@ -63,8 +63,9 @@ pub async fn build(config: &Config) -> Result<Gateway, String> {
             Arc::new(InMemoryEventLog::new(EVENTS_CAPACITY)),
         ),
         RegistryKind::Redis { url, prefix } => {
+            // Started even while Redis is down: wakes must not depend on it.
             let store = Arc::new(
-                RedisStore::connect(url, prefix, EVENTS_CAPACITY)
+                LazyRedis::connect(url, prefix, EVENTS_CAPACITY)
                     .await
                     .map_err(|e| e.to_string())?,
             );

@@ -236,3 +236,45 @@ async fn leases_of_a_dead_instance_expire_and_the_others_finish_its_work() {
     let report = one.scheduler.pass(now_ms()).await.unwrap();
     assert!(!report.skipped, "the expired lease was taken: {report:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sidecar_starts_while_redis_is_down_and_uses_it_once_it_answers() {
+    let mut redis = TestRedis::start();
+    redis.kill();
+    let prefix = unique_prefix("start_down");
+    let fake = fake_with(
+        vec![
+            FakeApp::web("shop-front", "osc-fr1", 0),
+            FakeApp::web("busy-app", "osc-fr1", 1),
+        ],
+        Duration::from_millis(100),
+    )
+    .await;
+    // Starts (a restart during an outage must not take the gateway down).
+    let one = instance(&fake, &redis, &prefix, "one").await;
+    one.waker
+        .wake("shop-front", None)
+        .await
+        .expect("woken without Redis");
+    one.waker.activity(&["busy-app".to_owned()]).await;
+    assert!(one.waker.pending_activity() >= 1, "activity kept");
+    assert!(
+        one.scheduler.pass(now_ms()).await.is_err(),
+        "pauses nothing"
+    );
+
+    redis.restart();
+    // The next connection attempt is at most a second away.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let report = loop {
+        match one.scheduler.pass(now_ms()).await {
+            Ok(report) => break report,
+            Err(e) if std::time::Instant::now() > deadline => panic!("still down: {e}"),
+            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    };
+    assert!(report.paused.is_empty(), "{report:?}");
+    assert_eq!(one.waker.pending_activity(), 0, "kept activity written");
+    let busy = one.waker.registry().get("busy-app").await.unwrap();
+    assert!(busy.is_some(), "the activity reached Redis");
+}

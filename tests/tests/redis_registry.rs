@@ -692,3 +692,46 @@ async fn connecting_fails_fast_and_never_shows_the_password() {
         .to_string();
     assert!(!error.contains("hunter2"), "{error}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rediss_urls_talk_tls() {
+    // A self-signed certificate: `#insecure` skips verification (a managed
+    // Redis presents a certificate the bundled roots verify instead).
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = (dir.path().join("c.pem"), dir.path().join("k.pem"));
+    let made = std::process::Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+        ])
+        .args(["-subj", "/CN=127.0.0.1", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl runs");
+    assert!(made.status.success(), "{made:?}");
+    let tls_port = free_port().to_string();
+    let (cert, key) = (cert.display().to_string(), key.display().to_string());
+    let redis = TestRedis::start_with(&[
+        "--tls-port",
+        &tls_port,
+        "--tls-cert-file",
+        &cert,
+        "--tls-key-file",
+        &key,
+        "--tls-ca-cert-file",
+        &cert,
+        "--tls-auth-clients",
+        "no",
+    ]);
+    let url = format!("rediss://127.0.0.1:{tls_port}/#insecure");
+    let tls = RedisStore::connect(&url, &unique_prefix("tls"), 10)
+        .await
+        .expect("TLS connection");
+    tls.touch(&apps(&["tls-app"]), 42).await.unwrap();
+    assert_eq!(
+        tls.get("tls-app").await.unwrap().unwrap().last_access_ms,
+        42
+    );
+    drop(redis);
+}

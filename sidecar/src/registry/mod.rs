@@ -11,6 +11,7 @@
 //! Each has an in-memory implementation ([`memory`]) for a single instance
 //! and a Redis one ([`redis`]) shared by several instances.
 
+pub mod lazy;
 pub mod memory;
 pub mod redis;
 

@@ -52,7 +52,9 @@ pub const DEFAULT_RETRY_MAX_DELAY: Duration = Duration::from_secs(8);
 /// Default time during which a full scan of the regions answers "not found"
 /// for any name it did not see, so bogus names cannot trigger a listing per request.
 pub const DEFAULT_NEGATIVE_TTL: Duration = Duration::from_secs(30);
-/// Default pause between two polls of an operation (official clients poll about every second).
+/// Default longest pause between two polls of an operation (official clients
+/// poll about every second); the first polls come faster, see
+/// [`client::operation_poll_delay`].
 pub const DEFAULT_OPERATION_POLL_INTERVAL: Duration = Duration::from_secs(1);
 
 /// How calls answered 429 (rate limited) or 503 (unavailable) are retried.
@@ -121,7 +123,8 @@ pub struct ScalingoTuning {
     pub retry: RetryPolicy,
     /// See [`DEFAULT_NEGATIVE_TTL`] (default 30 s).
     pub negative_ttl: Duration,
-    /// Pause between polls in [`ScalingoClient::wait_operation`] (default 1 s).
+    /// Longest pause between polls in [`ScalingoClient::wait_operation`]
+    /// (default 1 s); the first ones are a quarter of it.
     pub operation_poll_interval: Duration,
 }
 
