@@ -133,7 +133,7 @@ async fn status(
     Extension(waiting): Extension<Arc<Waiting>>,
     Query(q): Query<StatusQuery>,
 ) -> Response {
-    match waiting.status(&waker, &q.app) {
+    match waiting.status(&waker, &q.app).await {
         Ok(answer) => Json(answer).into_response(),
         Err(e) => ApiError(e).into_response(),
     }

@@ -244,8 +244,9 @@ impl Waiting {
     }
 
     /// Where the wake of `requested` and its linked apps stands, from what
-    /// this instance knows (no Scalingo call).
-    pub fn status(&self, waker: &Waker, requested: &str) -> Result<StatusAnswer, WakeError> {
+    /// this instance knows and the other instances' wake leases and notes
+    /// (no Scalingo call).
+    pub async fn status(&self, waker: &Waker, requested: &str) -> Result<StatusAnswer, WakeError> {
         if !is_valid_app_name(requested) {
             return Err(WakeError::InvalidApp(requested.to_owned()));
         }
@@ -254,7 +255,7 @@ impl Waiting {
         let mut apps = Vec::with_capacity(set.len());
         let mut awake = None;
         for (i, app) in set.iter().enumerate() {
-            let state = match waker.wake_state(&app.name) {
+            let state = match waker.wake_state_shared(&app.name).await {
                 WakeState::Running(a) => {
                     if i == 0 {
                         awake = Some(a);

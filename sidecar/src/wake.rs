@@ -805,6 +805,32 @@ impl Waker {
     }
 }
 
+impl Waker {
+    /// Like [`Waker::wake_state`], and when this instance knows nothing, what
+    /// the other instances sharing the registry do: an app whose wake lease
+    /// is held is waking; one with a fresh success note runs. Registry
+    /// errors read as "nothing known".
+    pub async fn wake_state_shared(&self, app: &str) -> WakeState {
+        let local = self.wake_state(app);
+        if local != WakeState::Idle {
+            return local;
+        }
+        if let Ok(Some(text)) = self.coordinator.note(&format!("woken:{app}")).await {
+            if let Ok(WakeNote {
+                region: Some(region),
+                error: None,
+            }) = serde_json::from_str::<WakeNote>(&text)
+            {
+                return WakeState::Running(Awake::new(app, &region));
+            }
+        }
+        match self.coordinator.holder(&format!("wake:{app}")).await {
+            Ok(Some(_)) => WakeState::Waking,
+            _ => WakeState::Idle,
+        }
+    }
+}
+
 /// See [`Waker::wake_state`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum WakeState {

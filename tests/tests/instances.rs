@@ -278,3 +278,39 @@ async fn a_sidecar_starts_while_redis_is_down_and_uses_it_once_it_answers() {
     let busy = one.waker.registry().get("busy-app").await.unwrap();
     assert!(busy.is_some(), "the activity reached Redis");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_sees_the_wake_another_instance_leads() {
+    use paastis_sidecar::wake::WakeState;
+    let redis = TestRedis::start();
+    let prefix = unique_prefix("shared_state");
+    let fake = fake_with(
+        vec![FakeApp::web("shop-front", "osc-fr1", 0)],
+        Duration::from_millis(800),
+    )
+    .await;
+    let one = instance(&fake, &redis, &prefix, "one").await;
+    let two = instance(&fake, &redis, &prefix, "two").await;
+    assert_eq!(
+        two.waker.wake_state_shared("shop-front").await,
+        WakeState::Idle
+    );
+
+    let waker = Arc::clone(&one.waker);
+    let wake = tokio::spawn(async move { waker.wake("shop-front", None).await });
+    // What a waiting page polling instance two is told while one wakes.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while fake.scale_calls("shop-front") == 0 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        two.waker.wake_state_shared("shop-front").await,
+        WakeState::Waking
+    );
+    wake.await.unwrap().expect("woken");
+    assert!(matches!(
+        two.waker.wake_state_shared("shop-front").await,
+        WakeState::Running(a) if a.region == "osc-fr1"
+    ));
+    assert_eq!(fake.scale_calls("shop-front"), 1);
+}
