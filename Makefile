@@ -69,6 +69,23 @@ test: deps lint build
 run: deps build
 	./scripts/run-gateway.sh
 
+# Benchmarks: writes BENCHMARKS.md (figures, targets met or missed, method,
+# machine); about five minutes on 2 cores, plus the release builds. What is
+# measured is built for release: the filter, a do-nothing filter to compare
+# with, the sidecar, and the bench itself (its upstream and the fake).
+NOOP_WASM := target/$(WASM_TARGET)/release/paastis_bench_noop_filter.wasm
+
+.PHONY: bench-tools
+bench-tools:
+	@command -v wrk >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk; }
+
+bench: wasm-target envoy redis bench-tools wasm
+	$(CARGO) build -p paastis-bench-noop-filter --target $(WASM_TARGET) --release
+	$(CARGO) build --release -p paastis-sidecar -p paastis-bench
+	PAASTIS_SIDECAR_BIN=$(abspath target/release/paastis-sidecar) \
+	PAASTIS_NOOP_WASM=$(abspath $(NOOP_WASM)) \
+	  ./target/release/paastis-bench --out BENCHMARKS.md
+
 clean:
 	$(CARGO) clean
 	rm -rf bin .run

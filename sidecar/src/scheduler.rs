@@ -261,11 +261,20 @@ impl Scheduler {
             }
         }
 
+        // One pipelined read of the whole registry, not a round trip per
+        // app listed by Scalingo.
+        let known: HashMap<String, crate::registry::AppRecord> = self
+            .registry
+            .list()
+            .await?
+            .into_iter()
+            .map(|r| (r.app.clone(), r))
+            .collect();
         for (app, (region, running)) in &seen {
             if self.ignored.contains(app) {
                 continue;
             }
-            let record = self.registry.get(app).await?;
+            let record = known.get(app);
             match (record, running) {
                 (None, true) => {
                     let meta = AppMeta {

@@ -1,0 +1,177 @@
+//! 5. Footprint: the `.wasm` sizes, the sidecar's resident memory with
+//!    10,000 apps registered, and Envoy's memory with and without a wasm
+//!    filter (read from the hot path's Envoys).
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use paastis_e2e::fake::{FakeConfig, FakeScalingo};
+use paastis_e2e::harness::{sidecar_bin, wasm_path, Sidecar};
+use serde_json::{json, Value};
+
+use crate::hot::{noop_wasm_path, EnvoyMemory};
+use crate::report::{table, Section, Target};
+use crate::util::{bytes, vm_rss_kib};
+
+const BATCH: usize = 1_000;
+
+fn size(path: &std::path::Path) -> String {
+    std::fs::metadata(path).map_or_else(
+        |_| "missing".to_owned(),
+        |m| format!("{} bytes ({})", m.len(), bytes(m.len())),
+    )
+}
+
+fn kib(v: Option<u64>) -> String {
+    v.map_or_else(|| "-".to_owned(), |k| bytes(k * 1024))
+}
+
+pub async fn run(apps: usize, envoys: Vec<EnvoyMemory>, dir: PathBuf) -> Result<Section, String> {
+    let began = Instant::now();
+    let fake = FakeScalingo::start(FakeConfig::default())
+        .await
+        .map_err(|e| e.to_string())?;
+    let rules = dir.join("paastis.yml");
+    std::fs::write(&rules, "").map_err(|e| e.to_string())?;
+    let sidecar = tokio::task::block_in_place(|| {
+        Sidecar::start(
+            &fake,
+            &rules,
+            &dir,
+            &[("RUST_LOG".to_owned(), "warn".to_owned())],
+        )
+    })?;
+    let pid = sidecar.pid().ok_or("the sidecar is gone")?;
+    let client = reqwest::Client::new();
+    let base = format!("http://{}", sidecar.addr);
+    let registered = |client: reqwest::Client, base: String| async move {
+        let apps: Value = client
+            .get(format!("{base}/v1/apps"))
+            .send()
+            .await
+            .map_err(|e| e.to_string())?
+            .json()
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok::<usize, String>(apps["apps"].as_array().map_or(0, Vec::len))
+    };
+    // Let the startup work (first scheduler pass) settle before reading.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let idle = vm_rss_kib(pid);
+    let names: Vec<String> = (0..apps).map(|i| format!("footprint-app-{i:05}")).collect();
+    for batch in names.chunks(BATCH) {
+        let reply = client
+            .post(format!("{base}/v1/activity"))
+            .json(&json!({ "apps": batch }))
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        if !reply.status().is_success() {
+            return Err(format!("activity answered {}", reply.status()));
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let loaded = vm_rss_kib(pid);
+    let count = registered(client.clone(), base.clone()).await?;
+    let after_list = vm_rss_kib(pid);
+    drop(sidecar);
+
+    let mut body = String::from("Sizes of the built filters:\n\n");
+    body.push_str(&table(
+        &["file", "size"],
+        &[
+            vec![format!("`{}`", wasm_path().display()), size(&wasm_path())],
+            vec![
+                format!("`{}` (do-nothing)", noop_wasm_path().display()),
+                size(&noop_wasm_path()),
+            ],
+        ],
+    ));
+    body.push_str(&format!(
+        "\nSidecar (`{}`, in-memory registry), resident memory (`VmRSS`):\n\n",
+        sidecar_bin().display()
+    ));
+    body.push_str(&table(
+        &["moment", "VmRSS"],
+        &[
+            vec!["started, no app".into(), kib(idle)],
+            vec![
+                format!(
+                    "{count} apps registered ({} activity batches of {BATCH})",
+                    apps / BATCH
+                ),
+                kib(loaded),
+            ],
+            vec![
+                "after listing them (`GET /v1/apps`)".into(),
+                kib(after_list),
+            ],
+        ],
+    ));
+    if envoys.is_empty() {
+        body.push_str("\nEnvoy memory: measured with the hot path, which did not run.\n");
+    } else {
+        body.push_str("\nEnvoy (one worker; the hot path's three Envoys):\n\n");
+        let rows: Vec<Vec<String>> = envoys
+            .iter()
+            .map(|e| {
+                vec![
+                    e.label.to_owned(),
+                    kib(e.rss_idle_kib),
+                    kib(e.rss_loaded_kib),
+                    e.heap_allocated.map_or("-".into(), bytes),
+                ]
+            })
+            .collect();
+        body.push_str(&table(
+            &[
+                "Envoy",
+                "VmRSS after its first request",
+                "VmRSS after the load",
+                "heap allocated (`/memory`)",
+            ],
+            &rows,
+        ));
+    }
+    let per_app = match (idle, loaded) {
+        (Some(a), Some(b)) if count > 0 => Some((b.saturating_sub(a) * 1024) as f64 / count as f64),
+        _ => None,
+    };
+    if let Some(per_app) = per_app {
+        body.push_str(&format!(
+            "\nSidecar memory per registered app: about {per_app:.0} bytes.\n"
+        ));
+    }
+    let mut targets = vec![
+        Target::new(
+            "footprint: filter .wasm",
+            "reported",
+            size_short(&wasm_path()),
+            None,
+        ),
+        Target::new(
+            &format!("footprint: sidecar VmRSS with {count} apps"),
+            "reported",
+            kib(loaded),
+            None,
+        ),
+    ];
+    for e in &envoys {
+        targets.push(Target::new(
+            &format!("footprint: Envoy VmRSS, {}", e.label),
+            "reported",
+            kib(e.rss_loaded_kib),
+            None,
+        ));
+    }
+    Ok(Section {
+        title: "5. Footprint".to_owned(),
+        body,
+        targets,
+        took: began.elapsed(),
+    })
+}
+
+fn size_short(path: &std::path::Path) -> String {
+    std::fs::metadata(path).map_or_else(|_| "missing".to_owned(), |m| bytes(m.len()))
+}

@@ -1,0 +1,714 @@
+//! 1. The hot path: the cost of the filter on a request for an app it knows
+//!    to be awake, against Envoy alone and a do-nothing wasm filter.
+//!
+//! Three Envoys are started alike (one worker each, same listener,
+//! connection manager and clusters, all pinned to the same core) in front of
+//! one upstream; wrk loads them in turn, round after round, the order
+//! rotating every round so that no arm always runs first or last. The Paastis
+//! arm's cache is warmed by one request that really wakes the app (sidecar +
+//! fake Scalingo); its counters then prove that every measured request was a
+//! cache hit.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use paastis_e2e::fake::{FakeApp, FakeConfig, FakeScalingo};
+use paastis_e2e::harness::{render_template, wasm_path, Sidecar};
+use serde_json::json;
+
+use crate::envoy::Envoy;
+use crate::perf::Recording;
+use crate::report::{f0, f1, f2, table, Section, Target};
+use crate::upstream::Upstream;
+use crate::util::{self, children_cpu_time, cpu_time, machine_busy, median, vm_rss_kib};
+use crate::wrk::{Load, Run, Wrk};
+
+const TEMPLATE: &str = include_str!("../envoy-hot.yaml.tmpl");
+const APP: &str = "bench-app";
+const HOST: &str = "bench-app.gateway.example.com";
+
+/// The filter configuration of `envoy/gateway.yaml`, the shipped one.
+pub fn shipped_filter_config() -> serde_json::Value {
+    json!({
+        "sidecar_cluster": "paastis_sidecar",
+        "domains": ["gateway.example.com", "localhost"],
+        "unmatched_hosts": "reject",
+        "failure_policy": "closed",
+        "cache_ttl_ms": 30000
+    })
+}
+
+const PLAIN_ROUTES: &str = r#"              - match: { prefix: "/" }
+                route: { cluster: osc-fr1, timeout: 60s }"#;
+
+/// The routes of `envoy/gateway.yaml`.
+const GATEWAY_ROUTES: &str = r#"              - match:
+                  prefix: "/"
+                  headers:
+                  - name: x-paastis-cluster
+                    present_match: true
+                route:
+                  cluster_header: x-paastis-cluster
+                  cluster_not_found_response_code: SERVICE_UNAVAILABLE
+                  timeout: 60s
+                request_headers_to_remove: ["x-paastis-cluster"]
+              - match: { prefix: "/" }
+                direct_response:
+                  status: 404
+                  body: { inline_string: "no app for this host\n" }"#;
+
+fn wasm_filter(name: &str, path: &Path, configuration: Option<&str>) -> String {
+    let mut block = format!(
+        r#"          - name: envoy.filters.http.wasm
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm
+              config:
+                name: {name}
+                root_id: {name}
+                failure_policy: FAIL_CLOSED
+                vm_config:
+                  vm_id: {name}
+                  runtime: envoy.wasm.runtime.v8
+                  code:
+                    local:
+                      filename: {path}"#,
+        path = path.display()
+    );
+    if let Some(configuration) = configuration {
+        // JSON holds no single quote: a single-quoted YAML scalar keeps it as is.
+        block.push_str(&format!(
+            r#"
+                configuration:
+                  "@type": type.googleapis.com/google.protobuf.StringValue
+                  value: '{configuration}'"#
+        ));
+    }
+    block
+}
+
+pub fn noop_wasm_path() -> PathBuf {
+    std::env::var_os("PAASTIS_NOOP_WASM")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            paastis_e2e::harness::workspace_root()
+                .join("target/wasm32-wasip1/release/paastis_bench_noop_filter.wasm")
+        })
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Arm {
+    Plain,
+    Noop,
+    Paastis,
+}
+
+impl Arm {
+    const ALL: [Arm; 3] = [Arm::Plain, Arm::Noop, Arm::Paastis];
+
+    fn label(self) -> &'static str {
+        match self {
+            Arm::Plain => "Envoy alone",
+            Arm::Noop => "do-nothing wasm filter",
+            Arm::Paastis => "Paastis filter, warm cache",
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Arm::Plain => "plain",
+            Arm::Noop => "noop",
+            Arm::Paastis => "paastis",
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
+pub struct Plan {
+    pub rounds: usize,
+    /// Throughput runs: enough connections to keep the Envoy busy.
+    pub load: Load,
+    /// Latency runs: one connection, no queueing in front of the Envoy.
+    pub light: Load,
+    /// Unrecorded run before each throughput run.
+    pub warmup: Duration,
+}
+
+/// Memory of each Envoy, for the footprint section.
+pub struct EnvoyMemory {
+    pub label: &'static str,
+    pub rss_idle_kib: Option<u64>,
+    pub rss_loaded_kib: Option<u64>,
+    pub heap_allocated: Option<u64>,
+}
+
+/// One arm's runs, one entry per round.
+#[derive(Default)]
+struct ArmRuns {
+    load: Vec<Run>,
+    light: Vec<Run>,
+    cpu_us_per_request: Vec<f64>,
+    envoy_cpu_share: Vec<f64>,
+    /// `perf` split of the last round's throughput run.
+    profile: Option<crate::perf::Split>,
+}
+
+struct Started {
+    envoys: Vec<(Arm, Envoy)>,
+    _upstream: Upstream,
+    rss_idle: Vec<Option<u64>>,
+    /// Every process of ours besides the Envoys (upstream, sidecar).
+    others: Vec<u32>,
+}
+
+/// CPU time used so far by every process of the benchmark: the Envoys, the
+/// upstream, the sidecar, this process and the children it reaped (wrk).
+fn our_cpu(started: &Started) -> Duration {
+    let me = std::process::id();
+    started
+        .envoys
+        .iter()
+        .filter_map(|(_, e)| e.pid())
+        .chain(started.others.iter().copied())
+        .chain(std::iter::once(me))
+        .filter_map(cpu_time)
+        .sum::<Duration>()
+        + children_cpu_time(me).unwrap_or_default()
+}
+
+pub async fn run(plan: Plan, dir: &Path) -> Result<(Section, Vec<EnvoyMemory>), String> {
+    let began = Instant::now();
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    // One core for the measured Envoys, the other for wrk and the upstream:
+    // the Envoy under test is then what limits throughput.
+    let (envoy_cpu, load_cpu) = if cores >= 2 {
+        (Some("1"), Some("0"))
+    } else {
+        (None, None)
+    };
+    let pinned = envoy_cpu.is_some() && util::has_command("taskset");
+
+    let fake = FakeScalingo::start(FakeConfig {
+        boot_delay: Duration::from_millis(200),
+        ..FakeConfig::default()
+    })
+    .await
+    .map_err(|e| e.to_string())?;
+    fake.add_app(FakeApp::web(APP, "osc-fr1", 0));
+    let rules = dir.join("paastis.yml");
+    std::fs::write(&rules, "").map_err(|e| e.to_string())?;
+    let sidecar = tokio::task::block_in_place(|| {
+        Sidecar::start(
+            &fake,
+            &rules,
+            dir,
+            &[("RUST_LOG".to_owned(), "warn".to_owned())],
+        )
+    })?;
+
+    let upstream = tokio::task::block_in_place(|| Upstream::start(load_cpu))?;
+    let filter_config = shipped_filter_config().to_string();
+    let noop = noop_wasm_path();
+    if !noop.is_file() {
+        return Err(format!(
+            "{} is missing: make bench builds it (cargo build -p paastis-bench-noop-filter --target wasm32-wasip1 --release)",
+            noop.display()
+        ));
+    }
+    let mut envoys = Vec::new();
+    for arm in Arm::ALL {
+        let (routes, filters) = match arm {
+            Arm::Plain => (PLAIN_ROUTES, String::new()),
+            Arm::Noop => (PLAIN_ROUTES, wasm_filter("noop", &noop, None)),
+            Arm::Paastis => (
+                GATEWAY_ROUTES,
+                wasm_filter("paastis", &wasm_path(), Some(&filter_config)),
+            ),
+        };
+        let config = render_template(
+            TEMPLATE,
+            &[
+                ("ROUTES", routes.to_owned()),
+                ("WASM_FILTER", filters),
+                ("SIDECAR_PORT", sidecar.addr.port().to_string()),
+                ("UPSTREAM_PORT", upstream.addr.port().to_string()),
+            ],
+        )?;
+        let envoy =
+            tokio::task::block_in_place(|| Envoy::start(dir, arm.name(), &config, 1, envoy_cpu))?;
+        envoys.push((arm, envoy));
+    }
+
+    // Every arm answers 200 from the upstream; the Paastis arm wakes the app
+    // on its first request (the only callout of the run).
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .map_err(|e| e.to_string())?;
+    let mut warm_ms = 0.0;
+    for (arm, envoy) in &envoys {
+        let started = Instant::now();
+        let reply = client
+            .get(format!("http://{}/", envoy.listen))
+            .header("host", HOST)
+            .send()
+            .await
+            .map_err(|e| format!("{}: {e}", arm.label()))?;
+        let status = reply.status().as_u16();
+        let body = reply.text().await.unwrap_or_default();
+        if status != 200 || body != "ok\n" {
+            return Err(format!(
+                "{}: first request answered {status} {body:?}; envoy log:\n{}\nsidecar log:\n{}",
+                arm.label(),
+                envoy.log_text(),
+                sidecar.log()
+            ));
+        }
+        if *arm == Arm::Paastis {
+            warm_ms = util::ms(started.elapsed());
+        }
+    }
+    let rss_idle = envoys
+        .iter()
+        .map(|(_, e)| e.pid().and_then(vm_rss_kib))
+        .collect();
+    let wrk = Wrk::new(dir, load_cpu)?;
+    let profile_dir = dir.to_owned();
+    let others = [upstream.pid(), sidecar.pid()]
+        .into_iter()
+        .flatten()
+        .collect();
+    let started = Started {
+        envoys,
+        _upstream: upstream,
+        rss_idle,
+        others,
+    };
+    // wrk and /proc readings block: off the runtime that serves the fake.
+    let mut measured =
+        tokio::task::spawn_blocking(move || measure(plan, &wrk, started, &profile_dir))
+            .await
+            .map_err(|e| e.to_string())??;
+    drop(sidecar);
+    drop(fake);
+
+    let memory = std::mem::take(&mut measured.memory);
+    Ok((
+        section(plan, &measured, warm_ms, pinned, began.elapsed()),
+        memory,
+    ))
+}
+
+/// The Paastis arm's counters over its measured runs (warm-ups excluded).
+#[derive(Default)]
+struct CacheEvidence {
+    hits: u64,
+    misses: u64,
+    callouts: u64,
+    /// Requests wrk completed in those runs.
+    requests: u64,
+    runs: u64,
+    /// Misses in the unmeasured warm-up runs.
+    warmup_misses: u64,
+}
+
+struct Measured {
+    arms: Vec<(Arm, ArmRuns)>,
+    cache: CacheEvidence,
+    memory: Vec<EnvoyMemory>,
+    /// Cores used by processes that are not the benchmark's, per throughput
+    /// run.
+    other_cores: Vec<f64>,
+}
+
+fn measure(plan: Plan, wrk: &Wrk, started: Started, dir: &Path) -> Result<Measured, String> {
+    let envoys = &started.envoys;
+    let mut arms: Vec<(Arm, ArmRuns)> = Arm::ALL.iter().map(|a| (*a, ArmRuns::default())).collect();
+    let counters = |e: &Envoy| {
+        [
+            e.counter("paastis.cache_hit"),
+            e.counter("paastis.cache_miss"),
+            e.counter("paastis.callout"),
+        ]
+    };
+    let mut cache = CacheEvidence::default();
+    let mut other_cores = Vec::new();
+    for round in 0..plan.rounds {
+        let last = round + 1 == plan.rounds;
+        for i in 0..Arm::ALL.len() {
+            // The order rotates: no arm always runs first or last.
+            let (arm, envoy) = &envoys[(round + i) % envoys.len()];
+            let pid = envoy.pid().ok_or("envoy is gone")?;
+            let before_warmup = counters(envoy);
+            let warmup = Load {
+                duration: plan.warmup,
+                ..plan.load
+            };
+            wrk.run(envoy.listen, HOST, warmup)?;
+            let before = counters(envoy);
+            let cpu_before = cpu_time(pid).unwrap_or_default();
+            let (busy_before, ours_before) = (machine_busy(), our_cpu(&started));
+            let recording = (last && *arm != Arm::Plain)
+                .then(|| Recording::start(pid, plan.load.duration, dir, arm.name()))
+                .flatten();
+            let load = wrk.run(envoy.listen, HOST, plan.load)?;
+            let profile = recording.and_then(Recording::finish);
+            let cpu = cpu_time(pid).unwrap_or_default().saturating_sub(cpu_before);
+            // Whatever else ran on the machine meanwhile perturbs the figures:
+            // measured, so that a noisy run shows.
+            if let (Some(busy_before), Some(busy_after)) = (busy_before, machine_busy()) {
+                let ours = our_cpu(&started).saturating_sub(ours_before);
+                let other = busy_after.saturating_sub(busy_before).saturating_sub(ours);
+                if load.seconds > 0.0 {
+                    other_cores.push(other.as_secs_f64() / load.seconds);
+                }
+            }
+            let light = wrk.run(envoy.listen, HOST, plan.light)?;
+            if *arm == Arm::Paastis {
+                let after = counters(envoy);
+                cache.hits += after[0].saturating_sub(before[0]);
+                cache.misses += after[1].saturating_sub(before[1]);
+                cache.callouts += after[2].saturating_sub(before[2]);
+                cache.warmup_misses += before[1].saturating_sub(before_warmup[1]);
+                cache.requests += load.requests + light.requests;
+                cache.runs += 2;
+            }
+            let slot = &mut arms
+                .iter_mut()
+                .find(|(a, _)| a == arm)
+                .ok_or("unknown arm")?
+                .1;
+            if load.requests > 0 {
+                slot.cpu_us_per_request
+                    .push(cpu.as_secs_f64() * 1e6 / load.requests as f64);
+            }
+            if load.seconds > 0.0 {
+                slot.envoy_cpu_share.push(cpu.as_secs_f64() / load.seconds);
+            }
+            if profile.is_some() {
+                slot.profile = profile;
+            }
+            slot.load.push(load);
+            slot.light.push(light);
+        }
+    }
+    let memory = envoys
+        .iter()
+        .zip(&started.rss_idle)
+        .map(|((arm, envoy), idle)| EnvoyMemory {
+            label: arm.label(),
+            rss_idle_kib: *idle,
+            rss_loaded_kib: envoy.pid().and_then(vm_rss_kib),
+            heap_allocated: envoy.heap().map(|(allocated, _)| allocated),
+        })
+        .collect();
+    Ok(Measured {
+        arms,
+        cache,
+        memory,
+        other_cores,
+    })
+}
+
+fn medians(runs: &[Run], f: impl Fn(&Run) -> f64) -> f64 {
+    median(&runs.iter().map(f).collect::<Vec<_>>()).unwrap_or(0.0)
+}
+
+/// Round by round `f(a) / f(b)` (or `f(a) - f(b)`): arms of one round ran
+/// next to each other, so the pair shares whatever else the machine did.
+fn paired(a: &[Run], b: &[Run], f: impl Fn(&Run, &Run) -> f64) -> Vec<f64> {
+    a.iter().zip(b).map(|(a, b)| f(a, b)).collect()
+}
+
+fn section(plan: Plan, m: &Measured, warm_ms: f64, pinned: bool, took: Duration) -> Section {
+    let empty = ArmRuns::default();
+    let get = |arm: Arm| {
+        m.arms
+            .iter()
+            .find(|(a, _)| *a == arm)
+            .map_or(&empty, |(_, r)| r)
+    };
+    let (plain, noop, ours) = (get(Arm::Plain), get(Arm::Noop), get(Arm::Paastis));
+    let ratio = |a: &Run, b: &Run| {
+        if b.rps() > 0.0 {
+            a.rps() / b.rps()
+        } else {
+            0.0
+        }
+    };
+    let vs_noop = paired(&ours.load, &noop.load, ratio);
+    let vs_plain = paired(&ours.load, &plain.load, ratio);
+    let noop_vs_plain = paired(&noop.load, &plain.load, ratio);
+    let p99_added = |a: &Run, b: &Run| (a.p99_us - b.p99_us) / 1000.0;
+    let added_light = paired(&ours.light, &plain.light, p99_added);
+    let added_light_noop = paired(&ours.light, &noop.light, p99_added);
+    let added_load = paired(&ours.load, &plain.load, p99_added);
+    let med = |v: &[f64]| median(v).unwrap_or(f64::NAN);
+    let range = |v: &[f64]| {
+        format!(
+            "{:.2}–{:.2}",
+            util::min(v).unwrap_or(f64::NAN),
+            util::max(v).unwrap_or(f64::NAN)
+        )
+    };
+
+    let mut body = format!(
+        "{} rounds; each round runs every arm in turn: a throughput run ({} connections, {} s) and a \
+         light run (1 connection, {} s). Medians over the rounds; latencies in µs.\n\n",
+        plan.rounds,
+        plan.load.connections,
+        plan.load.duration.as_secs(),
+        plan.light.duration.as_secs()
+    );
+    let rows: Vec<Vec<String>> = m
+        .arms
+        .iter()
+        .map(|(arm, r)| {
+            let errors: u64 = r.load.iter().chain(&r.light).map(|x| x.errors).sum();
+            vec![
+                arm.label().to_owned(),
+                f0(medians(&r.load, Run::rps)),
+                f0(medians(&r.load, |x| x.p50_us)),
+                f0(medians(&r.load, |x| x.p99_us)),
+                f0(medians(&r.light, |x| x.p50_us)),
+                f0(medians(&r.light, |x| x.p99_us)),
+                f1(median(&r.cpu_us_per_request).unwrap_or(f64::NAN)),
+                format!("{:.0} %", 100.0 * median(&r.envoy_cpu_share).unwrap_or(0.0)),
+                errors.to_string(),
+            ]
+        })
+        .collect();
+    body.push_str(&table(
+        &[
+            "arm",
+            "req/s",
+            "p50",
+            "p99",
+            "p50 (1 conn)",
+            "p99 (1 conn)",
+            "Envoy CPU µs/req",
+            "Envoy CPU",
+            "errors",
+        ],
+        &rows,
+    ));
+    body.push_str(&format!(
+        "\nThroughput ratios, round by round (median, and the range over the rounds):\n\
+         Paastis / do-nothing **{}** ({}), Paastis / Envoy alone **{}** ({}), do-nothing / Envoy alone {} ({}).\n\n\
+         p99 added by the Paastis filter, round by round (median): **{:+.3} ms** at one connection vs Envoy alone \
+         ({:+.3} ms vs the do-nothing filter); {:+.3} ms under the throughput load.\n\n",
+        f2(med(&vs_noop)),
+        range(&vs_noop),
+        f2(med(&vs_plain)),
+        range(&vs_plain),
+        f2(med(&noop_vs_plain)),
+        range(&noop_vs_plain),
+        med(&added_light),
+        med(&added_light_noop),
+        med(&added_load),
+    ));
+
+    // Where the CPU goes.
+    let cpu = |r: &ArmRuns| median(&r.cpu_us_per_request).unwrap_or(f64::NAN);
+    body.push_str(&format!(
+        "Envoy CPU per request (`/proc/PID/stat` over each throughput run, median): Envoy alone {} µs; \
+         the do-nothing filter adds {} µs (the floor any wasm filter pays: a VM context per stream and \
+         one call into the VM per callback); the Paastis filter adds {} µs more (its own work).\n",
+        f1(cpu(plain)),
+        f1(cpu(noop) - cpu(plain)),
+        f1(cpu(ours) - cpu(noop)),
+    ));
+    let profiled: Vec<(&str, &crate::perf::Split, f64)> = [Arm::Noop, Arm::Paastis]
+        .iter()
+        .filter_map(|a| {
+            let r = get(*a);
+            // The profile's shares are steadier than one run's CPU: they are
+            // applied to the median CPU per request.
+            let cpu = median(&r.cpu_us_per_request)?;
+            r.profile.as_ref().map(|p| (a.label(), p, cpu))
+        })
+        .collect();
+    if profiled.is_empty() {
+        body.push_str("\n(No `perf` profile: perf is missing or not allowed here.)\n\n");
+    } else {
+        let rows: Vec<Vec<String>> = profiled
+            .iter()
+            .map(|(label, split, cpu)| {
+                let [wasm, envoy, kernel, other] = split.shares();
+                vec![
+                    (*label).to_owned(),
+                    f1(wasm * cpu),
+                    f1(envoy * cpu),
+                    f1(kernel * cpu),
+                    f1(other * cpu),
+                    split.total().to_string(),
+                ]
+            })
+            .collect();
+        body.push_str(
+            "\nProfile of the last round's throughput runs (`perf record -F 999` on the Envoy): the median CPU \
+             per request split by where the samples fell, µs. The wasm code is the filter itself with the SDK; \
+             Envoy's own code holds the host side of every proxy-wasm call (header maps, shared data, \
+             metrics, the calls into and out of the VM) besides proxying:\n\n",
+        );
+        body.push_str(&table(
+            &[
+                "arm",
+                "wasm code (JIT)",
+                "Envoy",
+                "kernel",
+                "libc, other",
+                "samples",
+            ],
+            &rows,
+        ));
+        body.push('\n');
+    }
+    // Where the filter's own cost goes, from the two profiles.
+    let part = |label: &str, index: usize| {
+        profiled
+            .iter()
+            .find(|(l, _, _)| *l == label)
+            .map(|(_, split, cpu)| split.shares()[index] * cpu)
+    };
+    let own = cpu(ours) - cpu(noop);
+    let budget = 0.05 * cpu(noop);
+    body.push_str(&format!(
+        "Where the Paastis filter's own {} µs per request go: on each hit it reads the request's header \
+         map and the app's entry in shared data (two host calls that each call back into the VM to allocate \
+         the copy), reads the clock, increments a counter, sets three headers and has Envoy clear the route \
+         cache: eight host calls, plus its own code (host matching, the cache entry's checks, the activity \
+         record).{}{}\n\n",
+        f1(own),
+        match (
+            part(Arm::Paastis.label(), 0).zip(part(Arm::Noop.label(), 0)),
+            part(Arm::Paastis.label(), 1).zip(part(Arm::Noop.label(), 1)),
+        ) {
+            (Some((w1, w0)), Some((e1, e0))) => format!(
+                " The profile puts {} µs of the difference in wasm code and {} µs in Envoy (the host side).",
+                f1(w1 - w0),
+                f1(e1 - e0)
+            ),
+            _ => String::new(),
+        },
+        if med(&vs_noop) < 0.95 {
+            format!(
+                " Reaching 0.95 of the do-nothing filter's throughput leaves the filter about {} µs \
+                 per request here (5 % of the do-nothing filter's {} µs).",
+                f1(budget),
+                f1(cpu(noop))
+            )
+        } else {
+            String::new()
+        },
+    ));
+    let c = &m.cache;
+    body.push_str(&format!(
+        "Cache proof (the Paastis Envoy's counters over its {} measured runs): `paastis.cache_hit` +{} for {} \
+         requests wrk completed (a run's requests still in flight when it stops are served but not counted by \
+         wrk), `paastis.cache_miss` +{}, `paastis.callout` +{}. The one wake before the rounds took {:.0} ms. \
+         Misses in the unmeasured warm-up runs: {} (the shipped `cache_ttl_ms` is 30 s and an idle arm gets \
+         no activity refresh while the other arms run: its entry can expire between rounds, and the warm-up \
+         wakes it again).\n\n",
+        c.runs, c.hits, c.requests, c.misses, c.callouts, warm_ms, c.warmup_misses
+    ));
+    let other_median = median(&m.other_cores).unwrap_or(0.0);
+    let other_max = util::max(&m.other_cores).unwrap_or(0.0);
+    body.push_str(&format!(
+        "Other processes on the machine (not the benchmark's) used {other_median:.2} cores at the median of \
+         the throughput runs, {other_max:.2} at most{}.\n\n",
+        if other_max > 0.1 {
+            ": the machine was not quiet; the rounds below show how much that moved the figures"
+        } else {
+            ""
+        }
+    ));
+    let per_round: Vec<Vec<String>> = (0..plan.rounds)
+        .map(|round| {
+            let mut row = vec![(round + 1).to_string()];
+            for r in [plain, noop, ours] {
+                row.push(r.load.get(round).map_or("-".into(), |x| f0(x.rps())));
+            }
+            for r in [plain, noop, ours] {
+                row.push(
+                    r.cpu_us_per_request
+                        .get(round)
+                        .map_or("-".into(), |x| f1(*x)),
+                );
+            }
+            let runs = Arm::ALL.len();
+            let others = m.other_cores.get(round * runs..(round + 1) * runs);
+            row.push(others.map_or("-".into(), |o| f2(o.iter().sum::<f64>() / o.len() as f64)));
+            row
+        })
+        .collect();
+    body.push_str(
+        "Each round (req/s, then Envoy CPU µs/req; last column: cores used by other processes, mean of the round's runs):\n\n",
+    );
+    body.push_str(&table(
+        &[
+            "round",
+            "alone",
+            "do-nothing",
+            "Paastis",
+            "alone µs",
+            "do-nothing µs",
+            "Paastis µs",
+            "other",
+        ],
+        &per_round,
+    ));
+    body.push_str(&format!(
+        "\nMethod: one upstream (`paastis-bench upstream`, a one-thread HTTP/1.1 keep-alive server answering \
+         `200 ok`), three Envoys started from `bench/envoy-hot.yaml.tmpl` with `--concurrency 1` and \
+         `-l warning`, the Paastis one with the filter configuration of `envoy/gateway.yaml` (its cache warmed \
+         by one request that wakes the app through the sidecar and the fake). {} \
+         Before each throughput run, an unmeasured {} s warm-up. wrk runs one thread (`wrk -t1`); latencies \
+         are wrk's, in the client. Under the throughput load every connection is always busy, so its latency \
+         is mostly queueing (connections / throughput): the light runs show what one request pays.\n",
+        if pinned {
+            "The Envoys are pinned to CPU 1, wrk and the upstream to CPU 0 (`taskset`)."
+        } else {
+            "Nothing is pinned (one core, or no `taskset`)."
+        },
+        plan.warmup.as_secs(),
+    ));
+
+    let (vs_noop, vs_plain, added_light, added_load) = (
+        med(&vs_noop),
+        med(&vs_plain),
+        med(&added_light),
+        med(&added_load),
+    );
+    let targets = vec![
+        Target::new(
+            "hot path: throughput vs do-nothing wasm filter",
+            ">= 0.95",
+            f2(vs_noop),
+            Some(vs_noop >= 0.95),
+        ),
+        Target::new(
+            "hot path: throughput vs Envoy alone",
+            ">= 0.85",
+            f2(vs_plain),
+            Some(vs_plain >= 0.85),
+        ),
+        Target::new(
+            "hot path: p99 added vs Envoy alone (1 connection)",
+            "< 0.2 ms",
+            format!("{added_light:+.3} ms"),
+            Some(added_light < 0.2),
+        ),
+        Target::new(
+            "hot path: p99 added vs Envoy alone (throughput load)",
+            "< 0.2 ms",
+            format!("{added_load:+.3} ms"),
+            Some(added_load < 0.2),
+        ),
+    ];
+    Section {
+        title: "1. Hot path (warm cache)".to_owned(),
+        body,
+        targets,
+        took,
+    }
+}

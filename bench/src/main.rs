@@ -1,0 +1,259 @@
+//! `paastis-bench`: the numbers every change is judged by (`make bench`).
+//!
+//! Runs, one after the other, on real parts (a real Envoy with the built
+//! `.wasm`, the release sidecar binary, a private `redis-server`, the fake
+//! Scalingo in process):
+//!
+//! 1. [`hot`]: the filter's cost on a cache hit, against Envoy alone and a
+//!    do-nothing wasm filter (wrk, arms interleaved and repeated);
+//! 2. [`cold`]: the gateway's own overhead on a wake (time to the first
+//!    answer minus the fake's boot delay);
+//! 3. [`waiters`]: 1,000 concurrent first requests to one sleeping app, one
+//!    then two gateway instances on one Redis;
+//! 4. [`scheduler`]: one pass over 10,000 registered apps, 1 % idle;
+//! 5. [`footprint`]: `.wasm` size, sidecar and Envoy memory;
+//!
+//! then writes `BENCHMARKS.md` (figures, targets met or missed, method,
+//! machine). A benchmark that cannot run is reported as such and makes the
+//! exit code non-zero; the others still run. Every child process is killed
+//! when its benchmark ends, failed or not.
+//!
+//! `paastis-bench upstream` is the hot path's upstream server (run by the
+//! bench itself as a child process).
+//!
+//! Usage: `paastis-bench [--out FILE] [--only hot,cold,waiters,scheduler,footprint] [--quick]`
+//! (`--quick`: shorter runs, for trying the bench itself; its figures are
+//! not worth recording).
+
+mod cold;
+mod envoy;
+mod footprint;
+mod hot;
+mod perf;
+mod report;
+mod scheduler;
+mod upstream;
+mod util;
+mod waiters;
+mod wrk;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use report::Section;
+
+struct Args {
+    out: PathBuf,
+    only: Option<Vec<String>>,
+    quick: bool,
+}
+
+const NAMES: [&str; 5] = ["hot", "cold", "waiters", "scheduler", "footprint"];
+
+fn parse_args() -> Result<Args, String> {
+    let mut args = Args {
+        out: paastis_e2e::harness::workspace_root().join("BENCHMARKS.md"),
+        only: None,
+        quick: false,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(arg) = it.next() {
+        match arg.as_str() {
+            "--out" => args.out = it.next().ok_or("--out needs a file")?.into(),
+            "--only" => {
+                let list: Vec<String> = it
+                    .next()
+                    .ok_or("--only needs a list")?
+                    .split(',')
+                    .map(str::to_owned)
+                    .collect();
+                if let Some(bad) = list.iter().find(|n| !NAMES.contains(&n.as_str())) {
+                    return Err(format!("unknown benchmark {bad:?} (one of {NAMES:?})"));
+                }
+                args.only = Some(list);
+            }
+            "--quick" => args.quick = true,
+            other => return Err(format!("unknown argument {other:?}")),
+        }
+    }
+    Ok(args)
+}
+
+fn main() -> ExitCode {
+    if std::env::args().nth(1).as_deref() == Some("upstream") {
+        return match upstream::serve() {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("upstream: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    let args = match parse_args() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("paastis-bench: {e}");
+            return ExitCode::from(64);
+        }
+    };
+    // The sidecar that is measured is the release build (the harness's
+    // default is the debug one the tests use). Set before any thread starts.
+    if std::env::var_os("PAASTIS_SIDECAR_BIN").is_none() {
+        std::env::set_var(
+            "PAASTIS_SIDECAR_BIN",
+            util::target_bin("release", "paastis-sidecar"),
+        );
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("paastis-bench: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let (sections, failures, wall) = runtime.block_on(run_all(&args));
+    let machine = util::Machine::read(&paastis_e2e::harness::envoy_bin());
+    let text = report::render(&machine, &sections, &failures, wall);
+    if let Err(e) = std::fs::write(&args.out, text) {
+        eprintln!("paastis-bench: cannot write {}: {e}", args.out.display());
+        return ExitCode::FAILURE;
+    }
+    println!(
+        "paastis-bench: wrote {} in {:.0} s",
+        args.out.display(),
+        wall.as_secs_f64()
+    );
+    for section in &sections {
+        for t in &section.targets {
+            println!(
+                "  {:<60} {:>14}  target {:<10} {}",
+                t.what,
+                t.measured,
+                t.target,
+                match t.met {
+                    Some(true) => "met",
+                    Some(false) => "MISSED",
+                    None => "",
+                }
+            );
+        }
+    }
+    if failures.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        for f in &failures {
+            eprintln!("paastis-bench: {f}");
+        }
+        ExitCode::FAILURE
+    }
+}
+
+async fn run_all(args: &Args) -> (Vec<Section>, Vec<String>, Duration) {
+    let began = Instant::now();
+    let wanted = |name: &str| {
+        args.only
+            .as_ref()
+            .is_none_or(|only| only.iter().any(|n| n == name))
+    };
+    let mut sections = Vec::new();
+    let mut failures = Vec::new();
+    let mut record = |name: &str, result: Result<Section, String>| match result {
+        Ok(section) => {
+            eprintln!(
+                "paastis-bench: {name} done in {:.0} s",
+                section.took.as_secs_f64()
+            );
+            sections.push(section);
+        }
+        Err(e) => failures.push(format!("{name}: {e}")),
+    };
+    let quick = args.quick;
+    let mut envoy_memory = Vec::new();
+
+    if wanted("hot") {
+        eprintln!("paastis-bench: hot path...");
+        let plan = if quick {
+            hot::Plan {
+                rounds: 1,
+                load: wrk::Load {
+                    connections: 16,
+                    duration: Duration::from_secs(2),
+                },
+                light: wrk::Load {
+                    connections: 1,
+                    duration: Duration::from_secs(1),
+                },
+                warmup: Duration::from_secs(1),
+            }
+        } else {
+            // Many short rounds rather than a few long ones: on a shared
+            // machine the noise comes and goes, and every arm should see as
+            // much of it as the others.
+            hot::Plan {
+                rounds: 8,
+                load: wrk::Load {
+                    connections: 16,
+                    duration: Duration::from_secs(4),
+                },
+                light: wrk::Load {
+                    connections: 1,
+                    duration: Duration::from_secs(2),
+                },
+                warmup: Duration::from_secs(1),
+            }
+        };
+        let result = match tempfile::tempdir() {
+            Ok(dir) => hot::run(plan, dir.path()).await.map(|(section, memory)| {
+                envoy_memory = memory;
+                section
+            }),
+            Err(e) => Err(e.to_string()),
+        };
+        record("hot path", result);
+    }
+    if wanted("cold") {
+        eprintln!("paastis-bench: cold wakes...");
+        let plan = cold::Plan {
+            wakes: if quick { 4 } else { 20 },
+            ..cold::Plan::default()
+        };
+        record("cold wake", with_dir(|dir| cold::run(plan, dir)).await);
+    }
+    if wanted("waiters") {
+        eprintln!("paastis-bench: many waiters...");
+        let requests = if quick { 200 } else { 1000 };
+        record(
+            "many waiters",
+            with_dir(|dir| waiters::run(requests, dir)).await,
+        );
+    }
+    if wanted("scheduler") {
+        eprintln!("paastis-bench: scheduler...");
+        let apps = if quick { 1_000 } else { 10_000 };
+        record("scheduler", scheduler::run(apps).await);
+    }
+    if wanted("footprint") {
+        eprintln!("paastis-bench: footprint...");
+        let apps = if quick { 1_000 } else { 10_000 };
+        record(
+            "footprint",
+            with_dir(|dir| footprint::run(apps, envoy_memory, dir)).await,
+        );
+    }
+    (sections, failures, began.elapsed())
+}
+
+/// Runs a benchmark in a fresh temporary directory (removed afterwards).
+async fn with_dir<F, Fut>(f: F) -> Result<Section, String>
+where
+    F: FnOnce(PathBuf) -> Fut,
+    Fut: std::future::Future<Output = Result<Section, String>>,
+{
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    f(dir.path().to_owned()).await
+}
