@@ -318,9 +318,9 @@ fn section(
     ));
     if let Some(p) = registry_only {
         body.push_str(&format!(
-            "That pass sent {} Redis commands ({:.1} per app) and Redis spent {:.0} ms in them: the rest of \
-             the registry work is waiting on one round trip after another (each app's record is read on its \
-             own) and the sidecar's own work.\n",
+            "That pass sent {} Redis commands ({:.1} per app, the records read in pipelined batches) and \
+             Redis spent {:.0} ms in them: the rest of the registry work is the transfer and decoding of the \
+             records and the sidecar's own work.\n",
             p.redis_commands,
             p.redis_commands as f64 / apps.max(1) as f64,
             p.redis_usec as f64 / 1000.0
