@@ -8,9 +8,8 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::time::{Duration, Instant};
 
-use paastis_e2e::harness::{blocking_get, envoy_bin};
+use paastis_e2e::harness::{blocking_get, envoy_bin, wait_envoy_ready};
 use serde_json::Value;
 
 use crate::util::{pinned, Guard};
@@ -72,39 +71,14 @@ impl Envoy {
     }
 
     fn wait_ready(&mut self, admin_path: &Path) -> Result<(), String> {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(child) = self.process.child_mut() {
-                if let Ok(Some(status)) = child.try_wait() {
-                    return Err(format!("exited: {status}"));
-                }
-            }
-            if Instant::now() > deadline {
-                return Err("not ready in 30 s".into());
-            }
-            if let Some(admin) = std::fs::read_to_string(admin_path)
-                .ok()
-                .and_then(|s| s.trim().parse::<SocketAddr>().ok())
-            {
-                self.admin = admin;
-                if let (Ok((200, _)), Ok((_, listeners))) = (
-                    blocking_get(admin, "/ready"),
-                    blocking_get(admin, "/listeners?format=json"),
-                ) {
-                    let parsed: Value = serde_json::from_str(&listeners).unwrap_or(Value::Null);
-                    let port = parsed["listener_statuses"][0]["local_address"]["socket_address"]
-                        ["port_value"]
-                        .as_u64()
-                        .and_then(|p| u16::try_from(p).ok())
-                        .filter(|p| *p > 0);
-                    if let Some(port) = port {
-                        self.listen = SocketAddr::from(([127, 0, 0, 1], port));
-                        return Ok(());
-                    }
-                }
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let child = self
+            .process
+            .child_mut()
+            .ok_or_else(|| "not running".to_owned())?;
+        let (admin, listen) = wait_envoy_ready(child, admin_path)?;
+        self.admin = admin;
+        self.listen = listen;
+        Ok(())
     }
 
     pub fn pid(&self) -> Option<u32> {

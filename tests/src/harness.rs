@@ -267,42 +267,14 @@ impl Envoy {
     }
 
     fn wait_ready(&mut self, admin_path: &Path) -> Result<(), String> {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(child) = self.child.as_mut() {
-                if let Ok(Some(status)) = child.try_wait() {
-                    return Err(format!("envoy exited: {status}"));
-                }
-            }
-            if Instant::now() > deadline {
-                return Err("envoy did not become ready in 30 s".into());
-            }
-            if let Some(admin) = std::fs::read_to_string(admin_path)
-                .ok()
-                .and_then(|s| s.trim().parse::<SocketAddr>().ok())
-            {
-                self.admin = admin;
-                if let (Ok(ready), Ok(listeners)) = (
-                    blocking_get(admin, "/ready"),
-                    blocking_get(admin, "/listeners?format=json"),
-                ) {
-                    if ready.0 == 200 {
-                        let parsed: Value =
-                            serde_json::from_str(&listeners.1).unwrap_or(Value::Null);
-                        let port = parsed["listener_statuses"][0]["local_address"]
-                            ["socket_address"]["port_value"]
-                            .as_u64();
-                        if let Some(port) =
-                            port.and_then(|p| u16::try_from(p).ok()).filter(|p| *p > 0)
-                        {
-                            self.listen = SocketAddr::from(([127, 0, 0, 1], port));
-                            return Ok(());
-                        }
-                    }
-                }
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let child = self
+            .child
+            .as_mut()
+            .ok_or_else(|| "envoy is not running".to_owned())?;
+        let (admin, listen) = wait_envoy_ready(child, admin_path)?;
+        self.admin = admin;
+        self.listen = listen;
+        Ok(())
     }
 
     pub fn stop(&mut self) {
@@ -345,6 +317,44 @@ impl Envoy {
 impl Drop for Envoy {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+/// Waits (30 s at most) until the Envoy `child`, started with
+/// `--admin-address-path admin_path`, is ready; returns its admin address
+/// and the port its first listener bound (listeners on port 0).
+pub fn wait_envoy_ready(
+    child: &mut Child,
+    admin_path: &Path,
+) -> Result<(SocketAddr, SocketAddr), String> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Err(format!("envoy exited: {status}"));
+        }
+        if Instant::now() > deadline {
+            return Err("envoy did not become ready in 30 s".into());
+        }
+        if let Some(admin) = std::fs::read_to_string(admin_path)
+            .ok()
+            .and_then(|s| s.trim().parse::<SocketAddr>().ok())
+        {
+            if let (Ok((200, _)), Ok((_, listeners))) = (
+                blocking_get(admin, "/ready"),
+                blocking_get(admin, "/listeners?format=json"),
+            ) {
+                let parsed: Value = serde_json::from_str(&listeners).unwrap_or(Value::Null);
+                let port = parsed["listener_statuses"][0]["local_address"]["socket_address"]
+                    ["port_value"]
+                    .as_u64()
+                    .and_then(|p| u16::try_from(p).ok())
+                    .filter(|p| *p > 0);
+                if let Some(port) = port {
+                    return Ok((admin, SocketAddr::from(([127, 0, 0, 1], port))));
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
 
