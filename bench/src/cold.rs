@@ -19,7 +19,6 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use paastis_e2e::fake::{Endpoint, FakeApp, FakeConfig, FakeScalingo};
-use paastis_e2e::harness::Sidecar;
 
 use crate::envoy;
 use crate::report::{f0, table, Section, Target};
@@ -63,12 +62,7 @@ async fn first_request(
         .map_err(|e| format!("{app}: {e}"))?;
     let elapsed = started.elapsed();
     let status = reply.status().as_u16();
-    let served_by = reply
-        .headers()
-        .get("x-fake-app")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_owned();
+    let served_by = util::served_by(&reply);
     if status != 200 || served_by != app {
         let body = reply.text().await.unwrap_or_default();
         return Err(format!(
@@ -108,16 +102,7 @@ pub async fn run(plan: Plan, dir: PathBuf) -> Result<Section, String> {
         fake.add_app(FakeApp::web(app, "osc-fr1", 1));
     }
     fake.add_app(FakeApp::web("warm-up-app", "osc-fr1", 0));
-    let rules = dir.join("paastis.yml");
-    std::fs::write(&rules, "").map_err(|e| e.to_string())?;
-    let sidecar = tokio::task::block_in_place(|| {
-        Sidecar::start(
-            &fake,
-            &rules,
-            &dir,
-            &[("RUST_LOG".to_owned(), "info".to_owned())],
-        )
-    })?;
+    let sidecar = util::start_sidecar(&fake, &dir, "info")?;
     let envoy = envoy::gateway(&dir, "gateway", &fake, sidecar.addr.port(), 2)?;
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(30))

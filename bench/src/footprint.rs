@@ -6,12 +6,12 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use paastis_e2e::fake::{FakeConfig, FakeScalingo};
-use paastis_e2e::harness::{sidecar_bin, wasm_path, Sidecar};
+use paastis_e2e::harness::{sidecar_bin, wasm_path};
 use serde_json::{json, Value};
 
 use crate::hot::{noop_wasm_path, EnvoyMemory};
 use crate::report::{table, Section, Target};
-use crate::util::{bytes, vm_rss_kib};
+use crate::util::{self, bytes, vm_rss_kib};
 
 const BATCH: usize = 1_000;
 
@@ -31,16 +31,7 @@ pub async fn run(apps: usize, envoys: Vec<EnvoyMemory>, dir: PathBuf) -> Result<
     let fake = FakeScalingo::start(FakeConfig::default())
         .await
         .map_err(|e| e.to_string())?;
-    let rules = dir.join("paastis.yml");
-    std::fs::write(&rules, "").map_err(|e| e.to_string())?;
-    let sidecar = tokio::task::block_in_place(|| {
-        Sidecar::start(
-            &fake,
-            &rules,
-            &dir,
-            &[("RUST_LOG".to_owned(), "warn".to_owned())],
-        )
-    })?;
+    let sidecar = util::start_sidecar(&fake, &dir, "warn")?;
     let pid = sidecar.pid().ok_or("the sidecar is gone")?;
     let client = reqwest::Client::new();
     let base = format!("http://{}", sidecar.addr);

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use paastis_e2e::fake::{FakeApp, FakeConfig, FakeScalingo};
-use paastis_e2e::harness::{render_template, wasm_path, Sidecar};
+use paastis_e2e::harness::{render_template, wasm_path};
 use serde_json::json;
 
 use crate::envoy::Envoy;
@@ -194,16 +194,7 @@ pub async fn run(plan: Plan, dir: &Path) -> Result<(Section, Vec<EnvoyMemory>), 
     .await
     .map_err(|e| e.to_string())?;
     fake.add_app(FakeApp::web(APP, "osc-fr1", 0));
-    let rules = dir.join("paastis.yml");
-    std::fs::write(&rules, "").map_err(|e| e.to_string())?;
-    let sidecar = tokio::task::block_in_place(|| {
-        Sidecar::start(
-            &fake,
-            &rules,
-            dir,
-            &[("RUST_LOG".to_owned(), "warn".to_owned())],
-        )
-    })?;
+    let sidecar = util::start_sidecar(&fake, dir, "warn")?;
 
     let upstream = tokio::task::block_in_place(|| Upstream::start(load_cpu))?;
     let filter_config = shipped_filter_config().to_string();

@@ -241,6 +241,28 @@ pub fn bytes(n: u64) -> String {
     }
 }
 
+/// The sidecar binary on `fake`, without rules, logging at `rust_log`.
+pub fn start_sidecar(
+    fake: &paastis_e2e::fake::FakeScalingo,
+    dir: &Path,
+    rust_log: &str,
+) -> Result<paastis_e2e::harness::Sidecar, String> {
+    let rules = dir.join("paastis.yml");
+    std::fs::write(&rules, "").map_err(|e| e.to_string())?;
+    let env = [("RUST_LOG".to_owned(), rust_log.to_owned())];
+    tokio::task::block_in_place(|| paastis_e2e::harness::Sidecar::start(fake, &rules, dir, &env))
+}
+
+/// Which app the fake's front-end says served `reply` (empty if none).
+pub fn served_by(reply: &reqwest::Response) -> String {
+    reply
+        .headers()
+        .get("x-fake-app")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

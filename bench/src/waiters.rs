@@ -151,12 +151,7 @@ async fn crowd(
             let result = match request.send().await {
                 Ok(reply) => {
                     let status = reply.status().as_u16();
-                    let served_by = reply
-                        .headers()
-                        .get("x-fake-app")
-                        .and_then(|v| v.to_str().ok())
-                        .unwrap_or("")
-                        .to_owned();
+                    let served_by = util::served_by(&reply);
                     let body = reply.text().await.unwrap_or_default();
                     if status == 200 && served_by == APP {
                         Ok(())

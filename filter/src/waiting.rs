@@ -23,7 +23,7 @@ use paastis_rules::{is_valid_app_name, MAX_LINKED_APPS};
 use serde::{Deserialize, Serialize};
 
 use crate::reply::{escape_html_into, LocalReply, RenderedReply, ReplyKind};
-use crate::wake::{is_json_content_type, parse_status, AnswerError, Awake};
+use crate::wake::{sidecar_json_status, AnswerError, Awake};
 
 /// The reserved path of the waiting page's status, on every gateway host.
 pub const STATUS_PATH: &str = "/.well-known/paastis/status";
@@ -289,13 +289,7 @@ pub fn parse_status_answer(
     content_type: Option<&[u8]>,
     body: &[u8],
 ) -> Result<StatusReport, AnswerError> {
-    let status = status.and_then(parse_status).ok_or(AnswerError::NoStatus)?;
-    if !matches!(status, 200 | 400 | 503) {
-        return Err(AnswerError::UnexpectedStatus(status));
-    }
-    if !content_type.is_some_and(is_json_content_type) {
-        return Err(AnswerError::NotJson(status));
-    }
+    let status = sidecar_json_status(status, content_type, &[200, 400, 503])?;
     let bad_body = |e: serde_json::Error| AnswerError::BadBody {
         status,
         message: e.to_string(),

@@ -170,21 +170,31 @@ pub fn parse_wake_answer(
     }
 }
 
+/// The status of a sidecar answer, when it is one of `expected` and the body
+/// is JSON. Envoy's own 503/504 (sidecar down, callout timeout) are plain
+/// text: the content type tells them from the sidecar's.
+pub(crate) fn sidecar_json_status(
+    status: Option<&[u8]>,
+    content_type: Option<&[u8]>,
+    expected: &[u16],
+) -> Result<u16, AnswerError> {
+    let status = status.and_then(parse_status).ok_or(AnswerError::NoStatus)?;
+    if !expected.contains(&status) {
+        return Err(AnswerError::UnexpectedStatus(status));
+    }
+    if !content_type.is_some_and(is_json_content_type) {
+        return Err(AnswerError::NotJson(status));
+    }
+    Ok(status)
+}
+
 fn parse(
     requested: &str,
     status: Option<&[u8]>,
     content_type: Option<&[u8]>,
     body: &[u8],
 ) -> Result<WakeOutcome, AnswerError> {
-    let status = status.and_then(parse_status).ok_or(AnswerError::NoStatus)?;
-    if !matches!(status, 200 | 202 | 400 | 404 | 503 | 504) {
-        return Err(AnswerError::UnexpectedStatus(status));
-    }
-    // Envoy's own 503/504 (sidecar down, callout timeout) are plain text:
-    // the content type tells them from the sidecar's.
-    if !content_type.is_some_and(is_json_content_type) {
-        return Err(AnswerError::NotJson(status));
-    }
+    let status = sidecar_json_status(status, content_type, &[200, 202, 400, 404, 503, 504])?;
     let bad_body = |e: serde_json::Error| AnswerError::BadBody {
         status,
         message: e.to_string(),
