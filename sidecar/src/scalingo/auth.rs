@@ -15,7 +15,7 @@ use base64::Engine as _;
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 
-use super::ScalingoError;
+use super::error::ScalingoError;
 
 /// Exchange again this long before the JWT's `exp` (or a tenth of its
 /// remaining life when that is shorter, for short-lived tokens).

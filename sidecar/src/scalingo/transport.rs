@@ -1,0 +1,317 @@
+//! The HTTP side of the client: one `reqwest::Client`, the bearer on every
+//! call and the JWT exchange behind it, the retries of the one policy in
+//! `retry`, and answers read with a size cap (bodies are untrusted) then
+//! decoded or mapped to a [`ScalingoError`].
+//!
+//! It knows nothing of regions or apps: callers hand it full URLs built by
+//! `urls`. Redirects are never followed, so the bearer only goes to the
+//! URLs the client built.
+
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use reqwest::header::{HeaderMap, HeaderValue, ACCEPT, LOCATION, RETRY_AFTER};
+use reqwest::{Method, RequestBuilder, StatusCode};
+use serde::de::DeserializeOwned;
+use url::Url;
+
+use super::auth::{Secret, TokenCache};
+use super::config::{RetryPolicy, ScalingoConfig};
+use super::error::{self, ScalingoError};
+use super::retry::{self, Tried};
+use super::types::TokenEnvelope;
+use super::urls::join;
+use crate::metrics::{endpoint_label, Metrics};
+
+/// Largest success body read (the app list of a big account fits easily).
+const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
+/// Largest error body read: only a message is taken from it.
+const MAX_ERROR_BODY_BYTES: usize = 64 * 1024;
+
+/// An HTTP answer, body read (capped).
+pub(crate) struct Answer {
+    pub status: StatusCode,
+    pub request_id: Option<String>,
+    pub location: Option<String>,
+    pub retry_after: Option<Duration>,
+    pub body: Vec<u8>,
+}
+
+/// Sends the client's calls. The JWT it holds is shared by every clone of
+/// the client (it lives behind the client's `Arc`).
+pub(crate) struct Transport {
+    http: reqwest::Client,
+    auth_url: Url,
+    api_token: Secret,
+    retry: RetryPolicy,
+    tokens: TokenCache,
+    /// Counts calls by endpoint and status, once the gateway sets it.
+    metrics: OnceLock<Arc<Metrics>>,
+}
+
+impl Transport {
+    /// Builds the HTTP client (no call is made). `config` is assumed checked.
+    pub fn new(config: &ScalingoConfig, retry: RetryPolicy) -> Result<Self, ScalingoError> {
+        let mut headers = HeaderMap::new();
+        headers.insert(ACCEPT, HeaderValue::from_static("application/json"));
+        let http = reqwest::Client::builder()
+            .user_agent(config.user_agent.clone())
+            .default_headers(headers)
+            .timeout(config.request_timeout)
+            // Never follow a redirect: it could carry the bearer to another host.
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(|e| ScalingoError::Config(format!("HTTP client: {}", error_chain(&e))))?;
+        Ok(Self {
+            http,
+            auth_url: config.auth_url.clone(),
+            api_token: config.api_token.clone(),
+            retry,
+            tokens: TokenCache::default(),
+            metrics: OnceLock::new(),
+        })
+    }
+
+    /// Counts calls in `metrics` (the first call wins).
+    pub fn set_metrics(&self, metrics: Arc<Metrics>) {
+        let _ = self.metrics.set(metrics);
+    }
+
+    /// A bearer call: attaches the JWT; on a 401, exchanges a new JWT once and
+    /// retries once (a second 401 is returned as is and maps to Unauthorized).
+    /// Returns the last answer whatever its status.
+    pub async fn call(
+        &self,
+        method: Method,
+        url: &Url,
+        body: Option<&serde_json::Value>,
+    ) -> Result<Answer, ScalingoError> {
+        let mut jwt = self.tokens.get(|| self.exchange()).await?;
+        let mut renewed = false;
+        loop {
+            let bearer = jwt.clone();
+            let answer = self
+                .send_with_retry(&method, url, || {
+                    let request = self
+                        .http
+                        .request(method.clone(), url.clone())
+                        .bearer_auth(bearer.expose());
+                    match body {
+                        Some(body) => request.json(body),
+                        None => request,
+                    }
+                })
+                .await?;
+            if answer.status == StatusCode::UNAUTHORIZED && !renewed {
+                tracing::info!(%method, path = url.path(), request_id = answer.request_id.as_deref(), "JWT refused; exchanging the API token again");
+                renewed = true;
+                jwt = self.tokens.renew(&jwt, || self.exchange()).await?;
+                continue;
+            }
+            return Ok(answer);
+        }
+    }
+
+    /// [`call`](Self::call) then [`decode`].
+    pub async fn call_json<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        url: &Url,
+        body: Option<&serde_json::Value>,
+    ) -> Result<T, ScalingoError> {
+        let answer = self.call(method.clone(), url, body).await?;
+        decode(&method, url, answer)
+    }
+
+    /// The JWT exchange: `POST {auth}/v1/tokens/exchange`, Basic auth with an
+    /// empty user and the API token as password, body `{}`.
+    async fn exchange(&self) -> Result<Secret, ScalingoError> {
+        let url = join(&self.auth_url, &["v1", "tokens", "exchange"])?;
+        let token = self.api_token.clone();
+        let empty = serde_json::json!({});
+        let answer = self
+            .send_with_retry(&Method::POST, &url, || {
+                self.http
+                    .post(url.clone())
+                    .basic_auth("", Some(token.expose()))
+                    .json(&empty)
+            })
+            .await?;
+        if !answer.status.is_success() {
+            return Err(fail(&Method::POST, &url, &answer));
+        }
+        // No serde detail in the error: the body holds the JWT.
+        let envelope: TokenEnvelope = serde_json::from_slice(&answer.body).map_err(|_| {
+            ScalingoError::Decode("token exchange answer without a string `token`".into())
+        })?;
+        if envelope.token.is_empty() {
+            return Err(ScalingoError::Decode(
+                "token exchange returned an empty token".into(),
+            ));
+        }
+        Ok(Secret::new(envelope.token))
+    }
+
+    /// Sends the request built by `build`, retrying what the policy in
+    /// `retry` says (429/503 of any call, 502/504 and transport errors of
+    /// idempotent ones, connect errors of any call, never a timed-out call).
+    /// Returns the last answer, whatever its status, or the last transport error.
+    async fn send_with_retry(
+        &self,
+        method: &Method,
+        url: &Url,
+        build: impl Fn() -> RequestBuilder,
+    ) -> Result<Answer, ScalingoError> {
+        let idempotent = *method == Method::GET;
+        let outcome = retry::retrying(
+            &self.retry,
+            |_attempt| self.try_once(idempotent, url, &build),
+            |outcome, attempt, delay| match outcome {
+                Ok(answer) => {
+                    tracing::info!(%method, path = url.path(), status = answer.status.as_u16(), request_id = answer.request_id.as_deref(), attempt, ?delay, "Scalingo asks to retry later")
+                }
+                Err(e) => {
+                    tracing::info!(%method, path = url.path(), error = %e, attempt, ?delay, "Scalingo call failed; retrying")
+                }
+            },
+        )
+        .await;
+        if let Err(e) = &outcome {
+            tracing::warn!(%method, path = url.path(), error = %e, "Scalingo call failed");
+        }
+        outcome
+    }
+
+    /// One try: sends, counts it, reads the answer and says whether it may be retried.
+    async fn try_once(
+        &self,
+        idempotent: bool,
+        url: &Url,
+        build: &impl Fn() -> RequestBuilder,
+    ) -> Tried<Result<Answer, ScalingoError>> {
+        let sent = build().send().await;
+        if let Some(metrics) = self.metrics.get() {
+            let status = sent.as_ref().ok().map(|r| r.status().as_u16());
+            metrics.scalingo_call(endpoint_label(url.path()), status);
+        }
+        match sent {
+            Ok(response) => match read_answer(response).await {
+                Ok(answer) if retry::status_is_retryable(answer.status.as_u16(), idempotent) => {
+                    let retry_after = answer.retry_after;
+                    Tried::Retryable {
+                        value: Ok(answer),
+                        retry_after,
+                    }
+                }
+                // A body we could not read is not retried: the call was answered.
+                other => Tried::Final(other),
+            },
+            Err(e) => {
+                let value = Err(ScalingoError::Transport(error_chain(&e)));
+                if retry::transport_error_is_retryable(&e, idempotent) {
+                    Tried::Retryable {
+                        value,
+                        retry_after: None,
+                    }
+                } else {
+                    Tried::Final(value)
+                }
+            }
+        }
+    }
+}
+
+/// Decodes a 2xx body; any other answer is mapped by [`fail`].
+pub(crate) fn decode<T: DeserializeOwned>(
+    method: &Method,
+    url: &Url,
+    answer: Answer,
+) -> Result<T, ScalingoError> {
+    if !answer.status.is_success() {
+        return Err(fail(method, url, &answer));
+    }
+    serde_json::from_slice(&answer.body).map_err(|e| {
+        tracing::warn!(%method, path = url.path(), request_id = answer.request_id.as_deref(), error = %e, "undecodable Scalingo answer");
+        ScalingoError::Decode(format!("{} {}: {e}", method, url.path()))
+    })
+}
+
+/// Maps an error answer, logging it with its request id.
+pub(crate) fn fail(method: &Method, url: &Url, answer: &Answer) -> ScalingoError {
+    let err = error::from_response(
+        answer.status.as_u16(),
+        answer.request_id.clone(),
+        &answer.body,
+    );
+    let request_id = answer.request_id.as_deref().unwrap_or("-");
+    match &err {
+        ScalingoError::NotFound | ScalingoError::Busy(_) => {
+            tracing::debug!(%method, path = url.path(), status = answer.status.as_u16(), request_id, error = %err, "Scalingo answer")
+        }
+        _ => {
+            tracing::warn!(%method, path = url.path(), status = answer.status.as_u16(), request_id, error = %err, "Scalingo call failed")
+        }
+    }
+    err
+}
+
+/// Reads status, the headers we use, and the body (capped; error bodies harder).
+async fn read_answer(mut response: reqwest::Response) -> Result<Answer, ScalingoError> {
+    let status = response.status();
+    let headers = response.headers();
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    let request_id = header("x-request-id");
+    let location = header(LOCATION.as_str());
+    let retry_after = header(RETRY_AFTER.as_str()).and_then(|v| retry::parse_retry_after(&v));
+    let cap = if status.is_success() {
+        MAX_BODY_BYTES
+    } else {
+        MAX_ERROR_BODY_BYTES
+    };
+    let mut body = Vec::new();
+    loop {
+        let chunk = response
+            .chunk()
+            .await
+            .map_err(|e| ScalingoError::Transport(error_chain(&e)))?;
+        let Some(chunk) = chunk else { break };
+        let room = cap - body.len();
+        if chunk.len() > room {
+            body.extend_from_slice(&chunk[..room]);
+            if status.is_success() {
+                return Err(ScalingoError::Decode(format!(
+                    "answer larger than {MAX_BODY_BYTES} bytes"
+                )));
+            }
+            break; // an error message is taken from the start of the body
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(Answer {
+        status,
+        request_id,
+        location,
+        retry_after,
+        body,
+    })
+}
+
+/// An error and its sources, on one line (reqwest hides the cause in `source()`).
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut message = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !message.contains(&text) {
+            message.push_str(": ");
+            message.push_str(&text);
+        }
+        source = cause.source();
+    }
+    message
+}
