@@ -28,12 +28,15 @@ pub const DEFAULT_NEGATIVE_TTL: Duration = Duration::from_secs(30);
 /// [`super::polling::operation_poll_delay`].
 pub const DEFAULT_OPERATION_POLL_INTERVAL: Duration = Duration::from_secs(1);
 
-/// How calls answered 429 (rate limited) or 503 (unavailable) are retried.
+/// How calls answered 429 (rate limited) or 503 (unavailable) are retried
+/// (also 502/504 and transport errors of idempotent calls, and connect
+/// errors of any call; never a timed-out call).
 ///
 /// The delay before retry `n` (1-based) is `base_delay * 2^(n-1)`, capped at
-/// `max_delay`, plus up to 20 % jitter; a `Retry-After` in seconds replaces it
-/// (still capped). After `attempts` tries the last answer becomes
-/// [`ScalingoError::RateLimited`](super::ScalingoError::RateLimited) or [`ScalingoError::Server`](super::ScalingoError::Server).
+/// `max_delay`, plus up to 20 % jitter; a `Retry-After` (delay-seconds or
+/// HTTP-date) replaces it (still capped). After `attempts` tries the last
+/// answer becomes [`ScalingoError::RateLimited`](super::ScalingoError::RateLimited)
+/// or [`ScalingoError::Server`](super::ScalingoError::Server).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RetryPolicy {
     /// Total tries, the first one included; at least 1.

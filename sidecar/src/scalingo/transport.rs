@@ -8,7 +8,7 @@
 //! URLs the client built.
 
 use std::sync::{Arc, OnceLock};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use reqwest::header::{HeaderMap, HeaderValue, ACCEPT, LOCATION, RETRY_AFTER};
 use reqwest::{Method, RequestBuilder, StatusCode};
@@ -18,7 +18,7 @@ use url::Url;
 use super::auth::{Secret, TokenCache};
 use super::config::{RetryPolicy, ScalingoConfig};
 use super::error::{self, ScalingoError};
-use super::retry::{self, Tried};
+use super::retry::{self, SendFailure, Tried};
 use super::types::TokenEnvelope;
 use super::urls::join;
 use crate::metrics::{endpoint_label, Metrics};
@@ -152,7 +152,7 @@ impl Transport {
         Ok(Secret::new(envelope.token))
     }
 
-    /// Sends the request built by `build`, retrying what the policy in
+    /// Sends the request built by `build`, retrying what the one policy in
     /// `retry` says (429/503 of any call, 502/504 and transport errors of
     /// idempotent ones, connect errors of any call, never a timed-out call).
     /// Returns the last answer, whatever its status, or the last transport error.
@@ -208,7 +208,7 @@ impl Transport {
             },
             Err(e) => {
                 let value = Err(ScalingoError::Transport(error_chain(&e)));
-                if retry::transport_error_is_retryable(&e, idempotent) {
+                if SendFailure::of(&e).is_retryable(idempotent) {
                     Tried::Retryable {
                         value,
                         retry_after: None,
@@ -267,7 +267,8 @@ async fn read_answer(mut response: reqwest::Response) -> Result<Answer, Scalingo
     };
     let request_id = header("x-request-id");
     let location = header(LOCATION.as_str());
-    let retry_after = header(RETRY_AFTER.as_str()).and_then(|v| retry::parse_retry_after(&v));
+    let retry_after =
+        header(RETRY_AFTER.as_str()).and_then(|v| retry::parse_retry_after(&v, SystemTime::now()));
     let cap = if status.is_success() {
         MAX_BODY_BYTES
     } else {
