@@ -200,3 +200,266 @@ impl AppLocations {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+
+    fn region(name: &str) -> Region {
+        serde_json::from_value(serde_json::json!({
+            "name": name,
+            "api": format!("https://api.{name}.scalingo.com"),
+        }))
+        .expect("a region")
+    }
+
+    fn app(name: &str) -> App {
+        serde_json::from_value(serde_json::json!({ "name": name, "status": "running" }))
+            .expect("an app")
+    }
+
+    fn names(regions: &[Region]) -> Vec<&str> {
+        regions.iter().map(|r| r.name.as_str()).collect()
+    }
+
+    fn server_error() -> ScalingoError {
+        ScalingoError::Server {
+            status: 503,
+            request_id: None,
+            message: "down".into(),
+        }
+    }
+
+    /// Counts its calls and gives `result`.
+    struct Fetch<T> {
+        calls: AtomicUsize,
+        result: T,
+    }
+
+    impl<T: Clone> Fetch<T> {
+        fn new(result: T) -> Self {
+            Self {
+                calls: AtomicUsize::new(0),
+                result,
+            }
+        }
+
+        async fn call(&self) -> T {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            self.result.clone()
+        }
+
+        fn calls(&self) -> usize {
+            self.calls.load(Ordering::SeqCst)
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn regions_are_fetched_again_after_their_ttl() {
+        let cache = RegionsCache::default();
+        let fetch = Fetch::new(Ok(vec![region("osc-fr1")]));
+        for _ in 0..3 {
+            let regions = cache.get(|| fetch.call()).await.unwrap();
+            assert_eq!(names(&regions), ["osc-fr1"]);
+        }
+        assert_eq!(fetch.calls(), 1);
+        tokio::time::advance(REGIONS_TTL - Duration::from_secs(1)).await;
+        cache.get(|| fetch.call()).await.unwrap();
+        assert_eq!(fetch.calls(), 1, "still fresh");
+        tokio::time::advance(Duration::from_secs(1)).await;
+        cache.get(|| fetch.call()).await.unwrap();
+        assert_eq!(fetch.calls(), 2, "fetched again once due");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failed_refresh_keeps_the_stale_list_for_a_while() {
+        let cache = RegionsCache::default();
+        cache
+            .get(|| async { Ok(vec![region("osc-fr1")]) })
+            .await
+            .unwrap();
+        tokio::time::advance(REGIONS_TTL).await;
+        let failing = Fetch::new(Err(server_error()));
+        let stale = cache.get(|| failing.call()).await.unwrap();
+        assert_eq!(names(&stale), ["osc-fr1"]);
+        // Not tried again before REGIONS_RETRY, then tried again.
+        tokio::time::advance(REGIONS_RETRY - Duration::from_secs(1)).await;
+        cache.get(|| failing.call()).await.unwrap();
+        assert_eq!(failing.calls(), 1);
+        tokio::time::advance(Duration::from_secs(1)).await;
+        cache.get(|| failing.call()).await.unwrap();
+        assert_eq!(failing.calls(), 2);
+        // A configuration error is not hidden by the stale list.
+        tokio::time::advance(REGIONS_RETRY).await;
+        let unknown = ScalingoError::UnknownRegion("osc-typo".into());
+        assert_eq!(
+            cache
+                .get(|| async { Err(unknown.clone()) })
+                .await
+                .unwrap_err(),
+            unknown
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn without_a_list_a_failed_fetch_is_the_error_and_is_not_cached() {
+        let cache = RegionsCache::default();
+        let failing = Fetch::new(Err(server_error()));
+        assert_eq!(
+            cache.get(|| failing.call()).await.unwrap_err(),
+            server_error()
+        );
+        cache.get(|| failing.call()).await.unwrap_err();
+        assert_eq!(failing.calls(), 2);
+    }
+
+    #[test]
+    fn configured_regions_restrict_the_list() {
+        let listed = || vec![region("osc-fr1"), region("osc-secnum-fr1")];
+        assert_eq!(names(&select_regions(listed(), None).unwrap()).len(), 2);
+        let only = ["osc-secnum-fr1".to_owned()];
+        assert_eq!(
+            names(&select_regions(listed(), Some(&only)).unwrap()),
+            ["osc-secnum-fr1"]
+        );
+        let typo = ["osc-fr1".to_owned(), "osc-fr2".to_owned()];
+        assert_eq!(
+            select_regions(listed(), Some(&typo)).unwrap_err(),
+            ScalingoError::UnknownRegion("osc-fr2".into())
+        );
+    }
+
+    #[test]
+    fn a_listing_is_the_truth_for_its_region() {
+        let locations = AppLocations::new(Duration::from_secs(30));
+        locations.record_listing("osc-fr1", &[app("app-one"), app("app-two")]);
+        locations.record_listing("osc-secnum-fr1", &[app("app-three")]);
+        assert_eq!(locations.get("app-one").as_deref(), Some("osc-fr1"));
+        locations.record_listing("osc-fr1", &[app("app-two")]);
+        assert_eq!(locations.get("app-one"), None, "left its region");
+        assert_eq!(
+            locations.get("app-three").as_deref(),
+            Some("osc-secnum-fr1")
+        );
+
+        locations.forget_in("osc-fr1", "app-three");
+        assert!(
+            locations.get("app-three").is_some(),
+            "cached in another region"
+        );
+        locations.forget_in("osc-secnum-fr1", "app-three");
+        assert_eq!(locations.get("app-three"), None);
+        locations.forget("app-two");
+        assert_eq!(locations.get("app-two"), None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_clean_scan_answers_misses_for_the_negative_ttl() {
+        let ttl = Duration::from_secs(30);
+        let locations = AppLocations::new(ttl);
+        let scans = AtomicUsize::new(0);
+        let scan = || async {
+            scans.fetch_add(1, Ordering::SeqCst);
+            locations.record_listing("osc-fr1", &[app("app-one")]);
+            None
+        };
+        assert_eq!(
+            locations.locate("app-one", scan).await.unwrap().as_deref(),
+            Some("osc-fr1")
+        );
+        assert_eq!(
+            locations.locate("app-one", scan).await.unwrap().as_deref(),
+            Some("osc-fr1")
+        );
+        assert_eq!(
+            scans.load(Ordering::SeqCst),
+            1,
+            "a hit is answered from the cache"
+        );
+
+        // That scan answers any missing name for the negative TTL.
+        assert_eq!(locations.locate("no-such-app", scan).await.unwrap(), None);
+        tokio::time::advance(ttl - Duration::from_secs(1)).await;
+        assert_eq!(locations.locate("other-bogus", scan).await.unwrap(), None);
+        assert_eq!(scans.load(Ordering::SeqCst), 1, "within the negative TTL");
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert_eq!(locations.locate("other-bogus", scan).await.unwrap(), None);
+        assert_eq!(scans.load(Ordering::SeqCst), 2, "scanned again after it");
+        assert_eq!(locations.locate("no-such-app", scan).await.unwrap(), None);
+        assert_eq!(scans.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failed_scan_is_repeated_for_a_shorter_time() {
+        let locations = AppLocations::new(Duration::from_secs(30));
+        let scan = Fetch::new(Some(server_error()));
+        assert_eq!(
+            locations
+                .locate("my-app-one", || scan.call())
+                .await
+                .unwrap_err(),
+            server_error()
+        );
+        tokio::time::advance(FAILED_SCAN_RETRY - Duration::from_secs(1)).await;
+        locations
+            .locate("my-app-one", || scan.call())
+            .await
+            .unwrap_err();
+        assert_eq!(scan.calls(), 1);
+        tokio::time::advance(Duration::from_secs(1)).await;
+        locations
+            .locate("my-app-one", || scan.call())
+            .await
+            .unwrap_err();
+        assert_eq!(scan.calls(), 2);
+
+        // A negative TTL shorter than FAILED_SCAN_RETRY wins.
+        let short = Duration::from_secs(1);
+        let locations = AppLocations::new(short);
+        let scan = Fetch::new(Some(server_error()));
+        locations
+            .locate("my-app-one", || scan.call())
+            .await
+            .unwrap_err();
+        tokio::time::advance(short).await;
+        locations
+            .locate("my-app-one", || scan.call())
+            .await
+            .unwrap_err();
+        assert_eq!(scan.calls(), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failed_scan_still_finds_apps_listed_elsewhere() {
+        let locations = AppLocations::new(Duration::from_secs(30));
+        let found = locations
+            .locate("app-one", || async {
+                locations.record_listing("osc-fr1", &[app("app-one")]);
+                Some(server_error())
+            })
+            .await
+            .unwrap();
+        assert_eq!(found.as_deref(), Some("osc-fr1"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn concurrent_misses_share_one_scan() {
+        let locations = AppLocations::new(Duration::from_secs(30));
+        let scans = AtomicUsize::new(0);
+        let scan = || async {
+            scans.fetch_add(1, Ordering::SeqCst);
+            // Let the other callers queue on the scan lock meanwhile.
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            locations.record_listing("osc-fr1", &[app("app-one")]);
+            None
+        };
+        let results =
+            futures::future::join_all((0..5).map(|_| locations.locate("app-one", scan))).await;
+        assert!(results
+            .iter()
+            .all(|r| r.as_ref().unwrap().as_deref() == Some("osc-fr1")));
+        assert_eq!(scans.load(Ordering::SeqCst), 1);
+    }
+}

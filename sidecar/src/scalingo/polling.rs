@@ -128,7 +128,173 @@ fn polling_may_continue(e: &ScalingoError) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::VecDeque;
+    use std::sync::Mutex;
+
     use super::*;
+
+    const WHERE: (&str, &str, &str) = ("osc-fr1", "my-app-one", "op-1");
+
+    fn operation(status: &str, error: Option<&str>) -> Result<Operation, ScalingoError> {
+        Ok(serde_json::from_value(serde_json::json!({
+            "id": "op-1", "status": status, "error": error,
+        }))
+        .expect("an operation"))
+    }
+
+    fn ps(states: &[&str]) -> Result<Vec<Process>, ScalingoError> {
+        Ok(states
+            .iter()
+            .map(|state| {
+                serde_json::from_value(serde_json::json!({ "type": "web", "state": state }))
+                    .expect("a process")
+            })
+            .collect())
+    }
+
+    fn server_error() -> ScalingoError {
+        ScalingoError::Server {
+            status: 500,
+            request_id: None,
+            message: "oops".into(),
+        }
+    }
+
+    /// Gives the scripted answers in order (the last one again once they
+    /// run out) and records when (tokio's clock, from its creation) each call came.
+    struct Script<T> {
+        start: Instant,
+        answers: Mutex<VecDeque<T>>,
+        calls: Mutex<Vec<Duration>>,
+    }
+
+    impl<T: Clone> Script<T> {
+        fn new(answers: impl IntoIterator<Item = T>) -> Self {
+            Self {
+                start: Instant::now(),
+                answers: Mutex::new(answers.into_iter().collect()),
+                calls: Mutex::new(Vec::new()),
+            }
+        }
+
+        async fn next(&self) -> T {
+            self.calls.lock().unwrap().push(self.start.elapsed());
+            let mut answers = self.answers.lock().unwrap();
+            if answers.len() > 1 {
+                answers.pop_front().unwrap()
+            } else {
+                answers.front().cloned().unwrap()
+            }
+        }
+
+        fn calls(&self) -> Vec<Duration> {
+            self.calls.lock().unwrap().clone()
+        }
+    }
+
+    fn far() -> Instant {
+        Instant::now() + Duration::from_secs(600)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_operation_is_polled_until_done_through_transient_errors() {
+        let script = Script::new([
+            operation("pending", None),
+            Err(server_error()),
+            Err(ScalingoError::RateLimited),
+            Err(ScalingoError::Transport("reset".into())),
+            operation("running", None),
+            operation("done", None),
+        ]);
+        let interval = Duration::from_secs(1);
+        let op = until_operation_ends(WHERE, interval, far(), || script.next())
+            .await
+            .unwrap();
+        assert_eq!(op.status, OperationStatus::Done);
+        let calls = script.calls();
+        assert_eq!(calls.len(), 6);
+        // The first poll waits a quarter of the interval; none waits more than it.
+        assert_eq!(calls[0], interval / 4);
+        for pause in calls.windows(2).map(|w| w[1] - w[0]) {
+            assert!(pause >= interval / 4 && pause <= interval, "{pause:?}");
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_operation_in_error_fails_with_its_message() {
+        let script = Script::new([operation("error", Some("container web-1 failed"))]);
+        let err = until_operation_ends(WHERE, Duration::from_secs(1), far(), || script.next())
+            .await
+            .unwrap_err();
+        assert_eq!(
+            err,
+            ScalingoError::OperationFailed("container web-1 failed".into())
+        );
+        let script = Script::new([operation("error", None)]);
+        let err = until_operation_ends(WHERE, Duration::from_secs(1), far(), || script.next())
+            .await
+            .unwrap_err();
+        assert_eq!(
+            err,
+            ScalingoError::OperationFailed("operation op-1 ended in error".into())
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn other_errors_end_the_polling() {
+        let script = Script::new([Err(ScalingoError::NotFound), operation("done", None)]);
+        let err = until_operation_ends(WHERE, Duration::from_secs(1), far(), || script.next())
+            .await
+            .unwrap_err();
+        assert_eq!(err, ScalingoError::NotFound);
+        assert_eq!(script.calls().len(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn polling_stops_at_the_deadline() {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let script = Script::new([operation("running", None)]);
+        let err = until_operation_ends(WHERE, Duration::from_secs(1), deadline, || script.next())
+            .await
+            .unwrap_err();
+        assert_eq!(err, ScalingoError::Timeout);
+        assert_eq!(Instant::now(), deadline);
+
+        let script = Script::new([ps(&["booting"])]);
+        let err = until_web_runs(
+            ("osc-fr1", "my-app-one"),
+            deadline + Duration::from_secs(5),
+            || script.next(),
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(err, ScalingoError::Timeout);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn ps_is_checked_at_once_then_after_growing_delays() {
+        let script = Script::new([
+            ps(&[]),
+            Err(server_error()),
+            ps(&["booting"]),
+            ps(&["stopping"]),
+            ps(&["booting", "running"]),
+        ]);
+        until_web_runs(("osc-fr1", "my-app-one"), far(), || script.next())
+            .await
+            .unwrap();
+        let ms = Duration::from_millis;
+        assert_eq!(
+            script.calls(),
+            [ms(0), ms(250), ms(750), ms(1750), ms(2750)]
+        );
+
+        let script = Script::new([Err(ScalingoError::Unauthorized)]);
+        let err = until_web_runs(("osc-fr1", "my-app-one"), far(), || script.next())
+            .await
+            .unwrap_err();
+        assert_eq!(err, ScalingoError::Unauthorized);
+    }
 
     #[test]
     fn operation_polls_start_fast_and_slow_down_to_the_interval() {
