@@ -72,7 +72,7 @@ def strip_code(text: str) -> str:
                     j += 1
             out.append(blank(text[i:j]))
             i = j
-        elif (m := re.match(r'b?r(#*)"', text[i:])) and (i == 0 or not _ident(text[i - 1])):
+        elif c in "br" and (m := RAW_STRING.match(text, i)) and (i == 0 or not _ident(text[i - 1])):
             end = '"' + m.group(1)
             j = text.find(end, i + m.end())
             j = n if j < 0 else j + len(end)
@@ -87,10 +87,10 @@ def strip_code(text: str) -> str:
             i = j
         elif c == "'":
             # A char literal ('x', '\n', '\u{1F600}', '\'') or a lifetime ('a).
-            m = re.match(r"'(\\(x[0-9a-fA-F]{2}|u\{[0-9a-fA-F]{1,6}\}|.)|[^\\'])'", text[i:], re.S)
+            m = CHAR_LITERAL.match(text, i)
             if m:
                 out.append(blank(m.group(0)))
-                i += m.end()
+                i = m.end()
             else:
                 out.append(c)
                 i += 1
@@ -98,6 +98,10 @@ def strip_code(text: str) -> str:
             out.append(c)
             i += 1
     return "".join(out)
+
+
+RAW_STRING = re.compile(r'b?r(#*)"')
+CHAR_LITERAL = re.compile(r"'(\\(x[0-9a-fA-F]{2}|u\{[0-9a-fA-F]{1,6}\}|.)|[^\\'])'", re.S)
 
 
 def _ident(c: str) -> bool:
