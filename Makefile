@@ -56,10 +56,14 @@ build: wasm
 fmt:
 	$(CARGO) fmt --all
 
+# Last: no module may import one that imports it back (the script's
+# docstring states the rule; --self-test runs its own cases first).
 lint: wasm-target
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	$(CARGO) clippy -p paastis-filter --target $(WASM_TARGET) -- -D warnings
+	$(PYTHON) scripts/check-module-cycles.py --self-test
+	$(PYTHON) scripts/check-module-cycles.py .
 
 # Every test: unit, per-crate integration, and end-to-end (real Envoy with the
 # built .wasm, the sidecar binary, the fake Scalingo, redis-server).

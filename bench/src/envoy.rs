@@ -10,9 +10,20 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
 use paastis_e2e::harness::{blocking_get, envoy_bin, wait_envoy_ready};
-use serde_json::Value;
+use serde_json::{json, Value};
 
 use crate::util::{pinned, Guard};
+
+/// The filter configuration of `envoy/gateway.yaml`, the shipped one.
+pub fn shipped_filter_config() -> serde_json::Value {
+    json!({
+        "sidecar_cluster": "paastis_sidecar",
+        "domains": ["gateway.example.com", "localhost"],
+        "unmatched_hosts": "reject",
+        "failure_policy": "closed",
+        "cache_ttl_ms": 30000
+    })
+}
 
 pub struct Envoy {
     process: Guard,
@@ -152,10 +163,7 @@ pub fn gateway(
                 "WASM_PATH",
                 paastis_e2e::harness::wasm_path().display().to_string(),
             ),
-            (
-                "FILTER_CONFIG",
-                crate::hot::shipped_filter_config().to_string(),
-            ),
+            ("FILTER_CONFIG", shipped_filter_config().to_string()),
         ],
     )?;
     tokio::task::block_in_place(|| Envoy::start(dir, name, &config, concurrency, None))

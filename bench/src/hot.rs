@@ -14,9 +14,8 @@ use std::time::{Duration, Instant};
 
 use paastis_e2e::fake::{FakeApp, FakeConfig, FakeScalingo};
 use paastis_e2e::harness::{render_template, wasm_path};
-use serde_json::json;
 
-use crate::envoy::Envoy;
+use crate::envoy::{shipped_filter_config, Envoy};
 use crate::perf::Recording;
 use crate::report::{f0, f1, f2, table, Section, Target};
 use crate::upstream::Upstream;
@@ -26,17 +25,6 @@ use crate::wrk::{Load, Run, Wrk};
 const TEMPLATE: &str = include_str!("../envoy-hot.yaml.tmpl");
 const APP: &str = "bench-app";
 const HOST: &str = "bench-app.gateway.example.com";
-
-/// The filter configuration of `envoy/gateway.yaml`, the shipped one.
-pub fn shipped_filter_config() -> serde_json::Value {
-    json!({
-        "sidecar_cluster": "paastis_sidecar",
-        "domains": ["gateway.example.com", "localhost"],
-        "unmatched_hosts": "reject",
-        "failure_policy": "closed",
-        "cache_ttl_ms": 30000
-    })
-}
 
 const PLAIN_ROUTES: &str = r#"              - match: { prefix: "/" }
                 route: { cluster: osc-fr1, timeout: 60s }"#;

@@ -24,6 +24,10 @@
 //! Usage: `paastis-bench [--out FILE] [--only hot,cold,waiters,scheduler,footprint] [--quick]`
 //! (`--quick`: shorter runs, for trying the bench itself; its figures are
 //! not worth recording).
+//!
+//! Depends on the test kit (`paastis-e2e`) for the fake and the Envoy
+//! readiness wait, and on the sidecar's library only for the scheduler pass
+//! it times in process; nothing depends on this crate.
 
 mod cold;
 mod envoy;

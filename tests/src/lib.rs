@@ -1,4 +1,10 @@
-//! End-to-end support for Paastis.
+//! The test kit of Paastis, and the end-to-end suites (in `tests/`).
+//!
+//! Owns what tests need around the gateway, never the gateway itself: it
+//! must not depend on `paastis-sidecar` or `paastis-filter` (it runs their
+//! built artefacts), so that the sidecar can use it as a dev-dependency
+//! without a cycle. Suites that exercise only the sidecar live in
+//! `sidecar/tests/`.
 //!
 //! The [`fake`] module is an in-process fake of the Scalingo API (auth API,
 //! one regional API per region, one app front-end per region) that follows

@@ -1,13 +1,12 @@
 //! Checks live answers against an OpenAPI 3.1 document: the documented
 //! status codes of each operation, and the JSON body against the schema of
-//! that status (the subset of JSON Schema the project's documents use:
-//! `$ref`, `type` (one or a list, `null` included), `required`,
-//! `properties`, `items`, `prefixItems`, `additionalProperties`, `enum`,
-//! `minimum`, `maximum`).
+//! that status, with a full JSON Schema 2020-12 validator (the `jsonschema`
+//! crate). Response objects may be `$ref`s to the document's components,
+//! and so may schemas; only local references are followed.
 
 use std::path::Path;
 
-use serde_json::Value;
+use serde_json::{json, Value};
 
 pub struct OpenApi {
     doc: Value,
@@ -60,17 +59,17 @@ impl OpenApi {
     /// is documented, and its JSON body (when the status documents one)
     /// matches the schema. Returns every violation found.
     pub fn check(&self, method: &str, path: &str, status: u16, body: &str) -> Result<(), String> {
-        let op = self.doc["paths"][path][method].clone();
+        let op = &self.doc["paths"][path][method];
         if op.is_null() {
             return Err(format!("{method} {path} is not documented"));
         }
-        let response = op["responses"][status.to_string()].clone();
+        let response = &op["responses"][status.to_string()];
         if response.is_null() {
             return Err(format!(
                 "{method} {path}: status {status} is not documented"
             ));
         }
-        let response = self.resolve(&response)?;
+        let response = self.resolve(response)?;
         let Some(schema) = response.pointer("/content/application~1json/schema") else {
             return if body.trim().is_empty() {
                 Ok(())
@@ -82,8 +81,13 @@ impl OpenApi {
         };
         let value: Value = serde_json::from_str(body)
             .map_err(|e| format!("{method} {path} {status}: body is not JSON ({e}): {body}"))?;
-        let mut errors = Vec::new();
-        self.validate(schema, &value, "$", &mut errors);
+        let validator = self
+            .validator(schema)
+            .map_err(|e| format!("{method} {path} {status}: unusable schema: {e}"))?;
+        let errors: Vec<String> = validator
+            .iter_errors(&value)
+            .map(|e| format!("${}: {e}", e.instance_path))
+            .collect();
         if errors.is_empty() {
             Ok(())
         } else {
@@ -94,102 +98,22 @@ impl OpenApi {
         }
     }
 
-    fn validate(&self, schema: &Value, value: &Value, at: &str, errors: &mut Vec<String>) {
-        let schema = match self.resolve(schema) {
-            Ok(s) => s,
-            Err(e) => {
-                errors.push(format!("{at}: {e}"));
-                return;
-            }
-        };
-        if let Some(types) = schema.get("type") {
-            let allowed: Vec<&str> = match types {
-                Value::String(t) => vec![t.as_str()],
-                Value::Array(ts) => ts.iter().filter_map(Value::as_str).collect(),
-                _ => Vec::new(),
-            };
-            if !allowed.iter().any(|t| type_matches(t, value)) {
-                errors.push(format!("{at}: expected {allowed:?}, got {value}"));
-                return;
-            }
-        }
-        if let Some(options) = schema.get("enum").and_then(Value::as_array) {
-            if !options.contains(value) {
-                errors.push(format!("{at}: {value} is not one of {options:?}"));
-            }
-        }
-        if let (Some(min), Some(n)) = (
-            schema.get("minimum").and_then(Value::as_f64),
-            value.as_f64(),
-        ) {
-            if n < min {
-                errors.push(format!("{at}: {n} < minimum {min}"));
-            }
-        }
-        if let (Some(max), Some(n)) = (
-            schema.get("maximum").and_then(Value::as_f64),
-            value.as_f64(),
-        ) {
-            if n > max {
-                errors.push(format!("{at}: {n} > maximum {max}"));
-            }
-        }
-        if let Some(object) = value.as_object() {
-            for field in schema
-                .get("required")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-                .filter_map(Value::as_str)
-            {
-                if !object.contains_key(field) {
-                    errors.push(format!("{at}: required field {field:?} missing"));
-                }
-            }
-            let properties = schema.get("properties").and_then(Value::as_object);
-            for (key, v) in object {
-                match properties.and_then(|p| p.get(key)) {
-                    Some(s) => self.validate(s, v, &format!("{at}.{key}"), errors),
-                    None => {
-                        if let Some(extra) = schema.get("additionalProperties") {
-                            match extra {
-                                Value::Bool(false) => {
-                                    errors.push(format!("{at}: unexpected field {key:?}"))
-                                }
-                                Value::Object(_) => {
-                                    self.validate(extra, v, &format!("{at}.{key}"), errors)
-                                }
-                                _ => {}
-                            }
-                        }
-                    }
-                }
-            }
-        }
-        if let Some(items) = value.as_array() {
-            let prefix = schema.get("prefixItems").and_then(Value::as_array);
-            for (i, item) in items.iter().enumerate() {
-                let item_schema = prefix
-                    .and_then(|p| p.get(i))
-                    .or_else(|| schema.get("items"));
-                if let Some(s) = item_schema {
-                    self.validate(s, item, &format!("{at}[{i}]"), errors);
-                }
-            }
-        }
-    }
-}
-
-fn type_matches(t: &str, v: &Value) -> bool {
-    match t {
-        "null" => v.is_null(),
-        "boolean" => v.is_boolean(),
-        "integer" => v.is_i64() || v.is_u64(),
-        "number" => v.is_number(),
-        "string" => v.is_string(),
-        "array" => v.is_array(),
-        "object" => v.is_object(),
-        _ => false,
+    /// A JSON Schema 2020-12 validator (OpenAPI 3.1's dialect) for `schema`,
+    /// a schema found in the document. The schema is wrapped in a root that
+    /// carries the document's `components`, so that its local `$ref`s
+    /// (`#/components/schemas/...`) resolve as they do in the document; the
+    /// wrapper adds no constraint. Formats are asserted, not just annotated.
+    fn validator(&self, schema: &Value) -> Result<jsonschema::Validator, String> {
+        let root = json!({
+            "$schema": "https://json-schema.org/draft/2020-12/schema",
+            "components": self.doc["components"],
+            "allOf": [schema],
+        });
+        jsonschema::draft202012::options()
+            .should_validate_formats(true)
+            .should_ignore_unknown_formats(false)
+            .build(&root)
+            .map_err(|e| e.to_string())
     }
 }
 
@@ -203,13 +127,28 @@ mod tests {
                 "openapi": "3.1.0",
                 "paths": {"/x": {"get": {"responses": {
                     "200": {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/X"}}}},
+                    "201": {"$ref": "#/components/responses/Pair"},
                     "204": {"description": "empty"}
                 }}}},
-                "components": {"schemas": {"X": {
-                    "type": "object", "required": ["a"],
-                    "properties": {"a": {"type": ["integer", "null"]}, "b": {"type": "array", "items": {"type": "string"}}},
-                    "additionalProperties": false
-                }}}
+                "components": {
+                    "schemas": {
+                        "X": {
+                            "type": "object", "required": ["a"],
+                            "properties": {
+                                "a": {"type": ["integer", "null"], "minimum": 0, "maximum": 10},
+                                "b": {"type": "array", "items": {"type": "string"}},
+                                "c": {"enum": ["on", "off"]}
+                            },
+                            "additionalProperties": false
+                        },
+                        "Pair": {
+                            "type": "array",
+                            "prefixItems": [{"type": "string"}, {"type": "integer"}],
+                            "items": false
+                        }
+                    },
+                    "responses": {"Pair": {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/Pair"}}}}}
+                }
             }),
         }
     }
@@ -217,20 +156,61 @@ mod tests {
     #[test]
     fn answers_are_checked_against_the_schema() {
         let d = doc();
-        assert!(d
-            .check("get", "/x", 200, r#"{"a": null, "b": ["s"]}"#)
-            .is_ok());
-        assert!(d.check("get", "/x", 204, "").is_ok());
+        assert_eq!(
+            d.check("get", "/x", 200, r#"{"a": null, "b": ["s"], "c": "on"}"#),
+            Ok(())
+        );
+        assert_eq!(d.check("get", "/x", 200, r#"{"a": 10}"#), Ok(()));
+        assert_eq!(d.check("get", "/x", 201, r#"["web", 2]"#), Ok(()));
+        assert_eq!(d.check("get", "/x", 204, ""), Ok(()));
         let errs = [
             d.check("get", "/x", 200, r#"{"b": ["s"]}"#),
             d.check("get", "/x", 200, r#"{"a": "1"}"#),
             d.check("get", "/x", 200, r#"{"a": 1, "b": [1]}"#),
             d.check("get", "/x", 200, r#"{"a": 1, "c": 1}"#),
+            d.check("get", "/x", 200, r#"{"a": 1, "d": 1}"#),
+            d.check("get", "/x", 200, r#"{"a": -1}"#),
+            d.check("get", "/x", 200, r#"{"a": 11}"#),
+            d.check("get", "/x", 200, r#"{"a": 1, "c": "maybe"}"#),
+            d.check("get", "/x", 200, "not json"),
+            d.check("get", "/x", 201, r#"[2, "web"]"#),
+            d.check("get", "/x", 201, r#"["web", 2, 3]"#),
+            d.check("get", "/x", 204, "{}"),
             d.check("get", "/x", 500, "{}"),
             d.check("post", "/x", 200, "{}"),
         ];
-        for e in errs {
-            assert!(e.is_err());
+        for (i, e) in errs.into_iter().enumerate() {
+            assert!(e.is_err(), "case {i} passed");
         }
+    }
+
+    #[test]
+    fn violations_name_where_they_are() {
+        let error = doc()
+            .check("get", "/x", 200, r#"{"a": 1, "b": ["s", 2]}"#)
+            .unwrap_err();
+        assert!(error.contains("$/b/1"), "{error}");
+    }
+
+    #[test]
+    fn every_schema_of_the_admin_document_compiles() {
+        let spec =
+            OpenApi::load(&crate::harness::workspace_root().join("sidecar/openapi/admin.yaml"))
+                .expect("the admin document loads");
+        let mut schemas = 0;
+        for (method, path) in spec.operations() {
+            let responses = spec.doc["paths"][&path][&method]["responses"]
+                .as_object()
+                .expect("responses");
+            for response in responses.values() {
+                let response = spec.resolve(response).expect("resolves");
+                if let Some(schema) = response.pointer("/content/application~1json/schema") {
+                    spec.validator(schema)
+                        .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+                    schemas += 1;
+                }
+            }
+        }
+        assert!(schemas > 0);
     }
 }

@@ -1,5 +1,8 @@
 //! In-memory registry, coordinator and event log: the defaults for a single
 //! gateway instance.
+//!
+//! Their contract is tested with the Redis store's, by the same cases
+//! (`sidecar/tests/registry_contract.rs`).
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::Mutex;
@@ -222,130 +225,5 @@ impl EventLog for InMemoryEventLog {
             .take(limit)
             .cloned()
             .collect())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::super::EventKind;
-    use super::*;
-
-    fn apps(names: &[&str]) -> Vec<String> {
-        names.iter().map(|s| s.to_string()).collect()
-    }
-
-    #[tokio::test]
-    async fn last_access_never_moves_backwards() {
-        let r = InMemoryRegistry::new();
-        r.touch(&apps(&["front-app"]), 2_000).await.unwrap();
-        r.touch(&apps(&["front-app"]), 1_000).await.unwrap();
-        assert_eq!(
-            r.get("front-app").await.unwrap().unwrap().last_access_ms,
-            2_000
-        );
-        r.touch(&apps(&["front-app", "back-app"]), 3_000)
-            .await
-            .unwrap();
-        let all = r.list().await.unwrap();
-        assert_eq!(
-            all.iter()
-                .map(|a| (a.app.as_str(), a.last_access_ms))
-                .collect::<Vec<_>>(),
-            [("back-app", 3_000), ("front-app", 3_000)]
-        );
-    }
-
-    #[tokio::test]
-    async fn register_keeps_access_and_formation() {
-        let r = InMemoryRegistry::new();
-        r.touch(&apps(&["my-app-1"]), 5_000).await.unwrap();
-        r.remember_formation("my-app-1", vec![("web".into(), 2)])
-            .await
-            .unwrap();
-        let meta = AppMeta {
-            region: "osc-fr1".into(),
-            max_idle_minutes: 30,
-            linked_apps: apps(&["my-api-1"]),
-        };
-        r.register("my-app-1", meta, 4_000).await.unwrap();
-        let rec = r.get("my-app-1").await.unwrap().unwrap();
-        assert_eq!(rec.last_access_ms, 5_000);
-        assert_eq!(rec.formation, vec![("web".to_string(), 2)]);
-        assert_eq!(rec.region.as_deref(), Some("osc-fr1"));
-        r.forget("my-app-1").await.unwrap();
-        assert!(r.get("my-app-1").await.unwrap().is_none());
-        assert_eq!(r.len().await.unwrap(), 0);
-    }
-
-    #[tokio::test]
-    async fn accessed_before_is_a_range_oldest_first() {
-        let r = InMemoryRegistry::new();
-        r.touch(&apps(&["app-aaaa"]), 3_000).await.unwrap();
-        r.touch(&apps(&["app-bbbb"]), 1_000).await.unwrap();
-        r.touch(&apps(&["app-cccc"]), 2_000).await.unwrap();
-        r.touch(&apps(&["app-bbbb"]), 4_000).await.unwrap();
-        let idle: Vec<_> = r
-            .accessed_before(3_000, 10)
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|a| a.app)
-            .collect();
-        assert_eq!(idle, ["app-cccc", "app-aaaa"]);
-        assert_eq!(r.accessed_before(3_000, 1).await.unwrap().len(), 1);
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn leases_expire_and_are_released_only_by_their_holder() {
-        let c = InMemoryCoordinator::new();
-        let ttl = Duration::from_secs(10);
-        assert!(c.acquire("pass", "one", ttl).await.unwrap());
-        assert!(!c.acquire("pass", "two", ttl).await.unwrap());
-        assert!(!c.release("pass", "two").await.unwrap());
-        assert!(
-            c.acquire("pass", "one", ttl).await.unwrap(),
-            "the holder extends it"
-        );
-        tokio::time::advance(Duration::from_secs(11)).await;
-        assert!(
-            c.acquire("pass", "two", ttl).await.unwrap(),
-            "a dead holder's lease expires"
-        );
-        assert!(
-            !c.release("pass", "one").await.unwrap(),
-            "the old holder cannot release the new lease"
-        );
-        assert_eq!(c.holder("pass").await.unwrap().as_deref(), Some("two"));
-        assert!(c.release("pass", "two").await.unwrap());
-        assert_eq!(c.holder("pass").await.unwrap(), None);
-
-        c.put_note("wake/app", "done", Duration::from_secs(1))
-            .await
-            .unwrap();
-        assert_eq!(c.note("wake/app").await.unwrap().as_deref(), Some("done"));
-        tokio::time::advance(Duration::from_secs(2)).await;
-        assert_eq!(c.note("wake/app").await.unwrap(), None);
-    }
-
-    #[tokio::test]
-    async fn the_event_log_is_bounded_newest_first() {
-        let log = InMemoryEventLog::new(2);
-        for (i, app) in ["app-one1", "app-two2", "app-three"].iter().enumerate() {
-            let event = Event {
-                at_ms: i as u64,
-                app: app.to_string(),
-                instance: "test".into(),
-                kind: EventKind::Registered,
-            };
-            log.record(event).await.unwrap();
-        }
-        let recent: Vec<_> = log
-            .recent(10)
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|e| e.app)
-            .collect();
-        assert_eq!(recent, ["app-three", "app-two2"]);
     }
 }
