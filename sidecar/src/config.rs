@@ -12,11 +12,13 @@ use serde::Deserialize;
 use thiserror::Error;
 use url::Url;
 
+pub use crate::hooks::Hooks;
+pub use crate::registry::DEFAULT_MAX_IDLE_MINUTES;
 use crate::scalingo::{ScalingoConfig, Secret};
 
-/// Idle time before an app is paused when no rule says otherwise (Paastis's
-/// default), in minutes.
-pub const DEFAULT_MAX_IDLE_MINUTES: u64 = 15;
+/// Default pace of the scheduler's Scalingo calls: Scalingo's rate limit
+/// (60 a minute per token).
+pub const DEFAULT_CALLS_PER_MINUTE: u32 = 60;
 
 /// A configuration error. Its text is printed as `invalid configuration: ...`
 /// and the process exits with code 64.
@@ -73,18 +75,6 @@ pub enum LogFormat {
     Text,
     /// One JSON object per line, for log pipelines.
     Json,
-}
-
-/// Paastis's hooks: shell commands run around starts and stops, with the
-/// app's name in `$PAASTIS_APP` (and `$APP`).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Hooks {
-    pub before_start: Option<String>,
-    pub after_start: Option<String>,
-    pub before_stop: Option<String>,
-    pub after_stop: Option<String>,
-    /// Bound on each run; a hook still running then is killed.
-    pub timeout: Duration,
 }
 
 /// The sidecar's whole configuration.
@@ -345,7 +335,7 @@ impl Config {
         let scheduler_interval = env.secs(&["PAASTIS_SCHEDULER_INTERVAL"], 60, 86_400)?;
         let scheduler_calls_per_minute = env.count(
             "PAASTIS_SCALINGO_CALLS_PER_MINUTE",
-            crate::scheduler::DEFAULT_CALLS_PER_MINUTE,
+            DEFAULT_CALLS_PER_MINUTE,
             1_000_000,
         )?;
         let instance = env

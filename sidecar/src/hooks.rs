@@ -22,7 +22,6 @@ use tokio::io::AsyncReadExt;
 use tokio::process::Command;
 use tracing::{info, warn};
 
-use crate::config::Hooks;
 use crate::metrics::Metrics;
 
 /// Most bytes of a hook's output kept for the log, per stream.
@@ -35,6 +34,18 @@ const SECRET_VARS: [&str; 4] = [
     "PAASTIS_ADMIN_TOKEN",
     "REGISTRY_REDIS_URL",
 ];
+
+/// Paastis's hooks: shell commands run around starts and stops, with the
+/// app's name in `$PAASTIS_APP` (and `$APP`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Hooks {
+    pub before_start: Option<String>,
+    pub after_start: Option<String>,
+    pub before_stop: Option<String>,
+    pub after_stop: Option<String>,
+    /// Bound on each run; a hook still running then is killed.
+    pub timeout: Duration,
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Hook {
