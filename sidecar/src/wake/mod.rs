@@ -3,9 +3,9 @@
 //!
 //! - this module: the [`Waker`], its single flight per app and the wake of
 //!   an app with its linked apps;
-//! - [`lease`]: one wake per app across gateway instances (lease and note);
-//! - [`scale`]: the scale calls and the pure restore plan;
-//! - [`types`]: the answer, errors and states.
+//! - [`lease`], one wake per app across gateway instances (lease and note);
+//! - [`scale`], the scale calls and the pure restore plan;
+//! - [`types`], the answer, errors and states.
 //!
 //! Invariants:
 //! - At most one wake per app runs at a time in this process: every caller
