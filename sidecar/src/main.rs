@@ -193,6 +193,8 @@ fn serve(config: Config) -> ExitCode {
         let drain = async {
             while servers.join_next().await.is_some() {}
             waker.drained().await;
+            // After the wakes: a wake that ends spawns its after_start hook.
+            waker.deps().hooks.drained().await;
         };
         if tokio::time::timeout(DRAIN_TIMEOUT, drain).await.is_err() {
             warn!(
