@@ -49,6 +49,8 @@ struct State {
     apps: BTreeMap<String, SimApp>,
     calls: HashMap<Call, usize>,
     failures: HashMap<Call, VecDeque<ScalingoError>>,
+    /// How long each kind of call takes before it acts.
+    delays: HashMap<Call, Duration>,
     /// Every scale call that reached an app: (app, changes).
     scales: Vec<(String, Vec<ContainerAmount>)>,
     next_operation: u64,
@@ -120,6 +122,11 @@ impl InProcessPlatform {
             .push_back(error);
     }
 
+    /// Calls of kind `call` take `delay` (on tokio's clock) before they act.
+    pub fn set_delay(&self, call: Call, delay: Duration) {
+        self.lock().delays.insert(call, delay);
+    }
+
     /// How many calls of kind `call` were made.
     pub fn calls(&self, call: Call) -> usize {
         self.lock().calls.get(&call).copied().unwrap_or(0)
@@ -149,8 +156,13 @@ impl InProcessPlatform {
             .unwrap_or_default()
     }
 
-    /// Counts the call and takes its queued failure, if any.
-    fn enter(&self, call: Call) -> Result<MutexGuard<'_, State>, ScalingoError> {
+    /// Waits for the call's delay, counts the call and takes its queued
+    /// failure, if any.
+    async fn enter(&self, call: Call) -> Result<MutexGuard<'_, State>, ScalingoError> {
+        let delay = self.lock().delays.get(&call).copied();
+        if let Some(delay) = delay {
+            tokio::time::sleep(delay).await;
+        }
         let mut state = self.lock();
         *state.calls.entry(call).or_default() += 1;
         match state.failures.get_mut(&call).and_then(VecDeque::pop_front) {
@@ -192,11 +204,11 @@ async fn until(at: Option<Instant>, deadline: Instant) -> Result<(), ScalingoErr
 #[async_trait]
 impl Platform for InProcessPlatform {
     async fn regions(&self) -> Result<Vec<String>, ScalingoError> {
-        Ok(self.enter(Call::Regions)?.regions.clone())
+        Ok(self.enter(Call::Regions).await?.regions.clone())
     }
 
     async fn list_apps(&self, region: &str) -> Result<Vec<ListedApp>, ScalingoError> {
-        let state = self.enter(Call::ListApps)?;
+        let state = self.enter(Call::ListApps).await?;
         if !state.regions.iter().any(|r| r == region) {
             return Err(ScalingoError::UnknownRegion(region.to_owned()));
         }
@@ -218,7 +230,7 @@ impl Platform for InProcessPlatform {
     }
 
     async fn locate(&self, app: &str) -> Result<Option<String>, ScalingoError> {
-        let state = self.enter(Call::Locate)?;
+        let state = self.enter(Call::Locate).await?;
         Ok(state.apps.get(app).map(|a| a.region.clone()))
     }
 
@@ -227,7 +239,7 @@ impl Platform for InProcessPlatform {
         region: &str,
         app: &str,
     ) -> Result<Vec<ContainerType>, ScalingoError> {
-        let mut state = self.enter(Call::Formation)?;
+        let mut state = self.enter(Call::Formation).await?;
         Ok(app_in(&mut state, region, app)?.formation.clone())
     }
 
@@ -237,7 +249,7 @@ impl Platform for InProcessPlatform {
         app: &str,
         changes: &[ContainerAmount],
     ) -> Result<ScaleOutcome, ScalingoError> {
-        let mut state = self.enter(Call::Scale)?;
+        let mut state = self.enter(Call::Scale).await?;
         if changes.is_empty() {
             return Ok(ScaleOutcome::NoChange);
         }
@@ -295,7 +307,7 @@ impl Platform for InProcessPlatform {
         deadline: Instant,
     ) -> Result<(), ScalingoError> {
         let end = {
-            let mut state = self.enter(Call::WaitOperation)?;
+            let mut state = self.enter(Call::WaitOperation).await?;
             match &app_in(&mut state, region, app)?.operation {
                 Some((id, end)) if id == operation_id => *end,
                 _ => return Err(ScalingoError::NotFound),
@@ -311,7 +323,7 @@ impl Platform for InProcessPlatform {
         deadline: Instant,
     ) -> Result<(), ScalingoError> {
         let up = {
-            let mut state = self.enter(Call::WaitWebRunning)?;
+            let mut state = self.enter(Call::WaitWebRunning).await?;
             app_in(&mut state, region, app)?.web_up_at
         };
         until(up, deadline).await

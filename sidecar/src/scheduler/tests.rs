@@ -144,3 +144,46 @@ async fn nothing_is_paused_in_the_pass_after_a_registry_failure() {
     assert!(!report.recovering);
     assert_eq!(report.paused, ["idle-app"]);
 }
+
+#[tokio::test(start_paused = true)]
+async fn activity_that_arrives_during_the_pass_keeps_its_app_running() {
+    let (platform, deps, scheduler) =
+        setup(&[("idle-a", &[("web", 1)]), ("idle-b", &[("web", 1)])]);
+    accessed(&deps, "idle-a", 40).await;
+    accessed(&deps, "idle-b", 30).await;
+    // The pass lists at 0 s and pauses idle-a at 1 s and 2 s (paced); idle-b
+    // is used at 1.5 s, after the registry was read for the plan.
+    let registry = deps.registry.clone();
+    let user = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(1_500)).await;
+        registry.touch(&["idle-b".to_owned()], NOW).await.unwrap();
+    });
+    let report = scheduler.pass(NOW).await.unwrap();
+    user.await.expect("task");
+    assert_eq!(report.paused, ["idle-a"]);
+    assert_eq!(platform.scales_of("idle-b").len(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_pass_whose_lease_was_taken_over_stops_before_the_next_pause() {
+    let (platform, deps, scheduler) =
+        setup(&[("idle-a", &[("web", 1)]), ("idle-b", &[("web", 1)])]);
+    accessed(&deps, "idle-a", 40).await;
+    accessed(&deps, "idle-b", 30).await;
+    // Reading idle-a's formation stalls beyond the lease's lifetime, and
+    // another instance takes the expired lease meanwhile.
+    platform.set_delay(Call::Formation, LEASE_TTL + Duration::from_secs(60));
+    let coordinator = deps.coordinator.clone();
+    let other = tokio::spawn(async move {
+        tokio::time::sleep(LEASE_TTL + Duration::from_secs(30)).await;
+        coordinator
+            .acquire(LEASE, "other", LEASE_TTL)
+            .await
+            .unwrap()
+    });
+    let report = scheduler.pass(NOW).await.unwrap();
+    assert!(other.await.expect("task"), "the other instance took over");
+    assert!(report.lost_lease);
+    assert_eq!(report.paused, ["idle-a"], "the pause under way ends");
+    assert_eq!(platform.scales_of("idle-b").len(), 0, "the rest is theirs");
+}
