@@ -3,7 +3,7 @@
 //! error names the file, rule and field, or the variable.
 //!
 //! - this module: [`Config`] and its reading from the environment;
-//! - [`env`], the environment reader;
+//! - [`env`](mod@env), the environment reader;
 //! - [`rules`], `paastis.yml`;
 //! - [`error`], [`ConfigError`].
 
