@@ -220,3 +220,60 @@ async fn shutdown_waits_for_a_wake_a_caller_gave_up_on() {
         WakeState::Running(Awake::new("my-app", REGION))
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_dead_leaders_wake_is_taken_over_when_its_lease_expires() {
+    let platform = platform_with(&[("my-app", &[("web", 0)])]);
+    let waker = waker(&platform, "");
+    // Another instance took the lease, then died without a note.
+    let taken = waker
+        .deps()
+        .coordinator
+        .acquire("wake:my-app", "dead", WAKE_LEASE_TTL)
+        .await
+        .unwrap();
+    assert!(taken);
+    let started = Instant::now();
+    waker.wake("my-app", None).await.expect("woken");
+    assert!(
+        started.elapsed() >= WAKE_LEASE_TTL,
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(platform.calls(Call::Scale), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_leaders_failure_reaches_the_instances_that_waited() {
+    let platform = platform_with(&[("my-app", &[("web", 0)])]);
+    platform.fail_next(
+        Call::Scale,
+        ScalingoError::Rejected {
+            status: 402,
+            message: "payment required".into(),
+        },
+    );
+    let one = Deps::in_memory(platform.clone(), rules(""), Duration::from_secs(600));
+    let mut two = one.clone();
+    two.instance = Arc::from("two");
+    // Scaling stalls a while, so that `two` finds the lease held.
+    platform.set_delay(Call::Scale, Duration::from_secs(5));
+    let (one, two) = (Waker::new(one, TIMEOUT), Waker::new(two, TIMEOUT));
+    let leader = tokio::spawn({
+        let one = one.clone();
+        async move { one.wake("my-app", None).await }
+    });
+    while two.wake_state_shared("my-app").await != WakeState::Waking {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let err = two.wake("my-app", None).await.unwrap_err();
+    assert!(
+        matches!(&err, WakeError::Elsewhere { message, .. } if message.contains("payment required")),
+        "{err:?}"
+    );
+    assert!(matches!(
+        leader.await.expect("task"),
+        Err(WakeError::Provider { .. })
+    ));
+    assert_eq!(platform.calls(Call::Scale), 1);
+}
