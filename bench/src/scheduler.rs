@@ -335,7 +335,7 @@ fn section(
     if let Some(p) = idle {
         let paced = regional(&p.calls);
         let at_default = paced.saturating_sub(1) as f64 * 60.0
-            / paastis_sidecar::scheduler::DEFAULT_CALLS_PER_MINUTE as f64;
+            / paastis_sidecar::config::DEFAULT_CALLS_PER_MINUTE as f64;
         let interval = default_interval.as_secs_f64();
         let lease = paastis_sidecar::scheduler::LEASE_TTL.as_secs_f64();
         let consequence = if at_default > lease {
@@ -358,7 +358,7 @@ fn section(
             util::ms(p.took),
             describe(&p.calls),
             60_000.0 / BENCH_PACE as f64,
-            paastis_sidecar::scheduler::DEFAULT_CALLS_PER_MINUTE,
+            paastis_sidecar::config::DEFAULT_CALLS_PER_MINUTE,
         ));
         targets.push(Target::new(
             &format!("scheduler: pass over {apps} apps, 1 % idle"),

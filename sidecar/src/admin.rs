@@ -30,11 +30,13 @@ use serde_json::json;
 use subtle::ConstantTimeEq;
 use tokio::net::TcpListener;
 
-use crate::registry::AppRecord;
+use crate::clock::now_ms;
+use crate::deps::Deps;
+use crate::registry::{AppRecord, EventKind, RegistryError, EVENTS_CAPACITY};
 use crate::scalingo::Secret;
 use crate::scheduler::{PassError, PauseError, Scheduler};
 use crate::server::ApiError;
-use crate::wake::{now_ms, Waker};
+use crate::wake::Waker;
 
 /// Every route, as `(method, path)` in the OpenAPI file's spelling.
 pub const ROUTES: [(&str, &str); 6] = [
@@ -262,10 +264,21 @@ async fn forget_app(State(admin): State<Admin>, Path(app): Path<String>) -> Resp
     if let Some(bad) = invalid_app(&app) {
         return bad;
     }
-    match admin.waker.forget(&app).await {
+    match forget(admin.waker.deps(), &app).await {
         Ok(()) => StatusCode::NO_CONTENT.into_response(),
         Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, "registry_unavailable", e),
     }
+}
+
+/// Forgets `app`: out of the registry (its remembered formation too), of
+/// the awake cache and of the activity kept in memory. The platform is not
+/// touched.
+async fn forget(deps: &Deps, app: &str) -> Result<(), RegistryError> {
+    deps.awake.forget(app);
+    deps.activity.forget(app);
+    deps.registry.forget(app).await?;
+    deps.record(app, EventKind::Forgotten).await;
+    Ok(())
 }
 
 #[derive(Debug, Deserialize)]
@@ -282,7 +295,7 @@ async fn events(State(admin): State<Admin>, Query(q): Query<EventsQuery>) -> Res
     match admin
         .waker
         .events()
-        .recent(q.limit.clamp(1, crate::EVENTS_CAPACITY))
+        .recent(q.limit.clamp(1, EVENTS_CAPACITY))
         .await
     {
         Ok(events) => Json(json!({ "events": events })).into_response(),

@@ -20,9 +20,9 @@ use std::time::Duration;
 
 use tokio::io::AsyncReadExt;
 use tokio::process::Command;
+use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
-use crate::config::Hooks;
 use crate::metrics::Metrics;
 
 /// Most bytes of a hook's output kept for the log, per stream.
@@ -35,6 +35,18 @@ const SECRET_VARS: [&str; 4] = [
     "PAASTIS_ADMIN_TOKEN",
     "REGISTRY_REDIS_URL",
 ];
+
+/// Paastis's hooks: shell commands run around starts and stops, with the
+/// app's name in `$PAASTIS_APP` (and `$APP`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Hooks {
+    pub before_start: Option<String>,
+    pub after_start: Option<String>,
+    pub before_stop: Option<String>,
+    pub after_stop: Option<String>,
+    /// Bound on each run; a hook still running then is killed.
+    pub timeout: Duration,
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Hook {
@@ -71,11 +83,25 @@ pub enum HookOutcome {
 pub struct HookRunner {
     hooks: Hooks,
     metrics: Arc<Metrics>,
+    /// The hooks running in the background, so that shutdown can wait for
+    /// them ([`HookRunner::drained`]).
+    background: TaskTracker,
 }
 
 impl HookRunner {
     pub fn new(hooks: Hooks, metrics: Arc<Metrics>) -> Arc<Self> {
-        Arc::new(Self { hooks, metrics })
+        Arc::new(Self {
+            hooks,
+            metrics,
+            background: TaskTracker::new(),
+        })
+    }
+
+    /// Waits until no hook runs in the background (at shutdown, under the
+    /// caller's deadline; each run is bounded by the hooks' timeout anyway).
+    pub async fn drained(&self) {
+        self.background.close();
+        self.background.wait().await;
     }
 
     fn command(&self, hook: Hook) -> Option<&str> {
@@ -110,7 +136,7 @@ impl HookRunner {
         }
         let this = Arc::clone(self);
         let app = app.to_owned();
-        tokio::spawn(async move {
+        self.background.spawn(async move {
             this.run(hook, &app).await;
         });
     }
@@ -220,6 +246,20 @@ mod tests {
             r.run(Hook::AfterStart, "my-app").await,
             HookOutcome::NotConfigured
         );
+    }
+
+    #[tokio::test]
+    async fn shutdown_waits_for_the_hooks_run_in_the_background() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("out");
+        let r = runner(Hooks {
+            after_stop: Some(format!("sleep 0.2; printf done > {}", out.display())),
+            timeout: Duration::from_secs(10),
+            ..Hooks::default()
+        });
+        r.spawn(Hook::AfterStop, "my-app");
+        r.drained().await;
+        assert_eq!(std::fs::read_to_string(&out).unwrap(), "done");
     }
 
     #[tokio::test]

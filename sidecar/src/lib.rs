@@ -5,18 +5,31 @@
 //! (`POST /v1/wake`), and sends it batches of the apps it served
 //! (`POST /v1/activity`); see [`server`] for the API. A wake resolves the
 //! `paastis.yml` rules ([`config`]), finds the app's region, scales it back
-//! up on Scalingo and waits until a web container runs ([`wake`]), through
-//! the Scalingo client ([`scalingo`]), which follows the API contract in
-//! `shared/scalingo-api.md`. Last accesses go to the [`registry`].
+//! up and waits until a web container runs ([`wake`]), through the
+//! [`platform::Platform`] seam, which the Scalingo client ([`scalingo`])
+//! implements following the API contract in `shared/scalingo-api.md`. Last
+//! accesses go to the [`registry`] ([`activity`]); the [`scheduler`] pauses
+//! idle apps. What they share is one [`deps::Deps`].
+//!
+//! Layering (no module imports one that imports it back): `clock`,
+//! `metrics`, `registry`, `scalingo` and `hooks` are leaves; `platform`
+//! sits on `scalingo`; `awake`, `activity` and `deps` on those; `wake` and
+//! `scheduler` on `deps`; `server`, `waiting` and `admin` on top; this root
+//! only wires them ([`build`]).
 //!
 //! Entry point: [`server::run`] over a bound listener, with a shutdown
 //! future; the binary only reads the configuration and binds.
 
+pub mod activity;
 pub mod admin;
+pub mod awake;
 pub mod check;
+pub mod clock;
 pub mod config;
+pub mod deps;
 pub mod hooks;
 pub mod metrics;
+pub mod platform;
 pub mod registry;
 pub mod scalingo;
 pub mod scheduler;
@@ -26,7 +39,10 @@ pub mod wake;
 
 use std::sync::Arc;
 
+use activity::ActivityBuffer;
+use awake::AwakeCache;
 use config::{Config, RegistryKind};
+use deps::Deps;
 use hooks::HookRunner;
 use registry::lazy::LazyRedis;
 use registry::{
@@ -34,10 +50,9 @@ use registry::{
 };
 use scalingo::ScalingoClient;
 use scheduler::Scheduler;
-use wake::{Waker, WakerParts};
+use wake::Waker;
 
-/// How many events the log keeps.
-pub const EVENTS_CAPACITY: usize = 1_000;
+pub use registry::EVENTS_CAPACITY;
 
 /// The sidecar's working parts, built from a checked configuration.
 pub struct Gateway {
@@ -72,35 +87,21 @@ pub async fn build(config: &Config) -> Result<Gateway, String> {
             (store.clone(), store.clone(), store)
         }
     };
-    let hooks = HookRunner::new(config.hooks.clone(), metrics.clone());
-    let waker = Waker::new(WakerParts {
-        client: client.clone(),
-        rules: config.rules.clone(),
-        ignored: config.ignored_apps.clone(),
-        registry: registry.clone(),
-        coordinator: coordinator.clone(),
-        events: events.clone(),
-        instance: config.instance.clone(),
-        wake_timeout: config.wake_timeout,
-        awake_ttl: config.awake_ttl,
+    let deps = Deps {
+        platform: Arc::new(client),
+        activity: Arc::new(ActivityBuffer::new(registry.clone(), metrics.clone())),
+        registry,
+        coordinator,
+        events,
+        hooks: HookRunner::new(config.hooks.clone(), metrics.clone()),
         metrics: metrics.clone(),
-        hooks: hooks.clone(),
-    });
-    let scheduler = Arc::new(
-        Scheduler::new(
-            client,
-            config.rules.clone(),
-            config.ignored_apps.clone(),
-            registry,
-            coordinator,
-            events,
-            waker.clone(),
-            config.instance.clone(),
-        )
-        .with_pace(config.scheduler_calls_per_minute)
-        .with_metrics(metrics.clone())
-        .with_hooks(hooks),
-    );
+        rules: Arc::new(config.rules.clone()),
+        ignored: Arc::new(config.ignored_apps.clone()),
+        instance: Arc::from(config.instance.as_str()),
+        awake: Arc::new(AwakeCache::new(config.awake_ttl)),
+    };
+    let waker = Waker::new(deps.clone(), config.wake_timeout);
+    let scheduler = Arc::new(Scheduler::new(deps, config.scheduler_calls_per_minute));
     Ok(Gateway {
         waker,
         scheduler,

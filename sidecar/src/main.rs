@@ -11,7 +11,8 @@ use std::time::Duration;
 use paastis_sidecar::check::{self, HostView};
 use paastis_sidecar::config::{Config, LogFormat};
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
 
 /// `EX_USAGE`: the configuration is wrong; nothing was started.
@@ -136,15 +137,15 @@ fn serve(config: Config) -> ExitCode {
         // Lines on stdout that tools (and tests binding port 0) can read.
         println!("listening on {addr}");
 
-        let (stop, stopped) = watch::channel(false);
-        let until_stopped = |mut rx: watch::Receiver<bool>| async move {
-            let _ = rx.wait_for(|stop| *stop).await;
-        };
+        // `stop` ends the listeners (they then drain their requests);
+        // `background` ends the scheduler and the flusher, after the drain.
+        let stop = CancellationToken::new();
+        let background = CancellationToken::new();
         let mut servers = tokio::task::JoinSet::new();
         servers.spawn(paastis_sidecar::server::run(
             listener,
             gateway.waker.clone(),
-            until_stopped(stopped.clone()),
+            stop.clone().cancelled_owned(),
         ));
         if let Some((listener, token)) = admin_listener {
             let admin_addr = local_addr(&listener);
@@ -155,21 +156,25 @@ fn serve(config: Config) -> ExitCode {
                 gateway.waker.clone(),
                 gateway.scheduler.clone(),
                 token,
-                until_stopped(stopped.clone()),
+                stop.clone().cancelled_owned(),
             ));
         }
-        let scheduler = tokio::spawn(
+        let tasks = TaskTracker::new();
+        tasks.spawn(
             gateway
                 .scheduler
                 .clone()
-                .run(config.scheduler_interval, until_stopped(stopped.clone())),
+                .run(config.scheduler_interval, background.clone()),
         );
-        let flusher = tokio::spawn(
+        tasks.spawn(
             gateway
                 .waker
+                .deps()
+                .activity
                 .clone()
-                .run_flusher(PENDING_FLUSH_EVERY, until_stopped(stopped.clone())),
+                .run_flusher(PENDING_FLUSH_EVERY, background.clone()),
         );
+        tasks.close();
 
         let mut failed = false;
         tokio::select! {
@@ -183,11 +188,13 @@ fn serve(config: Config) -> ExitCode {
             wakes_in_flight = gateway.waker.wakes_in_flight(),
             "shutting down: draining requests and wakes"
         );
-        let _ = stop.send(true);
+        stop.cancel();
         let waker = gateway.waker.clone();
         let drain = async {
             while servers.join_next().await.is_some() {}
             waker.drained().await;
+            // After the wakes: a wake that ends spawns its after_start hook.
+            waker.deps().hooks.drained().await;
         };
         if tokio::time::timeout(DRAIN_TIMEOUT, drain).await.is_err() {
             warn!(
@@ -195,8 +202,10 @@ fn serve(config: Config) -> ExitCode {
                 "drain timed out; stopping anyway"
             );
         }
-        scheduler.abort();
-        flusher.abort();
+        // A pass under way is dropped (its lease expires); the flusher
+        // stops between two ticks.
+        background.cancel();
+        tasks.wait().await;
         // Last chance for activity kept during an outage.
         if let Err(e) = waker.flush_activity().await {
             error!(error = %e, pending = waker.pending_activity(), "activity lost at shutdown");

@@ -1,4 +1,5 @@
-//! The sidecar's Prometheus metrics (OpenMetrics text on `GET /metrics`).
+//! The sidecar's Prometheus metrics (OpenMetrics text on `GET /metrics`,
+//! served by [`crate::server`]). A leaf: it knows nothing of what it counts.
 //!
 //! One [`Metrics`] per gateway (not a process global), so that several
 //! gateways in one test process never mix their counts.
@@ -181,28 +182,6 @@ impl Metrics {
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
     }
-}
-
-/// `GET /metrics`: refreshes the gauges read at scrape time, then encodes.
-pub async fn handler(
-    axum::extract::State(waker): axum::extract::State<std::sync::Arc<crate::wake::Waker>>,
-) -> axum::response::Response {
-    use axum::response::IntoResponse;
-    let metrics = waker.metrics();
-    if let Ok(n) = waker.registry().len().await {
-        metrics
-            .registry_apps
-            .set(i64::try_from(n).unwrap_or(i64::MAX));
-    }
-    waker.pending_activity();
-    (
-        [(
-            axum::http::header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        metrics.encode(),
-    )
-        .into_response()
 }
 
 /// The endpoint a Scalingo API path is for, without app names or ids, so

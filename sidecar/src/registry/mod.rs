@@ -23,6 +23,14 @@ use thiserror::Error;
 
 pub use memory::{InMemoryCoordinator, InMemoryEventLog, InMemoryRegistry};
 
+/// How many events the log keeps.
+pub const EVENTS_CAPACITY: usize = 1_000;
+
+/// Idle time before an app is paused when no rule says otherwise (Paastis's
+/// default), in minutes: also the idle limit of a record created before any
+/// rule was applied to it.
+pub const DEFAULT_MAX_IDLE_MINUTES: u64 = 15;
+
 /// A store that cannot be reached or answered something unreadable.
 #[derive(Debug, Clone, Error)]
 #[error("registry unavailable: {0}")]
@@ -49,7 +57,7 @@ impl AppRecord {
             app: app.to_owned(),
             region: None,
             last_access_ms: 0,
-            max_idle_minutes: crate::config::DEFAULT_MAX_IDLE_MINUTES,
+            max_idle_minutes: DEFAULT_MAX_IDLE_MINUTES,
             linked_apps: Vec::new(),
             formation: Vec::new(),
         }

@@ -144,7 +144,7 @@ mod tests {
         assert_eq!(record.region.as_deref(), Some("osc-fr1"));
         assert_eq!(
             record.max_idle_minutes,
-            crate::config::DEFAULT_MAX_IDLE_MINUTES
+            crate::registry::DEFAULT_MAX_IDLE_MINUTES
         );
         assert_eq!(record.linked_apps, ["my-api-1"]);
         assert_eq!(

@@ -1,47 +1,36 @@
 //! Configuration: the environment (Paastis's names accepted) and the rules of
 //! `paastis.yml`. Everything is read and checked before a port is bound; an
 //! error names the file, rule and field, or the variable.
+//!
+//! - this module: [`Config`] and its reading from the environment;
+//! - [`env`](mod@env), the environment reader;
+//! - [`rules`], `paastis.yml`;
+//! - [`error`], [`ConfigError`].
 
-use std::collections::{BTreeSet, HashMap};
+pub mod env;
+pub mod error;
+pub mod rules;
+
+use std::collections::BTreeSet;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
-use paastis_rules::{is_valid_app_name, AppRule, AppRuleError, AppRules, Strategy};
-use serde::Deserialize;
-use thiserror::Error;
+use paastis_rules::{is_valid_app_name, AppRules, Strategy};
 use url::Url;
 
+pub use env::{env_from_map, Env};
+use error::env_error;
+pub use error::ConfigError;
+pub use rules::parse_rules;
+
+pub use crate::hooks::Hooks;
+pub use crate::registry::DEFAULT_MAX_IDLE_MINUTES;
 use crate::scalingo::{ScalingoConfig, Secret};
 
-/// Idle time before an app is paused when no rule says otherwise (Paastis's
-/// default), in minutes.
-pub const DEFAULT_MAX_IDLE_MINUTES: u64 = 15;
-
-/// A configuration error. Its text is printed as `invalid configuration: ...`
-/// and the process exits with code 64.
-#[derive(Debug, Error)]
-pub enum ConfigError {
-    #[error("{file}: cannot read: {message}")]
-    ReadRules { file: PathBuf, message: String },
-    #[error("{file}: {message}")]
-    ParseRules { file: PathBuf, message: String },
-    #[error("{file}: {source}")]
-    Rule {
-        file: PathBuf,
-        #[source]
-        source: AppRuleError,
-    },
-    #[error("{name}: {message}")]
-    Env { name: &'static str, message: String },
-}
-
-fn env_error(name: &'static str, message: impl Into<String>) -> ConfigError {
-    ConfigError::Env {
-        name,
-        message: message.into(),
-    }
-}
+/// Default pace of the scheduler's Scalingo calls: Scalingo's rate limit
+/// (60 a minute per token).
+pub const DEFAULT_CALLS_PER_MINUTE: u32 = 60;
 
 /// Which registry keeps the last access of each app.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -75,18 +64,6 @@ pub enum LogFormat {
     Json,
 }
 
-/// Paastis's hooks: shell commands run around starts and stops, with the
-/// app's name in `$PAASTIS_APP` (and `$APP`).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Hooks {
-    pub before_start: Option<String>,
-    pub after_start: Option<String>,
-    pub before_stop: Option<String>,
-    pub after_stop: Option<String>,
-    /// Bound on each run; a hook still running then is killed.
-    pub timeout: Duration,
-}
-
 /// The sidecar's whole configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -113,126 +90,6 @@ pub struct Config {
     pub admin: Option<AdminConfig>,
     pub log_format: LogFormat,
     pub hooks: Hooks,
-}
-
-/// `paastis.yml` as written by users of the Node.js Paastis.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RulesFile {
-    #[serde(default)]
-    rules: Vec<RawRule>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawRule {
-    pattern: String,
-    app_name: Option<String>,
-    linked_apps: Option<Vec<String>>,
-    /// Minutes.
-    app_max_idle_time: Option<u64>,
-    region: Option<String>,
-    /// `blocking` or `waiting_page`.
-    strategy: Option<String>,
-}
-
-/// Parses and checks the text of a rules file. `file` only names it in
-/// errors.
-pub fn parse_rules(
-    file: &Path,
-    text: &str,
-    default_max_idle: u64,
-) -> Result<AppRules, ConfigError> {
-    let parsed: RulesFile = if text.trim().is_empty() {
-        RulesFile { rules: Vec::new() }
-    } else {
-        serde_yaml::from_str(text).map_err(|e| ConfigError::ParseRules {
-            file: file.to_owned(),
-            message: e.to_string(),
-        })?
-    };
-    let rules = parsed
-        .rules
-        .into_iter()
-        .enumerate()
-        .map(|(index, raw)| {
-            let strategy = raw
-                .strategy
-                .as_deref()
-                .map(|s| Strategy::parse_field(index, s))
-                .transpose();
-            strategy
-                .and_then(|strategy| {
-                    AppRule::new(
-                        index,
-                        &raw.pattern,
-                        raw.app_name.as_deref(),
-                        raw.linked_apps,
-                        raw.app_max_idle_time,
-                        raw.region.as_deref(),
-                    )
-                    .map(|rule| rule.with_strategy(strategy))
-                })
-                .map_err(|source| ConfigError::Rule {
-                    file: file.to_owned(),
-                    source,
-                })
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(AppRules::new(rules, default_max_idle))
-}
-
-/// Reads the environment through `get` (so tests need not touch the
-/// process's environment).
-pub struct Env<'a> {
-    get: &'a dyn Fn(&str) -> Option<String>,
-}
-
-impl<'a> Env<'a> {
-    pub fn new(get: &'a dyn Fn(&str) -> Option<String>) -> Self {
-        Self { get }
-    }
-
-    /// The first of `names` that is set and not blank.
-    fn first(&self, names: &[&'static str]) -> Option<(&'static str, String)> {
-        names.iter().find_map(|&name| {
-            (self.get)(name)
-                .map(|v| v.trim().to_owned())
-                .filter(|v| !v.is_empty())
-                .map(|v| (name, v))
-        })
-    }
-
-    fn count(&self, name: &'static str, default: u32, max: u32) -> Result<u32, ConfigError> {
-        match self.first(&[name]) {
-            None => Ok(default),
-            Some((name, value)) => match value.parse::<u32>() {
-                Ok(n) if n > 0 && n <= max => Ok(n),
-                _ => Err(env_error(
-                    name,
-                    format!("{value:?} is not a whole number between 1 and {max}"),
-                )),
-            },
-        }
-    }
-
-    fn secs(
-        &self,
-        names: &[&'static str],
-        default: u64,
-        max: u64,
-    ) -> Result<Duration, ConfigError> {
-        match self.first(names) {
-            None => Ok(Duration::from_secs(default)),
-            Some((name, value)) => match value.parse::<u64>() {
-                Ok(n) if n > 0 && n <= max => Ok(Duration::from_secs(n)),
-                _ => Err(env_error(
-                    name,
-                    format!("{value:?} is not a number of seconds between 1 and {max}"),
-                )),
-            },
-        }
-    }
 }
 
 impl Config {
@@ -345,7 +202,7 @@ impl Config {
         let scheduler_interval = env.secs(&["PAASTIS_SCHEDULER_INTERVAL"], 60, 86_400)?;
         let scheduler_calls_per_minute = env.count(
             "PAASTIS_SCALINGO_CALLS_PER_MINUTE",
-            crate::scheduler::DEFAULT_CALLS_PER_MINUTE,
+            DEFAULT_CALLS_PER_MINUTE,
             1_000_000,
         )?;
         let instance = env
@@ -483,13 +340,10 @@ fn now_nanos() -> u128 {
         .unwrap_or(0)
 }
 
-/// Builds an [`Env`] reader over a fixed map, for tests and `check-config`.
-pub fn env_from_map(map: &HashMap<String, String>) -> impl Fn(&str) -> Option<String> + '_ {
-    move |name| map.get(name).cloned()
-}
-
 #[cfg(test)]
 mod tests {
+    use std::collections::HashMap;
+
     use super::*;
 
     fn config(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
@@ -585,55 +439,6 @@ mod tests {
     }
 
     #[test]
-    fn rules_errors_name_file_rule_and_field() {
-        let file = Path::new("conf/paastis.yml");
-        let e = parse_rules(file, "rules:\n  - pattern: 'a('\n", 15)
-            .unwrap_err()
-            .to_string();
-        assert!(e.starts_with("conf/paastis.yml: rules[0].pattern:"), "{e}");
-        let e = parse_rules(
-            file,
-            "rules:\n  - pattern: x\n  - pattern: '(.*)-front'\n    linked_apps: ['$1-api', 'Nope']\n",
-            15,
-        )
-        .unwrap_err()
-        .to_string();
-        assert_eq!(
-            e,
-            "conf/paastis.yml: rules[1].linked_apps[1]: \"Nope\" is not a valid Scalingo app name"
-        );
-        let e = parse_rules(file, "rules:\n  - pattern: x\n    linked_app: [a]\n", 15)
-            .unwrap_err()
-            .to_string();
-        assert!(
-            e.starts_with("conf/paastis.yml: rules[0]: unknown field `linked_app`"),
-            "{e}"
-        );
-        let e = parse_rules(
-            file,
-            "rules:\n  - pattern: x\n    app_max_idle_time: -3\n",
-            15,
-        )
-        .unwrap_err()
-        .to_string();
-        assert!(
-            e.starts_with("conf/paastis.yml: rules[0].app_max_idle_time:"),
-            "{e}"
-        );
-        let e = parse_rules(
-            file,
-            "rules:\n  - pattern: x\n  - pattern: y\n    strategy: page\n",
-            15,
-        )
-        .unwrap_err()
-        .to_string();
-        assert_eq!(
-            e,
-            "conf/paastis.yml: rules[1].strategy: \"page\" is not a strategy (blocking or waiting_page)"
-        );
-    }
-
-    #[test]
     fn strategy_from_the_rules_and_the_environment() {
         let text = "rules:\n  - pattern: '^shop-'\n    strategy: waiting_page\n  - pattern: '-api$'\n    strategy: blocking\n";
         let dir = tempfile::tempdir().unwrap();
@@ -658,27 +463,5 @@ mod tests {
         // Without a rules file too.
         let c = config(&[token, ("PAASTIS_DEFAULT_STRATEGY", "waiting_page")]).unwrap();
         assert_eq!(strategy(&c, "blog-app"), Strategy::WaitingPage);
-    }
-
-    #[test]
-    fn reads_paastis_readme_rules() {
-        let text = r#"
-rules:
-  - pattern: 'app-review-pr(\d+)-(back|front)'
-    linked_apps:
-      - "app-review-pr$1-front"
-  - pattern: "hello-fastify"
-    linked_apps:
-      - "hellofastifydeux"
-  - pattern: "hello-fastify-2"
-    app_name: "hellofastifydeux"
-  - pattern: ".*fastify.*"
-    app_max_idle_time: 0
-"#;
-        let rules = parse_rules(Path::new("paastis.yml"), text, 15).unwrap();
-        assert_eq!(rules.len(), 4);
-        let r = rules.resolve("app-review-pr7-back").unwrap();
-        assert_eq!(r.linked_apps, vec!["app-review-pr7-front"]);
-        assert!(parse_rules(Path::new("p.yml"), "", 15).unwrap().is_empty());
     }
 }

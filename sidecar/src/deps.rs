@@ -1,0 +1,86 @@
+//! [`Deps`]: what the waker, the scheduler and the admin API work with, in
+//! one place instead of long argument lists.
+//!
+//! Holds shared handles only (cheap to clone); no logic beyond recording an
+//! event. Must not depend on the waker or the scheduler.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use paastis_rules::AppRules;
+use tracing::warn;
+
+use crate::activity::ActivityBuffer;
+use crate::awake::AwakeCache;
+use crate::clock::now_ms;
+use crate::hooks::{HookRunner, Hooks};
+use crate::metrics::Metrics;
+use crate::platform::Platform;
+use crate::registry::{
+    Coordinator, Event, EventKind, EventLog, InMemoryCoordinator, InMemoryEventLog,
+    InMemoryRegistry, Registry, EVENTS_CAPACITY,
+};
+
+/// The shared parts of one gateway.
+#[derive(Clone)]
+pub struct Deps {
+    /// Where the apps run (Scalingo, or an in-process platform in tests).
+    pub platform: Arc<dyn Platform>,
+    pub registry: Arc<dyn Registry>,
+    pub coordinator: Arc<dyn Coordinator>,
+    pub events: Arc<dyn EventLog>,
+    pub metrics: Arc<Metrics>,
+    pub hooks: Arc<HookRunner>,
+    pub rules: Arc<AppRules>,
+    /// Apps routed but never scaled (`REGISTRY_IGNORED_APPS`).
+    pub ignored: Arc<BTreeSet<String>>,
+    /// This instance's name in leases and events.
+    pub instance: Arc<str>,
+    /// Apps this instance saw running.
+    pub awake: Arc<AwakeCache>,
+    /// Activity not written to the registry yet.
+    pub activity: Arc<ActivityBuffer>,
+}
+
+impl Deps {
+    /// A single-instance gateway's parts on `platform`: in-memory registry,
+    /// coordination and events, no hooks, nothing ignored. `awake_ttl`
+    /// bounds how long an app seen running is trusted.
+    pub fn in_memory(platform: Arc<dyn Platform>, rules: AppRules, awake_ttl: Duration) -> Self {
+        let registry: Arc<dyn Registry> = Arc::new(InMemoryRegistry::new());
+        let metrics = Arc::new(Metrics::new());
+        Self {
+            platform,
+            activity: Arc::new(ActivityBuffer::new(registry.clone(), metrics.clone())),
+            registry,
+            coordinator: Arc::new(InMemoryCoordinator::new()),
+            events: Arc::new(InMemoryEventLog::new(EVENTS_CAPACITY)),
+            hooks: HookRunner::new(Hooks::default(), metrics.clone()),
+            metrics,
+            rules: Arc::new(rules),
+            ignored: Arc::new(BTreeSet::new()),
+            instance: Arc::from("local"),
+            awake: Arc::new(AwakeCache::new(awake_ttl)),
+        }
+    }
+
+    /// Whether `app` is routed but never scaled.
+    pub fn is_ignored(&self, app: &str) -> bool {
+        self.ignored.contains(app)
+    }
+
+    /// Records an event for `app` now; a failure is logged, never returned
+    /// (the event log is for operators, not a condition of the work).
+    pub async fn record(&self, app: &str, kind: EventKind) {
+        let event = Event {
+            at_ms: now_ms(),
+            app: app.to_owned(),
+            instance: self.instance.to_string(),
+            kind,
+        };
+        if let Err(e) = self.events.record(event).await {
+            warn!(error = %e, "event not recorded");
+        }
+    }
+}

@@ -1,0 +1,359 @@
+//! The idle scheduler: every interval, one pass puts to sleep the apps idle
+//! longer than their max idle time.
+//!
+//! One pass:
+//! 1. takes the `scheduler` lease, so that one gateway instance works at a
+//!    time (a crashed holder's lease expires after [`LEASE_TTL`]);
+//! 2. lists the apps of each region once (one call per region, whatever the
+//!    number of apps);
+//! 3. registers running apps it does not know (discovery: their idle clock
+//!    starts now) and forgets stopped apps that it has no formation to
+//!    restore for;
+//! 4. pauses every running app whose last access is older than its max idle
+//!    time: it re-reads the last access right before (activity that arrived
+//!    meanwhile wins), remembers the formation, then scales every type to 0.
+//!
+//! Before all that, the instance writes the activity it kept in memory while
+//! the registry was unreachable. A pass that cannot read or write the
+//! registry pauses nothing, and neither does the next one: it gives the other
+//! instances one interval to write the activity they kept meanwhile.
+//!
+//! Scalingo calls of a pass are paced ([`Pacer`]) to stay under the API's
+//! rate limit (60 a minute per token by default); a 429 ends the pass, the
+//! rest waits for the next one. A long pass renews its lease before each
+//! pause and stops if another instance took it over.
+//!
+//! Max idle time: minutes, from the rules (`app_max_idle_time`) or
+//! `START_AND_STOP_MAX_IDLE_TIME` (default 15). `0` means "never pause
+//! automatically": an app matched by such a rule is kept running, which is the
+//! safe reading of a value that would otherwise stop an app under its users.
+//! Ignored apps are never touched.
+//!
+//! The decisions of a pass are pure ([`plan::plan_pass`]); this module
+//! carries them out ([`Scheduler::pass`]) and paces the calls ([`pacer`]).
+
+pub mod pacer;
+pub mod plan;
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use thiserror::Error;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::clock::now_ms;
+use crate::deps::Deps;
+use crate::hooks::Hook;
+use crate::platform::{ScaleOutcome, ScalingoError};
+use crate::registry::{EventKind, RegistryError};
+use pacer::Pacer;
+use plan::{is_idle, pause_changes, plan_pass, Listed, Listing};
+
+/// How long a pass may hold the lease before another instance may take over.
+pub const LEASE_TTL: Duration = Duration::from_secs(120);
+const LEASE: &str = "scheduler";
+
+/// Why a pass stopped before its end.
+#[derive(Debug, Error)]
+pub enum PassError {
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    #[error("scalingo: {0}")]
+    Scalingo(#[from] ScalingoError),
+}
+
+/// Why an app could not be paused on request.
+#[derive(Debug, Error)]
+pub enum PauseError {
+    #[error("{0:?} is in REGISTRY_IGNORED_APPS: the gateway never scales it")]
+    Ignored(String),
+    #[error("no app named {0:?} in any region")]
+    UnknownApp(String),
+    #[error(transparent)]
+    Pass(#[from] PassError),
+}
+
+/// What one pass did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct PassReport {
+    /// Another instance held the lease: nothing was done.
+    pub skipped: bool,
+    /// The previous pass could not use the registry: this one discovered and
+    /// forgot apps but paused none.
+    pub recovering: bool,
+    /// Another instance took the lease over during the pass.
+    pub lost_lease: bool,
+    pub discovered: Vec<String>,
+    pub forgotten: Vec<String>,
+    pub paused: Vec<String>,
+    /// Apps that could not be paused, with why.
+    pub failed: Vec<(String, String)>,
+}
+
+/// Puts idle apps to sleep; one per gateway, shared with the admin API.
+pub struct Scheduler {
+    deps: Deps,
+    pacer: Pacer,
+    /// The last pass failed on the registry.
+    registry_failed: AtomicBool,
+}
+
+impl Scheduler {
+    /// A scheduler over `deps` whose passes make at most
+    /// `calls_per_minute` platform calls a minute.
+    pub fn new(deps: Deps, calls_per_minute: u32) -> Self {
+        Self {
+            deps,
+            pacer: Pacer::per_minute(calls_per_minute),
+            registry_failed: AtomicBool::new(false),
+        }
+    }
+
+    /// One pass at `now` (ms since the epoch). Nothing is paused when the
+    /// registry cannot be read: without last accesses every app would look
+    /// idle.
+    pub async fn pass(&self, now: u64) -> Result<PassReport, PassError> {
+        let metrics = &self.deps.metrics;
+        let started = Instant::now();
+        let result = self.pass_inner(now).await;
+        match &result {
+            Ok(r) if r.skipped => metrics.pass("skipped"),
+            Ok(_) => {
+                metrics.pass("done");
+                metrics
+                    .scheduler_pass_duration
+                    .observe(started.elapsed().as_secs_f64());
+            }
+            Err(_) => metrics.pass("failed"),
+        }
+        let registry_failed = matches!(result, Err(PassError::Registry(_)));
+        let recovering = self.registry_failed.swap(registry_failed, Ordering::SeqCst);
+        result.map(|mut report| {
+            report.recovering = recovering && !report.skipped;
+            report
+        })
+    }
+
+    async fn pass_inner(&self, now: u64) -> Result<PassReport, PassError> {
+        let mut report = PassReport::default();
+        // This instance's own kept activity goes first, lease or not: the
+        // pass of whichever instance holds it must see it.
+        self.deps.activity.flush().await?;
+        if !self.acquire_lease().await? {
+            report.skipped = true;
+            return Ok(report);
+        }
+        let may_pause = !self.registry_failed.load(Ordering::SeqCst);
+        let result = self.pass_holding_lease(now, may_pause, &mut report).await;
+        if let Err(e) = self
+            .deps
+            .coordinator
+            .release(LEASE, &self.deps.instance)
+            .await
+        {
+            warn!(error = %e, "scheduler lease not released (it will expire)");
+        }
+        result.map(|()| report)
+    }
+
+    async fn acquire_lease(&self) -> Result<bool, RegistryError> {
+        self.deps
+            .coordinator
+            .acquire(LEASE, &self.deps.instance, LEASE_TTL)
+            .await
+    }
+
+    /// Lists the apps of each region once (one paced call per region).
+    async fn listing(&self) -> Result<Listing, ScalingoError> {
+        let mut listing = Listing::new();
+        for region in self.deps.platform.regions().await? {
+            self.pacer.ready().await;
+            for app in self.deps.platform.list_apps(&region).await? {
+                let running = app.is_running();
+                listing.insert(
+                    app.name,
+                    Listed {
+                        region: region.clone(),
+                        running,
+                    },
+                );
+            }
+        }
+        Ok(listing)
+    }
+
+    /// Carries out the plan of a pass.
+    async fn pass_holding_lease(
+        &self,
+        now: u64,
+        may_pause: bool,
+        report: &mut PassReport,
+    ) -> Result<(), PassError> {
+        let deps = &self.deps;
+        let listing = self.listing().await?;
+        // One pipelined read of the whole registry, not a round trip per
+        // app listed by the platform.
+        let known = deps.registry.list().await?;
+        let plan = plan_pass(&listing, &known, &deps.rules, &deps.ignored, now);
+
+        for (app, meta) in plan.discover {
+            deps.registry.register(&app, meta, now).await?;
+            deps.record(&app, EventKind::Discovered).await;
+            report.discovered.push(app);
+        }
+        for app in plan.forget {
+            // Stopped by someone else: nothing of ours to restore.
+            deps.registry.forget(&app).await?;
+            deps.record(&app, EventKind::Forgotten).await;
+            report.forgotten.push(app);
+        }
+
+        if !may_pause {
+            return Ok(());
+        }
+        for candidate in plan.pause {
+            let app = candidate.app;
+            // A long (paced) pass may have been taken over after its lease
+            // ran out: the new holder does the rest.
+            if !self.acquire_lease().await? {
+                report.lost_lease = true;
+                return Ok(());
+            }
+            // Activity may have arrived since the registry was read.
+            if let Some(fresh) = deps.registry.get(&app).await? {
+                if !is_idle(fresh.last_access_ms, now, candidate.max_idle_minutes) {
+                    continue;
+                }
+            }
+            match self.pause(&app, &candidate.region).await {
+                Ok(formation) => {
+                    deps.metrics.pause("paused");
+                    info!(%app, region = %candidate.region, ?formation, "paused");
+                    deps.record(&app, EventKind::Paused { formation }).await;
+                    report.paused.push(app);
+                }
+                Err(PassError::Registry(e)) => return Err(e.into()),
+                Err(PassError::Scalingo(e)) => {
+                    deps.metrics.pause("failed");
+                    warn!(%app, error = %e, "could not pause");
+                    let rate_limited = matches!(e, ScalingoError::RateLimited);
+                    report.failed.push((app, e.to_string()));
+                    if rate_limited {
+                        // The rest of the pass waits for the next one.
+                        break;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Every app the platform lists in the managed regions: name -> (region,
+    /// status). One call per region.
+    pub async fn provider_apps(&self) -> Result<BTreeMap<String, (String, String)>, ScalingoError> {
+        let platform = &self.deps.platform;
+        let mut apps = BTreeMap::new();
+        for region in platform.regions().await? {
+            for app in platform.list_apps(&region).await? {
+                apps.insert(app.name, (region.clone(), app.status.to_string()));
+            }
+        }
+        Ok(apps)
+    }
+
+    /// Pauses `app` now, whatever its idle time (the admin API's "pause"):
+    /// remembers its formation, scales every type to 0, records the event.
+    /// Returns its region and the formation that the next wake restores.
+    pub async fn pause_now(&self, app: &str) -> Result<(String, Vec<(String, u32)>), PauseError> {
+        let deps = &self.deps;
+        if deps.is_ignored(app) {
+            return Err(PauseError::Ignored(app.to_owned()));
+        }
+        let region = deps
+            .platform
+            .locate(app)
+            .await
+            .map_err(PassError::from)?
+            .ok_or_else(|| PauseError::UnknownApp(app.to_owned()))?;
+        match self.pause(app, &region).await {
+            Ok(formation) => {
+                deps.metrics.pause("paused");
+                info!(%app, %region, ?formation, "paused on request");
+                deps.record(
+                    app,
+                    EventKind::Paused {
+                        formation: formation.clone(),
+                    },
+                )
+                .await;
+                Ok((region, formation))
+            }
+            Err(e) => {
+                deps.metrics.pause("failed");
+                Err(e.into())
+            }
+        }
+    }
+
+    /// Remembers the formation, then scales every type to 0.
+    async fn pause(&self, app: &str, region: &str) -> Result<Vec<(String, u32)>, PassError> {
+        let deps = &self.deps;
+        self.pacer.ready().await;
+        let formation = deps.platform.formation(region, app).await?;
+        let (running, changes) = pause_changes(&formation);
+        if running.is_empty() {
+            return Ok(running);
+        }
+        // Written first: a crash between the two steps leaves a record from
+        // which the next wake restores the app, never an app without one.
+        deps.registry
+            .remember_formation(app, running.clone())
+            .await?;
+        deps.awake.forget(app);
+        deps.hooks.run(Hook::BeforeStop, app).await;
+        self.pacer.ready().await;
+        match deps.platform.scale(region, app, &changes).await? {
+            ScaleOutcome::Started { .. } | ScaleOutcome::Done { .. } | ScaleOutcome::NoChange => {
+                deps.hooks.spawn(Hook::AfterStop, app);
+                Ok(running)
+            }
+        }
+    }
+
+    /// Runs a pass every `interval` until `stop` is cancelled (a pass under
+    /// way is dropped then; its lease expires).
+    pub async fn run(self: Arc<Self>, interval: Duration, stop: CancellationToken) {
+        let mut ticker = tokio::time::interval(interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = ticker.tick() => {}
+            }
+            let result = tokio::select! {
+                _ = stop.cancelled() => return,
+                result = self.pass(now_ms()) => result,
+            };
+            match result {
+                Ok(r) if r.skipped => {}
+                Ok(r) => info!(
+                    paused = r.paused.len(),
+                    discovered = r.discovered.len(),
+                    forgotten = r.forgotten.len(),
+                    failed = r.failed.len(),
+                    recovering = r.recovering,
+                    lost_lease = r.lost_lease,
+                    "scheduler pass"
+                ),
+                Err(e) => warn!(error = %e, "scheduler pass failed; nothing paused"),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

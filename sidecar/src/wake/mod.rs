@@ -1,0 +1,361 @@
+//! Waking apps: resolve the rules, find the region, scale `web` back up (or
+//! restore the remembered formation), wait until a web container runs.
+//!
+//! - this module: the [`Waker`], its single flight per app and the wake of
+//!   an app with its linked apps;
+//! - [`lease`], one wake per app across gateway instances (lease and note);
+//! - [`scale`], the scale calls and the pure restore plan;
+//! - [`types`], the answer, errors and states.
+//!
+//! Invariants:
+//! - At most one wake per app runs at a time in this process: every caller
+//!   asking for an app that is being woken joins the running wake (single
+//!   flight), so N concurrent requests make one scale call.
+//! - A wake runs in its own task with its own deadline: a caller that gives
+//!   up (its request timed out or was cancelled) does not cancel it, and later
+//!   callers still get its result. Those tasks are tracked, so that shutdown
+//!   waits for them ([`Waker::drained`]).
+//! - An app and its linked apps are woken concurrently.
+
+pub mod lease;
+pub mod scale;
+pub mod types;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use futures::future::{BoxFuture, FutureExt, Shared};
+use paastis_rules::{is_valid_app_name, AppRules, ResolvedApp};
+use tokio::time::Instant;
+use tokio_util::task::TaskTracker;
+use tracing::{warn, Instrument};
+
+use crate::deps::Deps;
+use crate::hooks::Hook;
+use crate::metrics::Metrics;
+use crate::registry::{AppMeta, EventKind, EventLog, Registry, RegistryError};
+use lease::{Role, WakeLease};
+
+pub use crate::activity::{MAX_ACTIVITY_BATCH, MAX_PENDING_APPS};
+pub use crate::awake::Awake;
+pub use crate::clock::now_ms;
+pub use lease::WAKE_LEASE_TTL;
+pub use types::{LinkedResult, WakeAnswer, WakeError, WakeState};
+
+type SharedWake = Shared<BoxFuture<'static, Result<Awake, WakeError>>>;
+
+/// Wakes apps; shared by every request of the sidecar.
+pub struct Waker {
+    deps: Deps,
+    /// Bound on one wake request.
+    wake_timeout: Duration,
+    inflight: Mutex<HashMap<String, SharedWake>>,
+    /// The wake tasks, so that shutdown can wait for them.
+    tasks: TaskTracker,
+}
+
+impl Waker {
+    /// A waker over `deps`; each wake request waits at most `wake_timeout`.
+    pub fn new(deps: Deps, wake_timeout: Duration) -> Arc<Self> {
+        Arc::new(Self {
+            deps,
+            wake_timeout,
+            inflight: Mutex::new(HashMap::new()),
+            tasks: TaskTracker::new(),
+        })
+    }
+
+    fn inflight(&self) -> MutexGuard<'_, HashMap<String, SharedWake>> {
+        // Every critical section is a single map operation: a panic cannot
+        // leave the map inconsistent, so a poisoned lock is still usable.
+        self.inflight.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The parts this waker works with.
+    pub fn deps(&self) -> &Deps {
+        &self.deps
+    }
+
+    pub fn registry(&self) -> &Arc<dyn Registry> {
+        &self.deps.registry
+    }
+
+    pub fn events(&self) -> &Arc<dyn EventLog> {
+        &self.deps.events
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.deps.metrics
+    }
+
+    /// The rules this waker resolves apps with.
+    pub fn rules(&self) -> &AppRules {
+        &self.deps.rules
+    }
+
+    /// Whether `app` is routed but never scaled (`REGISTRY_IGNORED_APPS`).
+    pub fn is_ignored(&self, app: &str) -> bool {
+        self.deps.is_ignored(app)
+    }
+
+    /// Wakes running now in this process.
+    pub fn wakes_in_flight(&self) -> usize {
+        self.inflight().len()
+    }
+
+    /// Waits until no wake task runs in this process (used at shutdown,
+    /// under the caller's deadline: an app mid-boot is followed to its end
+    /// rather than abandoned with its waiters).
+    pub async fn drained(&self) {
+        self.tasks.close();
+        self.tasks.wait().await;
+    }
+
+    /// Records a batch of activity (see [`crate::activity`]); returns the
+    /// apps of the batch known to run.
+    pub async fn activity(&self, apps: &[String]) -> Vec<Awake> {
+        self.deps
+            .activity
+            .record_batch(&self.deps.rules, &self.deps.awake, apps)
+            .await
+    }
+
+    /// How many apps have activity not written to the registry yet.
+    pub fn pending_activity(&self) -> usize {
+        self.deps.activity.pending()
+    }
+
+    /// Writes the activity kept in memory; see [`crate::activity`].
+    pub async fn flush_activity(&self) -> Result<usize, RegistryError> {
+        self.deps.activity.flush().await
+    }
+
+    /// Wakes the app a host named (`requested`) and its linked apps, and
+    /// waits until they run or the wake timeout passes. `region_hint` comes
+    /// from the filter's host rule; a `region` in `paastis.yml` wins over it.
+    pub async fn wake(
+        self: &Arc<Self>,
+        requested: &str,
+        region_hint: Option<&str>,
+    ) -> Result<WakeAnswer, WakeError> {
+        if !is_valid_app_name(requested) {
+            return Err(WakeError::InvalidApp(requested.to_owned()));
+        }
+        let started = Instant::now();
+        let set = self.deps.rules.wake_set(requested)?;
+        // A request that finds every app known running is not a cold start.
+        let cold = set.iter().any(|a| self.deps.awake.fresh(&a.name).is_none());
+        let waits = set.iter().enumerate().map(|(i, app)| {
+            // The host's region hint is about the app it named, not its links.
+            let hint = if i == 0 { region_hint } else { None };
+            self.wake_shared(app, hint)
+        });
+        let results = tokio::time::timeout(self.wake_timeout, futures::future::join_all(waits))
+            .await
+            .map_err(|_| WakeError::Timeout(requested.to_owned()))?;
+
+        let mut results = results.into_iter();
+        let main = results
+            .next()
+            .ok_or_else(|| WakeError::Aborted(requested.to_owned()))??;
+        let mut linked_apps = Vec::new();
+        for (app, result) in set.iter().skip(1).zip(results) {
+            if let Err(e) = &result {
+                warn!(app = %app.name, linked_to = %main.app, error = %e, "linked app did not wake");
+            }
+            linked_apps.push(LinkedResult {
+                app: app.name.clone(),
+                running: result.is_ok(),
+                error: result.err().map(|e| e.to_string()),
+            });
+        }
+
+        let at = now_ms();
+        for (app, linked) in set
+            .iter()
+            .zip(std::iter::once(true).chain(linked_apps.iter().map(|l| l.running)))
+        {
+            if !linked {
+                continue;
+            }
+            let region = if app.name == main.app {
+                main.region.clone()
+            } else {
+                match self.deps.awake.entry(&app.name) {
+                    Some(a) => a.region,
+                    None => continue,
+                }
+            };
+            let meta = AppMeta {
+                region,
+                max_idle_minutes: app.max_idle_minutes,
+                linked_apps: app.linked_apps.clone(),
+            };
+            if let Err(e) = self.deps.registry.register(&app.name, meta, at).await {
+                warn!(app = %app.name, error = %e, "could not record the wake in the registry; kept in memory");
+                // Its access at least is kept; region and idle time are
+                // learnt again from the platform and the rules.
+                self.deps.activity.keep(std::slice::from_ref(&app.name), at);
+            }
+        }
+
+        if cold {
+            self.deps
+                .metrics
+                .wake_duration
+                .observe(started.elapsed().as_secs_f64());
+        }
+        Ok(WakeAnswer {
+            app: requested.to_owned(),
+            target: main.app.clone(),
+            region: main.region.clone(),
+            upstream_host: main.upstream_host.clone(),
+            linked_apps,
+            waited_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+        })
+    }
+
+    /// Forgets that `app` runs (it is being paused): the next request for it
+    /// goes through a full wake.
+    pub fn forget_awake(&self, app: &str) {
+        self.deps.awake.forget(app);
+    }
+
+    /// Joins the wake of `app` that is running, or starts one.
+    fn wake_shared(self: &Arc<Self>, app: &ResolvedApp, region_hint: Option<&str>) -> SharedWake {
+        if let Some(awake) = self.deps.awake.fresh(&app.name) {
+            return futures::future::ready(Ok(awake)).boxed().shared();
+        }
+        let mut inflight = self.inflight();
+        if let Some(running) = inflight.get(&app.name) {
+            return running.clone();
+        }
+        let this = Arc::clone(self);
+        let name = app.name.clone();
+        let region = app
+            .region
+            .clone()
+            .or_else(|| region_hint.map(str::to_owned));
+        let span = tracing::info_span!("wake", app = %name);
+        let task_name = name.clone();
+        let task = self.tasks.spawn(
+            async move {
+                let result = this.wake_app(&task_name, region.as_deref()).await;
+                match &result {
+                    Ok(awake) => {
+                        this.deps.metrics.wake("woken");
+                        this.deps.awake.insert(&task_name, awake.clone());
+                    }
+                    Err(e) => {
+                        this.deps.metrics.wake(match e {
+                            WakeError::Timeout(_) => "timeout",
+                            WakeError::UnknownApp(_) | WakeError::InvalidApp(_) => "unknown_app",
+                            _ => "failed",
+                        });
+                        warn!(error = %e, "wake failed");
+                    }
+                }
+                // Removed only after the awake map is updated, so that a
+                // caller arriving now finds one or the other.
+                this.inflight().remove(&task_name);
+                result
+            }
+            .instrument(span),
+        );
+        let abort_name = name.clone();
+        let shared = async move { task.await.unwrap_or(Err(WakeError::Aborted(abort_name))) }
+            .boxed()
+            .shared();
+        inflight.insert(name, shared.clone());
+        shared
+    }
+
+    /// One wake, run by exactly one task per app at a time.
+    async fn wake_app(&self, app: &str, region: Option<&str>) -> Result<Awake, WakeError> {
+        let deps = &self.deps;
+        let started = Instant::now();
+        let deadline = started + self.wake_timeout;
+        let region = match region {
+            Some(r) => r.to_owned(),
+            None => deps
+                .platform
+                .locate(app)
+                .await
+                .map_err(|e| WakeError::provider(app, e))?
+                .ok_or_else(|| WakeError::UnknownApp(app.to_owned()))?,
+        };
+        if deps.is_ignored(app) {
+            // Ignored apps are routed but never scaled.
+            return Ok(Awake::new(app, &region));
+        }
+
+        // Across instances: one leads the wake (the lease), the others wait
+        // for the note it leaves.
+        let lease = WakeLease::new(deps.coordinator.as_ref(), &deps.instance, app);
+        let leader = match lease.lead_or_follow(deadline).await? {
+            Role::Followed(result) => return result,
+            Role::Leader => true,
+            Role::Alone => false,
+        };
+
+        deps.hooks.run(Hook::BeforeStart, app).await;
+        let scaling = scale::scale_up(
+            deps.platform.as_ref(),
+            deps.registry.as_ref(),
+            app,
+            &region,
+            deadline,
+        );
+        let result = if leader {
+            lease.renewing(scaling).await
+        } else {
+            scaling.await
+        };
+        if result.is_ok() {
+            deps.hooks.spawn(Hook::AfterStart, app);
+        }
+        if leader {
+            lease.finish(&result).await;
+        }
+        let kind = match &result {
+            Ok(_) => EventKind::Woken {
+                duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            },
+            Err(e) => EventKind::WakeFailed {
+                error: e.to_string(),
+            },
+        };
+        deps.record(app, kind).await;
+        result
+    }
+
+    /// What this instance knows of `app` (a resolved name) right now, without
+    /// asking the platform: seen running within the awake TTL, being woken,
+    /// or neither. Read by the waiting page's status.
+    pub fn wake_state(&self, app: &str) -> WakeState {
+        if let Some(awake) = self.deps.awake.fresh(app) {
+            return WakeState::Running(awake);
+        }
+        if self.inflight().contains_key(app) {
+            WakeState::Waking
+        } else {
+            WakeState::Idle
+        }
+    }
+
+    /// Like [`Waker::wake_state`], and when this instance knows nothing, what
+    /// the other instances sharing the registry do: an app whose wake lease
+    /// is held is waking; one with a fresh success note runs. Registry
+    /// errors read as "nothing known".
+    pub async fn wake_state_shared(&self, app: &str) -> WakeState {
+        let local = self.wake_state(app);
+        if local != WakeState::Idle {
+            return local;
+        }
+        lease::shared_state(self.deps.coordinator.as_ref(), app).await
+    }
+}
+
+#[cfg(test)]
+mod tests;

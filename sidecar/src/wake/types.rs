@@ -1,0 +1,80 @@
+//! The vocabulary of a wake: its answer, its errors, and what this instance
+//! knows of an app. A leaf of the `wake` module (its siblings import it, it
+//! imports none of them).
+
+use paastis_rules::ResolveError;
+use thiserror::Error;
+
+use crate::awake::Awake;
+use crate::scalingo::ScalingoError;
+
+/// Why a wake failed. Mapped to HTTP answers in one place (`server`).
+#[derive(Debug, Clone, Error)]
+pub enum WakeError {
+    #[error("{0:?} is not a valid Scalingo app name")]
+    InvalidApp(String),
+    #[error("no app named {0:?} in any region")]
+    UnknownApp(String),
+    #[error("app {0:?} has no web process type (never deployed?)")]
+    NoWebProcess(String),
+    #[error("app {0:?} did not start in time")]
+    Timeout(String),
+    #[error("{0}")]
+    Rules(#[from] ResolveError),
+    #[error("waking {app:?} failed: {source}")]
+    Provider {
+        app: String,
+        #[source]
+        source: ScalingoError,
+    },
+    #[error("waking {0:?} stopped unexpectedly")]
+    Aborted(String),
+    #[error("waking {app:?} failed on another gateway instance: {message}")]
+    Elsewhere { app: String, message: String },
+}
+
+impl WakeError {
+    /// A platform error while waking `app`, with the errors that have a
+    /// meaning of their own (unknown app, timeout ...) lifted out.
+    pub fn provider(app: &str, source: ScalingoError) -> Self {
+        match source {
+            ScalingoError::NotFound => Self::UnknownApp(app.to_owned()),
+            ScalingoError::InvalidAppName(_) => Self::InvalidApp(app.to_owned()),
+            ScalingoError::Timeout => Self::Timeout(app.to_owned()),
+            source => Self::Provider {
+                app: app.to_owned(),
+                source,
+            },
+        }
+    }
+}
+
+/// The answer to one wake request.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct WakeAnswer {
+    /// The app the host named.
+    pub app: String,
+    /// The app the rules resolved it to (`app_name`), now running.
+    pub target: String,
+    pub region: String,
+    pub upstream_host: String,
+    pub linked_apps: Vec<LinkedResult>,
+    pub waited_ms: u64,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct LinkedResult {
+    pub app: String,
+    pub running: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// What an instance knows of an app right now, without asking the platform:
+/// seen running within the awake TTL, being woken, or neither.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WakeState {
+    Running(Awake),
+    Waking,
+    Idle,
+}
