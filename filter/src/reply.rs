@@ -9,6 +9,7 @@
 
 use std::fmt::Write as _;
 
+use paastis_api::ErrorCode;
 use serde::Serialize;
 
 /// Why the filter answers itself.
@@ -42,15 +43,15 @@ impl ReplyKind {
     }
 
     /// The machine-readable `error` code of the JSON body.
-    pub const fn code(self) -> &'static str {
+    pub const fn code(self) -> ErrorCode {
         match self {
-            Self::InvalidHost => "invalid_host",
-            Self::InvalidApp => "invalid_app",
-            Self::UnknownHost => "unknown_host",
-            Self::UnknownApp => "unknown_app",
-            Self::WakeFailed => "wake_failed",
-            Self::WakeTimeout => "wake_timeout",
-            Self::Unavailable => "unavailable",
+            Self::InvalidHost => ErrorCode::InvalidHost,
+            Self::InvalidApp => ErrorCode::InvalidApp,
+            Self::UnknownHost => ErrorCode::UnknownHost,
+            Self::UnknownApp => ErrorCode::UnknownApp,
+            Self::WakeFailed => ErrorCode::WakeFailed,
+            Self::WakeTimeout => ErrorCode::WakeTimeout,
+            Self::Unavailable => ErrorCode::Unavailable,
         }
     }
 
@@ -129,7 +130,7 @@ impl LocalReply {
             render_html(self.kind.title(), &message, self.retry_after)
         } else {
             headers.push(("content-type", "application/json".to_owned()));
-            render_json(self.kind.code(), &message, self.app.as_deref())
+            render_json(self.kind.code().as_str(), &message, self.app.as_deref())
         };
         headers.push(("cache-control", "no-store".to_owned()));
         if let Some(seconds) = self.retry_after {

@@ -7,8 +7,8 @@
 
 use std::str;
 
+use paastis_api::{Client, ErrorAnswer, ErrorCode, WaitingAnswer, WakeAnswer, WakeRequest};
 use paastis_rules::{check_region, is_valid_app_name, MAX_LINKED_APPS};
-use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use crate::cache::is_upstream_host;
@@ -16,19 +16,10 @@ use crate::config::{Config, FailurePolicy, MAX_RETRY_AFTER_S};
 use crate::reply::{LocalReply, ReplyKind};
 use crate::waiting::WaitingPage;
 
-/// Path of the wake callout.
-pub const WAKE_PATH: &str = "/v1/wake";
+pub use paastis_api::WAKE_PATH;
 /// Largest answer body read from the sidecar; a longer body is truncated and
 /// then fails to parse (a sidecar failure).
 pub const MAX_ANSWER_BYTES: usize = 64 * 1024;
-
-#[derive(Serialize)]
-struct WakeRequest<'a> {
-    app: &'a str,
-    region: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    client: Option<&'static str>,
-}
 
 /// The JSON body of `POST /v1/wake`: `{"app":...,"region":...|null}`, plus
 /// `"client":"browser"` for a browser navigating (which the sidecar may
@@ -37,9 +28,9 @@ pub fn wake_body(app: &str, region: Option<&str>, browser: bool) -> Vec<u8> {
     // Serializing two strings cannot fail; an empty body (refused by the
     // sidecar, then handled as a failure) is the fallback rather than a panic.
     serde_json::to_vec(&WakeRequest {
-        app,
-        region,
-        client: browser.then_some("browser"),
+        app: app.to_owned(),
+        region: region.map(str::to_owned),
+        client: browser.then_some(Client::Browser),
     })
     .unwrap_or_default()
 }
@@ -59,7 +50,7 @@ pub enum AnswerError {
     #[error("answer {0} is not one the sidecar sends")]
     UnexpectedStatus(u16),
     #[error("answer {status} has unexpected error code {code:?}")]
-    UnexpectedCode { status: u16, code: String },
+    UnexpectedCode { status: u16, code: ErrorCode },
     #[error("answer is for app {0:?}, not the one requested")]
     WrongApp(String),
     #[error("answer has an invalid region {0:?}")]
@@ -114,28 +105,6 @@ pub enum WakeOutcome {
     },
     /// Anything else: a sidecar failure.
     Unusable(AnswerError),
-}
-
-#[derive(Deserialize)]
-struct AwakeAnswer {
-    app: Option<String>,
-    region: String,
-    upstream_host: String,
-}
-
-#[derive(Deserialize)]
-struct WaitingAnswer {
-    waiting: bool,
-    app: Option<String>,
-    target: String,
-    #[serde(default)]
-    linked_apps: Vec<String>,
-}
-
-#[derive(Deserialize)]
-struct ErrorAnswer {
-    error: String,
-    retry_after: Option<u64>,
 }
 
 /// Parses `:status` (three digits, 100 to 599).
@@ -200,7 +169,7 @@ fn parse(
         message: e.to_string(),
     };
     if status == 200 {
-        let answer: AwakeAnswer = serde_json::from_slice(body).map_err(bad_body)?;
+        let answer: WakeAnswer = serde_json::from_slice(body).map_err(bad_body)?;
         if let Some(app) = answer.app {
             if app != requested {
                 return Err(AnswerError::WrongApp(app));
@@ -237,11 +206,11 @@ fn parse(
         return Ok(WakeOutcome::Waiting { apps });
     }
     let answer: ErrorAnswer = serde_json::from_slice(body).map_err(bad_body)?;
-    match (status, answer.error.as_str()) {
-        (404, "unknown_app") => Ok(WakeOutcome::UnknownApp),
-        (400, "invalid_app") => Ok(WakeOutcome::InvalidApp),
-        (503 | 504, "wake_failed" | "wake_timeout") => Ok(WakeOutcome::NotReady {
-            timed_out: answer.error == "wake_timeout",
+    match (status, answer.error) {
+        (404, ErrorCode::UnknownApp) => Ok(WakeOutcome::UnknownApp),
+        (400, ErrorCode::InvalidApp) => Ok(WakeOutcome::InvalidApp),
+        (503 | 504, ErrorCode::WakeFailed | ErrorCode::WakeTimeout) => Ok(WakeOutcome::NotReady {
+            timed_out: answer.error == ErrorCode::WakeTimeout,
             retry_after: answer.retry_after.map(clamp_retry_after),
         }),
         _ => Err(AnswerError::UnexpectedCode {
@@ -375,7 +344,7 @@ mod tests {
     fn awake() {
         let outcome = answer(
             "200",
-            r#"{"app":"my-app","target":"other-app","region":"osc-fr1","upstream_host":"other-app.osc-fr1.scalingo.io","linked_apps":["x"],"waited_ms":123}"#,
+            r#"{"app":"my-app","target":"other-app","region":"osc-fr1","upstream_host":"other-app.osc-fr1.scalingo.io","linked_apps":[{"app":"x","running":true}],"waited_ms":123}"#,
         );
         assert_eq!(
             outcome,

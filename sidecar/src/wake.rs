@@ -41,7 +41,7 @@ pub const MAX_ACTIVITY_BATCH: usize = 10_000;
 pub const MAX_PENDING_APPS: usize = 50_000;
 
 /// An app that runs, and where to send its traffic.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Awake {
     pub app: String,
     pub region: String,
@@ -115,26 +115,8 @@ impl WakeError {
     }
 }
 
-/// The answer to one wake request.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct WakeAnswer {
-    /// The app the host named.
-    pub app: String,
-    /// The app the rules resolved it to (`app_name`), now running.
-    pub target: String,
-    pub region: String,
-    pub upstream_host: String,
-    pub linked_apps: Vec<LinkedResult>,
-    pub waited_ms: u64,
-}
-
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct LinkedResult {
-    pub app: String,
-    pub running: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-}
+/// The answer to one wake request (a type of the filter-sidecar contract).
+pub use paastis_api::{LinkedResult, WakeAnswer};
 
 type SharedWake = Shared<BoxFuture<'static, Result<Awake, WakeError>>>;
 
@@ -334,7 +316,7 @@ impl Waker {
                 .observe(started.elapsed().as_secs_f64());
         }
         Ok(WakeAnswer {
-            app: requested.to_owned(),
+            app: Some(requested.to_owned()),
             target: main.app.clone(),
             region: main.region.clone(),
             upstream_host: main.upstream_host.clone(),
