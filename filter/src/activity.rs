@@ -12,7 +12,7 @@ use std::collections::{HashMap, HashSet};
 use paastis_api::{ActivityAnswer, ActivityRequest};
 use paastis_rules::is_valid_app_name;
 
-use crate::wake::{is_json_content_type, parse_status, AnswerError, Awake};
+use crate::answer::{is_json_content_type, parse_status, AnswerError, Awake};
 
 pub use paastis_api::ACTIVITY_PATH;
 /// Longest an activity callout may take (bounded by `callout_timeout_ms`):

@@ -77,8 +77,15 @@
 //! Every decision is a pure function in a plain-Rust module, tested natively
 //! (`cargo test -p paastis-filter`). The proxy-wasm glue (`plugin`, compiled
 //! only for `wasm32`) only translates host calls in and out.
+//!
+//! The wire types come from `paastis-api` (the filter defines none of its
+//! own); [`answer`] is the vocabulary of reading them (status, content type,
+//! [`answer::AnswerError`], a validated [`answer::Awake`]), used by the
+//! three callout modules ([`wake`], [`waiting`], [`activity`]), none of
+//! which imports another but `wake` -> `waiting` (for the page).
 
 pub mod activity;
+pub mod answer;
 pub mod cache;
 pub mod config;
 pub mod decide;

@@ -20,6 +20,7 @@ use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MetricType};
 use crate::activity::{
     activity_body, parse_activity_answer, Activity, ACTIVITY_PATH, ACTIVITY_TIMEOUT_MS,
 };
+use crate::answer::{AnswerError, MAX_ANSWER_BYTES};
 use crate::cache;
 use crate::config::{Config, DEFAULT_RETRY_AFTER_S};
 use crate::decide::{decide, route_edits, Decision, Target};
@@ -30,8 +31,7 @@ use crate::waiting::{
     is_status_path, parse_status_answer, sidecar_status_path, StatusReport, STATUS_TIMEOUT_MS,
 };
 use crate::wake::{
-    after_wake, failure_action, parse_wake_answer, wake_body, AnswerError, WakeAction, WakeOutcome,
-    MAX_ANSWER_BYTES, WAKE_PATH,
+    after_wake, failure_action, parse_wake_answer, wake_body, WakeAction, WakeOutcome, WAKE_PATH,
 };
 
 proxy_wasm::main! {{

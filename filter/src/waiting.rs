@@ -24,8 +24,8 @@ use paastis_api::{ErrorAnswer, ErrorCode, StatusAnswer, StatusQuery};
 use paastis_rules::{is_valid_app_name, MAX_LINKED_APPS};
 use serde::Serialize;
 
+use crate::answer::{sidecar_json_status, AnswerError, Awake};
 use crate::reply::{escape_html_into, LocalReply, RenderedReply, ReplyKind};
-use crate::wake::{sidecar_json_status, AnswerError, Awake};
 
 /// The reserved path of the waiting page's status, on every gateway host.
 pub use paastis_api::PUBLIC_STATUS_PATH as STATUS_PATH;
