@@ -9,28 +9,10 @@
 //! # Configuration
 //!
 //! The plugin `configuration` is a JSON object, validated once in the root
-//! context's `on_configure` (see [`config`]). On any error the filter logs
-//! `invalid configuration: <field>: <why>` at critical level and refuses to
-//! load. Unknown fields are errors.
-//!
-//! | field | type, default | meaning |
-//! |---|---|---|
-//! | `sidecar_cluster` | string, required | Envoy cluster of the sidecar |
-//! | `sidecar_authority` | string, `"paastis-sidecar"` | `:authority` of callouts |
-//! | `callout_timeout_ms` | u64, `65000` | wake callout timeout, `1..=300000` (the sidecar's own wake timeout is 60 s) |
-//! | `routing_header` | string, `"x-paastis-cluster"` | lower-case header name, not a pseudo-header nor a header requests need |
-//! | `cache_ttl_ms` | u64, `30000` | lifetime of "awake" cache entries, `1..=86400000` |
-//! | `activity_flush_ms` | u64, `1000` | activity tick period, `1..=3600000` (should be below `cache_ttl_ms`) |
-//! | `domains` | [string], `[]` | default rule: the single label right under one of these is the app |
-//! | `host_rules` | [{`pattern`, `app`, `region`?}], `[]` | explicit rules tried first (anchored regex over the normalised host, `$1..$9` in `app`) |
-//! | `unmatched_hosts` | `"reject"`\|`"pass"`, `"reject"` | reject: local 404; pass: continue untouched, no routing header |
-//! | `region_clusters` | {region: cluster}, `{}` | cluster per region; a region not listed uses its own name |
-//! | `failure_policy` | `"closed"`\|`"open"`, `"closed"` | sidecar unreachable or answering nonsense: closed = 503 + `Retry-After`; open = route to `APP.REGION.scalingo.io` (rule region or `default_region`) without waking |
-//! | `default_region` | string, `"osc-fr1"` | region for `failure_policy: open` when the rule pins none |
-//! | `upstream_scheme` | `"https"`\|`"http"`, `"https"` | scheme used when rewriting `Origin` |
-//! | `retry_after_s` | u32, `5` | `Retry-After` of 503s, `1..=3600` |
-//!
-//! At least one of `domains` and `host_rules` must be non-empty.
+//! context's `on_configure` by the `paastis-filter-config` crate (re-exported
+//! here as [`config`]; its docs list every field). On any error the filter
+//! logs `invalid configuration: <field>: <why>` at critical level and refuses
+//! to load.
 //!
 //! # Request path
 //!
@@ -87,7 +69,8 @@
 pub mod activity;
 pub mod answer;
 pub mod cache;
-pub mod config;
+/// The plugin configuration (the `paastis-filter-config` crate).
+pub use paastis_filter_config as config;
 pub mod decide;
 pub mod headers;
 pub mod metrics;
