@@ -6,6 +6,11 @@
 //! An app known to be awake is routed at once from a shared cache; otherwise
 //! the request is paused while the sidecar wakes the app.
 //!
+//! It owns the request path and its glue; the wire contract is
+//! `paastis-api`'s, the configuration `paastis-filter-config`'s, the host
+//! rules `paastis-rules`'. Only `ffi` and `plugin` (wasm32) may call
+//! proxy-wasm; nothing here depends on the sidecar.
+//!
 //! # Configuration
 //!
 //! The plugin `configuration` is a JSON object, validated once in the root
@@ -57,14 +62,21 @@
 //! # Layout
 //!
 //! Every decision is a pure function in a plain-Rust module, tested natively
-//! (`cargo test -p paastis-filter`). The proxy-wasm glue (`plugin`, compiled
-//! only for `wasm32`) only translates host calls in and out.
+//! (`cargo test -p paastis-filter`). The wire types come from `paastis-api`
+//! (the filter defines none of its own); [`answer`] is the vocabulary of
+//! reading them (status, content type, [`answer::AnswerError`], a validated
+//! [`answer::Awake`]), used by the three callout modules ([`wake`],
+//! [`waiting`], [`activity`]), none of which imports another but `wake` ->
+//! `waiting` (for the page).
 //!
-//! The wire types come from `paastis-api` (the filter defines none of its
-//! own); [`answer`] is the vocabulary of reading them (status, content type,
-//! [`answer::AnswerError`], a validated [`answer::Awake`]), used by the
-//! three callout modules ([`wake`], [`waiting`], [`activity`]), none of
-//! which imports another but `wake` -> `waiting` (for the page).
+//! The glue carries the decisions out through the [`host::Host`] seam, and
+//! is tested natively against a fake host (`glue_tests`): [`stream`] (one
+//! HTTP context: headers, local replies, the wake and status callouts),
+//! [`flusher`] (the root context's activity flush), [`callout`] (the one
+//! callout kind enum, keyed by token, and the one place that builds and
+//! dispatches callouts) and [`shared`] (the per-VM state). Compiled only for
+//! `wasm32`: `ffi` (the raw host calls, the real `Host`) and `plugin` (the
+//! proxy-wasm contexts, which only hand each event to the glue).
 
 pub mod activity;
 pub mod answer;
@@ -78,8 +90,21 @@ pub mod reply;
 pub mod waiting;
 pub mod wake;
 
+pub mod callout;
+pub mod flusher;
+pub mod host;
+pub mod shared;
+pub mod stream;
+
+#[cfg(target_arch = "wasm32")]
+mod ffi;
 #[cfg(target_arch = "wasm32")]
 mod plugin;
+
+#[cfg(test)]
+mod fake_host;
+#[cfg(test)]
+mod glue_tests;
 
 pub use config::{Config, ConfigError, FailurePolicy, Scheme, UnmatchedHosts};
 pub use decide::{decide, route_edits, Decision, RouteEdits, Target};
