@@ -1,5 +1,6 @@
 //! Error codes and the error answer.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::str::FromStr;
 
@@ -129,6 +130,17 @@ impl ErrorAnswer {
     }
 }
 
+/// The JSON body of the filter's own local replies to clients (not to the
+/// sidecar): `{"error": code, "message": text, "app": name | null}`. `app`
+/// is always written, `null` when the request named no valid app. Borrowed
+/// when written, owned when read.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LocalReplyBody<'a> {
+    pub error: ErrorCode,
+    pub message: Cow<'a, str>,
+    pub app: Option<Cow<'a, str>>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -174,6 +186,20 @@ mod tests {
         assert_eq!(
             serde_json::from_str::<ErrorAnswer>(r#"{"error":"wake_timeout"}"#).unwrap(),
             ErrorAnswer::new(ErrorCode::WakeTimeout, "")
+        );
+        let local = LocalReplyBody {
+            error: ErrorCode::UnknownHost,
+            message: "no app is served at this host".into(),
+            app: None,
+        };
+        let text = serde_json::to_string(&local).unwrap();
+        assert_eq!(
+            text,
+            r#"{"error":"unknown_host","message":"no app is served at this host","app":null}"#
+        );
+        assert_eq!(
+            serde_json::from_str::<LocalReplyBody>(&text).unwrap(),
+            local
         );
     }
 }

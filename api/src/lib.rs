@@ -32,8 +32,17 @@
 //! # Public status (filter, called by the waiting page)
 //!
 //! [`PUBLIC_STATUS_PATH`] on every host the filter maps to an app is
-//! answered by the filter itself: 200 `{"app", "ready", "apps": [`[`AppStatus`]`], "error"?: code}`,
-//! or 503 with `"error": "unavailable"` when the sidecar cannot tell.
+//! answered by the filter itself: 200 [`PublicStatus`] `{"app", "ready",
+//! "apps": [{"app", "state"}], "error"?: code}`, or 503 (with `Retry-After`)
+//! and `"error": "unavailable"` when the sidecar cannot tell.
+//!
+//! # Local replies (filter, to clients)
+//!
+//! When the filter answers a request itself (bad host, unknown app, a wake
+//! that failed, the sidecar unreachable), a program gets
+//! [`LocalReplyBody`] `{"error": code, "message": text, "app": name | null}`
+//! and a browser an HTML page, both with `cache-control: no-store` (and
+//! `Retry-After` on 503s).
 //!
 //! # Between sidecar instances
 //!
@@ -48,9 +57,9 @@ mod status;
 mod wake;
 
 pub use activity::{ActivityAnswer, ActivityRequest, RunningApp};
-pub use error::{ErrorAnswer, ErrorCode, UnknownCode};
+pub use error::{ErrorAnswer, ErrorCode, LocalReplyBody, UnknownCode};
 pub use note::WakeNote;
-pub use status::{AppState, AppStatus, StatusAnswer, StatusQuery};
+pub use status::{AppState, AppStatus, PublicStatus, StatusAnswer, StatusQuery};
 pub use wake::{Client, LinkedResult, WaitingAnswer, WakeAnswer, WakeRequest};
 
 /// `POST`: wake an app (see [`WakeRequest`]).

@@ -69,6 +69,24 @@ pub struct StatusAnswer {
     pub error: Option<ErrorCode>,
 }
 
+/// The filter's answer on the public status path (`PUBLIC_STATUS_PATH`),
+/// read by the waiting page: 200, or 503 with `Retry-After` when `error` is
+/// `unavailable`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PublicStatus {
+    /// The app the host named.
+    pub app: String,
+    /// A request now is served at once: the page reloads.
+    pub ready: bool,
+    /// The app woken first, then its linked apps.
+    pub apps: Vec<AppStatus>,
+    /// `wake_failed`, `wake_timeout`, `unknown_app`, `invalid_app`, or
+    /// `unavailable` when the sidecar cannot tell (the page keeps polling
+    /// for a while).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<ErrorCode>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -105,5 +123,18 @@ mod tests {
             assert_eq!(serde_json::from_str::<AppState>(&text).unwrap(), state);
         }
         assert!(serde_json::from_str::<AppState>(r#""exploded""#).is_err());
+
+        let p = PublicStatus {
+            app: "shop-front".into(),
+            ready: false,
+            apps: Vec::new(),
+            error: Some(ErrorCode::Unavailable),
+        };
+        let value = serde_json::to_value(&p).unwrap();
+        assert_eq!(
+            value,
+            json!({"app": "shop-front", "ready": false, "apps": [], "error": "unavailable"})
+        );
+        assert_eq!(serde_json::from_value::<PublicStatus>(value).unwrap(), p);
     }
 }

@@ -7,10 +7,10 @@
 //! filter's own: nothing the sidecar says is echoed to the client, and what is
 //! echoed (the app name) is escaped in HTML.
 
+use std::borrow::Cow;
 use std::fmt::Write as _;
 
-use paastis_api::ErrorCode;
-use serde::Serialize;
+use paastis_api::{ErrorCode, LocalReplyBody};
 
 /// Why the filter answers itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -130,7 +130,7 @@ impl LocalReply {
             render_html(self.kind.title(), &message, self.retry_after)
         } else {
             headers.push(("content-type", "application/json".to_owned()));
-            render_json(self.kind.code().as_str(), &message, self.app.as_deref())
+            render_json(self.kind.code(), &message, self.app.as_deref())
         };
         headers.push(("cache-control", "no-store".to_owned()));
         if let Some(seconds) = self.retry_after {
@@ -152,18 +152,11 @@ pub struct RenderedReply {
     pub body: String,
 }
 
-#[derive(Serialize)]
-struct JsonBody<'a> {
-    error: &'a str,
-    message: &'a str,
-    app: Option<&'a str>,
-}
-
-fn render_json(code: &str, message: &str, app: Option<&str>) -> String {
-    let body = JsonBody {
+fn render_json(code: ErrorCode, message: &str, app: Option<&str>) -> String {
+    let body = LocalReplyBody {
         error: code,
-        message,
-        app,
+        message: Cow::Borrowed(message),
+        app: app.map(Cow::Borrowed),
     };
     // Serializing plain strings cannot fail; an empty body is the fallback
     // rather than a panic.

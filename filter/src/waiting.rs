@@ -20,9 +20,8 @@
 //! nothing the sidecar says is echoed as is.
 
 pub use paastis_api::{AppState, AppStatus};
-use paastis_api::{ErrorAnswer, ErrorCode, StatusAnswer, StatusQuery};
+use paastis_api::{ErrorAnswer, ErrorCode, PublicStatus, StatusAnswer, StatusQuery};
 use paastis_rules::{is_valid_app_name, MAX_LINKED_APPS};
-use serde::Serialize;
 
 use crate::answer::{sidecar_json_status, AnswerError, Awake};
 use crate::reply::{escape_html_into, LocalReply, RenderedReply, ReplyKind};
@@ -170,9 +169,10 @@ fn page_error(code: ErrorCode) -> ErrorCode {
     }
 }
 
-/// What the status path answers, and where the app runs when it is ready
-/// (the filter writes its cache from it, so the page's reload is a hit).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// What the status path answers (rendered as a [`PublicStatus`]), and where
+/// the app runs when it is ready (the filter writes its cache from it, so
+/// the page's reload is a hit).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StatusReport {
     pub app: String,
     pub ready: bool,
@@ -180,9 +180,8 @@ pub struct StatusReport {
     /// `wake_failed`, `wake_timeout`, `unknown_app`, `invalid_app`, or
     /// `unavailable` when the sidecar cannot tell (the page keeps polling
     /// for a while).
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<ErrorCode>,
-    #[serde(skip)]
+    /// Never shown: where the app runs is the gateway's business.
     pub awake: Option<Awake>,
 }
 
@@ -228,7 +227,13 @@ impl StatusReport {
             status,
             headers,
             // Serializing names and fixed strings cannot fail.
-            body: serde_json::to_string(self).unwrap_or_default(),
+            body: serde_json::to_string(&PublicStatus {
+                app: self.app.clone(),
+                ready: self.ready,
+                apps: self.apps.clone(),
+                error: self.error,
+            })
+            .unwrap_or_default(),
         }
     }
 }
