@@ -13,13 +13,15 @@
 //! # Conventions
 //!
 //! - Bodies are JSON (`content-type: application/json`), both ways.
-//! - Requests are strict: the sidecar refuses unknown fields (400).
+//! - Requests are strict: the sidecar refuses unknown fields (422, axum's
+//!   rejection, plain text: not an [`ErrorAnswer`]).
 //! - Answers may gain fields: readers ignore the ones they do not know, and
 //!   the fields a reader does not need have defaults (noted per type).
 //! - Every error answer is [`ErrorAnswer`]:
 //!   `{"error": code, "message": text, "retry_after"?: seconds}`, with the
-//!   HTTP status of its code ([`ErrorCode::status`]); 503s also carry a
-//!   `Retry-After` header with the same seconds.
+//!   HTTP status of its code ([`ErrorCode::status`]). `wake_failed` and
+//!   `wake_timeout` carry `retry_after`, and a `Retry-After` header with
+//!   the same seconds.
 //!
 //! # Endpoints (sidecar, called by the filter)
 //!

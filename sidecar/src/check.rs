@@ -18,8 +18,9 @@ pub enum HostView {
 }
 
 impl HostView {
-    /// Parses the filter's JSON plugin configuration with the filter's own
-    /// parser, so both agree on every field.
+    /// Parses the filter's JSON plugin configuration with the parser the
+    /// filter itself uses (`paastis-filter-config`), so both agree on every
+    /// field.
     pub fn from_filter_json(bytes: &[u8]) -> Result<Self, String> {
         paastis_filter_config::Config::parse(bytes)
             .map(|c| Self::Filter(Box::new(c)))
