@@ -6,15 +6,15 @@
 //! while it has an open stream (a long download, a WebSocket): at each tick
 //! every app with open streams is reported again.
 
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 
+use paastis_api::{ActivityAnswer, ActivityRequest};
 use paastis_rules::is_valid_app_name;
-use serde::{Deserialize, Serialize};
 
-use crate::wake::{is_json_content_type, parse_status, AnswerError, Awake};
+use crate::answer::{is_json_content_type, parse_status, AnswerError, Awake};
 
-/// Path of the activity callout.
-pub const ACTIVITY_PATH: &str = "/v1/activity";
+pub use paastis_api::ACTIVITY_PATH;
 /// Longest an activity callout may take (bounded by `callout_timeout_ms`):
 /// the sidecar only records activity, and a slow flush delays the next one.
 pub const ACTIVITY_TIMEOUT_MS: u64 = 10_000;
@@ -114,27 +114,12 @@ impl Activity {
     }
 }
 
-#[derive(Serialize)]
-struct ActivityRequest<'a> {
-    apps: &'a [String],
-}
-
 /// The JSON body of `POST /v1/activity`: `{"apps":[...]}`.
 pub fn activity_body(apps: &[String]) -> Vec<u8> {
-    serde_json::to_vec(&ActivityRequest { apps }).unwrap_or_default()
-}
-
-#[derive(Deserialize)]
-struct ActivityAnswer {
-    #[serde(default)]
-    awake: Vec<AwakeItem>,
-}
-
-#[derive(Deserialize)]
-struct AwakeItem {
-    app: String,
-    region: String,
-    upstream_host: String,
+    serde_json::to_vec(&ActivityRequest {
+        apps: Cow::Borrowed(apps),
+    })
+    .unwrap_or_default()
 }
 
 /// One app the sidecar says is awake, validated.

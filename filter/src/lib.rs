@@ -6,31 +6,18 @@
 //! An app known to be awake is routed at once from a shared cache; otherwise
 //! the request is paused while the sidecar wakes the app.
 //!
+//! It owns the request path and its glue; the wire contract is
+//! `paastis-api`'s, the configuration `paastis-filter-config`'s, the host
+//! rules `paastis-rules`'. Only `ffi` and `plugin` (wasm32) may call
+//! proxy-wasm; nothing here depends on the sidecar.
+//!
 //! # Configuration
 //!
 //! The plugin `configuration` is a JSON object, validated once in the root
-//! context's `on_configure` (see [`config`]). On any error the filter logs
-//! `invalid configuration: <field>: <why>` at critical level and refuses to
-//! load. Unknown fields are errors.
-//!
-//! | field | type, default | meaning |
-//! |---|---|---|
-//! | `sidecar_cluster` | string, required | Envoy cluster of the sidecar |
-//! | `sidecar_authority` | string, `"paastis-sidecar"` | `:authority` of callouts |
-//! | `callout_timeout_ms` | u64, `65000` | wake callout timeout, `1..=300000` (the sidecar's own wake timeout is 60 s) |
-//! | `routing_header` | string, `"x-paastis-cluster"` | lower-case header name, not a pseudo-header nor a header requests need |
-//! | `cache_ttl_ms` | u64, `30000` | lifetime of "awake" cache entries, `1..=86400000` |
-//! | `activity_flush_ms` | u64, `1000` | activity tick period, `1..=3600000` (should be below `cache_ttl_ms`) |
-//! | `domains` | [string], `[]` | default rule: the single label right under one of these is the app |
-//! | `host_rules` | [{`pattern`, `app`, `region`?}], `[]` | explicit rules tried first (anchored regex over the normalised host, `$1..$9` in `app`) |
-//! | `unmatched_hosts` | `"reject"`\|`"pass"`, `"reject"` | reject: local 404; pass: continue untouched, no routing header |
-//! | `region_clusters` | {region: cluster}, `{}` | cluster per region; a region not listed uses its own name |
-//! | `failure_policy` | `"closed"`\|`"open"`, `"closed"` | sidecar unreachable or answering nonsense: closed = 503 + `Retry-After`; open = route to `APP.REGION.scalingo.io` (rule region or `default_region`) without waking |
-//! | `default_region` | string, `"osc-fr1"` | region for `failure_policy: open` when the rule pins none |
-//! | `upstream_scheme` | `"https"`\|`"http"`, `"https"` | scheme used when rewriting `Origin` |
-//! | `retry_after_s` | u32, `5` | `Retry-After` of 503s, `1..=3600` |
-//!
-//! At least one of `domains` and `host_rules` must be non-empty.
+//! context's `on_configure` by the `paastis-filter-config` crate (re-exported
+//! here as [`config`]; its docs list every field). On any error the filter
+//! logs `invalid configuration: <field>: <why>` at critical level and refuses
+//! to load.
 //!
 //! # Request path
 //!
@@ -75,12 +62,27 @@
 //! # Layout
 //!
 //! Every decision is a pure function in a plain-Rust module, tested natively
-//! (`cargo test -p paastis-filter`). The proxy-wasm glue (`plugin`, compiled
-//! only for `wasm32`) only translates host calls in and out.
+//! (`cargo test -p paastis-filter`). The wire types come from `paastis-api`
+//! (the filter defines none of its own); [`answer`] is the vocabulary of
+//! reading them (status, content type, [`answer::AnswerError`], a validated
+//! [`answer::Awake`]), used by the three callout modules ([`wake`],
+//! [`waiting`], [`activity`]), none of which imports another but `wake` ->
+//! `waiting` (for the page).
+//!
+//! The glue carries the decisions out through the [`host::Host`] seam, and
+//! is tested natively against a fake host (`glue_tests`): [`stream`] (one
+//! HTTP context: headers, local replies, the wake and status callouts),
+//! [`flusher`] (the root context's activity flush), [`callout`] (the one
+//! callout kind enum, keyed by token, and the one place that builds and
+//! dispatches callouts) and [`shared`] (the per-VM state). Compiled only for
+//! `wasm32`: `ffi` (the raw host calls, the real `Host`) and `plugin` (the
+//! proxy-wasm contexts, which only hand each event to the glue).
 
 pub mod activity;
+pub mod answer;
 pub mod cache;
-pub mod config;
+/// The plugin configuration (the `paastis-filter-config` crate).
+pub use paastis_filter_config as config;
 pub mod decide;
 pub mod headers;
 pub mod metrics;
@@ -88,8 +90,21 @@ pub mod reply;
 pub mod waiting;
 pub mod wake;
 
+pub mod callout;
+pub mod flusher;
+pub mod host;
+pub mod shared;
+pub mod stream;
+
+#[cfg(target_arch = "wasm32")]
+mod ffi;
 #[cfg(target_arch = "wasm32")]
 mod plugin;
+
+#[cfg(test)]
+mod fake_host;
+#[cfg(test)]
+mod glue_tests;
 
 pub use config::{Config, ConfigError, FailurePolicy, Scheme, UnmatchedHosts};
 pub use decide::{decide, route_edits, Decision, RouteEdits, Target};

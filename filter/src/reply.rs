@@ -7,9 +7,10 @@
 //! filter's own: nothing the sidecar says is echoed to the client, and what is
 //! echoed (the app name) is escaped in HTML.
 
+use std::borrow::Cow;
 use std::fmt::Write as _;
 
-use serde::Serialize;
+use paastis_api::{ErrorCode, LocalReplyBody};
 
 /// Why the filter answers itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,15 +43,15 @@ impl ReplyKind {
     }
 
     /// The machine-readable `error` code of the JSON body.
-    pub const fn code(self) -> &'static str {
+    pub const fn code(self) -> ErrorCode {
         match self {
-            Self::InvalidHost => "invalid_host",
-            Self::InvalidApp => "invalid_app",
-            Self::UnknownHost => "unknown_host",
-            Self::UnknownApp => "unknown_app",
-            Self::WakeFailed => "wake_failed",
-            Self::WakeTimeout => "wake_timeout",
-            Self::Unavailable => "unavailable",
+            Self::InvalidHost => ErrorCode::InvalidHost,
+            Self::InvalidApp => ErrorCode::InvalidApp,
+            Self::UnknownHost => ErrorCode::UnknownHost,
+            Self::UnknownApp => ErrorCode::UnknownApp,
+            Self::WakeFailed => ErrorCode::WakeFailed,
+            Self::WakeTimeout => ErrorCode::WakeTimeout,
+            Self::Unavailable => ErrorCode::Unavailable,
         }
     }
 
@@ -151,18 +152,11 @@ pub struct RenderedReply {
     pub body: String,
 }
 
-#[derive(Serialize)]
-struct JsonBody<'a> {
-    error: &'a str,
-    message: &'a str,
-    app: Option<&'a str>,
-}
-
-fn render_json(code: &str, message: &str, app: Option<&str>) -> String {
-    let body = JsonBody {
+fn render_json(code: ErrorCode, message: &str, app: Option<&str>) -> String {
+    let body = LocalReplyBody {
         error: code,
-        message,
-        app,
+        message: Cow::Borrowed(message),
+        app: app.map(Cow::Borrowed),
     };
     // Serializing plain strings cannot fail; an empty body is the fallback
     // rather than a panic.

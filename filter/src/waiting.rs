@@ -19,16 +19,15 @@
 //! Scalingo's rule, states and error codes from fixed sets) and is escaped;
 //! nothing the sidecar says is echoed as is.
 
+pub use paastis_api::{AppState, AppStatus};
+use paastis_api::{ErrorAnswer, ErrorCode, PublicStatus, StatusAnswer, StatusQuery};
 use paastis_rules::{is_valid_app_name, MAX_LINKED_APPS};
-use serde::{Deserialize, Serialize};
 
+use crate::answer::{sidecar_json_status, AnswerError, Awake};
 use crate::reply::{escape_html_into, LocalReply, RenderedReply, ReplyKind};
-use crate::wake::{sidecar_json_status, AnswerError, Awake};
 
 /// The reserved path of the waiting page's status, on every gateway host.
-pub const STATUS_PATH: &str = "/.well-known/paastis/status";
-/// Path of the sidecar's status endpoint (the app goes in the query).
-pub const SIDECAR_STATUS_PATH: &str = "/v1/status";
+pub use paastis_api::PUBLIC_STATUS_PATH as STATUS_PATH;
 /// Bound on a status callout (the sidecar answers from memory).
 pub const STATUS_TIMEOUT_MS: u64 = 5_000;
 
@@ -45,7 +44,7 @@ pub fn is_status_path(path: &[u8]) -> bool {
 /// The `:path` of the status callout for `app` (a valid app name, so
 /// nothing needs escaping).
 pub fn sidecar_status_path(app: &str) -> String {
-    format!("{SIDECAR_STATUS_PATH}?app={app}")
+    StatusQuery::path(app)
 }
 
 /// The waiting page of one app.
@@ -160,56 +159,29 @@ impl WaitingPage {
     }
 }
 
-/// The state of one app on the page.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum AppState {
-    Running,
-    Waking,
-    Failed,
-    Asleep,
-}
-
-/// Why the app will not come (or the gateway cannot tell).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum StatusError {
-    WakeFailed,
-    WakeTimeout,
-    UnknownApp,
-    InvalidApp,
-    /// The sidecar cannot be reached or answered nonsense: the page keeps
-    /// polling for a while.
-    Unavailable,
-}
-
-impl StatusError {
-    fn from_code(code: &str) -> Self {
-        match code {
-            "wake_timeout" => Self::WakeTimeout,
-            "unknown_app" => Self::UnknownApp,
-            "invalid_app" => Self::InvalidApp,
-            _ => Self::WakeFailed,
-        }
+/// The error the page shows, from the code the sidecar gave: one of the
+/// four a wake ends with (anything else reads as `wake_failed`), so the
+/// page only ever shows a fixed set.
+fn page_error(code: ErrorCode) -> ErrorCode {
+    match code {
+        ErrorCode::WakeTimeout | ErrorCode::UnknownApp | ErrorCode::InvalidApp => code,
+        _ => ErrorCode::WakeFailed,
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct AppStatus {
-    pub app: String,
-    pub state: AppState,
-}
-
-/// What the status path answers, and where the app runs when it is ready
-/// (the filter writes its cache from it, so the page's reload is a hit).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// What the status path answers (rendered as a [`PublicStatus`]), and where
+/// the app runs when it is ready (the filter writes its cache from it, so
+/// the page's reload is a hit).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StatusReport {
     pub app: String,
     pub ready: bool,
     pub apps: Vec<AppStatus>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<StatusError>,
-    #[serde(skip)]
+    /// `wake_failed`, `wake_timeout`, `unknown_app`, `invalid_app`, or
+    /// `unavailable` when the sidecar cannot tell (the page keeps polling
+    /// for a while).
+    pub error: Option<ErrorCode>,
+    /// Never shown: where the app runs is the gateway's business.
     pub awake: Option<Awake>,
 }
 
@@ -234,7 +206,7 @@ impl StatusReport {
             app: app.to_owned(),
             ready: false,
             apps: Vec::new(),
-            error: Some(StatusError::Unavailable),
+            error: Some(ErrorCode::Unavailable),
             awake: None,
         }
     }
@@ -245,7 +217,7 @@ impl StatusReport {
             ("content-type", "application/json".to_owned()),
             ("cache-control", "no-store".to_owned()),
         ];
-        let status = if self.error == Some(StatusError::Unavailable) {
+        let status = if self.error == Some(ErrorCode::Unavailable) {
             headers.push(("retry-after", retry_after.to_string()));
             503
         } else {
@@ -255,30 +227,15 @@ impl StatusReport {
             status,
             headers,
             // Serializing names and fixed strings cannot fail.
-            body: serde_json::to_string(self).unwrap_or_default(),
+            body: serde_json::to_string(&PublicStatus {
+                app: self.app.clone(),
+                ready: self.ready,
+                apps: self.apps.clone(),
+                error: self.error,
+            })
+            .unwrap_or_default(),
         }
     }
-}
-
-#[derive(Deserialize)]
-struct StatusAnswer {
-    app: Option<String>,
-    ready: bool,
-    region: Option<String>,
-    upstream_host: Option<String>,
-    apps: Vec<RawAppStatus>,
-    error: Option<String>,
-}
-
-#[derive(Deserialize)]
-struct RawAppStatus {
-    app: String,
-    state: AppState,
-}
-
-#[derive(Deserialize)]
-struct ErrorAnswer {
-    error: String,
 }
 
 /// Reads the sidecar's answer to `GET /v1/status?app=requested`. An error
@@ -296,12 +253,12 @@ pub fn parse_status_answer(
     };
     if status != 200 {
         let answer: ErrorAnswer = serde_json::from_slice(body).map_err(bad_body)?;
-        return match (status, answer.error.as_str()) {
-            (400, "invalid_app") | (503, "wake_failed") => Ok(StatusReport {
+        return match (status, answer.error) {
+            (400, ErrorCode::InvalidApp) | (503, ErrorCode::WakeFailed) => Ok(StatusReport {
                 app: requested.to_owned(),
                 ready: false,
                 apps: Vec::new(),
-                error: Some(StatusError::from_code(&answer.error)),
+                error: Some(answer.error),
                 awake: None,
             }),
             _ => Err(AnswerError::UnexpectedCode {
@@ -322,17 +279,10 @@ pub fn parse_status_answer(
             message: format!("{} apps, more than a wake touches", answer.apps.len()),
         });
     }
-    let mut apps = Vec::with_capacity(answer.apps.len());
-    for a in answer.apps {
-        if !is_valid_app_name(&a.app) {
-            return Err(AnswerError::BadBody {
-                status,
-                message: format!("{:?} is not a valid app name", a.app),
-            });
-        }
-        apps.push(AppStatus {
-            app: a.app,
-            state: a.state,
+    if let Some(a) = answer.apps.iter().find(|a| !is_valid_app_name(&a.app)) {
+        return Err(AnswerError::BadBody {
+            status,
+            message: format!("{:?} is not a valid app name", a.app),
         });
     }
     let awake = match (answer.ready, answer.region, answer.upstream_host) {
@@ -348,8 +298,8 @@ pub fn parse_status_answer(
     Ok(StatusReport {
         app: requested.to_owned(),
         ready: answer.ready,
-        apps,
-        error: answer.error.as_deref().map(StatusError::from_code),
+        apps: answer.apps,
+        error: answer.error.map(page_error),
         awake,
     })
 }
@@ -468,7 +418,7 @@ mod tests {
             br#"{"app":"shop-front","ready":false,"apps":[{"app":"shop-front","state":"failed"}],"error":"wake_timeout"}"#,
         )
         .unwrap();
-        assert_eq!(r.error, Some(StatusError::WakeTimeout));
+        assert_eq!(r.error, Some(ErrorCode::WakeTimeout));
         assert!(r.render(5).body.contains(r#""error":"wake_timeout""#));
 
         let r = parse_status_answer(
@@ -478,7 +428,7 @@ mod tests {
             br#"{"error":"invalid_app","message":"no"}"#,
         )
         .unwrap();
-        assert_eq!(r.error, Some(StatusError::InvalidApp));
+        assert_eq!(r.error, Some(ErrorCode::InvalidApp));
     }
 
     #[test]

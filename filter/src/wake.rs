@@ -5,31 +5,15 @@
 //! checked (status, content type, JSON shape, region and upstream host) and
 //! anything unexpected is a sidecar failure, handled by `failure_policy`.
 
-use std::str;
+use paastis_api::{Client, ErrorAnswer, ErrorCode, WaitingAnswer, WakeAnswer, WakeRequest};
+use paastis_rules::{is_valid_app_name, MAX_LINKED_APPS};
 
-use paastis_rules::{check_region, is_valid_app_name, MAX_LINKED_APPS};
-use serde::{Deserialize, Serialize};
-use thiserror::Error;
-
-use crate::cache::is_upstream_host;
+use crate::answer::{sidecar_json_status, AnswerError, Awake};
 use crate::config::{Config, FailurePolicy, MAX_RETRY_AFTER_S};
 use crate::reply::{LocalReply, ReplyKind};
 use crate::waiting::WaitingPage;
 
-/// Path of the wake callout.
-pub const WAKE_PATH: &str = "/v1/wake";
-/// Largest answer body read from the sidecar; a longer body is truncated and
-/// then fails to parse (a sidecar failure).
-pub const MAX_ANSWER_BYTES: usize = 64 * 1024;
-
-#[derive(Serialize)]
-struct WakeRequest<'a> {
-    app: &'a str,
-    region: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    client: Option<&'static str>,
-}
-
+pub use paastis_api::WAKE_PATH;
 /// The JSON body of `POST /v1/wake`: `{"app":...,"region":...|null}`, plus
 /// `"client":"browser"` for a browser navigating (which the sidecar may
 /// answer with 202: show the waiting page).
@@ -37,60 +21,11 @@ pub fn wake_body(app: &str, region: Option<&str>, browser: bool) -> Vec<u8> {
     // Serializing two strings cannot fail; an empty body (refused by the
     // sidecar, then handled as a failure) is the fallback rather than a panic.
     serde_json::to_vec(&WakeRequest {
-        app,
-        region,
-        client: browser.then_some("browser"),
+        app: app.to_owned(),
+        region: region.map(str::to_owned),
+        client: browser.then_some(Client::Browser),
     })
     .unwrap_or_default()
-}
-
-/// Why a sidecar answer is not usable. Logged, then handled by the failure
-/// policy.
-#[derive(Debug, Clone, PartialEq, Eq, Error)]
-pub enum AnswerError {
-    #[error("no answer (the callout failed before any response)")]
-    NoResponse,
-    #[error("answer without a valid :status")]
-    NoStatus,
-    #[error("answer {0} is not JSON (content-type)")]
-    NotJson(u16),
-    #[error("answer {status} has an unexpected body: {message}")]
-    BadBody { status: u16, message: String },
-    #[error("answer {0} is not one the sidecar sends")]
-    UnexpectedStatus(u16),
-    #[error("answer {status} has unexpected error code {code:?}")]
-    UnexpectedCode { status: u16, code: String },
-    #[error("answer is for app {0:?}, not the one requested")]
-    WrongApp(String),
-    #[error("answer has an invalid region {0:?}")]
-    InvalidRegion(String),
-    #[error("answer has an invalid upstream host {0:?}")]
-    InvalidUpstreamHost(String),
-}
-
-/// A validated "this app is awake here".
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Awake {
-    /// A valid region name.
-    pub region: String,
-    /// A valid upstream host (no port).
-    pub upstream_host: String,
-}
-
-impl Awake {
-    /// Validates a region and upstream host given by the sidecar.
-    pub fn checked(region: String, upstream_host: String) -> Result<Self, AnswerError> {
-        if check_region("region", &region).is_err() {
-            return Err(AnswerError::InvalidRegion(region));
-        }
-        if !is_upstream_host(&upstream_host) {
-            return Err(AnswerError::InvalidUpstreamHost(upstream_host));
-        }
-        Ok(Self {
-            region,
-            upstream_host,
-        })
-    }
 }
 
 /// What the sidecar said about a wake.
@@ -116,46 +51,6 @@ pub enum WakeOutcome {
     Unusable(AnswerError),
 }
 
-#[derive(Deserialize)]
-struct AwakeAnswer {
-    app: Option<String>,
-    region: String,
-    upstream_host: String,
-}
-
-#[derive(Deserialize)]
-struct WaitingAnswer {
-    waiting: bool,
-    app: Option<String>,
-    target: String,
-    #[serde(default)]
-    linked_apps: Vec<String>,
-}
-
-#[derive(Deserialize)]
-struct ErrorAnswer {
-    error: String,
-    retry_after: Option<u64>,
-}
-
-/// Parses `:status` (three digits, 100 to 599).
-pub fn parse_status(value: &[u8]) -> Option<u16> {
-    if value.len() != 3 || !value.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    str::from_utf8(value)
-        .ok()?
-        .parse()
-        .ok()
-        .filter(|s| (100..600).contains(s))
-}
-
-/// True for `application/json`, with or without parameters.
-pub fn is_json_content_type(value: &[u8]) -> bool {
-    let media = value.split(|&b| b == b';').next().unwrap_or_default();
-    media.trim_ascii().eq_ignore_ascii_case(b"application/json")
-}
-
 /// Reads the sidecar's answer to the wake of `requested`. `status` and
 /// `content_type` are the raw header values (absent when the callout failed).
 pub fn parse_wake_answer(
@@ -170,24 +65,6 @@ pub fn parse_wake_answer(
     }
 }
 
-/// The status of a sidecar answer, when it is one of `expected` and the body
-/// is JSON. Envoy's own 503/504 (sidecar down, callout timeout) are plain
-/// text: the content type tells them from the sidecar's.
-pub(crate) fn sidecar_json_status(
-    status: Option<&[u8]>,
-    content_type: Option<&[u8]>,
-    expected: &[u16],
-) -> Result<u16, AnswerError> {
-    let status = status.and_then(parse_status).ok_or(AnswerError::NoStatus)?;
-    if !expected.contains(&status) {
-        return Err(AnswerError::UnexpectedStatus(status));
-    }
-    if !content_type.is_some_and(is_json_content_type) {
-        return Err(AnswerError::NotJson(status));
-    }
-    Ok(status)
-}
-
 fn parse(
     requested: &str,
     status: Option<&[u8]>,
@@ -200,7 +77,7 @@ fn parse(
         message: e.to_string(),
     };
     if status == 200 {
-        let answer: AwakeAnswer = serde_json::from_slice(body).map_err(bad_body)?;
+        let answer: WakeAnswer = serde_json::from_slice(body).map_err(bad_body)?;
         if let Some(app) = answer.app {
             if app != requested {
                 return Err(AnswerError::WrongApp(app));
@@ -237,11 +114,11 @@ fn parse(
         return Ok(WakeOutcome::Waiting { apps });
     }
     let answer: ErrorAnswer = serde_json::from_slice(body).map_err(bad_body)?;
-    match (status, answer.error.as_str()) {
-        (404, "unknown_app") => Ok(WakeOutcome::UnknownApp),
-        (400, "invalid_app") => Ok(WakeOutcome::InvalidApp),
-        (503 | 504, "wake_failed" | "wake_timeout") => Ok(WakeOutcome::NotReady {
-            timed_out: answer.error == "wake_timeout",
+    match (status, answer.error) {
+        (404, ErrorCode::UnknownApp) => Ok(WakeOutcome::UnknownApp),
+        (400, ErrorCode::InvalidApp) => Ok(WakeOutcome::InvalidApp),
+        (503 | 504, ErrorCode::WakeFailed | ErrorCode::WakeTimeout) => Ok(WakeOutcome::NotReady {
+            timed_out: answer.error == ErrorCode::WakeTimeout,
             retry_after: answer.retry_after.map(clamp_retry_after),
         }),
         _ => Err(AnswerError::UnexpectedCode {
@@ -339,6 +216,8 @@ pub fn failure_action(config: &Config, app: &str, rule_region: Option<&str>) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cache::is_upstream_host;
+    use paastis_rules::check_region;
     use proptest::prelude::*;
 
     const JSON: Option<&[u8]> = Some(b"application/json");
@@ -375,7 +254,7 @@ mod tests {
     fn awake() {
         let outcome = answer(
             "200",
-            r#"{"app":"my-app","target":"other-app","region":"osc-fr1","upstream_host":"other-app.osc-fr1.scalingo.io","linked_apps":["x"],"waited_ms":123}"#,
+            r#"{"app":"my-app","target":"other-app","region":"osc-fr1","upstream_host":"other-app.osc-fr1.scalingo.io","linked_apps":[{"app":"x","running":true}],"waited_ms":123}"#,
         );
         assert_eq!(
             outcome,
@@ -579,18 +458,6 @@ mod tests {
                 cache: false
             }
         );
-    }
-
-    #[test]
-    fn content_types_and_statuses() {
-        assert!(is_json_content_type(b"application/json"));
-        assert!(is_json_content_type(b"Application/JSON; charset=utf-8"));
-        assert!(!is_json_content_type(b"application/jsonx"));
-        assert!(!is_json_content_type(b"text/plain"));
-        assert_eq!(parse_status(b"200"), Some(200));
-        assert_eq!(parse_status(b"099"), None);
-        assert_eq!(parse_status(b"600"), None);
-        assert_eq!(parse_status(b"+20"), None);
     }
 
     proptest! {

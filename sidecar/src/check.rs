@@ -13,15 +13,16 @@ use crate::config::{Config, LogFormat, RegistryKind};
 /// The filter's view of hosts, from its plugin configuration, or the
 /// default rule (first label is the app) when none is given.
 pub enum HostView {
-    Filter(Box<paastis_filter::config::Config>),
+    Filter(Box<paastis_filter_config::Config>),
     FirstLabel,
 }
 
 impl HostView {
-    /// Parses the filter's JSON plugin configuration with the filter's own
-    /// parser, so both agree on every field.
+    /// Parses the filter's JSON plugin configuration with the parser the
+    /// filter itself uses (`paastis-filter-config`), so both agree on every
+    /// field.
     pub fn from_filter_json(bytes: &[u8]) -> Result<Self, String> {
-        paastis_filter::config::Config::parse(bytes)
+        paastis_filter_config::Config::parse(bytes)
             .map(|c| Self::Filter(Box::new(c)))
             .map_err(|e| e.to_string())
     }

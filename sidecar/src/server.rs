@@ -1,20 +1,22 @@
-//! The HTTP API the filter calls.
+//! The sidecar's HTTP API.
 //!
-//! | method | path | body | answer |
-//! |---|---|---|---|
-//! | POST | `/v1/wake` | `{"app": "my-app", "region": "osc-fr1" \| null, "client"?: "browser" \| "api"}` | 200 `WakeAnswer`; 202 `WaitingAnswer` (a browser, `waiting_page` strategy, see [`crate::waiting`]); 400 `invalid_app`; 404 `unknown_app`; 503 `wake_failed`; 504 `wake_timeout` |
-//! | GET | `/v1/status?app=NAME` | | 200 `StatusAnswer`: where the wake of a waiting page stands; 400 `invalid_app` |
-//! | POST | `/v1/activity` | `{"apps": ["my-app", ...]}` | 200 `{"awake": [{"app", "region", "upstream_host"}]}` |
-//! | GET | `/v1/apps` | | 200 `{"apps": [AppRecord...]}`: the registry, for operators and tests |
-//! | GET | `/v1/events?limit=N` | | 200 `{"events": [Event...]}`: newest first (default 100, at most 1000) |
-//! | GET | `/healthz` | | 200 `{"status": "ok"}` |
-//! | GET | `/metrics` | | 200 OpenMetrics text (see [`crate::metrics`]) |
+//! The endpoints the filter calls (`/v1/wake`, `/v1/status`,
+//! `/v1/activity`) are the contract of the `paastis_api` crate, whose docs
+//! describe them; their types come from there. The others are for operators
+//! and tests:
+//!
+//! | method | path | answer |
+//! |---|---|---|
+//! | GET | `/v1/apps` | 200 `{"apps": [AppRecord...]}`: the registry |
+//! | GET | `/v1/events?limit=N` | 200 `{"events": [Event...]}`: newest first (default 100, at most 1000) |
+//! | GET | `/healthz` | 200 `{"status": "ok"}` |
+//! | GET | `/metrics` | 200 OpenMetrics text (see [`crate::metrics`]) |
 //!
 //! The API is meant for the filter on loopback (or the pod network); it
 //! carries no secret and changes nothing but the registry.
 //!
-//! Errors are JSON `{"error": code, "message": text, "retry_after"?: seconds}`
-//! and are mapped from [`WakeError`] here and nowhere else.
+//! Errors are [`ErrorAnswer`]s; a [`WakeError`] becomes an [`ErrorCode`]
+//! (and a `Retry-After`) here and nowhere else ([`ApiError`]).
 
 use std::future::Future;
 use std::sync::Arc;
@@ -24,63 +26,62 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
+use paastis_api::{
+    ActivityAnswer, ActivityRequest, Client, ErrorAnswer, ErrorCode, RunningApp, StatusQuery,
+    WakeRequest, ACTIVITY_PATH, STATUS_PATH, WAKE_PATH,
+};
 use serde::Deserialize;
 use serde_json::json;
 use tokio::net::TcpListener;
 use tracing::Instrument;
 
 use crate::scalingo::ScalingoError;
-use crate::waiting::{Client, Waiting};
-use crate::wake::{Awake, WakeError, Waker};
+use crate::waiting::Waiting;
+use crate::wake::{WakeError, Waker};
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct WakeRequest {
-    app: String,
-    #[serde(default)]
-    region: Option<String>,
-    /// `browser` when the filter may show the waiting page.
-    #[serde(default)]
-    client: Option<Client>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ActivityRequest {
-    apps: Vec<String>,
-}
-
-#[derive(Debug, serde::Serialize)]
-struct ActivityAnswer {
-    awake: Vec<Awake>,
-}
-
-/// A wake failure as an HTTP answer.
-pub(crate) struct ApiError(pub(crate) WakeError);
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let (status, code, retry_after) = match &self.0 {
-            WakeError::InvalidApp(_) => (StatusCode::BAD_REQUEST, "invalid_app", None),
-            WakeError::UnknownApp(_) => (StatusCode::NOT_FOUND, "unknown_app", None),
-            WakeError::Timeout(_) => (StatusCode::GATEWAY_TIMEOUT, "wake_timeout", Some(5)),
-            WakeError::Provider {
-                source: ScalingoError::RateLimited,
-                ..
-            } => (StatusCode::SERVICE_UNAVAILABLE, "wake_failed", Some(30)),
+impl From<&WakeError> for ErrorCode {
+    fn from(e: &WakeError) -> Self {
+        match e {
+            WakeError::InvalidApp(_) => ErrorCode::InvalidApp,
+            WakeError::UnknownApp(_) => ErrorCode::UnknownApp,
+            WakeError::Timeout(_) => ErrorCode::WakeTimeout,
             WakeError::NoWebProcess(_)
             | WakeError::Rules(_)
             | WakeError::Provider { .. }
             | WakeError::Aborted(_)
-            | WakeError::Elsewhere { .. } => {
-                (StatusCode::SERVICE_UNAVAILABLE, "wake_failed", Some(10))
-            }
-        };
-        let mut body = json!({ "error": code, "message": self.0.to_string() });
-        if let Some(seconds) = retry_after {
-            body["retry_after"] = json!(seconds);
+            | WakeError::Elsewhere { .. } => ErrorCode::WakeFailed,
         }
-        let mut response = (status, Json(body)).into_response();
+    }
+}
+
+/// The `Retry-After` (seconds) the filter is told for `e`: soon for a slow
+/// app, later when Scalingo rate-limits us, none when retrying cannot help.
+fn retry_after(e: &WakeError) -> Option<u64> {
+    match e {
+        WakeError::InvalidApp(_) | WakeError::UnknownApp(_) => None,
+        WakeError::Timeout(_) => Some(5),
+        WakeError::Provider {
+            source: ScalingoError::RateLimited,
+            ..
+        } => Some(30),
+        WakeError::NoWebProcess(_)
+        | WakeError::Rules(_)
+        | WakeError::Provider { .. }
+        | WakeError::Aborted(_)
+        | WakeError::Elsewhere { .. } => Some(10),
+    }
+}
+
+/// An [`ErrorAnswer`] as an HTTP answer: the status of its code, and the
+/// `Retry-After` header when it has one.
+struct ErrorResponse(ErrorAnswer);
+
+impl IntoResponse for ErrorResponse {
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.0.error.status())
+            .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let retry_after = self.0.retry_after;
+        let mut response = (status, Json(self.0)).into_response();
         if let Some(seconds) = retry_after {
             response
                 .headers_mut()
@@ -88,6 +89,26 @@ impl IntoResponse for ApiError {
         }
         response
     }
+}
+
+/// A wake failure as an HTTP answer.
+pub(crate) struct ApiError(pub(crate) WakeError);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let answer = ErrorAnswer::new(ErrorCode::from(&self.0), self.0.to_string())
+            .retry_after(retry_after(&self.0));
+        ErrorResponse(answer).into_response()
+    }
+}
+
+/// The registry cannot be read (operator endpoints).
+fn registry_unavailable(e: impl std::fmt::Display) -> Response {
+    ErrorResponse(ErrorAnswer::new(
+        ErrorCode::RegistryUnavailable,
+        e.to_string(),
+    ))
+    .into_response()
 }
 
 fn request_id(headers: &HeaderMap) -> String {
@@ -123,11 +144,6 @@ async fn wake(
     .await
 }
 
-#[derive(Debug, Deserialize)]
-struct StatusQuery {
-    app: String,
-}
-
 async fn status(
     State(waker): State<Arc<Waker>>,
     Extension(waiting): Extension<Arc<Waiting>>,
@@ -141,21 +157,25 @@ async fn status(
 
 async fn activity(
     State(waker): State<Arc<Waker>>,
-    Json(req): Json<ActivityRequest>,
+    Json(req): Json<ActivityRequest<'static>>,
 ) -> Json<ActivityAnswer> {
+    let awake = waker.activity(&req.apps).await;
     Json(ActivityAnswer {
-        awake: waker.activity(&req.apps).await,
+        awake: awake
+            .into_iter()
+            .map(|a| RunningApp {
+                app: a.app,
+                region: a.region,
+                upstream_host: a.upstream_host,
+            })
+            .collect(),
     })
 }
 
 async fn apps(State(waker): State<Arc<Waker>>) -> Response {
     match waker.registry().list().await {
         Ok(apps) => Json(json!({ "apps": apps })).into_response(),
-        Err(e) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({ "error": "registry_unavailable", "message": e.to_string() })),
-        )
-            .into_response(),
+        Err(e) => registry_unavailable(e),
     }
 }
 
@@ -179,11 +199,7 @@ async fn events(
         .await
     {
         Ok(events) => Json(json!({ "events": events })).into_response(),
-        Err(e) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({ "error": "registry_unavailable", "message": e.to_string() })),
-        )
-            .into_response(),
+        Err(e) => registry_unavailable(e),
     }
 }
 
@@ -213,9 +229,9 @@ async fn metrics(State(waker): State<Arc<Waker>>) -> Response {
 /// The sidecar's routes.
 pub fn router(waker: Arc<Waker>) -> Router {
     Router::new()
-        .route("/v1/wake", post(wake))
-        .route("/v1/status", get(status))
-        .route("/v1/activity", post(activity))
+        .route(WAKE_PATH, post(wake))
+        .route(STATUS_PATH, get(status))
+        .route(ACTIVITY_PATH, post(activity))
         .route("/v1/apps", get(apps))
         .route("/v1/events", get(events))
         .route("/healthz", get(healthz))
@@ -236,4 +252,54 @@ pub async fn run(
     axum::serve(listener, router(waker))
         .with_graceful_shutdown(shutdown)
         .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_codes_match_the_api() {
+        assert_eq!(
+            ErrorCode::from(&WakeError::UnknownApp("x".into())).as_str(),
+            "unknown_app"
+        );
+        assert_eq!(
+            ErrorCode::from(&WakeError::Timeout("x".into())).as_str(),
+            "wake_timeout"
+        );
+        assert_eq!(
+            ErrorCode::from(&WakeError::Aborted("x".into())).as_str(),
+            "wake_failed"
+        );
+    }
+
+    #[test]
+    fn wake_errors_answer_with_their_code_status_and_retry_after() {
+        let cases = [
+            (WakeError::InvalidApp("X".into()), 400, None),
+            (WakeError::UnknownApp("x".into()), 404, None),
+            (WakeError::Timeout("x".into()), 504, Some("5")),
+            (WakeError::Aborted("x".into()), 503, Some("10")),
+            (
+                WakeError::Provider {
+                    app: "x".into(),
+                    source: ScalingoError::RateLimited,
+                },
+                503,
+                Some("30"),
+            ),
+        ];
+        for (e, status, retry) in cases {
+            let response = ApiError(e).into_response();
+            assert_eq!(response.status().as_u16(), status);
+            assert_eq!(
+                response
+                    .headers()
+                    .get(header::RETRY_AFTER)
+                    .and_then(|v| v.to_str().ok()),
+                retry
+            );
+        }
+    }
 }

@@ -20,8 +20,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use paastis_api::{AppState, AppStatus, Client, ErrorCode, StatusAnswer, WaitingAnswer};
 use paastis_rules::{is_valid_app_name, Strategy};
-use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 use tracing::{info, Instrument};
 
@@ -34,88 +34,11 @@ pub const KEEP_OUTCOME: Duration = Duration::from_secs(300);
 /// waker knows).
 pub const MAX_TRACKED: usize = 10_000;
 
-/// Who sent the request the filter asks a wake for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Client {
-    /// A browser navigating (`Accept: text/html`, `GET`): may get the
-    /// waiting page.
-    Browser,
-    /// Anything else: always held until the app runs.
-    Api,
-}
-
 /// True when the request gets the waiting page rather than waiting: the
 /// rules say `waiting_page`, the client is a browser, and the app is not
 /// known to run (then the blocking wake answers at once anyway).
 pub fn shows_waiting_page(strategy: Strategy, client: Client, known_running: bool) -> bool {
     strategy == Strategy::WaitingPage && client == Client::Browser && !known_running
-}
-
-/// 202 answer of `POST /v1/wake` for a browser shown the waiting page.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct WaitingAnswer {
-    /// Always true: tells this answer from a 200 `WakeAnswer`.
-    pub waiting: bool,
-    /// The app the host named.
-    pub app: String,
-    /// The app the rules resolved it to (`app_name`).
-    pub target: String,
-    /// The linked apps woken with it (followed recursively).
-    pub linked_apps: Vec<String>,
-}
-
-/// The state of one app on the waiting page.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum AppState {
-    /// Seen running within the awake TTL.
-    Running,
-    /// Being woken.
-    Waking,
-    /// Its wake failed.
-    Failed,
-    /// Neither running nor being woken, as far as this instance knows.
-    Asleep,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct AppStatus {
-    pub app: String,
-    pub state: AppState,
-}
-
-/// 200 answer of `GET /v1/status?app=NAME`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct StatusAnswer {
-    /// The app the host named.
-    pub app: String,
-    /// The app the rules resolved it to.
-    pub target: String,
-    /// True when the target runs and none of its linked apps is still being
-    /// woken: a request now is served at once.
-    pub ready: bool,
-    /// Where the target runs, when `ready`.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub region: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub upstream_host: Option<String>,
-    /// The target first, then its linked apps.
-    pub apps: Vec<AppStatus>,
-    /// The error code of the target's failed wake (`wake_failed`,
-    /// `wake_timeout`, `unknown_app`, `invalid_app`).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<&'static str>,
-}
-
-/// The error code of a wake error, as `server` maps it to HTTP answers.
-pub fn error_code(e: &WakeError) -> &'static str {
-    match e {
-        WakeError::InvalidApp(_) => "invalid_app",
-        WakeError::UnknownApp(_) => "unknown_app",
-        WakeError::Timeout(_) => "wake_timeout",
-        _ => "wake_failed",
-    }
 }
 
 #[derive(Debug, Clone)]
@@ -125,7 +48,7 @@ enum Outcome {
     /// The target runs; the linked apps that did not wake.
     Woken { failed_links: Vec<String> },
     /// The target did not wake.
-    Failed { code: &'static str },
+    Failed { code: ErrorCode },
 }
 
 #[derive(Debug, Clone)]
@@ -227,7 +150,7 @@ impl Waiting {
                                 .collect(),
                         },
                         Err(e) => Outcome::Failed {
-                            code: error_code(&e),
+                            code: ErrorCode::from(&e),
                         },
                     };
                     this.finish(&app, outcome);
@@ -237,7 +160,7 @@ impl Waiting {
         }
         Ok(Some(WaitingAnswer {
             waiting: true,
-            app: requested.to_owned(),
+            app: Some(requested.to_owned()),
             target: main.name.clone(),
             linked_apps: set.iter().skip(1).map(|a| a.name.clone()).collect(),
         }))
@@ -287,7 +210,7 @@ impl Waiting {
             None => (None, None),
         };
         Ok(StatusAnswer {
-            app: requested.to_owned(),
+            app: Some(requested.to_owned()),
             target: set
                 .first()
                 .map_or_else(|| requested.to_owned(), |a| a.name.clone()),
@@ -329,16 +252,6 @@ mod tests {
     }
 
     #[test]
-    fn error_codes_match_the_api() {
-        assert_eq!(
-            error_code(&WakeError::UnknownApp("x".into())),
-            "unknown_app"
-        );
-        assert_eq!(error_code(&WakeError::Timeout("x".into())), "wake_timeout");
-        assert_eq!(error_code(&WakeError::Aborted("x".into())), "wake_failed");
-    }
-
-    #[test]
     fn one_background_wake_per_app_and_outcomes_are_kept() {
         let w = Waiting::new();
         assert!(w.start("shop-front"));
@@ -347,13 +260,13 @@ mod tests {
         w.finish(
             "shop-front",
             Outcome::Failed {
-                code: "wake_failed",
+                code: ErrorCode::WakeFailed,
             },
         );
         assert!(matches!(
             w.outcome("shop-front"),
             Some(Outcome::Failed {
-                code: "wake_failed"
+                code: ErrorCode::WakeFailed
             })
         ));
         assert!(w.start("shop-front"), "a finished wake can start again");
@@ -365,7 +278,7 @@ mod tests {
     fn answers_serialize_as_documented() {
         let a = WaitingAnswer {
             waiting: true,
-            app: "shop-front".into(),
+            app: Some("shop-front".into()),
             target: "shop-front".into(),
             linked_apps: vec!["shop-api-1".into()],
         };
@@ -374,7 +287,7 @@ mod tests {
             serde_json::json!({"waiting": true, "app": "shop-front", "target": "shop-front", "linked_apps": ["shop-api-1"]})
         );
         let s = StatusAnswer {
-            app: "shop-front".into(),
+            app: Some("shop-front".into()),
             target: "shop-front".into(),
             ready: false,
             region: None,
@@ -383,7 +296,7 @@ mod tests {
                 app: "shop-front".into(),
                 state: AppState::Failed,
             }],
-            error: Some("wake_failed"),
+            error: Some(ErrorCode::WakeFailed),
         };
         assert_eq!(
             serde_json::to_value(&s).unwrap(),

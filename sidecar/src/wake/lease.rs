@@ -14,6 +14,8 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
+use paastis_api::{ErrorCode, WakeNote};
+
 use super::types::{WakeError, WakeState};
 use crate::awake::Awake;
 use crate::registry::Coordinator;
@@ -27,13 +29,6 @@ pub const NOTE_POLL: Duration = Duration::from_millis(100);
 /// it works, so a leader that dies (killed, partitioned) hands over to a
 /// waiting instance within this time, not at the end of the wake timeout.
 pub const WAKE_LEASE_TTL: Duration = Duration::from_secs(10);
-
-/// What the instance that woke an app tells the others that waited on it.
-#[derive(Debug, serde::Serialize, serde::Deserialize)]
-struct WakeNote {
-    region: Option<String>,
-    error: Option<String>,
-}
 
 fn lease_name(app: &str) -> String {
     format!("wake:{app}")
@@ -128,22 +123,38 @@ impl<'a> WakeLease<'a> {
     /// Leaves the outcome for the followers, then releases the lease.
     pub async fn finish(&self, result: &Result<Awake, WakeError>) {
         let note = match result {
-            Ok(awake) => WakeNote {
-                region: Some(awake.region.clone()),
-                error: None,
+            Ok(awake) => WakeNote::Woken {
+                region: awake.region.clone(),
             },
-            Err(e) => WakeNote {
-                region: None,
-                error: Some(e.to_string()),
+            Err(e) => WakeNote::Failed {
+                code: ErrorCode::from(e),
+                message: e.to_string(),
             },
         };
-        if let Ok(text) = serde_json::to_string(&note) {
-            if let Err(e) = self.coordinator.put_note(&self.note, &text, NOTE_TTL).await {
-                warn!(error = %e, "wake note not written");
-            }
+        if let Err(e) = self
+            .coordinator
+            .put_note(&self.note, &note.encode(), NOTE_TTL)
+            .await
+        {
+            warn!(error = %e, "wake note not written");
         }
         if let Err(e) = self.coordinator.release(&self.lease, self.instance).await {
             warn!(error = %e, "wake lease not released (it will expire)");
+        }
+    }
+
+    /// What a follower answers for the leader's `note`: the leader's error
+    /// code is kept (its timeout is this instance's `wake_timeout` too).
+    fn outcome_of(&self, note: WakeNote) -> Result<Awake, WakeError> {
+        let app = self.app.to_owned();
+        match note {
+            WakeNote::Woken { region } => Ok(Awake::new(self.app, &region)),
+            WakeNote::Failed { code, message } => Err(match code {
+                ErrorCode::WakeTimeout => WakeError::Timeout(app),
+                ErrorCode::UnknownApp => WakeError::UnknownApp(app),
+                ErrorCode::InvalidApp => WakeError::InvalidApp(app),
+                _ => WakeError::Elsewhere { app, message },
+            }),
         }
     }
 
@@ -156,18 +167,12 @@ impl<'a> WakeLease<'a> {
     ) -> Result<Option<Result<Awake, WakeError>>, WakeError> {
         info!("another gateway instance is waking the app, waiting for it");
         loop {
-            let parsed = match self.coordinator.note(&self.note).await {
-                Ok(Some(text)) if !text.is_empty() => serde_json::from_str::<WakeNote>(&text).ok(),
+            let note = match self.coordinator.note(&self.note).await {
+                Ok(Some(text)) => WakeNote::decode(&text),
                 _ => None,
             };
-            if let Some(n) = parsed {
-                return Ok(Some(match (n.region, n.error) {
-                    (Some(region), None) => Ok(Awake::new(self.app, &region)),
-                    (_, error) => Err(WakeError::Elsewhere {
-                        app: self.app.to_owned(),
-                        message: error.unwrap_or_default(),
-                    }),
-                }));
+            if let Some(note) = note {
+                return Ok(Some(self.outcome_of(note)));
             }
             match self.coordinator.holder(&self.lease).await {
                 Ok(Some(_)) => {}
@@ -186,11 +191,7 @@ impl<'a> WakeLease<'a> {
 /// read as "nothing known".
 pub async fn shared_state(coordinator: &dyn Coordinator, app: &str) -> WakeState {
     if let Ok(Some(text)) = coordinator.note(&note_name(app)).await {
-        if let Ok(WakeNote {
-            region: Some(region),
-            error: None,
-        }) = serde_json::from_str::<WakeNote>(&text)
-        {
+        if let Some(WakeNote::Woken { region }) = WakeNote::decode(&text) {
             return WakeState::Running(Awake::new(app, &region));
         }
     }

@@ -207,7 +207,7 @@ impl Waker {
                 .observe(started.elapsed().as_secs_f64());
         }
         Ok(WakeAnswer {
-            app: requested.to_owned(),
+            app: Some(requested.to_owned()),
             target: main.app.clone(),
             region: main.region.clone(),
             upstream_host: main.upstream_host.clone(),

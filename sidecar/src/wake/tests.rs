@@ -277,3 +277,38 @@ async fn the_leaders_failure_reaches_the_instances_that_waited() {
     ));
     assert_eq!(platform.calls(Call::Scale), 1);
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_leaders_timeout_reaches_the_instances_that_waited_as_a_timeout() {
+    let platform = platform_with(&[("slow-app", &[("web", 0)])]);
+    platform.set_boot("slow-app", Duration::from_secs(300));
+    let one = Deps::in_memory(platform.clone(), rules(""), Duration::from_secs(600));
+    let mut two = one.clone();
+    two.instance = Arc::from("two");
+    let (one, two) = (Waker::new(one, TIMEOUT), Waker::new(two, TIMEOUT));
+    let leader = tokio::spawn({
+        let one = one.clone();
+        async move { one.wake("slow-app", None).await }
+    });
+    while two.wake_state_shared("slow-app").await != WakeState::Waking {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // `two` starts later, so its own deadline is after the leader's: what
+    // it answers is what the leader's note says.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let started = Instant::now();
+    let err = two.wake("slow-app", None).await.unwrap_err();
+    assert!(
+        started.elapsed() < TIMEOUT,
+        "answered by the note, not by its own deadline"
+    );
+    assert!(
+        matches!(&err, WakeError::Timeout(app) if app == "slow-app"),
+        "{err:?}"
+    );
+    assert!(matches!(
+        leader.await.expect("task"),
+        Err(WakeError::Timeout(_))
+    ));
+    assert_eq!(platform.calls(Call::Scale), 1);
+}

@@ -49,26 +49,8 @@ impl WakeError {
     }
 }
 
-/// The answer to one wake request.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct WakeAnswer {
-    /// The app the host named.
-    pub app: String,
-    /// The app the rules resolved it to (`app_name`), now running.
-    pub target: String,
-    pub region: String,
-    pub upstream_host: String,
-    pub linked_apps: Vec<LinkedResult>,
-    pub waited_ms: u64,
-}
-
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct LinkedResult {
-    pub app: String,
-    pub running: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-}
+/// The answer to one wake request (a type of the filter-sidecar contract).
+pub use paastis_api::{LinkedResult, WakeAnswer};
 
 /// What an instance knows of an app right now, without asking the platform:
 /// seen running within the awake TTL, being woken, or neither.

@@ -1,5 +1,34 @@
-//! Plugin configuration: the JSON string Envoy hands to `on_configure`,
-//! parsed and validated once, field by field.
+//! `paastis-filter-config`: the Paastis filter's plugin configuration, the
+//! JSON string Envoy hands to the filter's `on_configure`, parsed and
+//! validated once, field by field.
+//!
+//! It owns the fields, their defaults and bounds, and the checks of cluster
+//! and header names. It must not depend on proxy-wasm (nor on the filter):
+//! the native sidecar's `check-config` parses the same JSON with it, so both
+//! agree on every field.
+//!
+//! The plugin `configuration` is a JSON object ([`Config::parse`]). On any
+//! error the filter logs `invalid configuration: <field>: <why>` at critical
+//! level and refuses to load. Unknown fields are errors.
+//!
+//! | field | type, default | meaning |
+//! |---|---|---|
+//! | `sidecar_cluster` | string, required | Envoy cluster of the sidecar |
+//! | `sidecar_authority` | string, `"paastis-sidecar"` | `:authority` of callouts |
+//! | `callout_timeout_ms` | u64, `65000` | wake callout timeout, `1..=300000` (the sidecar's own wake timeout is 60 s) |
+//! | `routing_header` | string, `"x-paastis-cluster"` | lower-case header name, not a pseudo-header nor a header requests need |
+//! | `cache_ttl_ms` | u64, `30000` | lifetime of "awake" cache entries, `1..=86400000` |
+//! | `activity_flush_ms` | u64, `1000` | activity tick period, `1..=3600000` (should be below `cache_ttl_ms`) |
+//! | `domains` | \[string\], `[]` | default rule: the single label right under one of these is the app |
+//! | `host_rules` | \[{`pattern`, `app`, `region`?}\], `[]` | explicit rules tried first (anchored regex over the normalised host, `$1..$9` in `app`) |
+//! | `unmatched_hosts` | `"reject"`\|`"pass"`, `"reject"` | reject: local 404; pass: continue untouched, no routing header |
+//! | `region_clusters` | {region: cluster}, `{}` | cluster per region; a region not listed uses its own name |
+//! | `failure_policy` | `"closed"`\|`"open"`, `"closed"` | sidecar unreachable or answering nonsense: closed = 503 + `Retry-After`; open = route to `APP.REGION.scalingo.io` (rule region or `default_region`) without waking |
+//! | `default_region` | string, `"osc-fr1"` | region for `failure_policy: open` when the rule pins none |
+//! | `upstream_scheme` | `"https"`\|`"http"`, `"https"` | scheme used when rewriting `Origin` |
+//! | `retry_after_s` | u32, `5` | `Retry-After` of 503s, `1..=3600` |
+//!
+//! At least one of `domains` and `host_rules` must be non-empty.
 //!
 //! Every error names the field it is about (`host_rules[2].pattern: ...`,
 //! `callout_timeout_ms: must be ...`), and a field the filter does not know is

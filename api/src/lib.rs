@@ -1,0 +1,76 @@
+//! `paastis-api`: the contract between the filter and the sidecar, written
+//! once. Both sides build their requests and answers from these types; this
+//! page is the protocol's one description.
+//!
+//! It owns the paths, every request and answer body, the error codes
+//! ([`ErrorCode`]) and the wake note one sidecar instance leaves for the
+//! others ([`WakeNote`]). It must depend on nothing but `serde` (and
+//! `serde_json` for the note's text form): it builds for `wasm32-wasip1`
+//! (the filter) and natively (the sidecar), and knows neither proxy-wasm nor
+//! tokio. It checks shapes, not meanings: the filter validates what it
+//! receives on top (app names, regions, upstream hosts).
+//!
+//! # Conventions
+//!
+//! - Bodies are JSON (`content-type: application/json`), both ways.
+//! - Requests are strict: the sidecar refuses unknown fields (422, axum's
+//!   rejection, plain text: not an [`ErrorAnswer`]).
+//! - Answers may gain fields: readers ignore the ones they do not know, and
+//!   the fields a reader does not need have defaults (noted per type).
+//! - Every error answer is [`ErrorAnswer`]:
+//!   `{"error": code, "message": text, "retry_after"?: seconds}`, with the
+//!   HTTP status of its code ([`ErrorCode::status`]). `wake_failed` and
+//!   `wake_timeout` carry `retry_after`, and a `Retry-After` header with
+//!   the same seconds.
+//!
+//! # Endpoints (sidecar, called by the filter)
+//!
+//! | method | path | request | answers |
+//! |---|---|---|---|
+//! | POST | [`WAKE_PATH`] | [`WakeRequest`] `{"app", "region": name \| null, "client"?: "browser" \| "api"}` | 200 [`WakeAnswer`] (the app runs); 202 [`WaitingAnswer`] (a browser, `waiting_page` strategy: the wake goes on in the background); 400 `invalid_app`; 404 `unknown_app`; 503 `wake_failed`; 504 `wake_timeout` |
+//! | GET | [`STATUS_PATH`]`?app=NAME` ([`StatusQuery`]) | | 200 [`StatusAnswer`] (where the wake of a waiting page stands); 400 `invalid_app`; 503 `wake_failed` (the rules cannot resolve the app) |
+//! | POST | [`ACTIVITY_PATH`] | [`ActivityRequest`] `{"apps": [names]}` | 200 [`ActivityAnswer`] `{"awake": [{"app", "region", "upstream_host"}]}` |
+//!
+//! # Public status (filter, called by the waiting page)
+//!
+//! [`PUBLIC_STATUS_PATH`] on every host the filter maps to an app is
+//! answered by the filter itself: 200 [`PublicStatus`] `{"app", "ready",
+//! "apps": [{"app", "state"}], "error"?: code}`, or 503 (with `Retry-After`)
+//! and `"error": "unavailable"` when the sidecar cannot tell.
+//!
+//! # Local replies (filter, to clients)
+//!
+//! When the filter answers a request itself (bad host, unknown app, a wake
+//! that failed, the sidecar unreachable), a program gets
+//! [`LocalReplyBody`] `{"error": code, "message": text, "app": name | null}`
+//! and a browser an HTML page, both with `cache-control: no-store` (and
+//! `Retry-After` on 503s).
+//!
+//! # Between sidecar instances
+//!
+//! The instance that led a wake leaves a [`WakeNote`] in the registry for
+//! the instances that waited on it: where the app runs, or the failure with
+//! its [`ErrorCode`] (so a leader's timeout reaches them as `wake_timeout`).
+
+mod activity;
+mod error;
+mod note;
+mod status;
+mod wake;
+
+pub use activity::{ActivityAnswer, ActivityRequest, RunningApp};
+pub use error::{ErrorAnswer, ErrorCode, LocalReplyBody, UnknownCode};
+pub use note::WakeNote;
+pub use status::{AppState, AppStatus, PublicStatus, StatusAnswer, StatusQuery};
+pub use wake::{Client, LinkedResult, WaitingAnswer, WakeAnswer, WakeRequest};
+
+/// `POST`: wake an app (see [`WakeRequest`]).
+pub const WAKE_PATH: &str = "/v1/wake";
+/// `GET ?app=NAME`: where the wake of a waiting page stands (see
+/// [`StatusQuery`]).
+pub const STATUS_PATH: &str = "/v1/status";
+/// `POST`: the apps the filter served (see [`ActivityRequest`]).
+pub const ACTIVITY_PATH: &str = "/v1/activity";
+/// The waiting page's status, reserved on every gateway host and answered by
+/// the filter (never routed).
+pub const PUBLIC_STATUS_PATH: &str = "/.well-known/paastis/status";

@@ -1,0 +1,412 @@
+//! The glue of one HTTP stream (an HTTP context): reads the request through
+//! the [`Host`] seam, applies the pure decisions of the other modules, and
+//! carries them out (headers set, local replies, callouts, counters). No
+//! decision is taken here.
+
+use std::rc::Rc;
+
+use log::{debug, error, info, warn};
+
+use crate::answer::AnswerError;
+use crate::cache;
+use crate::callout::{answered, dispatch, Callout, InFlight, WakeCall};
+use crate::config::DEFAULT_RETRY_AFTER_S;
+use crate::decide::{decide, route_edits, Decision, RouteEdits, Target};
+use crate::headers::{HeaderPairs, RequestView};
+use crate::host::{Flow, Host};
+use crate::metrics::Metric;
+use crate::reply::{LocalReply, ReplyKind};
+use crate::shared::{send_rendered, send_reply, Shared};
+use crate::waiting::{is_status_path, parse_status_answer, StatusReport};
+use crate::wake::{after_wake, failure_action, parse_wake_answer, WakeAction, WakeOutcome};
+
+/// One HTTP stream.
+pub struct Stream {
+    /// `None` before a valid configuration: every request is refused.
+    shared: Option<Rc<Shared>>,
+    /// The wake or status callout the request waits for.
+    inflight: Option<InFlight>,
+    /// The app this stream was routed to, until the stream ends (counted in
+    /// `Activity`'s open streams).
+    open_app: Option<String>,
+}
+
+impl Stream {
+    pub fn new(shared: Option<Rc<Shared>>) -> Self {
+        Self {
+            shared,
+            inflight: None,
+            open_app: None,
+        }
+    }
+
+    /// The request's headers arrived.
+    pub fn on_request_headers(&mut self, host: &impl Host) -> Flow {
+        let Some(shared) = self.shared.clone() else {
+            error!("request before a valid configuration");
+            return self.unavailable(host, false);
+        };
+        let buf = match host.request_headers() {
+            Ok(buf) => buf,
+            Err(e) => {
+                error!("cannot read the request headers: {e}");
+                return self.unavailable(host, false);
+            }
+        };
+        let Ok(pairs) = HeaderPairs::new(&buf) else {
+            error!("the host sent a malformed header map");
+            return self.unavailable(host, false);
+        };
+        let view = RequestView::new(&shared.config.routing_header, pairs);
+        // First of all: nothing the client sent may steer routing.
+        for name in &view.strip {
+            if let Err(e) = host.remove_request_header(name) {
+                error!("cannot remove an internal request header: {e}");
+                return self.unavailable(host, view.wants_html);
+            }
+        }
+        match decide(&shared.config, &view) {
+            Decision::Reply(reply) => self.reply(host, &reply, view.wants_html),
+            Decision::PassThrough => {
+                host.count(Metric::Unmatched);
+                Flow::Continue
+            }
+            Decision::Route(target) => self.route_or_wake(host, &shared, &view, target),
+        }
+    }
+
+    /// A callout of this stream was answered.
+    pub fn on_call_answer(
+        &mut self,
+        host: &impl Host,
+        token: u32,
+        num_headers: usize,
+        body_size: usize,
+    ) {
+        let Some(shared) = self.shared.clone() else {
+            return;
+        };
+        let Some(callout) = answered(&mut self.inflight, token) else {
+            warn!("ignoring an unexpected callout answer ({token})");
+            return;
+        };
+        match callout {
+            Callout::Wake(call) => {
+                debug!(
+                    "wake callout {token} answered: {num_headers} headers, {body_size} body bytes"
+                );
+                self.wake_answered(host, &shared, &call, num_headers, body_size);
+            }
+            Callout::Status { app } => {
+                self.status_answered(host, &shared, &app, num_headers, body_size);
+            }
+            Callout::Activity { .. } => warn!("activity answer on an HTTP stream ({token})"),
+        }
+    }
+
+    /// The stream ended: it no longer keeps its app active.
+    pub fn close(&mut self) {
+        if let Some(app) = self.open_app.take() {
+            if let Some(shared) = &self.shared {
+                shared.with_activity(|a| a.stream_closed(&app));
+            }
+        }
+    }
+
+    /// Refuses the request because the filter cannot work on it (fail
+    /// closed).
+    fn unavailable(&self, host: &impl Host, html: bool) -> Flow {
+        let retry = self
+            .shared
+            .as_ref()
+            .map_or(DEFAULT_RETRY_AFTER_S, |s| s.config.retry_after_s);
+        send_reply(
+            host,
+            &LocalReply::new(ReplyKind::Unavailable).retry_after(retry),
+            html,
+        );
+        Flow::Pause
+    }
+
+    fn reply(&self, host: &impl Host, reply: &LocalReply, html: bool) -> Flow {
+        if let Some(metric) = Metric::for_reply(reply.kind) {
+            host.count(metric);
+        }
+        send_reply(host, reply, html);
+        Flow::Pause
+    }
+
+    /// Sets the routing headers (`edits`) and records the activity of `app`.
+    /// False when a header could not be set (the caller must not let the
+    /// request through).
+    fn route(&mut self, host: &impl Host, shared: &Shared, app: &str, edits: &RouteEdits) -> bool {
+        for (name, value) in edits.pairs() {
+            if let Err(e) = host.set_request_header(name, value) {
+                error!("cannot set request header {name}: {e}");
+                return false;
+            }
+        }
+        shared.clear_route_cache(host);
+        let first = self.open_app.is_none();
+        shared.with_activity(|a| {
+            a.served(app);
+            if first {
+                a.stream_opened(app);
+            }
+        });
+        if first {
+            self.open_app = Some(app.to_owned());
+        }
+        debug!(
+            "{app} -> cluster {}, host {}",
+            edits.cluster.1, edits.authority.1
+        );
+        true
+    }
+
+    fn route_or_wake(
+        &mut self,
+        host: &impl Host,
+        shared: &Shared,
+        view: &RequestView<'_>,
+        target: Target<'_>,
+    ) -> Flow {
+        if view.path.is_some_and(is_status_path) {
+            return self.status(host, shared, view, &target.app);
+        }
+        let Some(original_host) = view.authority_str() else {
+            // `decide` only routes requests with a UTF-8 authority.
+            return self.reply(
+                host,
+                &LocalReply::new(ReplyKind::InvalidHost),
+                view.wants_html,
+            );
+        };
+        if let Some(value) = shared.cached(host, &target.app) {
+            match cache::decode(&value) {
+                Ok(entry) if entry.is_fresh(host.now_ms()) => {
+                    host.count(Metric::CacheHit);
+                    let edits = route_edits(
+                        &shared.config,
+                        original_host,
+                        view.origin,
+                        entry.cluster,
+                        entry.upstream_host,
+                    );
+                    return if self.route(host, shared, &target.app, &edits) {
+                        Flow::Continue
+                    } else {
+                        self.unavailable(host, view.wants_html)
+                    };
+                }
+                Ok(_) => {}
+                Err(e) => warn!("ignoring the cache entry of {}: {e}", target.app),
+            }
+        }
+        host.count(Metric::CacheMiss);
+        let call = Callout::Wake(Box::new(WakeCall {
+            app: target.app,
+            rule_region: target.region.map(str::to_owned),
+            original_host: original_host.to_owned(),
+            origin: view.origin.map(str::to_owned),
+            wants_html: view.wants_html,
+            browser: view.is_browser_get(),
+        }));
+        match dispatch(host, &shared.config, call, view.request_id) {
+            Ok(inflight) => {
+                host.count(Metric::Callout);
+                if let Callout::Wake(call) = &inflight.callout {
+                    debug!("waking {} (callout {})", call.app, inflight.token);
+                }
+                self.inflight = Some(inflight);
+                Flow::Pause
+            }
+            Err((Callout::Wake(call), e)) => {
+                host.count(Metric::CalloutError);
+                let config = &shared.config;
+                warn!(
+                    "cannot call the sidecar to wake {} ({e}): failure policy {:?}",
+                    call.app, config.failure_policy
+                );
+                let action = failure_action(config, &call.app, call.rule_region.as_deref());
+                self.settle(host, shared, &call, action)
+            }
+            Err((other, e)) => {
+                // `dispatch` hands back the callout it was given.
+                error!("{} callout not sent ({e})", other.kind());
+                self.unavailable(host, view.wants_html)
+            }
+        }
+    }
+
+    /// Carries out the end of a wake. `Continue` when the request was
+    /// routed, `Pause` when it was answered locally.
+    fn settle(
+        &mut self,
+        host: &impl Host,
+        shared: &Shared,
+        call: &WakeCall,
+        action: WakeAction,
+    ) -> Flow {
+        match action {
+            WakeAction::Route {
+                cluster,
+                upstream_host,
+                cache,
+            } => {
+                if cache {
+                    shared.write_cache(host, &call.app, &cluster, &upstream_host, host.now_ms());
+                }
+                let edits = route_edits(
+                    &shared.config,
+                    &call.original_host,
+                    call.origin.as_deref(),
+                    &cluster,
+                    &upstream_host,
+                );
+                if self.route(host, shared, &call.app, &edits) {
+                    Flow::Continue
+                } else {
+                    self.unavailable(host, call.wants_html)
+                }
+            }
+            WakeAction::Reply(reply) => self.reply(host, &reply, call.wants_html),
+            WakeAction::Waiting(page) => {
+                host.count(Metric::WaitingPage);
+                send_rendered(host, &page.render(call.wants_html));
+                Flow::Pause
+            }
+        }
+    }
+
+    fn wake_answered(
+        &mut self,
+        host: &impl Host,
+        shared: &Shared,
+        call: &WakeCall,
+        num_headers: usize,
+        body_size: usize,
+    ) {
+        let outcome = match host.call_answer(num_headers, body_size) {
+            None => WakeOutcome::Unusable(AnswerError::NoResponse),
+            Some(answer) => parse_wake_answer(
+                &call.app,
+                answer.header(b":status"),
+                answer.header(b"content-type"),
+                &answer.body,
+            ),
+        };
+        log_outcome(host, shared, &call.app, &outcome);
+        let action = after_wake(
+            &shared.config,
+            &call.app,
+            call.rule_region.as_deref(),
+            outcome,
+        );
+        if self.settle(host, shared, call, action) == Flow::Continue {
+            // Headers are set: only now let the request go.
+            if let Err(e) = host.resume_request() {
+                error!("cannot resume the request for {}: {e}", call.app);
+            }
+        }
+    }
+
+    /// Answers the waiting page's status path for `app`: at once when the
+    /// cache knows it awake, else through a sidecar callout. Never routed.
+    fn status(
+        &mut self,
+        host: &impl Host,
+        shared: &Shared,
+        view: &RequestView<'_>,
+        app: &str,
+    ) -> Flow {
+        let retry_after = shared.config.retry_after_s;
+        if shared.cached_fresh(host, app) {
+            send_rendered(
+                host,
+                &StatusReport::ready_from_cache(app).render(retry_after),
+            );
+            return Flow::Pause;
+        }
+        let call = Callout::Status {
+            app: app.to_owned(),
+        };
+        match dispatch(host, &shared.config, call, view.request_id) {
+            Ok(inflight) => {
+                host.count(Metric::StatusCallout);
+                self.inflight = Some(inflight);
+            }
+            Err((_, e)) => {
+                host.count(Metric::CalloutError);
+                warn!("cannot call the sidecar for the status of {app} ({e})");
+                send_rendered(host, &StatusReport::unavailable(app).render(retry_after));
+            }
+        }
+        Flow::Pause
+    }
+
+    /// The sidecar's answer to a status callout: refreshes the cache when
+    /// the app is ready (so that the page's reload is a hit) and answers.
+    fn status_answered(
+        &self,
+        host: &impl Host,
+        shared: &Shared,
+        app: &str,
+        num_headers: usize,
+        body_size: usize,
+    ) {
+        let parsed = match host.call_answer(num_headers, body_size) {
+            None => Err(AnswerError::NoResponse),
+            Some(answer) => parse_status_answer(
+                app,
+                answer.header(b":status"),
+                answer.header(b"content-type"),
+                &answer.body,
+            ),
+        };
+        let report = match parsed {
+            Ok(report) => {
+                if let Some(awake) = &report.awake {
+                    let cluster = shared.config.cluster_for(&awake.region);
+                    shared.write_cache(host, app, cluster, &awake.upstream_host, host.now_ms());
+                }
+                report
+            }
+            Err(e) => {
+                host.count(Metric::CalloutError);
+                warn!("status of {app}: {e}");
+                StatusReport::unavailable(app)
+            }
+        };
+        send_rendered(host, &report.render(shared.config.retry_after_s));
+    }
+}
+
+/// Logs the sidecar's outcome for `app`; counts an unusable answer.
+fn log_outcome(host: &impl Host, shared: &Shared, app: &str, outcome: &WakeOutcome) {
+    match outcome {
+        WakeOutcome::Awake(awake) => debug!(
+            "{app} is awake in {} at {}",
+            awake.region, awake.upstream_host
+        ),
+        WakeOutcome::Waiting { apps } => debug!("{app} is waking ({apps:?}): waiting page"),
+        WakeOutcome::NotReady { timed_out, .. } => info!(
+            "{app} is not ready ({})",
+            if *timed_out {
+                "wake timeout"
+            } else {
+                "wake failed"
+            }
+        ),
+        WakeOutcome::UnknownApp | WakeOutcome::InvalidApp => {
+            debug!("the sidecar refused {app}: {outcome:?}");
+        }
+        WakeOutcome::Unusable(e) => {
+            host.count(Metric::CalloutError);
+            warn!(
+                "wake of {app}: {e}; failure policy {:?}",
+                shared.config.failure_policy
+            );
+        }
+    }
+}
