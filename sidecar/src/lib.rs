@@ -11,6 +11,11 @@
 //! accesses go to the [`registry`] ([`activity`]); the [`scheduler`] pauses
 //! idle apps. What they share is one [`deps::Deps`].
 //!
+//! Dependencies: the sidecar speaks to the filter only through
+//! `paastis-api` and reads the filter's configuration through
+//! `paastis-filter-config`; it must not depend on the filter crate nor on
+//! proxy-wasm.
+//!
 //! Layering (no module imports one that imports it back): `clock`,
 //! `metrics`, `registry`, `scalingo` and `hooks` are leaves; `platform`
 //! sits on `scalingo`; `awake`, `activity` and `deps` on those; `wake` and
