@@ -12,11 +12,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+mod common;
+
+use common::{apps, event, eventually, meta};
 use paastis_e2e::redis::{unique_prefix, TestRedis};
 use paastis_sidecar::registry::redis::RedisStore;
 use paastis_sidecar::registry::{
-    AppMeta, AppRecord, Coordinator, Event, EventKind, EventLog, InMemoryCoordinator,
-    InMemoryEventLog, InMemoryRegistry, Registry,
+    AppRecord, Coordinator, EventKind, EventLog, InMemoryCoordinator, InMemoryEventLog,
+    InMemoryRegistry, Registry,
 };
 use tokio::task::JoinSet;
 use tokio::time::Instant;
@@ -108,46 +111,6 @@ impl Backend for Redis {
     async fn separate(&self) -> Stores {
         // Another prefix on the same server.
         self.connect(&format!("{}other:", self.prefix)).await
-    }
-}
-
-fn apps(names: &[&str]) -> Vec<String> {
-    names.iter().map(|s| s.to_string()).collect()
-}
-
-fn meta(region: &str, max_idle_minutes: u64, linked: &[&str]) -> AppMeta {
-    AppMeta {
-        region: region.into(),
-        max_idle_minutes,
-        linked_apps: apps(linked),
-    }
-}
-
-fn event(at_ms: u64, app: &str, kind: EventKind) -> Event {
-    Event {
-        at_ms,
-        app: app.into(),
-        instance: "test".into(),
-        kind,
-    }
-}
-
-/// Polls `check` every 50 ms until it is true or `within` has passed, on
-/// tokio's clock (so on a paused clock it waits no real time).
-async fn eventually<F, Fut>(within: Duration, mut check: F) -> bool
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + within;
-    loop {
-        if check().await {
-            return true;
-        }
-        if Instant::now() > deadline {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
