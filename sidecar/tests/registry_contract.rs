@@ -18,7 +18,7 @@ use common::{apps, event, eventually, meta};
 use paastis_e2e::redis::{unique_prefix, TestRedis};
 use paastis_sidecar::registry::redis::RedisStore;
 use paastis_sidecar::registry::{
-    AppRecord, Coordinator, EventKind, EventLog, InMemoryCoordinator, InMemoryEventLog,
+    AppRecord, Coordinator, Event, EventKind, EventLog, InMemoryCoordinator, InMemoryEventLog,
     InMemoryRegistry, Registry,
 };
 use tokio::task::JoinSet;
