@@ -334,8 +334,10 @@ impl Inner {
             .map_err(|e| self.app_error(region, app, e))
     }
 
-    /// A 404 on an app path drops the app from the location cache if it was
-    /// cached in that region.
+    /// A 404 about the app ([`ScalingoError::NotFound`]) drops it from the
+    /// location cache if it was cached in that region; a 404 about anything
+    /// else (an unknown container type, a missing operation) leaves it: the
+    /// app exists.
     fn app_error(&self, region: &str, app: &str, err: ScalingoError) -> ScalingoError {
         if err == ScalingoError::NotFound {
             self.locations.forget_in(region, app);
@@ -382,6 +384,39 @@ mod tests {
         let client = ScalingoClient::new(config).unwrap();
         let debug = format!("{client:?}");
         assert!(!debug.contains("tk-us-x"), "{debug}");
+    }
+
+    #[test]
+    fn only_a_404_about_the_app_forgets_where_it_lives() {
+        let client = ScalingoClient::new(ScalingoConfig::new("tk-us-x")).unwrap();
+        let inner = &client.inner;
+        let app: crate::scalingo::App =
+            serde_json::from_value(serde_json::json!({"id": "1", "name": "my-app-one"})).unwrap();
+        inner.locations.record_listing("osc-fr1", &[app]);
+        for other in [
+            ScalingoError::UnknownContainerType("not found".into()),
+            ScalingoError::ResourceNotFound {
+                resource: "operation".into(),
+            },
+            ScalingoError::Busy("is scaling".into()),
+        ] {
+            assert_eq!(
+                inner.app_error("osc-fr1", "my-app-one", other.clone()),
+                other
+            );
+            assert_eq!(
+                inner.locations.get("my-app-one").as_deref(),
+                Some("osc-fr1")
+            );
+        }
+        // A 404 from another region says nothing of this one.
+        inner.app_error("osc-secnum-fr1", "my-app-one", ScalingoError::NotFound);
+        assert!(inner.locations.get("my-app-one").is_some());
+        assert_eq!(
+            inner.app_error("osc-fr1", "my-app-one", ScalingoError::NotFound),
+            ScalingoError::NotFound
+        );
+        assert_eq!(inner.locations.get("my-app-one"), None);
     }
 
     #[test]

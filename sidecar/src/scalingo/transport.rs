@@ -245,7 +245,10 @@ pub(crate) fn fail(method: &Method, url: &Url, answer: &Answer) -> ScalingoError
     );
     let request_id = answer.request_id.as_deref().unwrap_or("-");
     match &err {
-        ScalingoError::NotFound | ScalingoError::Busy(_) => {
+        ScalingoError::NotFound
+        | ScalingoError::ResourceNotFound { .. }
+        | ScalingoError::UnknownContainerType(_)
+        | ScalingoError::Busy(_) => {
             tracing::debug!(%method, path = url.path(), status = answer.status.as_u16(), request_id, error = %err, "Scalingo answer")
         }
         _ => {

@@ -1,11 +1,24 @@
 //! What the Scalingo API returns, as far as the sidecar uses it.
 //!
-//! Unknown JSON fields are ignored, fields that may be absent default, and
-//! status/state strings are open enums: a value Scalingo adds later lands in
-//! `Other(String)` instead of failing the whole response.
+//! Unknown JSON fields are ignored, fields that may be absent (or `null`)
+//! default, and status/state strings are open enums: a value Scalingo adds
+//! later lands in `Other(String)` instead of failing the whole response.
+//! Of an app list entry only `name` is required (the contract says only `id`
+//! and `name` can be relied on); an entry without a usable `name` is skipped
+//! with a warning instead of failing the listing.
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize};
 use url::Url;
+
+/// Decodes an absent or `null` field as its default (serde's `default` alone
+/// covers only the absent case).
+fn null_as_default<'de, D, T>(deserializer: D) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Default + Deserialize<'de>,
+{
+    Ok(Option::<T>::deserialize(deserializer)?.unwrap_or_default())
+}
 
 /// Defines an open string enum: known values get a variant, anything else is
 /// kept verbatim in `Other`. (De)serialises as the plain string.
@@ -71,6 +84,31 @@ open_enum! {
         Scaling => "scaling",
         /// A new version is being deployed.
         Booting => "booting",
+        /// Not given by Scalingo (a list entry without `status`): the app may
+        /// be in any state. Never sent by this client.
+        Unknown => "unknown",
+    }
+}
+
+impl Default for AppStatus {
+    /// What a missing `status` decodes to.
+    fn default() -> Self {
+        Self::Unknown
+    }
+}
+
+impl AppStatus {
+    /// False only when Scalingo says no container runs (`stopped`, or `new`:
+    /// never deployed). [`Unknown`](Self::Unknown) and every other status may
+    /// be running: a missing status never lets a caller take an app as
+    /// stopped (at worst a pause costs a scale call answered "no change").
+    pub fn may_be_running(&self) -> bool {
+        !matches!(self, Self::Stopped | Self::New)
+    }
+
+    /// True when Scalingo gave a status (even one this client does not know).
+    pub fn is_known(&self) -> bool {
+        *self != Self::Unknown
     }
 }
 
@@ -144,12 +182,15 @@ mod url_string {
 /// An app, from `/v1/apps` or `/v1/apps/{app}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct App {
-    /// Opaque id.
-    #[serde(default)]
+    /// Opaque id (empty when absent).
+    #[serde(default, deserialize_with = "null_as_default")]
     pub id: String,
     pub name: String,
     #[serde(default)]
     pub region: Option<String>,
+    /// [`AppStatus::Unknown`] when the answer has none (list entries may
+    /// lack it); see [`AppStatus::may_be_running`].
+    #[serde(default, deserialize_with = "null_as_default")]
     pub status: AppStatus,
     /// May be a custom domain.
     #[serde(default)]
@@ -164,9 +205,9 @@ pub struct App {
     /// `None` before the first deployment.
     #[serde(default)]
     pub last_deployed_at: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     pub force_https: bool,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     pub sticky_session: bool,
 }
 
@@ -224,7 +265,7 @@ pub struct Operation {
     pub finished_at: Option<String>,
     pub status: OperationStatus,
     /// `scale`, `restart`, `start`, `start-one-off` ... (open).
-    #[serde(rename = "type", default)]
+    #[serde(rename = "type", default, deserialize_with = "null_as_default")]
     pub kind: String,
     /// Failure message when `status` is `error`.
     #[serde(default)]
@@ -272,7 +313,29 @@ pub(crate) struct RegionsEnvelope {
 
 #[derive(Deserialize)]
 pub(crate) struct AppsEnvelope {
+    #[serde(default, deserialize_with = "usable_entries")]
     pub apps: Vec<App>,
+}
+
+/// The entries of a list that decode; the others (no `name`, a `name` that
+/// is not a string ...) are logged and skipped, so one odd entry cannot hide
+/// every other app.
+fn usable_entries<'de, D, T>(deserializer: D) -> Result<Vec<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: serde::de::DeserializeOwned,
+{
+    let entries = Option::<Vec<serde_json::Value>>::deserialize(deserializer)?.unwrap_or_default();
+    Ok(entries
+        .into_iter()
+        .filter_map(|entry| match serde_json::from_value(entry) {
+            Ok(item) => Some(item),
+            Err(e) => {
+                tracing::warn!(error = %e, "skipping an undecodable list entry");
+                None
+            }
+        })
+        .collect())
 }
 
 #[derive(Deserialize)]
@@ -324,6 +387,58 @@ mod tests {
         let app: App = serde_json::from_str(r#"{"name":"my-app","status":"stopped"}"#).unwrap();
         assert_eq!(app.status, AppStatus::Stopped);
         assert_eq!(app.id, "");
+    }
+
+    #[test]
+    fn list_entries_with_only_id_and_name_decode() {
+        let list: AppsEnvelope = serde_json::from_str(
+            r#"{"apps":[{"id":"5f0","name":"bare-app"},
+            {"id":null,"name":"nulls-app","status":null,"region":null,"url":null,"force_https":null},
+            {"name":"full-app","status":"stopped","region":"osc-fr1"}]}"#,
+        )
+        .unwrap();
+        let names: Vec<&str> = list.apps.iter().map(|a| a.name.as_str()).collect();
+        assert_eq!(names, ["bare-app", "nulls-app", "full-app"]);
+        let bare = &list.apps[0];
+        assert_eq!(bare.id, "5f0");
+        assert_eq!(bare.status, AppStatus::Unknown);
+        assert!(!bare.status.is_known());
+        assert!(
+            bare.status.may_be_running(),
+            "unknown is never taken as stopped"
+        );
+        assert_eq!((bare.region.as_deref(), bare.url.as_deref()), (None, None));
+        assert!(!list.apps[1].force_https);
+        assert_eq!(list.apps[1].status, AppStatus::Unknown);
+        assert!(!list.apps[2].status.may_be_running());
+    }
+
+    #[test]
+    fn undecodable_list_entries_are_skipped() {
+        let list: AppsEnvelope = serde_json::from_str(
+            r#"{"apps":[{"id":"no-name"},{"name":42},"junk",{"name":"good-app"}]}"#,
+        )
+        .unwrap();
+        assert_eq!(list.apps.len(), 1);
+        assert_eq!(list.apps[0].name, "good-app");
+        let empty: AppsEnvelope = serde_json::from_str(r#"{"apps":null}"#).unwrap();
+        assert!(empty.apps.is_empty());
+    }
+
+    #[test]
+    fn statuses_that_may_be_running() {
+        for (status, running) in [
+            ("running", true),
+            ("scaling", true),
+            ("crashed", true),
+            ("hibernating", true),
+            ("stopped", false),
+            ("new", false),
+        ] {
+            let status = AppStatus::from(status.to_owned());
+            assert_eq!(status.may_be_running(), running, "{status}");
+            assert!(status.is_known());
+        }
     }
 
     #[test]
