@@ -17,10 +17,12 @@ use super::locator::{self, AppLocations, RegionsCache};
 use super::polling;
 use super::transport::{self, Answer, Transport};
 use super::types::{
-    App, AppEnvelope, AppsEnvelope, ContainerAmount, ContainerType, ContainersEnvelope, Operation,
-    OperationEnvelope, Process, PsEnvelope, Region, RegionsEnvelope, ScaleOutcome, ScaleRequest,
+    App, AppEnvelope, AppsEnvelope, Autoscaler, AutoscalerDisabled, AutoscalerEnvelope,
+    AutoscalerUpdate, AutoscalersEnvelope, ContainerAmount, ContainerType, ContainersEnvelope,
+    Operation, OperationEnvelope, Process, PsEnvelope, Region, RegionsEnvelope, ScaleOutcome,
+    ScaleRequest,
 };
-use super::urls::{self, check_app, check_base_url, check_operation_id};
+use super::urls::{self, check_app, check_base_url, check_id, check_operation_id};
 
 // Kept at their former paths (`scalingo::client::...`).
 pub use super::locator::{FAILED_SCAN_RETRY, REGIONS_RETRY, REGIONS_TTL};
@@ -236,6 +238,56 @@ impl ScalingoClient {
         Ok(envelope.containers)
     }
 
+    /// The app's autoscalers (`GET /v1/apps/{app}/autoscalers`); empty when
+    /// it has none. Entries without an id are skipped (see [`Autoscaler`]).
+    pub async fn list_autoscalers(
+        &self,
+        region: &str,
+        app: &str,
+    ) -> Result<Vec<Autoscaler>, ScalingoError> {
+        let envelope: AutoscalersEnvelope = self
+            .inner
+            .get_app_json(region, app, &["autoscalers"])
+            .await?;
+        Ok(envelope.autoscalers)
+    }
+
+    /// Turns an autoscaler off or back on (`PATCH
+    /// /v1/apps/{app}/autoscalers/{id}` with `{"autoscaler":{"disabled":b}}`).
+    ///
+    /// Returns the autoscaler as Scalingo answers it, or `None` when the 2xx
+    /// answer has no decodable `autoscaler` (the change was accepted all the
+    /// same). An unknown id is [`ScalingoError::ResourceNotFound`].
+    pub async fn set_autoscaler_disabled(
+        &self,
+        region: &str,
+        app: &str,
+        id: &str,
+        disabled: bool,
+    ) -> Result<Option<Autoscaler>, ScalingoError> {
+        check_app(app)?;
+        check_id("autoscaler", id)?;
+        let api = self.inner.region_api(region).await?;
+        let url = urls::app_url(&api, app, &["autoscalers", id])?;
+        let body = serde_json::to_value(AutoscalerUpdate {
+            autoscaler: AutoscalerDisabled { disabled },
+        })
+        .map_err(|e| ScalingoError::Decode(format!("autoscaler update: {e}")))?;
+        let answer = self
+            .inner
+            .transport
+            .call(Method::PATCH, &url, Some(&body))
+            .await?;
+        if !answer.status.is_success() {
+            let err = transport::fail(&Method::PATCH, &url, &answer);
+            return Err(self.inner.app_error(region, app, err));
+        }
+        tracing::info!(app, region, autoscaler = id, disabled, "autoscaler updated");
+        Ok(serde_json::from_slice::<AutoscalerEnvelope>(&answer.body)
+            .ok()
+            .map(|e| e.autoscaler))
+    }
+
     /// Polls the operation until it is `done` (returned) or `error`
     /// ([`ScalingoError::OperationFailed`]), at most until `deadline`
     /// ([`ScalingoError::Timeout`]).
@@ -359,159 +411,5 @@ fn lenient_formation(answer: &Answer) -> Vec<ContainerType> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn config_is_checked() {
-        let mut config = ScalingoConfig::new("");
-        assert!(matches!(
-            ScalingoClient::new(config.clone()),
-            Err(ScalingoError::Config(_))
-        ));
-        config.api_token = "tk-us-x".into();
-        config.auth_url = Url::parse("ftp://auth.example.com").unwrap();
-        assert!(matches!(
-            ScalingoClient::new(config.clone()),
-            Err(ScalingoError::Config(_))
-        ));
-        config.auth_url = Url::parse("https://user:pw@auth.example.com").unwrap();
-        assert!(matches!(
-            ScalingoClient::new(config.clone()),
-            Err(ScalingoError::Config(_))
-        ));
-        config.auth_url = Url::parse("https://auth.example.com").unwrap();
-        let client = ScalingoClient::new(config).unwrap();
-        let debug = format!("{client:?}");
-        assert!(!debug.contains("tk-us-x"), "{debug}");
-    }
-
-    #[test]
-    fn only_a_404_about_the_app_forgets_where_it_lives() {
-        let client = ScalingoClient::new(ScalingoConfig::new("tk-us-x")).unwrap();
-        let inner = &client.inner;
-        let app: crate::scalingo::App =
-            serde_json::from_value(serde_json::json!({"id": "1", "name": "my-app-one"})).unwrap();
-        inner.locations.record_listing("osc-fr1", &[app]);
-        for other in [
-            ScalingoError::UnknownContainerType("not found".into()),
-            ScalingoError::ResourceNotFound {
-                resource: "operation".into(),
-            },
-            ScalingoError::Busy("is scaling".into()),
-        ] {
-            assert_eq!(
-                inner.app_error("osc-fr1", "my-app-one", other.clone()),
-                other
-            );
-            assert_eq!(
-                inner.locations.get("my-app-one").as_deref(),
-                Some("osc-fr1")
-            );
-        }
-        // A 404 from another region says nothing of this one.
-        inner.app_error("osc-secnum-fr1", "my-app-one", ScalingoError::NotFound);
-        assert!(inner.locations.get("my-app-one").is_some());
-        assert_eq!(
-            inner.app_error("osc-fr1", "my-app-one", ScalingoError::NotFound),
-            ScalingoError::NotFound
-        );
-        assert_eq!(inner.locations.get("my-app-one"), None);
-    }
-
-    #[test]
-    fn config_debug_redacts_the_token() {
-        let config = ScalingoConfig::new("tk-us-secret");
-        let debug = format!("{config:?}");
-        assert!(!debug.contains("tk-us-secret"), "{debug}");
-        assert!(debug.contains("[redacted]"));
-    }
-
-    #[tokio::test]
-    async fn invalid_names_are_refused_before_any_call() {
-        // The auth URL is unroutable: any HTTP call would fail with Transport.
-        let mut config = ScalingoConfig::new("tk-us-x");
-        config.auth_url = Url::parse("http://127.0.0.1:1").unwrap();
-        let client = ScalingoClient::new(config).unwrap();
-        for bad in [
-            "Bad",
-            "ab",
-            "-abcdef",
-            "abc--def",
-            "../../etc",
-            "my app x",
-            "my-app.evil.com",
-        ] {
-            assert!(
-                matches!(
-                    client.get_app("osc-fr1", bad).await,
-                    Err(ScalingoError::InvalidAppName(_))
-                ),
-                "{bad}"
-            );
-            assert!(
-                matches!(
-                    client.locate(bad).await,
-                    Err(ScalingoError::InvalidAppName(_))
-                ),
-                "{bad}"
-            );
-            assert!(
-                matches!(
-                    client
-                        .scale("osc-fr1", bad, &[ContainerAmount::new("web", 1)])
-                        .await,
-                    Err(ScalingoError::InvalidAppName(_))
-                ),
-                "{bad}"
-            );
-            assert!(
-                matches!(
-                    client.ps("osc-fr1", bad).await,
-                    Err(ScalingoError::InvalidAppName(_))
-                ),
-                "{bad}"
-            );
-            assert!(
-                matches!(
-                    client.formation("osc-fr1", bad).await,
-                    Err(ScalingoError::InvalidAppName(_))
-                ),
-                "{bad}"
-            );
-            assert!(
-                matches!(
-                    client.operation("osc-fr1", bad, "op").await,
-                    Err(ScalingoError::InvalidAppName(_))
-                ),
-                "{bad}"
-            );
-            assert!(
-                matches!(
-                    client
-                        .wait_web_running("osc-fr1", bad, Instant::now())
-                        .await,
-                    Err(ScalingoError::InvalidAppName(_))
-                ),
-                "{bad}"
-            );
-            assert!(
-                matches!(
-                    client
-                        .wait_operation("osc-fr1", bad, "op", Instant::now())
-                        .await,
-                    Err(ScalingoError::InvalidAppName(_))
-                ),
-                "{bad}"
-            );
-        }
-    }
-
-    #[test]
-    fn client_is_send_sync_and_cheap_to_clone() {
-        fn assert_send_sync<T: Send + Sync + Clone>() {}
-        assert_send_sync::<ScalingoClient>();
-        fn assert_error<T: std::error::Error + Send + Sync + Clone + 'static>() {}
-        assert_error::<ScalingoError>();
-    }
-}
+#[path = "client_tests.rs"]
+mod tests;

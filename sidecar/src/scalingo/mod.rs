@@ -3,6 +3,7 @@
 //!
 //! The contract is `/work/shared/scalingo-api.md`; this module follows it and
 //! works against the real API unchanged (only base URLs differ in tests).
+//! Besides the calls above it reads and re-enables autoscalers.
 //!
 //! - [`auth`]: the [`Secret`] wrapper and the API-token -> JWT exchange, with
 //!   one cached JWT shared by every caller.
@@ -41,6 +42,9 @@ mod transport;
 pub mod types;
 mod urls;
 
+#[cfg(test)]
+mod stub;
+
 /// Re-exported so that callers can build a [`ScalingoConfig`] without their own `url` dependency.
 pub use url::Url;
 
@@ -55,6 +59,6 @@ pub use error::ScalingoError;
 pub use locator::{FAILED_SCAN_RETRY, REGIONS_TTL};
 pub use polling::WEB_POLL_DELAYS;
 pub use types::{
-    web_running, App, AppStatus, ContainerAmount, ContainerType, Operation, OperationStatus,
-    Process, ProcessState, Region, ScaleOutcome,
+    web_running, App, AppStatus, Autoscaler, ContainerAmount, ContainerType, Operation,
+    OperationStatus, Process, ProcessState, Region, ScaleOutcome,
 };
