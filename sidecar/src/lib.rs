@@ -13,6 +13,7 @@
 //! future; the binary only reads the configuration and binds.
 
 pub mod admin;
+pub mod budget;
 pub mod check;
 pub mod config;
 pub mod hooks;
