@@ -1,6 +1,6 @@
 //! [`ScalingoClient`]: one method per API call the sidecar makes, made of
-//! the parts of this module: `transport` sends (bearer, JWT, retries,
-//! decoding), `locator` caches the regions and where each app lives,
+//! the parts of this module: `transport` sends (budget, bearer, JWT,
+//! retries, decoding), `locator` caches the regions and where each app lives,
 //! [`polling`](super::polling) waits for a scale to take effect, and `urls`
 //! builds every URL from validated names.
 
@@ -15,7 +15,7 @@ use super::config::{ScalingoConfig, ScalingoTuning};
 use super::error::{self, ScalingoError};
 use super::locator::{self, AppLocations, RegionsCache};
 use super::polling;
-use super::transport::{self, Answer, Transport};
+use super::transport::{self, Answer, Caller, Transport};
 use super::types::{
     App, AppEnvelope, AppsEnvelope, Autoscaler, AutoscalerDisabled, AutoscalerEnvelope,
     AutoscalerUpdate, AutoscalersEnvelope, ContainerAmount, ContainerType, ContainersEnvelope,
@@ -23,6 +23,7 @@ use super::types::{
     ScaleRequest,
 };
 use super::urls::{self, check_app, check_base_url, check_id, check_operation_id};
+use crate::budget::{Budget, BudgetConfig, Priority};
 
 // Kept at their former paths (`scalingo::client::...`).
 pub use super::locator::{FAILED_SCAN_RETRY, REGIONS_RETRY, REGIONS_TTL};
@@ -30,10 +31,20 @@ pub use super::polling::{operation_poll_delay, WEB_POLL_DELAYS};
 
 /// Client for the Scalingo API. Cheap to clone (an `Arc` inside), `Send + Sync`.
 ///
-/// All clones share the JWT, the region list and the app -> region cache.
+/// All clones share the JWT, the region list, the app -> region cache and
+/// the API [`Budget`]: every HTTP try, the token exchange included, first
+/// takes a slot from it.
+///
+/// A clone is also a view for one kind of caller: [`with_priority`](Self::with_priority)
+/// says whose calls these are (a wake by default; the scheduler and
+/// discovery use [`Priority::Background`]), and [`with_deadline`](Self::with_deadline)
+/// how long a call may wait for a slot (by default
+/// [`DEFAULT_BUDGET_WAIT`](super::config::DEFAULT_BUDGET_WAIT) from its
+/// start; the `wait_*` polls use their own deadline).
 #[derive(Clone)]
 pub struct ScalingoClient {
     inner: Arc<Inner>,
+    caller: Caller,
 }
 
 struct Inner {
@@ -60,10 +71,23 @@ impl ScalingoClient {
         Self::with_tuning(config, ScalingoTuning::default())
     }
 
-    /// Builds the client with explicit timing knobs.
+    /// Builds the client with explicit timing knobs and its own in-memory
+    /// budget of [`BudgetConfig::default`] (one instance).
     pub fn with_tuning(
         config: ScalingoConfig,
         tuning: ScalingoTuning,
+    ) -> Result<Self, ScalingoError> {
+        let budget = Budget::in_memory(BudgetConfig::default())
+            .map_err(|e| ScalingoError::Config(e.to_string()))?;
+        Self::with_budget(config, tuning, Arc::new(budget))
+    }
+
+    /// Builds the client drawing on `budget`, the gateway's one budget (in
+    /// memory, or shared through Redis).
+    pub fn with_budget(
+        config: ScalingoConfig,
+        tuning: ScalingoTuning,
+        budget: Arc<Budget>,
     ) -> Result<Self, ScalingoError> {
         if config.api_token.is_empty() {
             return Err(ScalingoError::Config("the API token is empty".into()));
@@ -74,7 +98,7 @@ impl ScalingoClient {
                 "retry.attempts must be at least 1".into(),
             ));
         }
-        let transport = Transport::new(&config, tuning.retry.clone())?;
+        let transport = Transport::new(&config, tuning.retry.clone(), budget)?;
         Ok(Self {
             inner: Arc::new(Inner {
                 locations: AppLocations::new(tuning.negative_ttl),
@@ -83,7 +107,41 @@ impl ScalingoClient {
                 config,
                 tuning,
             }),
+            caller: Caller::default(),
         })
+    }
+
+    /// The same client, for callers of `priority` (shares everything).
+    pub fn with_priority(&self, priority: Priority) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            caller: Caller {
+                priority,
+                ..self.caller
+            },
+        }
+    }
+
+    /// The same client, whose calls wait for a budget slot at most until
+    /// `deadline` (or the earlier deadline this view already has).
+    pub fn with_deadline(&self, deadline: Instant) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            caller: Caller {
+                deadline: Some(self.caller.deadline.map_or(deadline, |d| d.min(deadline))),
+                ..self.caller
+            },
+        }
+    }
+
+    /// The priority of this view's calls.
+    pub fn priority(&self) -> Priority {
+        self.caller.priority
+    }
+
+    /// The budget every call draws from (for its [stats](Budget::stats)).
+    pub fn budget(&self) -> &Arc<Budget> {
+        self.inner.transport.budget()
     }
 
     /// Counts this client's calls in `metrics` (the first call wins).
@@ -97,13 +155,13 @@ impl ScalingoClient {
     /// Fails with [`ScalingoError::UnknownRegion`] when the configuration names
     /// a region Scalingo does not list.
     pub async fn regions(&self) -> Result<Vec<Region>, ScalingoError> {
-        Ok(self.inner.regions().await?.as_ref().clone())
+        Ok(self.inner.regions(self.caller).await?.as_ref().clone())
     }
 
     /// Every app of `region` (`GET /v1/apps`). Refreshes the app -> region
     /// cache for that region.
     pub async fn list_apps(&self, region: &str) -> Result<Vec<App>, ScalingoError> {
-        self.inner.list_apps(region).await
+        self.inner.list_apps(self.caller, region).await
     }
 
     /// The region of `app`, or `None` when no usable region has it.
@@ -116,18 +174,18 @@ impl ScalingoClient {
     /// listed, the error is returned instead of `None` (for a shorter time).
     pub async fn locate(&self, app: &str) -> Result<Option<String>, ScalingoError> {
         check_app(app)?;
-        let inner = &self.inner;
+        let (inner, caller) = (&self.inner, self.caller);
         inner
             .locations
             .locate(app, || async {
-                match inner.regions().await {
+                match inner.regions(caller).await {
                     Err(e) => Some(e),
-                    Ok(regions) => {
-                        futures::future::join_all(regions.iter().map(|r| inner.list_apps(&r.name)))
-                            .await
-                            .into_iter()
-                            .find_map(Result::err)
-                    }
+                    Ok(regions) => futures::future::join_all(
+                        regions.iter().map(|r| inner.list_apps(caller, &r.name)),
+                    )
+                    .await
+                    .into_iter()
+                    .find_map(Result::err),
                 }
             })
             .await
@@ -141,7 +199,10 @@ impl ScalingoClient {
 
     /// One app (`GET /v1/apps/{app}`).
     pub async fn get_app(&self, region: &str, app: &str) -> Result<App, ScalingoError> {
-        let envelope: AppEnvelope = self.inner.get_app_json(region, app, &[]).await?;
+        let envelope: AppEnvelope = self
+            .inner
+            .get_app_json(self.caller, region, app, &[])
+            .await?;
         Ok(envelope.app)
     }
 
@@ -153,7 +214,7 @@ impl ScalingoClient {
     ) -> Result<Vec<ContainerType>, ScalingoError> {
         let envelope: ContainersEnvelope = self
             .inner
-            .get_app_json(region, app, &["containers"])
+            .get_app_json(self.caller, region, app, &["containers"])
             .await?;
         Ok(envelope.containers)
     }
@@ -177,7 +238,7 @@ impl ScalingoClient {
         if changes.is_empty() {
             return Ok(ScaleOutcome::NoChange);
         }
-        let api = self.inner.region_api(region).await?;
+        let api = self.inner.region_api(self.caller, region).await?;
         let url = urls::app_url(&api, app, &["scale"])?;
         let body = serde_json::to_value(ScaleRequest {
             containers: changes,
@@ -186,7 +247,7 @@ impl ScalingoClient {
         let answer = self
             .inner
             .transport
-            .call(Method::POST, &url, Some(&body))
+            .call(self.caller, Method::POST, &url, Some(&body))
             .await?;
         match answer.status.as_u16() {
             202 => {
@@ -227,14 +288,17 @@ impl ScalingoClient {
         check_operation_id(id)?;
         let envelope: OperationEnvelope = self
             .inner
-            .get_app_json(region, app, &["operations", id])
+            .get_app_json(self.caller, region, app, &["operations", id])
             .await?;
         Ok(envelope.operation)
     }
 
     /// The containers (`GET /v1/apps/{app}/ps`).
     pub async fn ps(&self, region: &str, app: &str) -> Result<Vec<Process>, ScalingoError> {
-        let envelope: PsEnvelope = self.inner.get_app_json(region, app, &["ps"]).await?;
+        let envelope: PsEnvelope = self
+            .inner
+            .get_app_json(self.caller, region, app, &["ps"])
+            .await?;
         Ok(envelope.containers)
     }
 
@@ -247,7 +311,7 @@ impl ScalingoClient {
     ) -> Result<Vec<Autoscaler>, ScalingoError> {
         let envelope: AutoscalersEnvelope = self
             .inner
-            .get_app_json(region, app, &["autoscalers"])
+            .get_app_json(self.caller, region, app, &["autoscalers"])
             .await?;
         Ok(envelope.autoscalers)
     }
@@ -267,7 +331,7 @@ impl ScalingoClient {
     ) -> Result<Option<Autoscaler>, ScalingoError> {
         check_app(app)?;
         check_id("autoscaler", id)?;
-        let api = self.inner.region_api(region).await?;
+        let api = self.inner.region_api(self.caller, region).await?;
         let url = urls::app_url(&api, app, &["autoscalers", id])?;
         let body = serde_json::to_value(AutoscalerUpdate {
             autoscaler: AutoscalerDisabled { disabled },
@@ -276,7 +340,7 @@ impl ScalingoClient {
         let answer = self
             .inner
             .transport
-            .call(Method::PATCH, &url, Some(&body))
+            .call(self.caller, Method::PATCH, &url, Some(&body))
             .await?;
         if !answer.status.is_success() {
             let err = transport::fail(&Method::PATCH, &url, &answer);
@@ -305,8 +369,9 @@ impl ScalingoClient {
         check_app(app)?;
         check_operation_id(id)?;
         let interval = self.inner.tuning.operation_poll_interval;
+        let this = self.with_deadline(deadline);
         polling::until_operation_ends((region, app, id), interval, deadline, || {
-            self.operation(region, app, id)
+            this.operation(region, app, id)
         })
         .await
     }
@@ -323,18 +388,22 @@ impl ScalingoClient {
         deadline: Instant,
     ) -> Result<(), ScalingoError> {
         check_app(app)?;
-        polling::until_web_runs((region, app), deadline, || self.ps(region, app)).await
+        let this = self.with_deadline(deadline);
+        polling::until_web_runs((region, app), deadline, || this.ps(region, app)).await
     }
 }
 
 impl Inner {
-    async fn regions(&self) -> Result<Arc<Vec<Region>>, ScalingoError> {
-        self.regions.get(|| self.fetch_regions()).await
+    async fn regions(&self, caller: Caller) -> Result<Arc<Vec<Region>>, ScalingoError> {
+        self.regions.get(|| self.fetch_regions(caller)).await
     }
 
-    async fn fetch_regions(&self) -> Result<Vec<Region>, ScalingoError> {
+    async fn fetch_regions(&self, caller: Caller) -> Result<Vec<Region>, ScalingoError> {
         let url = urls::join(&self.config.auth_url, &["v1", "regions"])?;
-        let envelope: RegionsEnvelope = self.transport.call_json(Method::GET, &url, None).await?;
+        let envelope: RegionsEnvelope = self
+            .transport
+            .call_json(caller, Method::GET, &url, None)
+            .await?;
         let usable = envelope
             .regions
             .into_iter()
@@ -351,8 +420,8 @@ impl Inner {
         Ok(regions)
     }
 
-    async fn region_api(&self, region: &str) -> Result<Url, ScalingoError> {
-        self.regions()
+    async fn region_api(&self, caller: Caller, region: &str) -> Result<Url, ScalingoError> {
+        self.regions(caller)
             .await?
             .iter()
             .find(|r| r.name == region)
@@ -360,10 +429,13 @@ impl Inner {
             .ok_or_else(|| ScalingoError::UnknownRegion(region.to_owned()))
     }
 
-    async fn list_apps(&self, region: &str) -> Result<Vec<App>, ScalingoError> {
-        let api = self.region_api(region).await?;
+    async fn list_apps(&self, caller: Caller, region: &str) -> Result<Vec<App>, ScalingoError> {
+        let api = self.region_api(caller, region).await?;
         let url = urls::join(&api, &["v1", "apps"])?;
-        let envelope: AppsEnvelope = self.transport.call_json(Method::GET, &url, None).await?;
+        let envelope: AppsEnvelope = self
+            .transport
+            .call_json(caller, Method::GET, &url, None)
+            .await?;
         self.locations.record_listing(region, &envelope.apps);
         Ok(envelope.apps)
     }
@@ -373,15 +445,16 @@ impl Inner {
     /// even for the regions).
     async fn get_app_json<T: DeserializeOwned>(
         &self,
+        caller: Caller,
         region: &str,
         app: &str,
         tail: &[&str],
     ) -> Result<T, ScalingoError> {
         check_app(app)?;
-        let api = self.region_api(region).await?;
+        let api = self.region_api(caller, region).await?;
         let url = urls::app_url(&api, app, tail)?;
         self.transport
-            .call_json(Method::GET, &url, None)
+            .call_json(caller, Method::GET, &url, None)
             .await
             .map_err(|e| self.app_error(region, app, e))
     }

@@ -238,3 +238,114 @@ fn client_is_send_sync_and_cheap_to_clone() {
     fn assert_error<T: std::error::Error + Send + Sync + Clone + 'static>() {}
     assert_error::<ScalingoError>();
 }
+
+/// A stub that knows one app, `my-app-one`; `/ps` answers 429 `Retry later`
+/// (with `Retry-After: 1`) while `rate_limited` is above 0.
+fn budget_stub(
+    rate_limited: Arc<std::sync::atomic::AtomicU32>,
+) -> impl Fn(&Method, &str, &str) -> Reply + Send + Sync + 'static {
+    use std::sync::atomic::Ordering;
+    move |method, path, _body| match (method.as_str(), path) {
+        ("GET", "/v1/apps/my-app-one/ps") => {
+            if rate_limited
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok()
+            {
+                (
+                    429,
+                    vec![("retry-after", "1".to_owned())],
+                    "Retry later".to_owned(),
+                )
+            } else {
+                (200, vec![], r#"{"containers":[]}"#.to_owned())
+            }
+        }
+        ("POST", "/v1/apps/my-app-one/scale") => (
+            400,
+            vec![],
+            r#"{"error":"no change in containers formation"}"#.to_owned(),
+        ),
+        _ => (404, vec![], r#"{"resource":"app"}"#.to_owned()),
+    }
+}
+
+fn budget_of(calls_per_minute: u32) -> Arc<Budget> {
+    Arc::new(Budget::in_memory(BudgetConfig::new(calls_per_minute)).unwrap())
+}
+
+#[tokio::test]
+async fn every_request_draws_from_the_budget_the_token_exchange_included() {
+    use crate::budget::Rank;
+    let stub = Stub::start(budget_stub(Arc::default())).await;
+    let budget = budget_of(4);
+    let client =
+        ScalingoClient::with_budget(stub.config(), Stub::tuning(), budget.clone()).unwrap();
+    // Exchange, regions, ps: three calls of a wake's checks.
+    client.ps("osc-fr1", "my-app-one").await.unwrap();
+    assert_eq!(stub.seen().len(), 3);
+    assert_eq!(budget.stats().spent(Rank::WakeCheck), 3);
+    // A wake's scale call is ranked above its checks.
+    client
+        .scale("osc-fr1", "my-app-one", &[ContainerAmount::new("web", 1)])
+        .await
+        .unwrap();
+    assert_eq!(budget.stats().spent(Rank::WakeScale), 1);
+    // The budget is spent: nothing is sent, the caller hears it at once.
+    let soon = Instant::now() + std::time::Duration::from_secs(5);
+    assert_eq!(
+        client.with_deadline(soon).ps("osc-fr1", "my-app-one").await,
+        Err(ScalingoError::BudgetExhausted)
+    );
+    assert_eq!(stub.seen().len(), 4, "no request without a slot");
+    assert!(ScalingoError::BudgetExhausted.is_transient());
+}
+
+#[tokio::test]
+async fn background_views_draw_at_their_own_rank_and_share_the_budget() {
+    use crate::budget::Rank;
+    let stub = Stub::start(budget_stub(Arc::default())).await;
+    let budget = budget_of(40);
+    let client =
+        ScalingoClient::with_budget(stub.config(), Stub::tuning(), budget.clone()).unwrap();
+    let background = client.with_priority(Priority::Background);
+    assert_eq!(background.priority(), Priority::Background);
+    assert_eq!(
+        client.priority(),
+        Priority::Wake,
+        "the original view is unchanged"
+    );
+    background
+        .scale("osc-fr1", "my-app-one", &[ContainerAmount::new("web", 0)])
+        .await
+        .unwrap();
+    assert_eq!(budget.stats().spent(Rank::Background), 3);
+    client.ps("osc-fr1", "my-app-one").await.unwrap();
+    assert_eq!(
+        budget.stats().spent(Rank::WakeCheck),
+        1,
+        "JWT and regions shared"
+    );
+    assert!(Arc::ptr_eq(client.budget(), background.budget()));
+}
+
+#[tokio::test]
+async fn a_429_pauses_every_caller_until_its_retry_after() {
+    let rate_limited = Arc::new(std::sync::atomic::AtomicU32::new(1));
+    let stub = Stub::start(budget_stub(rate_limited)).await;
+    let budget = budget_of(40);
+    let client =
+        ScalingoClient::with_budget(stub.config(), Stub::tuning(), budget.clone()).unwrap();
+    client.regions().await.unwrap();
+    let start = Instant::now();
+    client.ps("osc-fr1", "my-app-one").await.unwrap();
+    // The retry waited for the budget's pause (Retry-After: 1 s), not only
+    // the retry policy's 20 ms.
+    assert!(start.elapsed() >= std::time::Duration::from_secs(1));
+    assert_eq!(budget.stats().rate_limited(), 1);
+    let ps_calls = stub
+        .seen()
+        .iter()
+        .filter(|s| s.path.ends_with("/ps"))
+        .count();
+    assert_eq!(ps_calls, 2);
+}

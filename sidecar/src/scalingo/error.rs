@@ -45,6 +45,10 @@ pub enum ScalingoError {
     /// Still 429 after every retry.
     #[error("rate limited by Scalingo")]
     RateLimited,
+    /// No slot of the gateway's API budget freed (or a 429 pause did not end)
+    /// before the caller's deadline; nothing was sent.
+    #[error("Scalingo API budget exhausted")]
+    BudgetExhausted,
     /// 5xx (503 after every retry).
     #[error("Scalingo server error ({status}, request id {}): {message}", request_id.as_deref().unwrap_or("-"))]
     Server {
@@ -83,11 +87,16 @@ impl ScalingoError {
     }
 
     /// True for errors that may go away by themselves (worth retrying later):
-    /// rate limiting, 5xx, transport errors, an app busy with another operation.
+    /// rate limiting (Scalingo's, or our own budget), 5xx, transport errors,
+    /// an app busy with another operation.
     pub fn is_transient(&self) -> bool {
         matches!(
             self,
-            Self::RateLimited | Self::Server { .. } | Self::Transport(_) | Self::Busy(_)
+            Self::RateLimited
+                | Self::BudgetExhausted
+                | Self::Server { .. }
+                | Self::Transport(_)
+                | Self::Busy(_)
         )
     }
 }
