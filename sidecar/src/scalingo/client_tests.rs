@@ -349,3 +349,21 @@ async fn a_429_pauses_every_caller_until_its_retry_after() {
         .count();
     assert_eq!(ps_calls, 2);
 }
+
+#[tokio::test]
+async fn a_retry_the_budget_cannot_fit_ends_with_the_429() {
+    let rate_limited = Arc::new(std::sync::atomic::AtomicU32::new(1));
+    let stub = Stub::start(budget_stub(rate_limited)).await;
+    let budget = budget_of(40);
+    let client =
+        ScalingoClient::with_budget(stub.config(), Stub::tuning(), budget.clone()).unwrap();
+    client.regions().await.unwrap();
+    // Retry-After: 1 s, but this caller may wait only half a second.
+    let soon = Instant::now() + std::time::Duration::from_millis(500);
+    assert_eq!(
+        client.with_deadline(soon).ps("osc-fr1", "my-app-one").await,
+        Err(ScalingoError::RateLimited)
+    );
+    assert_eq!(budget.stats().rate_limited(), 1);
+    assert_eq!(budget.stats().exhausted(), 1);
+}

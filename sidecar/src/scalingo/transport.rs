@@ -36,6 +36,7 @@ const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
 const MAX_ERROR_BODY_BYTES: usize = 64 * 1024;
 
 /// An HTTP answer, body read (capped).
+#[derive(Clone)]
 pub(crate) struct Answer {
     pub status: StatusCode,
     pub request_id: Option<String>,
@@ -190,7 +191,10 @@ impl Transport {
     /// Sends the request built by `build`, retrying what the one policy in
     /// `retry` says (429/503 of any call, 502/504 and transport errors of
     /// idempotent ones, connect errors of any call, never a timed-out call).
-    /// Returns the last answer, whatever its status, or the last transport error.
+    /// Returns the last answer, whatever its status, or the last transport
+    /// error. A retry that gets no budget slot before the deadline ends the
+    /// call with the answer it would have retried (a 429 stays a 429), or
+    /// [`ScalingoError::BudgetExhausted`] when there was none.
     async fn send_with_retry(
         &self,
         caller: Caller,
@@ -204,11 +208,13 @@ impl Transport {
             rank: caller.priority.rank(is_scale),
             deadline: caller.budget_deadline(),
         };
+        let mut retried: Option<Answer> = None;
         let outcome = retry::retrying(
             &self.retry,
             |_attempt| self.try_once(slot, idempotent, url, &build),
             |outcome, attempt, delay| match outcome {
                 Ok(answer) => {
+                    retried = Some(answer.clone());
                     tracing::info!(%method, path = url.path(), status = answer.status.as_u16(), request_id = answer.request_id.as_deref(), attempt, ?delay, "Scalingo asks to retry later")
                 }
                 Err(e) => {
@@ -217,6 +223,10 @@ impl Transport {
             },
         )
         .await;
+        let outcome = match (outcome, retried) {
+            (Err(ScalingoError::BudgetExhausted), Some(answer)) => Ok(answer),
+            (outcome, _) => outcome,
+        };
         if let Err(e) = &outcome {
             tracing::warn!(%method, path = url.path(), error = %e, "Scalingo call failed");
         }
