@@ -4,8 +4,9 @@
 //! take and each pause is one Lua script, so concurrent instances can never
 //! together exceed the limit.
 //!
-//! Keys: `{prefix}budget:calls` (sorted set, expires with the window) and
-//! `{prefix}budget:pause` (ms timestamp, expires with the pause).
+//! Keys: `<prefix>{budget}:calls` (sorted set, expires with the window) and
+//! `<prefix>{budget}:pause` (ms timestamp, expires with the pause); the hash
+//! tag keeps both in one slot, so the scripts also run on a Redis Cluster.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -84,8 +85,8 @@ impl<C: RedisConnection> RedisBudgetStore<C> {
     pub fn new(connection: C, prefix: &str) -> Self {
         Self {
             connection,
-            calls_key: format!("{prefix}budget:calls"),
-            pause_key: format!("{prefix}budget:pause"),
+            calls_key: format!("{prefix}{{budget}}:calls"),
+            pause_key: format!("{prefix}{{budget}}:pause"),
             take: Script::new(TAKE),
             pause: Script::new(PAUSE),
             instance_tag: format!("{:016x}", fastrand::u64(..)),

@@ -1,7 +1,7 @@
 //! [`ScalingoClient`]: one method per API call the sidecar makes, made of
 //! the parts of this module: `transport` sends (budget, bearer, JWT,
 //! retries, decoding), `locator` caches the regions and where each app lives,
-//! [`polling`](super::polling) waits for a scale to take effect, and `urls`
+//! [`polling`] waits for a scale to take effect, and `urls`
 //! builds every URL from validated names.
 
 use std::sync::Arc;

@@ -11,7 +11,9 @@
 //!   the parts below.
 //! - `transport`: the HTTP requests, the bearer and the JWT exchange, reading
 //!   and decoding answers, with the one retry policy of `retry` (back-off and
-//!   `Retry-After`).
+//!   `Retry-After`); every try first takes a slot of the gateway's
+//!   [`Budget`](crate::budget::Budget) at its caller's priority, and a 429
+//!   pauses that budget.
 //! - `locator`: the region list cache and the app -> region cache.
 //! - [`polling`]: the loops that wait for an operation to end or for `ps` to
 //!   show a running web container.
@@ -29,7 +31,8 @@
 //!   listed by `/v1/regions` (redirects are not followed; a `Location` on
 //!   another host is refused);
 //! - every call is bounded (per-request timeout, bounded retries, and the
-//!   `wait_*` helpers take a deadline).
+//!   `wait_*` helpers take a deadline);
+//! - no request leaves without a budget slot (the token exchange included).
 
 pub mod auth;
 pub mod client;
