@@ -40,7 +40,10 @@ pub use super::polling::{operation_poll_delay, WEB_POLL_DELAYS};
 /// discovery use [`Priority::Background`]), and [`with_deadline`](Self::with_deadline)
 /// how long a call may wait for a slot (by default
 /// [`DEFAULT_BUDGET_WAIT`](super::config::DEFAULT_BUDGET_WAIT) from its
-/// start; the `wait_*` polls use their own deadline).
+/// start; the `wait_*` polls use their own deadline). Fetches whose result
+/// every caller shares (the token exchange, the region list, a
+/// [`locate`](Self::locate) scan) run at wake priority whoever starts them:
+/// a wake may be waiting on them behind the cache's lock.
 #[derive(Clone)]
 pub struct ScalingoClient {
     inner: Arc<Inner>,
@@ -174,7 +177,7 @@ impl ScalingoClient {
     /// listed, the error is returned instead of `None` (for a shorter time).
     pub async fn locate(&self, app: &str) -> Result<Option<String>, ScalingoError> {
         check_app(app)?;
-        let (inner, caller) = (&self.inner, self.caller);
+        let (inner, caller) = (&self.inner, self.caller.for_shared_fetch());
         inner
             .locations
             .locate(app, || async {
@@ -395,7 +398,9 @@ impl ScalingoClient {
 
 impl Inner {
     async fn regions(&self, caller: Caller) -> Result<Arc<Vec<Region>>, ScalingoError> {
-        self.regions.get(|| self.fetch_regions(caller)).await
+        self.regions
+            .get(|| self.fetch_regions(caller.for_shared_fetch()))
+            .await
     }
 
     async fn fetch_regions(&self, caller: Caller) -> Result<Vec<Region>, ScalingoError> {

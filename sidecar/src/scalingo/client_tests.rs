@@ -318,11 +318,14 @@ async fn background_views_draw_at_their_own_rank_and_share_the_budget() {
         .scale("osc-fr1", "my-app-one", &[ContainerAmount::new("web", 0)])
         .await
         .unwrap();
-    assert_eq!(budget.stats().spent(Rank::Background), 3);
+    // The scale call at the background's rank; the token exchange and the
+    // region list, which wakes share, at a wake's.
+    assert_eq!(budget.stats().spent(Rank::Background), 1);
+    assert_eq!(budget.stats().spent(Rank::WakeCheck), 2);
     client.ps("osc-fr1", "my-app-one").await.unwrap();
     assert_eq!(
         budget.stats().spent(Rank::WakeCheck),
-        1,
+        3,
         "JWT and regions shared"
     );
     assert!(Arc::ptr_eq(client.budget(), background.budget()));

@@ -54,6 +54,16 @@ pub(crate) struct Caller {
 }
 
 impl Caller {
+    /// The caller of a fetch whose result every caller shares (the JWT, the
+    /// region list, a locate scan): it runs at wake priority, since a wake
+    /// may be waiting on it behind the cache's lock, whoever started it.
+    pub fn for_shared_fetch(self) -> Self {
+        Self {
+            priority: Priority::Wake,
+            ..self
+        }
+    }
+
     fn budget_deadline(&self) -> Instant {
         self.deadline
             .unwrap_or_else(|| Instant::now() + DEFAULT_BUDGET_WAIT)
@@ -121,7 +131,10 @@ impl Transport {
         url: &Url,
         body: Option<&serde_json::Value>,
     ) -> Result<Answer, ScalingoError> {
-        let mut jwt = self.tokens.get(|| self.exchange(caller)).await?;
+        let mut jwt = self
+            .tokens
+            .get(|| self.exchange(caller.for_shared_fetch()))
+            .await?;
         let mut renewed = false;
         loop {
             let bearer = jwt.clone();
@@ -140,7 +153,10 @@ impl Transport {
             if answer.status == StatusCode::UNAUTHORIZED && !renewed {
                 tracing::info!(%method, path = url.path(), request_id = answer.request_id.as_deref(), "JWT refused; exchanging the API token again");
                 renewed = true;
-                jwt = self.tokens.renew(&jwt, || self.exchange(caller)).await?;
+                jwt = self
+                    .tokens
+                    .renew(&jwt, || self.exchange(caller.for_shared_fetch()))
+                    .await?;
                 continue;
             }
             return Ok(answer);
