@@ -68,6 +68,13 @@ impl RedisConnection for ConnectionManager {
     }
 }
 
+#[async_trait]
+impl<T: RedisConnection + ?Sized> RedisConnection for std::sync::Arc<T> {
+    async fn connection(&self) -> Result<ConnectionManager, StoreError> {
+        (**self).connection().await
+    }
+}
+
 /// [`SharedStore`] in Redis.
 pub struct RedisBudgetStore<C> {
     connection: C,
