@@ -28,6 +28,7 @@
 pub mod activity;
 pub mod admin;
 pub mod awake;
+pub mod budget;
 pub mod check;
 pub mod clock;
 pub mod config;
