@@ -159,9 +159,8 @@ fn parse_args(raw: Vec<String>, env_rate_limit: Option<String>) -> Result<Option
                 })?
             }
             "--unknown-type" => {
-                config.unknown_type = UnknownTypeAnswer::parse(&value).ok_or_else(|| {
-                    format!("{flag}: not-found or unprocessable, got {value:?}")
-                })?
+                config.unknown_type = UnknownTypeAnswer::parse(&value)
+                    .ok_or_else(|| format!("{flag}: not-found or unprocessable, got {value:?}"))?
             }
             "--crashed-after" => config.crashed_after = positive(&flag, &value)?,
             "--boot-retries" => {

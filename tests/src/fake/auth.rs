@@ -47,11 +47,11 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 use serde_json::{json, Value};
 
+use super::http::rate_limited;
 use super::http::{
     bad_method, bearer, error, fault_response, json_response, no_route, ok, unprocessable,
 };
 use super::model::{Endpoint, FakeApp, Fault, FaultKind};
-use super::http::rate_limited;
 use super::model::{ListEntries, RateLimitBody, UnknownTypeAnswer};
 use super::state::{Knobs, Shared};
 
@@ -70,7 +70,10 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route("/_fake/knobs", get(control_knobs).put(control_set_knobs))
         .route("/_fake/apps/{name}/stop", post(control_stop))
         .route("/_fake/apps/{name}/crash", post(control_crash))
-        .route("/_fake/apps/{name}/crash-on-boot", put(control_crash_on_boot))
+        .route(
+            "/_fake/apps/{name}/crash-on-boot",
+            put(control_crash_on_boot),
+        )
         .fallback(no_route)
         .method_not_allowed_fallback(bad_method)
         .with_state(shared)
@@ -333,9 +336,7 @@ pub(crate) fn apply_knobs(k: &Knobs, v: &Value) -> Result<Knobs, String> {
             "stop_delay_ms" => k.stop_delay = ms()?,
             "keep_stopped_in_ps" => k.keep_stopped = value.as_bool().ok_or_else(bad)?,
             "list_entries" => k.list_entries = ListEntries::parse(text()?).ok_or_else(bad)?,
-            "unknown_type" => {
-                k.unknown_type = UnknownTypeAnswer::parse(text()?).ok_or_else(bad)?
-            }
+            "unknown_type" => k.unknown_type = UnknownTypeAnswer::parse(text()?).ok_or_else(bad)?,
             "crashed_after" => k.crashed_after = u32v()?,
             "boot_retries" => k.boot_retries = u32v()?,
             "crash_backoff_ms" => k.crash_backoff = ms()?,

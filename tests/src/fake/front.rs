@@ -96,12 +96,7 @@ fn router_page(status: u16, app: &str, reason: &str) -> Response {
         "<!doctype html>\n{ROUTER_MARKER}\n<html><head><title>Scalingo - app is {reason}</title></head>\
          <body><h1>app is {reason}</h1><p>{app} has no web container ready to answer.</p></body></html>\n"
     );
-    (
-        status,
-        [(CONTENT_TYPE, "text/html; charset=utf-8")],
-        page,
-    )
-        .into_response()
+    (status, [(CONTENT_TYPE, "text/html; charset=utf-8")], page).into_response()
 }
 
 fn unknown_page() -> Response {
@@ -225,7 +220,10 @@ fn stream(query: Option<&str>) -> Response {
         if i > 0 {
             tokio::time::sleep(interval).await;
         }
-        Some((Ok::<_, Infallible>(Bytes::from(format!("chunk {i}\n"))), i + 1))
+        Some((
+            Ok::<_, Infallible>(Bytes::from(format!("chunk {i}\n"))),
+            i + 1,
+        ))
     });
     (
         StatusCode::OK,

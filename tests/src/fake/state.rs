@@ -356,8 +356,12 @@ impl App {
 
     fn owner_json(&self) -> Value {
         match &self.owner {
-            None => json!({ "id": "us-fake-owner", "username": "fake-owner", "email": "owner@example.invalid" }),
-            Some(user) => json!({ "id": format!("us-{user}"), "username": user, "email": format!("{user}@example.invalid") }),
+            None => {
+                json!({ "id": "us-fake-owner", "username": "fake-owner", "email": "owner@example.invalid" })
+            }
+            Some(user) => {
+                json!({ "id": format!("us-{user}"), "username": user, "email": format!("{user}@example.invalid") })
+            }
         }
     }
 
@@ -920,9 +924,8 @@ impl Inner {
             (false, true) => stop_delay,
             (false, false) => Duration::ZERO,
         };
-        let error = error.or_else(|| {
-            first_looping.map(|label| format!("container {label} failed to boot"))
-        });
+        let error = error
+            .or_else(|| first_looping.map(|label| format!("container {label} failed to boot")));
         let one_step = if booting { boot_delay } else { stop_delay };
         app.formation = target;
         app.status = "scaling";
