@@ -1783,3 +1783,41 @@ async fn the_front_digests_bodies_of_any_size() {
     assert_eq!(echo["body"], Value::Null);
     assert_eq!(echo["body_len"], 2);
 }
+
+#[tokio::test]
+async fn binary_lenient_is_the_base_other_flags_apply_to() {
+    use tokio::io::{AsyncBufReadExt as _, BufReader};
+
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_fake-scalingo"))
+        .args(["--rate-limit", "5", "--lenient"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn fake-scalingo");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut line = String::new();
+    BufReader::new(stdout)
+        .read_line(&mut line)
+        .await
+        .expect("first line");
+    let info: Value = serde_json::from_str(&line).expect("JSON line");
+    let control = info["control_url"].as_str().expect("control_url");
+    let (_, knobs) = json_of(
+        client()
+            .get(format!("{control}/knobs"))
+            .send()
+            .await
+            .expect("knobs"),
+    )
+    .await;
+    assert_eq!(knobs["rate_limit_per_minute"], 5);
+    assert_eq!(knobs["stop_delay_ms"], 0);
+    assert_eq!(knobs["list_entries"], "full");
+    assert_eq!(knobs["front_boot_window_ms"], 0);
+    assert_eq!(knobs["unknown_type"], "unprocessable");
+    let lenient = FakeConfig::lenient();
+    assert_eq!(lenient.rate_limit_per_minute, None);
+    assert_eq!(lenient.router_status, 503);
+    child.kill().await.expect("kill");
+}

@@ -44,6 +44,8 @@ const USAGE: &str = "usage: fake-scalingo [options]
   --crash-backoff-ms N   first back-off between boot retries, doubling (default 1000)
   --router-status N      status of the router's error page: 502, 503 (default) or 504
   --front-boot-window-ms N  router error after ps reads running (default 1000)
+  --lenient              start from the kind fake of before (no rate limit, instant
+                         scale-downs, full list entries, no boot window, 422 unknown types)
   --help                 this text
 Regions are osc-fr1 and osc-secnum-fr1, plus any other region named by --api/--front.";
 
@@ -65,7 +67,12 @@ fn positive(what: &str, v: &str) -> Result<u32, String> {
 /// `Err` is the message for a bad command line. `env_rate_limit` is
 /// `FAKE_SCALINGO_RATE_LIMIT`, used when no rate-limit flag is given.
 fn parse_args(raw: Vec<String>, env_rate_limit: Option<String>) -> Result<Option<Args>, String> {
-    let mut config = FakeConfig::default();
+    // `--lenient` is the base the other flags apply to, wherever it is.
+    let mut config = if raw.iter().any(|a| a == "--lenient") {
+        FakeConfig::lenient()
+    } else {
+        FakeConfig::default()
+    };
     let mut addrs = FakeAddrs::default();
     let mut apps_file = None;
     let mut rate_limit_given = false;
@@ -78,7 +85,7 @@ fn parse_args(raw: Vec<String>, env_rate_limit: Option<String>) -> Result<Option
         };
         let takes_value = !matches!(
             flag.as_str(),
-            "--help" | "-h" | "--keep-stopped" | "--no-rate-limit"
+            "--help" | "-h" | "--keep-stopped" | "--no-rate-limit" | "--lenient"
         );
         let value = if takes_value {
             match inline {
@@ -112,6 +119,7 @@ fn parse_args(raw: Vec<String>, env_rate_limit: Option<String>) -> Result<Option
         match flag.as_str() {
             "--help" | "-h" => return Ok(None),
             "--keep-stopped" => config.keep_stopped_in_ps = true,
+            "--lenient" => rate_limit_given = true,
             "--token" => {
                 if value.is_empty() {
                     return Err("--token: empty token".to_string());

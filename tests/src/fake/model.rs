@@ -93,6 +93,24 @@ impl Default for FakeConfig {
     }
 }
 
+impl FakeConfig {
+    /// The fake as kind as it was before it became strict: no rate limit,
+    /// instant scale-downs, full list entries, no front boot window, 422 for
+    /// an unknown container type. Only for code that measures something else
+    /// (benchmarks, the local demo) and says so where it uses it; tests set
+    /// the one knob they need instead.
+    pub fn lenient() -> FakeConfig {
+        FakeConfig {
+            stop_delay: Duration::ZERO,
+            rate_limit_per_minute: None,
+            list_entries: ListEntries::Full,
+            unknown_type: UnknownTypeAnswer::Unprocessable,
+            front_boot_window: Duration::ZERO,
+            ..FakeConfig::default()
+        }
+    }
+}
+
 /// The body of a rate-limit 429 (the contract accepts both).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RateLimitBody {
