@@ -12,6 +12,9 @@
 //!    then two gateway instances on one Redis;
 //! 4. [`scheduler`]: one pass over 10,000 registered apps, 1 % idle;
 //! 5. [`footprint`]: `.wasm` size, sidecar and Envoy memory;
+//! 6. [`scalingo`]: against the strict fake, the Scalingo API calls of a
+//!    cold wake, many apps woken within a minute, a broken app under load,
+//!    two instances sharing one budget;
 //!
 //! then writes `BENCHMARKS.md` (figures, targets met or missed, method,
 //! machine). A benchmark that cannot run is reported as such and makes the
@@ -21,7 +24,7 @@
 //! `paastis-bench upstream` is the hot path's upstream server (run by the
 //! bench itself as a child process).
 //!
-//! Usage: `paastis-bench [--out FILE] [--only hot,cold,waiters,scheduler,footprint] [--quick]`
+//! Usage: `paastis-bench [--out FILE] [--only hot,cold,waiters,scheduler,footprint,scalingo] [--quick]`
 //! (`--quick`: shorter runs, for trying the bench itself; its figures are
 //! not worth recording).
 //!
@@ -35,6 +38,7 @@ mod footprint;
 mod hot;
 mod perf;
 mod report;
+mod scalingo;
 mod scheduler;
 mod upstream;
 mod util;
@@ -53,7 +57,14 @@ struct Args {
     quick: bool,
 }
 
-const NAMES: [&str; 5] = ["hot", "cold", "waiters", "scheduler", "footprint"];
+const NAMES: [&str; 6] = [
+    "hot",
+    "cold",
+    "waiters",
+    "scheduler",
+    "footprint",
+    "scalingo",
+];
 
 fn parse_args() -> Result<Args, String> {
     let mut args = Args {
@@ -247,6 +258,18 @@ async fn run_all(args: &Args) -> (Vec<Section>, Vec<String>, Duration) {
         record(
             "footprint",
             with_dir(|dir| footprint::run(apps, envoy_memory, dir)).await,
+        );
+    }
+    if wanted("scalingo") {
+        eprintln!("paastis-bench: within Scalingo's limits...");
+        let plan = if quick {
+            scalingo::Plan::quick()
+        } else {
+            scalingo::Plan::full()
+        };
+        record(
+            "within Scalingo's limits",
+            with_dir(|dir| scalingo::run(plan, dir)).await,
         );
     }
     (sections, failures, began.elapsed())

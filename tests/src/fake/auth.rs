@@ -84,6 +84,7 @@ async fn count_and_fault(shared: &Shared, endpoint: Endpoint) -> Result<(), Resp
     let fault = {
         let mut inner = shared.lock();
         inner.count(endpoint);
+        inner.log_call(endpoint, None);
         inner.take_fault(endpoint, None)
     };
     match fault {

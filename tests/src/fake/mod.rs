@@ -70,8 +70,8 @@ use tokio::task::JoinHandle;
 
 pub use front::{APP_HEADER, ROUTER_MARKER};
 pub use model::{
-    AddAppError, AppSnapshot, Autoscaler, ContainerSnapshot, Endpoint, FakeApp, FakeConfig, Fault,
-    FaultKind, ListEntries, RateLimitBody, UnknownTypeAnswer,
+    AddAppError, AppSnapshot, Autoscaler, CallRecord, ContainerSnapshot, Endpoint, FakeApp,
+    FakeConfig, Fault, FaultKind, ListEntries, RateLimitBody, UnknownTypeAnswer,
 };
 pub use util::{is_valid_app_name, iso_ms};
 
@@ -317,6 +317,12 @@ impl FakeScalingo {
     /// Requests received on an endpoint, whatever their outcome.
     pub fn calls(&self, endpoint: Endpoint) -> usize {
         self.shared.lock().calls(endpoint)
+    }
+
+    /// Every API call received so far (regional, token exchange, regions),
+    /// in order, whatever its answer; front-end requests are not in it.
+    pub fn call_log(&self) -> Vec<CallRecord> {
+        self.shared.lock().call_log()
     }
 
     /// Front-end requests whose `Host` named `app`, whatever their status.

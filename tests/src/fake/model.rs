@@ -466,6 +466,17 @@ impl Autoscaler {
     }
 }
 
+/// One API call as the fake received it, whatever its answer (429s
+/// included): what a benchmark needs to see how calls were spread in time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallRecord {
+    pub at: std::time::Instant,
+    pub endpoint: Endpoint,
+    /// The app the call was about (by name, also when the request named it
+    /// by id); `None` for the token exchange, the regions and the app list.
+    pub app: Option<String>,
+}
+
 /// The endpoints the fake counts calls to and injects faults into.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Endpoint {

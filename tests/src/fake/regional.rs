@@ -79,6 +79,7 @@ async fn guard(
         if let (Endpoint::Scale, Some(name)) = (endpoint, &app_name) {
             inner.count_scale(name);
         }
+        inner.log_call(endpoint, app_name.clone());
         inner.take_fault(endpoint, app_name.as_deref())
     };
     if let Some(kind) = fault {

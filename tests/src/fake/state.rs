@@ -13,8 +13,8 @@ use std::time::{Duration, Instant, SystemTime};
 use serde_json::{json, Value};
 
 use super::model::{
-    AddAppError, AppSnapshot, Autoscaler, ContainerSnapshot, Endpoint, FakeApp, FakeConfig, Fault,
-    FaultKind, ListEntries, RateLimitBody, UnknownTypeAnswer,
+    AddAppError, AppSnapshot, Autoscaler, CallRecord, ContainerSnapshot, Endpoint, FakeApp,
+    FakeConfig, Fault, FaultKind, ListEntries, RateLimitBody, UnknownTypeAnswer,
 };
 use super::util::{is_valid_app_name, iso_ms, make_jwt, object_id, unix_secs_ceil};
 
@@ -49,6 +49,7 @@ impl Shared {
             faults: Vec::new(),
             rate: HashMap::new(),
             rate_limited: HashMap::new(),
+            call_log: Vec::new(),
         };
         Shared {
             config,
@@ -126,6 +127,9 @@ pub(crate) struct Inner {
     rate: HashMap<String, VecDeque<Instant>>,
     /// Calls refused by the rate limit, per endpoint.
     rate_limited: HashMap<Endpoint, usize>,
+    /// Every API call received, in order (front-end requests are not API
+    /// calls and are not logged).
+    call_log: Vec<CallRecord>,
 }
 
 struct IssuedToken {
@@ -1022,6 +1026,19 @@ impl Inner {
 
     pub(crate) fn count(&mut self, endpoint: Endpoint) {
         *self.counters.entry(endpoint).or_default() += 1;
+    }
+
+    /// Logs an API call received (see [`CallRecord`]).
+    pub(crate) fn log_call(&mut self, endpoint: Endpoint, app: Option<String>) {
+        self.call_log.push(CallRecord {
+            at: Instant::now(),
+            endpoint,
+            app,
+        });
+    }
+
+    pub(crate) fn call_log(&self) -> Vec<CallRecord> {
+        self.call_log.clone()
     }
 
     pub(crate) fn calls(&self, endpoint: Endpoint) -> usize {

@@ -1,0 +1,1030 @@
+//! 6. Within Scalingo's limits: what the gateway spends of the API budget,
+//!    and what its users get when that budget is tight, against the STRICT
+//!    fake (60 calls a minute per token then 429, 30 s scale-downs, router
+//!    error pages for 1 s after a container runs, apps that crash on boot).
+//!
+//! Four runs, each on its own fake, through the release sidecar binary and
+//! Envoy (the user's answers are what the filter makes of the sidecar's):
+//!
+//! 1. **one cold wake, 20 s boot**: the API calls it costs, by endpoint
+//!    (the fake's call log, by app), and the gateway's overhead beyond the
+//!    boot. Each wake runs on a fresh fake, sidecar and Envoy, so that one
+//!    wake's spending does not slow the next.
+//! 2. **30 sleeping apps woken within one minute**, one request each,
+//!    spread evenly over the minute: how many were served, Scalingo's 429s,
+//!    the 429/503 answers that reached a user, the time to the last answer.
+//! 3. **a broken app** (crashes on every boot) asked 20 times a second for
+//!    a minute: the calls it costs and what the clients got.
+//! 4. **two instances sharing the budget** through one Redis, under more
+//!    load than the budget holds (cold wakes of many apps on both instances
+//!    while the scheduler wants to pause many idle apps): the most calls the
+//!    fake received in any sliding 60 s window, against the configured
+//!    limit.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use paastis_e2e::fake::{CallRecord, Endpoint, FakeApp, FakeConfig, FakeScalingo};
+use paastis_e2e::harness::Sidecar;
+use paastis_e2e::redis::{unique_prefix, TestRedis};
+use paastis_sidecar::config::{env_from_map, Config, Env};
+use paastis_sidecar::registry::AppMeta;
+
+use crate::envoy::{self, Envoy};
+use crate::report::{f0, table, Section, Target};
+use crate::util::{self, max, median};
+
+const REGION: &str = "osc-fr1";
+/// The sidecar's wake timeout in these runs (its default).
+const WAKE_TIMEOUT_S: u64 = 60;
+/// The budget the sidecars are given (the default, stated explicitly).
+const CALLS_PER_MINUTE: usize = 55;
+const MINUTE: Duration = Duration::from_secs(60);
+
+#[derive(Clone, Copy)]
+pub struct Plan {
+    /// Run 1: wakes (each on a fresh gateway) and their boot delay.
+    pub cold_wakes: usize,
+    pub cold_boot: Duration,
+    /// Run 2: apps, the span their first requests are spread over, boot.
+    pub crowd_apps: usize,
+    pub crowd_span: Duration,
+    pub crowd_boot: Duration,
+    /// Run 3: requests a second and for how long.
+    pub broken_rate: u32,
+    pub broken_for: Duration,
+    /// Run 4: cold wakes spread over `shared_span` (alternating instances),
+    /// idle apps for the scheduler, how long the fake's log is watched.
+    pub shared_wakes: usize,
+    pub shared_idle: usize,
+    pub shared_span: Duration,
+    pub shared_watch: Duration,
+}
+
+impl Plan {
+    pub fn full() -> Self {
+        Self {
+            cold_wakes: 3,
+            cold_boot: Duration::from_secs(20),
+            crowd_apps: 30,
+            crowd_span: MINUTE,
+            crowd_boot: Duration::from_secs(10),
+            broken_rate: 20,
+            broken_for: MINUTE,
+            shared_wakes: 40,
+            shared_idle: 40,
+            shared_span: MINUTE,
+            shared_watch: Duration::from_secs(100),
+        }
+    }
+
+    pub fn quick() -> Self {
+        Self {
+            cold_wakes: 1,
+            cold_boot: Duration::from_secs(5),
+            crowd_apps: 10,
+            crowd_span: Duration::from_secs(20),
+            crowd_boot: Duration::from_secs(3),
+            broken_rate: 20,
+            broken_for: Duration::from_secs(15),
+            shared_wakes: 12,
+            shared_idle: 10,
+            shared_span: Duration::from_secs(20),
+            shared_watch: Duration::from_secs(40),
+        }
+    }
+}
+
+fn host(app: &str) -> String {
+    format!("{app}.gateway.example.com")
+}
+
+/// One gateway instance: its sidecar and its Envoy.
+struct Instance {
+    sidecar: Sidecar,
+    envoy: Envoy,
+}
+
+impl Instance {
+    fn logs(&self) -> String {
+        format!(
+            "envoy:\n{}\nsidecar:\n{}",
+            self.envoy.log_text(),
+            self.sidecar.log()
+        )
+    }
+}
+
+/// Starts a sidecar (no rules, `extra` on top of the bench's environment)
+/// and an Envoy in front of it, in `dir`.
+fn start_instance(
+    fake: &FakeScalingo,
+    dir: &Path,
+    extra: &[(&str, String)],
+) -> Result<Instance, String> {
+    std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+    let rules = dir.join("paastis.yml");
+    std::fs::write(&rules, "").map_err(|e| e.to_string())?;
+    let mut env: Vec<(String, String)> = vec![
+        ("RUST_LOG".to_owned(), "info".to_owned()),
+        (
+            "PAASTIS_WAKE_TIMEOUT".to_owned(),
+            WAKE_TIMEOUT_S.to_string(),
+        ),
+        (
+            "PAASTIS_SCALINGO_CALLS_PER_MINUTE".to_owned(),
+            CALLS_PER_MINUTE.to_string(),
+        ),
+    ];
+    env.extend(extra.iter().map(|(k, v)| ((*k).to_owned(), v.clone())));
+    let sidecar = tokio::task::block_in_place(|| Sidecar::start(fake, &rules, dir, &env))?;
+    let envoy = envoy::gateway(dir, "gateway", fake, sidecar.addr.port(), 2)?;
+    Ok(Instance { sidecar, envoy })
+}
+
+fn client() -> Result<reqwest::Client, String> {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(WAKE_TIMEOUT_S + 15))
+        .pool_max_idle_per_host(0)
+        .build()
+        .map_err(|e| e.to_string())
+}
+
+/// What one user got.
+#[derive(Clone)]
+struct Answer {
+    /// 0: no answer (transport error or the client's timeout).
+    status: u16,
+    /// The app itself answered (not the gateway, not the router).
+    from_app: bool,
+    retry_after: bool,
+    took: Duration,
+    /// When the answer arrived.
+    at: Instant,
+    error: Option<String>,
+}
+
+async fn ask(client: &reqwest::Client, listen: std::net::SocketAddr, app: &str) -> Answer {
+    let started = Instant::now();
+    match client
+        .get(format!("http://{listen}/"))
+        .header("host", host(app))
+        .send()
+        .await
+    {
+        Ok(reply) => {
+            let status = reply.status().as_u16();
+            let from_app = util::served_by(&reply) == app;
+            let retry_after = reply.headers().contains_key("retry-after");
+            let body = reply.text().await.unwrap_or_default();
+            Answer {
+                status,
+                from_app,
+                retry_after,
+                took: started.elapsed(),
+                at: Instant::now(),
+                error: (status != 200 || !from_app).then(|| {
+                    let mut b = body.replace(['\n', '`', '|'], " ");
+                    b.truncate(160);
+                    format!("{status}: {b}")
+                }),
+            }
+        }
+        Err(e) => Answer {
+            status: 0,
+            from_app: false,
+            retry_after: false,
+            took: started.elapsed(),
+            at: Instant::now(),
+            error: Some(e.to_string()),
+        },
+    }
+}
+
+fn served(a: &Answer) -> bool {
+    a.status == 200 && a.from_app
+}
+
+/// Answers by status, `0` standing for "no answer".
+fn status_counts(answers: &[Answer]) -> String {
+    let mut by: BTreeMap<String, usize> = BTreeMap::new();
+    for a in answers {
+        let key = match (a.status, a.from_app, a.retry_after) {
+            (0, ..) => "no answer".to_owned(),
+            (200, true, _) => "200 from the app".to_owned(),
+            (s, true, _) => format!("{s} from the app"),
+            (s, false, true) => format!("{s} (Retry-After)"),
+            (s, false, false) => s.to_string(),
+        };
+        *by.entry(key).or_default() += 1;
+    }
+    by.iter()
+        .map(|(k, n)| format!("{k}: {n}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn users_429_503(answers: &[Answer]) -> usize {
+    answers
+        .iter()
+        .filter(|a| !a.from_app && matches!(a.status, 429 | 503))
+        .count()
+}
+
+fn first_error(answers: &[Answer]) -> Option<String> {
+    answers.iter().find_map(|a| a.error.clone())
+}
+
+/// API calls by endpoint, in the fake's order of endpoints.
+fn by_endpoint<'a>(records: impl Iterator<Item = &'a CallRecord>) -> BTreeMap<Endpoint, usize> {
+    let mut by = BTreeMap::new();
+    for r in records {
+        *by.entry(r.endpoint).or_default() += 1;
+    }
+    by
+}
+
+fn describe(by: &BTreeMap<Endpoint, usize>) -> String {
+    if by.is_empty() {
+        return "none".to_owned();
+    }
+    by.iter()
+        .map(|(e, n)| format!("{} {n}", e.as_str()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The most records in any window of `width` (closed at its start, open at
+/// its end, as the fake's own limit counts), and where it starts.
+fn max_in_window(records: &[CallRecord], width: Duration) -> (usize, Option<Instant>) {
+    let mut times: Vec<Instant> = records.iter().map(|r| r.at).collect();
+    times.sort();
+    let (mut best, mut at, mut end) = (0, None, 0);
+    for (start, t) in times.iter().enumerate() {
+        while end < times.len() && times[end].duration_since(*t) < width {
+            end += 1;
+        }
+        if end - start > best {
+            best = end - start;
+            at = Some(*t);
+        }
+    }
+    (best, at)
+}
+
+// ---- 1. one cold wake, 20 s boot ------------------------------------------
+
+struct ColdWake {
+    answer: Answer,
+    /// Boot delay plus the front's boot window: when the app can answer.
+    app_ready_after: Duration,
+    /// Calls about the app, and calls about no app (exchange excepted) made
+    /// while the wake ran.
+    calls: BTreeMap<Endpoint, usize>,
+    other_calls: BTreeMap<Endpoint, usize>,
+    logs: String,
+}
+
+impl ColdWake {
+    fn calls_besides_exchange(&self) -> usize {
+        self.calls.values().sum::<usize>() + self.other_calls.values().sum::<usize>()
+    }
+
+    fn overhead_ms(&self) -> f64 {
+        if served(&self.answer) {
+            util::ms(self.answer.took) - util::ms(self.app_ready_after)
+        } else {
+            f64::NAN
+        }
+    }
+}
+
+async fn cold_wake(plan: &Plan, dir: &Path) -> Result<ColdWake, String> {
+    let config = FakeConfig {
+        boot_delay: plan.cold_boot,
+        ..FakeConfig::default()
+    };
+    let window = config.front_boot_window;
+    let fake = FakeScalingo::start(config)
+        .await
+        .map_err(|e| e.to_string())?;
+    fake.add_app(FakeApp::web("cold-app", REGION, 0));
+    fake.add_app(FakeApp::web("warm-up-app", REGION, 1));
+    // No scheduler pass after the one at start: the wake's calls alone.
+    let gateway = start_instance(
+        &fake,
+        dir,
+        &[("PAASTIS_SCHEDULER_INTERVAL", "86400".to_owned())],
+    )?;
+    let client = client()?;
+    // Not counted: a fresh sidecar's first wake exchanges the token and
+    // lists the regions, once in its life.
+    let warm_up = ask(&client, gateway.envoy.listen, "warm-up-app").await;
+    if !served(&warm_up) {
+        return Err(format!(
+            "warm-up: {}\n{}",
+            warm_up.error.unwrap_or_default(),
+            gateway.logs()
+        ));
+    }
+    let seen = fake.call_log().len();
+    let answer = ask(&client, gateway.envoy.listen, "cold-app").await;
+    let log = fake.call_log();
+    let during = &log[seen.min(log.len())..];
+    let calls = by_endpoint(
+        during
+            .iter()
+            .filter(|r| r.app.as_deref() == Some("cold-app")),
+    );
+    let other_calls = by_endpoint(
+        during
+            .iter()
+            .filter(|r| r.app.is_none() && r.endpoint != Endpoint::Exchange),
+    );
+    let logs = if served(&answer) {
+        String::new()
+    } else {
+        gateway.logs()
+    };
+    Ok(ColdWake {
+        answer,
+        app_ready_after: plan.cold_boot + window,
+        calls,
+        other_calls,
+        logs,
+    })
+}
+
+// ---- 2. many sleeping apps within one minute ------------------------------
+
+struct Crowd {
+    apps: usize,
+    answers: Vec<Answer>,
+    to_last_answer: Duration,
+    rate_limited: usize,
+    api_calls: usize,
+    max_per_minute: usize,
+    logs: String,
+}
+
+async fn crowd(plan: &Plan, dir: &Path) -> Result<Crowd, String> {
+    let fake = FakeScalingo::start(FakeConfig {
+        boot_delay: plan.crowd_boot,
+        ..FakeConfig::default()
+    })
+    .await
+    .map_err(|e| e.to_string())?;
+    let apps: Vec<String> = (1..=plan.crowd_apps)
+        .map(|i| format!("sleepy-app-{i:02}"))
+        .collect();
+    for app in &apps {
+        fake.add_app(FakeApp::web(app, REGION, 0));
+    }
+    fake.add_app(FakeApp::web("warm-up-app", REGION, 1));
+    let gateway = start_instance(&fake, dir, &[])?;
+    let client = client()?;
+    let warm_up = ask(&client, gateway.envoy.listen, "warm-up-app").await;
+    if !served(&warm_up) {
+        return Err(format!(
+            "warm-up: {}\n{}",
+            warm_up.error.unwrap_or_default(),
+            gateway.logs()
+        ));
+    }
+    let limited_before = fake.rate_limited_total();
+    let seen = fake.call_log().len();
+    let began = Instant::now();
+    let step = plan.crowd_span / plan.crowd_apps.max(1) as u32;
+    let listen = gateway.envoy.listen;
+    let tasks: Vec<_> = apps
+        .iter()
+        .enumerate()
+        .map(|(i, app)| {
+            let (client, app) = (client.clone(), app.clone());
+            let at = tokio::time::Instant::from_std(began) + step * i as u32;
+            tokio::spawn(async move {
+                tokio::time::sleep_until(at).await;
+                ask(&client, listen, &app).await
+            })
+        })
+        .collect();
+    let mut answers = Vec::new();
+    for t in tasks {
+        answers.push(t.await.map_err(|e| e.to_string())?);
+    }
+    let to_last_answer = answers
+        .iter()
+        .map(|a| a.at.duration_since(began))
+        .max()
+        .unwrap_or_default();
+    let log = fake.call_log();
+    let during = &log[seen.min(log.len())..];
+    let logs = if answers.iter().all(served) {
+        String::new()
+    } else {
+        gateway.logs()
+    };
+    Ok(Crowd {
+        apps: apps.len(),
+        to_last_answer,
+        rate_limited: fake.rate_limited_total() - limited_before,
+        api_calls: during.len(),
+        max_per_minute: max_in_window(during, MINUTE).0,
+        answers,
+        logs,
+    })
+}
+
+// ---- 3. a broken app asked 20 times a second --------------------------------
+
+struct Broken {
+    requests: usize,
+    answers: Vec<Answer>,
+    calls: BTreeMap<Endpoint, usize>,
+    other_calls: BTreeMap<Endpoint, usize>,
+    rate_limited: usize,
+    boot_attempt: Duration,
+}
+
+const BROKEN: &str = "broken-app";
+
+async fn broken(plan: &Plan, dir: &Path) -> Result<Broken, String> {
+    // Each boot attempt lasts this long before the container crashes; the
+    // retries, their back-off and `crashed` after 12 are the strict fake's.
+    let boot_attempt = Duration::from_secs(3);
+    let fake = FakeScalingo::start(FakeConfig {
+        boot_delay: boot_attempt,
+        ..FakeConfig::default()
+    })
+    .await
+    .map_err(|e| e.to_string())?;
+    fake.add_app(FakeApp::web(BROKEN, REGION, 0).crash_on_boot());
+    fake.add_app(FakeApp::web("warm-up-app", REGION, 1));
+    let gateway = start_instance(&fake, dir, &[])?;
+    let client = client()?;
+    let warm_up = ask(&client, gateway.envoy.listen, "warm-up-app").await;
+    if !served(&warm_up) {
+        return Err(format!(
+            "warm-up: {}\n{}",
+            warm_up.error.unwrap_or_default(),
+            gateway.logs()
+        ));
+    }
+    let limited_before = fake.rate_limited_total();
+    let seen = fake.call_log().len();
+    let requests = (plan.broken_for.as_secs_f64() * f64::from(plan.broken_rate)) as usize;
+    let mut ticker = tokio::time::interval(Duration::from_secs(1) / plan.broken_rate.max(1));
+    let listen = gateway.envoy.listen;
+    let mut tasks = Vec::with_capacity(requests);
+    for _ in 0..requests {
+        ticker.tick().await;
+        let client = client.clone();
+        tasks.push(tokio::spawn(
+            async move { ask(&client, listen, BROKEN).await },
+        ));
+    }
+    let mut answers = Vec::new();
+    for t in tasks {
+        answers.push(t.await.map_err(|e| e.to_string())?);
+    }
+    let log = fake.call_log();
+    let during = &log[seen.min(log.len())..];
+    Ok(Broken {
+        requests,
+        calls: by_endpoint(during.iter().filter(|r| r.app.as_deref() == Some(BROKEN))),
+        other_calls: by_endpoint(during.iter().filter(|r| r.app.as_deref() != Some(BROKEN))),
+        rate_limited: fake.rate_limited_total() - limited_before,
+        answers,
+        boot_attempt,
+    })
+}
+
+// ---- 4. two instances sharing the budget --------------------------------------
+
+struct Shared {
+    wakes: usize,
+    idle: usize,
+    answers: Vec<Answer>,
+    api_calls: usize,
+    watched: Duration,
+    max_per_minute: usize,
+    /// Seconds from the first call to the start of the fullest window.
+    fullest_at: f64,
+    rate_limited: usize,
+    idle_paused: usize,
+    logs: String,
+}
+
+/// Registers `apps` in the registry the sidecars will share, last accessed
+/// 30 minutes ago, through the sidecar's own library.
+async fn register_idle(
+    fake: &FakeScalingo,
+    redis: &TestRedis,
+    prefix: &str,
+    apps: &[String],
+) -> Result<(), String> {
+    let vars: HashMap<String, String> = [
+        (
+            "PROVIDER_SCALINGO_API_TOKEN",
+            fake.config().api_token.clone(),
+        ),
+        ("PROVIDER_SCALINGO_AUTH_URL", fake.auth_url()),
+        ("PAASTIS_RULES_FILE", "/dev/null".to_owned()),
+        ("REGISTRY_TYPE", "redis".to_owned()),
+        ("REGISTRY_REDIS_URL", redis.url()),
+        ("REGISTRY_REDIS_KEY_PREFIX", prefix.to_owned()),
+        ("PAASTIS_INSTANCE", "bench-setup".to_owned()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    let get = env_from_map(&vars);
+    let config = Config::from_env(&Env::new(&get)).map_err(|e| e.to_string())?;
+    let gateway = paastis_sidecar::build(&config).await?;
+    let long_ago = paastis_sidecar::wake::now_ms() - 30 * 60_000;
+    for app in apps {
+        let meta = AppMeta {
+            region: REGION.to_owned(),
+            max_idle_minutes: 15,
+            linked_apps: Vec::new(),
+        };
+        gateway
+            .waker
+            .registry()
+            .register(app, meta, long_ago)
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+async fn shared(plan: &Plan, dir: &Path) -> Result<Shared, String> {
+    let redis = tokio::task::block_in_place(TestRedis::start);
+    let fake = FakeScalingo::start(FakeConfig {
+        boot_delay: Duration::from_secs(10),
+        ..FakeConfig::default()
+    })
+    .await
+    .map_err(|e| e.to_string())?;
+    let sleeping: Vec<String> = (1..=plan.shared_wakes)
+        .map(|i| format!("shared-app-{i:02}"))
+        .collect();
+    let idle: Vec<String> = (1..=plan.shared_idle)
+        .map(|i| format!("idle-app-{i:02}"))
+        .collect();
+    for app in &sleeping {
+        fake.add_app(FakeApp::web(app, REGION, 0));
+    }
+    for app in &idle {
+        fake.add_app(FakeApp::web(app, REGION, 1));
+    }
+    let prefix = unique_prefix("bench-budget");
+    register_idle(&fake, &redis, &prefix, &idle).await?;
+    // Only the two sidecars' calls are watched.
+    let seen = fake.call_log().len();
+    let limited_before = fake.rate_limited_total();
+
+    let began = Instant::now();
+    let mut gateway = Vec::new();
+    for k in 0..2 {
+        gateway.push(start_instance(
+            &fake,
+            &dir.join(format!("instance-{k}")),
+            &[
+                ("REGISTRY_TYPE", "redis".to_owned()),
+                ("REGISTRY_REDIS_URL", redis.url()),
+                ("REGISTRY_REDIS_KEY_PREFIX", prefix.clone()),
+                ("PAASTIS_INSTANCE", format!("bench-{k}")),
+                ("PAASTIS_GATEWAY_INSTANCES", "2".to_owned()),
+                // A pass every 10 s: it starts at once and carries what the
+                // budget left undone to the next.
+                ("PAASTIS_SCHEDULER_INTERVAL", "10".to_owned()),
+            ],
+        )?);
+    }
+    let client = client()?;
+    let step = plan.shared_span / plan.shared_wakes.max(1) as u32;
+    let listens: Vec<_> = gateway.iter().map(|i| i.envoy.listen).collect();
+    let tasks: Vec<_> = sleeping
+        .iter()
+        .enumerate()
+        .map(|(i, app)| {
+            let (client, app) = (client.clone(), app.clone());
+            let listen = listens[i % listens.len()];
+            let at = tokio::time::Instant::now() + step * i as u32;
+            tokio::spawn(async move {
+                tokio::time::sleep_until(at).await;
+                ask(&client, listen, &app).await
+            })
+        })
+        .collect();
+    let mut answers = Vec::new();
+    for t in tasks {
+        answers.push(t.await.map_err(|e| e.to_string())?);
+    }
+    // Watch on (the scheduler goes on with what is left) until the end.
+    let watch_until = tokio::time::Instant::from_std(began) + plan.shared_watch;
+    tokio::time::sleep_until(watch_until).await;
+    let watched = began.elapsed();
+    let all = fake.call_log();
+    let log = &all[seen.min(all.len())..];
+    let first = log.first().map(|r| r.at);
+    let (max_per_minute, at) = max_in_window(log, MINUTE);
+    let idle_paused = idle.iter().filter(|a| fake.scale_calls(a) > 0).count();
+    let logs = if answers.iter().all(served) {
+        String::new()
+    } else {
+        gateway
+            .iter()
+            .map(Instance::logs)
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let result = Shared {
+        wakes: sleeping.len(),
+        idle: idle.len(),
+        api_calls: log.len(),
+        watched,
+        max_per_minute,
+        fullest_at: match (first, at) {
+            (Some(f), Some(a)) => a.duration_since(f).as_secs_f64(),
+            _ => f64::NAN,
+        },
+        rate_limited: fake.rate_limited_total() - limited_before,
+        idle_paused,
+        answers,
+        logs,
+    };
+    drop(gateway);
+    drop(redis);
+    Ok(result)
+}
+
+// ---- the run and its report --------------------------------------------------
+
+pub async fn run(plan: Plan, dir: PathBuf) -> Result<Section, String> {
+    let began = Instant::now();
+    let mut body = String::new();
+    let mut targets = Vec::new();
+    let mut failures = Vec::new();
+
+    eprintln!("paastis-bench: scalingo 1/4: cold wakes...");
+    let mut wakes = Vec::new();
+    for i in 0..plan.cold_wakes {
+        match cold_wake(&plan, &dir.join(format!("cold-{i}"))).await {
+            Ok(w) => wakes.push(w),
+            Err(e) => failures.push(format!("cold wake {i}: {e}")),
+        }
+    }
+    cold_report(&plan, &wakes, &mut body, &mut targets);
+
+    eprintln!("paastis-bench: scalingo 2/4: many apps in a minute...");
+    match crowd(&plan, &dir.join("crowd")).await {
+        Ok(c) => crowd_report(&plan, &c, &mut body, &mut targets),
+        Err(e) => failures.push(format!("many apps: {e}")),
+    }
+
+    eprintln!("paastis-bench: scalingo 3/4: a broken app...");
+    match broken(&plan, &dir.join("broken")).await {
+        Ok(b) => broken_report(&plan, &b, &mut body, &mut targets),
+        Err(e) => failures.push(format!("broken app: {e}")),
+    }
+
+    eprintln!("paastis-bench: scalingo 4/4: two instances, one budget...");
+    match shared(&plan, &dir.join("shared")).await {
+        Ok(s) => shared_report(&plan, &s, &mut body, &mut targets),
+        Err(e) => failures.push(format!("shared budget: {e}")),
+    }
+
+    body.push_str(
+        "\nMethod: the fake Scalingo in process with its strict defaults (`FakeConfig::default()`: 60 API \
+         calls a minute per token, then 429 `Retry later` without `Retry-After`; 30 s scale-downs; the \
+         front answers the router's 503 for 1 s after a container runs; crash loops as the platform's), \
+         the release sidecar (`PAASTIS_SCALINGO_CALLS_PER_MINUTE=55`, `PAASTIS_WAKE_TIMEOUT=60`, no \
+         rules: the default blocking strategy) and Envoy (2 workers) on `envoy/fake.yaml.tmpl` with the \
+         shipped filter configuration. Calls are what the fake received (its call log, 429s included), \
+         attributed to an app by the request's path. Each gateway first wakes an app that already runs \
+         (not counted): a fresh sidecar exchanges its token and lists the regions once in its life.\n",
+    );
+    if !failures.is_empty() {
+        return Err(format!(
+            "{}\n(partial figures:\n{})",
+            failures.join("\n"),
+            targets
+                .iter()
+                .map(|t| format!("  {}: {} (target {})", t.what, t.measured, t.target))
+                .collect::<Vec<_>>()
+                .join("\n")
+        ));
+    }
+    Ok(Section {
+        title: "6. Within Scalingo's limits (strict fake)".to_owned(),
+        body,
+        targets,
+        took: began.elapsed(),
+    })
+}
+
+fn cold_report(plan: &Plan, wakes: &[ColdWake], body: &mut String, targets: &mut Vec<Target>) {
+    body.push_str(&format!(
+        "### Calls and overhead of one cold wake ({:.0} s boot)\n\n\
+         {} wake(s), each on a fresh fake, sidecar and Envoy. The app can answer {:.0} s after the scale \
+         call (its boot, then the router's 1 s boot window); overhead = time to the app's answer − that.\n\n",
+        plan.cold_boot.as_secs_f64(),
+        wakes.len(),
+        (plan.cold_boot + FakeConfig::default().front_boot_window).as_secs_f64(),
+    ));
+    let rows: Vec<Vec<String>> = wakes
+        .iter()
+        .map(|w| {
+            vec![
+                if served(&w.answer) {
+                    "200 from the app".to_owned()
+                } else {
+                    w.answer.error.clone().unwrap_or_default()
+                },
+                f0(util::ms(w.answer.took)),
+                f0(w.overhead_ms()),
+                describe(&w.calls),
+                describe(&w.other_calls),
+                format!("**{}**", w.calls_besides_exchange()),
+            ]
+        })
+        .collect();
+    body.push_str(&table(
+        &[
+            "answer",
+            "first answer (ms)",
+            "overhead (ms)",
+            "calls about the app",
+            "other calls meanwhile",
+            "calls (exchange aside)",
+        ],
+        &rows,
+    ));
+    for w in wakes.iter().filter(|w| !w.logs.is_empty()).take(1) {
+        body.push_str(&format!(
+            "\n<details><summary>Logs of a wake that did not end with the app's answer</summary>\n\n```\n{}\n```\n</details>\n",
+            tail(&w.logs, 60)
+        ));
+    }
+    let calls: Vec<f64> = wakes
+        .iter()
+        .map(|w| w.calls_besides_exchange() as f64)
+        .collect();
+    let worst_calls = max(&calls).unwrap_or(f64::NAN);
+    targets.push(Target::new(
+        &format!(
+            "one cold wake ({:.0} s boot): Scalingo calls besides the token exchange (worst of {})",
+            plan.cold_boot.as_secs_f64(),
+            wakes.len()
+        ),
+        "≤ 6",
+        f0(worst_calls),
+        Some(worst_calls <= 6.0),
+    ));
+    let overheads: Vec<f64> = wakes.iter().map(ColdWake::overhead_ms).collect();
+    let p50 = median(&overheads).unwrap_or(f64::NAN);
+    targets.push(Target::new(
+        &format!(
+            "one cold wake ({:.0} s boot): overhead beyond the boot at p50",
+            plan.cold_boot.as_secs_f64()
+        ),
+        "< 250 ms",
+        format!("{} ms", f0(p50)),
+        // NaN (a wake not served) is a miss.
+        Some(p50 < 250.0),
+    ));
+}
+
+fn crowd_report(plan: &Plan, c: &Crowd, body: &mut String, targets: &mut Vec<Target>) {
+    let served_n = c.answers.iter().filter(|a| served(a)).count();
+    let to_users = users_429_503(&c.answers);
+    let took: Vec<f64> = c.answers.iter().map(|a| util::ms(a.took)).collect();
+    body.push_str(&format!(
+        "\n### {} sleeping apps woken within {:.0} s\n\n\
+         One request to each, sent {:.1} s apart through one gateway; every app boots in {:.0} s (+1 s \
+         router window).\n\n",
+        c.apps,
+        plan.crowd_span.as_secs_f64(),
+        plan.crowd_span.as_secs_f64() / c.apps.max(1) as f64,
+        plan.crowd_boot.as_secs_f64(),
+    ));
+    body.push_str(&table(
+        &[
+            "served",
+            "answers",
+            "Scalingo 429s",
+            "429/503 to users",
+            "time to the last answer",
+            "answer p50 / max (ms)",
+            "API calls (most in 60 s)",
+        ],
+        &[vec![
+            format!("**{served_n}/{}**", c.apps),
+            status_counts(&c.answers),
+            format!("**{}**", c.rate_limited),
+            format!("**{to_users}**"),
+            format!("{:.1} s", c.to_last_answer.as_secs_f64()),
+            format!(
+                "{} / {}",
+                f0(median(&took).unwrap_or(f64::NAN)),
+                f0(max(&took).unwrap_or(f64::NAN))
+            ),
+            format!("{} ({})", c.api_calls, c.max_per_minute),
+        ]],
+    ));
+    if let Some(e) = first_error(&c.answers) {
+        body.push_str(&format!("\nFirst answer other than the app's: `{e}`\n"));
+    }
+    if !c.logs.is_empty() {
+        body.push_str(&format!(
+            "\n<details><summary>Gateway logs (tail)</summary>\n\n```\n{}\n```\n</details>\n",
+            tail(&c.logs, 60)
+        ));
+    }
+    let what = format!(
+        "{} sleeping apps within {:.0} s",
+        c.apps,
+        plan.crowd_span.as_secs_f64()
+    );
+    targets.push(Target::new(
+        &format!("{what}: served"),
+        &format!("{}", c.apps),
+        served_n.to_string(),
+        Some(served_n == c.apps),
+    ));
+    targets.push(Target::new(
+        &format!("{what}: 429/503 answers reaching a user"),
+        "0",
+        to_users.to_string(),
+        Some(to_users == 0),
+    ));
+    targets.push(Target::new(
+        &format!("{what}: Scalingo 429s"),
+        "reported",
+        c.rate_limited.to_string(),
+        None,
+    ));
+    targets.push(Target::new(
+        &format!("{what}: time to the last answer"),
+        "reported",
+        format!("{:.1} s", c.to_last_answer.as_secs_f64()),
+        None,
+    ));
+}
+
+fn broken_report(plan: &Plan, b: &Broken, body: &mut String, targets: &mut Vec<Target>) {
+    let calls: usize = b.calls.values().sum();
+    let took: Vec<f64> = b.answers.iter().map(|a| util::ms(a.took)).collect();
+    body.push_str(&format!(
+        "\n### A broken app asked {} times a second for {:.0} s\n\n\
+         The app crashes on every boot ({:.0} s per attempt, the strict fake's retries and back-off: its \
+         operation stays `running`, the app reads `crashed` only after 12 failed boots). {} requests, \
+         each on its own connection, none waiting for another.\n\n",
+        plan.broken_rate,
+        plan.broken_for.as_secs_f64(),
+        b.boot_attempt.as_secs_f64(),
+        b.requests,
+    ));
+    body.push_str(&table(
+        &[
+            "Scalingo calls about the app",
+            "by endpoint",
+            "other calls meanwhile",
+            "Scalingo 429s",
+            "what the clients got",
+            "answer p50 / max (ms)",
+        ],
+        &[vec![
+            format!("**{calls}**"),
+            describe(&b.calls),
+            describe(&b.other_calls),
+            b.rate_limited.to_string(),
+            status_counts(&b.answers),
+            format!(
+                "{} / {}",
+                f0(median(&took).unwrap_or(f64::NAN)),
+                f0(max(&took).unwrap_or(f64::NAN))
+            ),
+        ]],
+    ));
+    if let Some(e) = first_error(&b.answers) {
+        body.push_str(&format!("\nFirst answer: `{e}`\n"));
+    }
+    let what = format!(
+        "broken app, {} req/s for {:.0} s",
+        plan.broken_rate,
+        plan.broken_for.as_secs_f64()
+    );
+    targets.push(Target::new(
+        &format!("{what}: Scalingo calls"),
+        "≤ 10",
+        calls.to_string(),
+        Some(calls <= 10),
+    ));
+    targets.push(Target::new(
+        &format!("{what}: what the clients got"),
+        "reported",
+        status_counts(&b.answers),
+        None,
+    ));
+}
+
+fn shared_report(plan: &Plan, s: &Shared, body: &mut String, targets: &mut Vec<Target>) {
+    let served_n = s.answers.iter().filter(|a| served(a)).count();
+    let to_users = users_429_503(&s.answers);
+    body.push_str(&format!(
+        "\n### Two instances, one budget\n\n\
+         Two sidecars (each behind its Envoy) on one private `redis-server`, one key prefix, \
+         `PAASTIS_GATEWAY_INSTANCES=2`, `PAASTIS_SCALINGO_CALLS_PER_MINUTE={CALLS_PER_MINUTE}`, a scheduler \
+         pass every 10 s. Load: {} sleeping apps (10 s boot) asked once each, spread over {:.0} s and \
+         alternating between the instances, while {} running apps registered as idle for 30 minutes wait \
+         for the scheduler to pause them. The fake's log is read over the first {:.0} s of the sidecars' \
+         lives (their start included).\n\n",
+        s.wakes,
+        plan.shared_span.as_secs_f64(),
+        s.idle,
+        s.watched.as_secs_f64(),
+    ));
+    body.push_str(&table(
+        &[
+            "most calls in any 60 s",
+            "limit",
+            "API calls in all",
+            "Scalingo 429s",
+            "wakes served",
+            "429/503 to users",
+            "idle apps paused",
+        ],
+        &[vec![
+            format!(
+                "**{}** (window from {:.1} s)",
+                s.max_per_minute, s.fullest_at
+            ),
+            CALLS_PER_MINUTE.to_string(),
+            s.api_calls.to_string(),
+            s.rate_limited.to_string(),
+            format!("{served_n}/{}", s.wakes),
+            to_users.to_string(),
+            format!("{}/{}", s.idle_paused, s.idle),
+        ]],
+    ));
+    if let Some(e) = first_error(&s.answers) {
+        body.push_str(&format!("\nFirst answer other than the app's: `{e}`\n"));
+    }
+    if !s.logs.is_empty() {
+        body.push_str(&format!(
+            "\n<details><summary>Gateway logs (tail)</summary>\n\n```\n{}\n```\n</details>\n",
+            tail(&s.logs, 60)
+        ));
+    }
+    targets.push(Target::new(
+        "2 instances, one budget: most Scalingo calls in any 60 s",
+        &format!("≤ {CALLS_PER_MINUTE}"),
+        s.max_per_minute.to_string(),
+        Some(s.max_per_minute <= CALLS_PER_MINUTE),
+    ));
+    targets.push(Target::new(
+        "2 instances, one budget: wakes served / 429-503 to users",
+        "reported",
+        format!("{served_n}/{} / {to_users}", s.wakes),
+        None,
+    ));
+}
+
+/// The last `n` lines of `text`.
+fn tail(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..]
+        .join("\n")
+        .replace("```", "'''")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(base: Instant, ms: u64) -> CallRecord {
+        CallRecord {
+            at: base + Duration::from_millis(ms),
+            endpoint: Endpoint::Scale,
+            app: None,
+        }
+    }
+
+    #[test]
+    fn fullest_window_is_half_open() {
+        let base = Instant::now();
+        let log: Vec<CallRecord> = [0, 10, 59_999, 60_000, 60_001, 61_000]
+            .iter()
+            .map(|ms| at(base, *ms))
+            .collect();
+        // [10, 60_010) holds 10, 59_999, 60_000, 60_001: four.
+        let (n, start) = max_in_window(&log, MINUTE);
+        assert_eq!(n, 4);
+        assert_eq!(start, Some(base + Duration::from_millis(10)));
+        assert_eq!(max_in_window(&[], MINUTE), (0, None));
+    }
+}
