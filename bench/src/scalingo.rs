@@ -25,7 +25,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use paastis_e2e::fake::{CallRecord, Endpoint, FakeApp, FakeConfig, FakeScalingo};
+use paastis_e2e::fake::{CallRecord, Endpoint, FakeApp, FakeConfig, FakeScalingo, ROUTER_MARKER};
 use paastis_e2e::harness::Sidecar;
 use paastis_e2e::redis::{unique_prefix, TestRedis};
 use paastis_sidecar::config::{env_from_map, Config, Env};
@@ -107,11 +107,33 @@ struct Instance {
 }
 
 impl Instance {
+    /// The sidecar's last warnings and errors (why a wake failed), and
+    /// Envoy's log lines beyond its start-up warning: enough for the report.
     fn logs(&self) -> String {
+        let sidecar = self.sidecar.log();
+        let warnings: Vec<&str> = sidecar
+            .lines()
+            .filter(|l| l.contains(" WARN ") || l.contains(" ERROR "))
+            .collect();
+        let envoy = self.envoy.log_text();
+        let envoy: Vec<&str> = envoy
+            .lines()
+            .filter(|l| {
+                !l.contains("no configured limit to the number of allowed active downstream")
+            })
+            .collect();
+        let last = |lines: &[&str], n: usize| {
+            lines[lines.len().saturating_sub(n)..]
+                .iter()
+                .map(|l| l.chars().take(400).collect::<String>())
+                .collect::<Vec<_>>()
+                .join("\n")
+        };
         format!(
-            "envoy:\n{}\nsidecar:\n{}",
-            self.envoy.log_text(),
-            self.sidecar.log()
+            "sidecar ({} warnings and errors, the last ones):\n{}\nenvoy:\n{}",
+            warnings.len(),
+            last(&warnings, 12),
+            last(&envoy, 5)
         )
     }
 }
@@ -158,6 +180,9 @@ struct Answer {
     status: u16,
     /// The app itself answered (not the gateway, not the router).
     from_app: bool,
+    /// The platform's router answered its error page (the app not
+    /// listening yet), passed on to the user.
+    router: bool,
     retry_after: bool,
     took: Duration,
     /// When the answer arrived.
@@ -181,12 +206,22 @@ async fn ask(client: &reqwest::Client, listen: std::net::SocketAddr, app: &str) 
             Answer {
                 status,
                 from_app,
+                router: body.contains(ROUTER_MARKER),
                 retry_after,
                 took: started.elapsed(),
                 at: Instant::now(),
                 error: (status != 200 || !from_app).then(|| {
-                    let mut b = body.replace(['\n', '`', '|'], " ");
-                    b.truncate(160);
+                    if body.contains(ROUTER_MARKER) {
+                        return format!(
+                            "{status}: the router's error page (the app not listening yet)"
+                        );
+                    }
+                    let mut b: String = body
+                        .replace(['\n', '`', '|'], " ")
+                        .chars()
+                        .take(160)
+                        .collect();
+                    b.truncate(b.trim_end().len());
                     format!("{status}: {b}")
                 }),
             }
@@ -194,6 +229,7 @@ async fn ask(client: &reqwest::Client, listen: std::net::SocketAddr, app: &str) 
         Err(e) => Answer {
             status: 0,
             from_app: false,
+            router: false,
             retry_after: false,
             took: started.elapsed(),
             at: Instant::now(),
@@ -214,6 +250,7 @@ fn status_counts(answers: &[Answer]) -> String {
             (0, ..) => "no answer".to_owned(),
             (200, true, _) => "200 from the app".to_owned(),
             (s, true, _) => format!("{s} from the app"),
+            (s, false, _) if a.router => format!("{s} router error page"),
             (s, false, true) => format!("{s} (Retry-After)"),
             (s, false, false) => s.to_string(),
         };
@@ -765,8 +802,8 @@ fn cold_report(plan: &Plan, wakes: &[ColdWake], body: &mut String, targets: &mut
     ));
     for w in wakes.iter().filter(|w| !w.logs.is_empty()).take(1) {
         body.push_str(&format!(
-            "\n<details><summary>Logs of a wake that did not end with the app's answer</summary>\n\n```\n{}\n```\n</details>\n",
-            tail(&w.logs, 60)
+            "\n<details><summary>Why (the gateway's logs)</summary>\n\n```\n{}\n```\n</details>\n",
+            w.logs.replace("```", "'''")
         ));
     }
     let calls: Vec<f64> = wakes
@@ -840,8 +877,8 @@ fn crowd_report(plan: &Plan, c: &Crowd, body: &mut String, targets: &mut Vec<Tar
     }
     if !c.logs.is_empty() {
         body.push_str(&format!(
-            "\n<details><summary>Gateway logs (tail)</summary>\n\n```\n{}\n```\n</details>\n",
-            tail(&c.logs, 60)
+            "\n<details><summary>Why (the gateway's logs)</summary>\n\n```\n{}\n```\n</details>\n",
+            c.logs.replace("```", "'''")
         ));
     }
     let what = format!(
@@ -976,8 +1013,8 @@ fn shared_report(plan: &Plan, s: &Shared, body: &mut String, targets: &mut Vec<T
     }
     if !s.logs.is_empty() {
         body.push_str(&format!(
-            "\n<details><summary>Gateway logs (tail)</summary>\n\n```\n{}\n```\n</details>\n",
-            tail(&s.logs, 60)
+            "\n<details><summary>Why (the gateway's logs)</summary>\n\n```\n{}\n```\n</details>\n",
+            s.logs.replace("```", "'''")
         ));
     }
     targets.push(Target::new(
@@ -992,14 +1029,6 @@ fn shared_report(plan: &Plan, s: &Shared, body: &mut String, targets: &mut Vec<T
         format!("{served_n}/{} / {to_users}", s.wakes),
         None,
     ));
-}
-
-/// The last `n` lines of `text`.
-fn tail(text: &str, n: usize) -> String {
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(n)..]
-        .join("\n")
-        .replace("```", "'''")
 }
 
 #[cfg(test)]
