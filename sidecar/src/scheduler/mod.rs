@@ -43,7 +43,7 @@ use std::time::Duration;
 use thiserror::Error;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::clock::now_ms;
 use crate::deps::Deps;
@@ -51,7 +51,7 @@ use crate::hooks::Hook;
 use crate::platform::{ScaleOutcome, ScalingoError};
 use crate::registry::{EventKind, RegistryError};
 use pacer::Pacer;
-use plan::{is_idle, pause_changes, plan_pass, Listed, Listing};
+use plan::{is_idle, pause_changes, plan_pass, Listed, Listing, SeenAsleep};
 
 /// How long a pass may hold the lease before another instance may take over.
 pub const LEASE_TTL: Duration = Duration::from_secs(120);
@@ -100,6 +100,8 @@ pub struct Scheduler {
     pacer: Pacer,
     /// The last pass failed on the registry.
     registry_failed: AtomicBool,
+    /// Apps a pause found with nothing running (see [`plan`]'s rules).
+    asleep: std::sync::Mutex<SeenAsleep>,
 }
 
 impl Scheduler {
@@ -110,6 +112,7 @@ impl Scheduler {
             deps,
             pacer: Pacer::per_minute(calls_per_minute),
             registry_failed: AtomicBool::new(false),
+            asleep: std::sync::Mutex::new(SeenAsleep::new()),
         }
     }
 
@@ -179,6 +182,7 @@ impl Scheduler {
                     Listed {
                         region: region.clone(),
                         running,
+                        status_known: app.status.is_known(),
                     },
                 );
             }
@@ -198,7 +202,12 @@ impl Scheduler {
         // One pipelined read of the whole registry, not a round trip per
         // app listed by the platform.
         let known = deps.registry.list().await?;
-        let plan = plan_pass(&listing, &known, &deps.rules, &deps.ignored, now);
+        let asleep = self
+            .asleep
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let plan = plan_pass(&listing, &known, &deps.rules, &deps.ignored, &asleep, now);
 
         for (app, meta) in plan.discover {
             deps.registry.register(&app, meta, now).await?;
@@ -224,12 +233,24 @@ impl Scheduler {
                 return Ok(());
             }
             // Activity may have arrived since the registry was read.
-            if let Some(fresh) = deps.registry.get(&app).await? {
+            let fresh = deps.registry.get(&app).await?;
+            if let Some(fresh) = &fresh {
                 if !is_idle(fresh.last_access_ms, now, candidate.max_idle_minutes) {
                     continue;
                 }
             }
             match self.pause(&app, &candidate.region).await {
+                Ok(formation) if formation.is_empty() => {
+                    // Nothing ran (listed without a status): not read again
+                    // until its next access.
+                    debug!(%app, "nothing to pause: no container runs");
+                    if let Some(fresh) = fresh {
+                        self.asleep
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .insert(app, fresh.last_access_ms);
+                    }
+                }
                 Ok(formation) => {
                     deps.metrics.pause("paused");
                     info!(%app, region = %candidate.region, ?formation, "paused");

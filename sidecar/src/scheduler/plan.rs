@@ -9,9 +9,13 @@
 //!   forgotten (someone else stopped it);
 //! - a running app last accessed at least its max idle time ago is paused,
 //!   oldest first. Max idle `0` (or a name the rules cannot resolve) means
-//!   never; ignored apps are never touched.
+//!   never; ignored apps are never touched;
+//! - an app listed without a status (Scalingo's list entries may lack it)
+//!   may be running, so it is a pause candidate, unless a pause already
+//!   found it with nothing running and it has had no access since: that
+//!   app costs one formation read, not one per pass.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use paastis_rules::AppRules;
 
@@ -22,8 +26,15 @@ use crate::registry::{AppMeta, AppRecord};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Listed {
     pub region: String,
+    /// Running, or may be (no status listed).
     pub running: bool,
+    /// Whether the listing gave a status at all.
+    pub status_known: bool,
 }
+
+/// Apps a pause found with nothing running, by name, with the last access
+/// they had then (see the module's rules).
+pub type SeenAsleep = HashMap<String, u64>;
 
 /// Every app the platform listed, by name (an app listed in two regions
 /// keeps the last one listed).
@@ -69,6 +80,7 @@ pub fn plan_pass(
     known: &[AppRecord],
     rules: &AppRules,
     ignored: &BTreeSet<String>,
+    asleep: &SeenAsleep,
     now_ms: u64,
 ) -> PassPlan {
     let records: BTreeMap<&str, &AppRecord> = known.iter().map(|r| (r.app.as_str(), r)).collect();
@@ -104,10 +116,14 @@ pub fn plan_pass(
         let Some(Listed {
             region,
             running: true,
+            status_known,
         }) = listing.get(&record.app)
         else {
             continue;
         };
+        if !status_known && asleep.get(&record.app) == Some(&record.last_access_ms) {
+            continue;
+        }
         let max_idle = max_idle_minutes(rules, &record.app);
         if is_idle(record.last_access_ms, now_ms, max_idle) {
             plan.pause.push(PauseCandidate {
@@ -161,6 +177,7 @@ mod tests {
                     Listed {
                         region: "osc-fr1".to_owned(),
                         running: *running,
+                        status_known: true,
                     },
                 )
             })
@@ -189,6 +206,7 @@ mod tests {
             &[],
             &rules(),
             &BTreeSet::new(),
+            &SeenAsleep::new(),
             NOW,
         );
         assert_eq!(
@@ -215,6 +233,7 @@ mod tests {
             ],
             &rules(),
             &BTreeSet::new(),
+            &SeenAsleep::new(),
             NOW,
         );
         assert_eq!(plan.forget, ["stopped-by-hand"]);
@@ -242,6 +261,7 @@ mod tests {
             &known,
             &rules(),
             &BTreeSet::new(),
+            &SeenAsleep::new(),
             NOW,
         );
         assert_eq!(names(&plan.pause), ["older-app", "idle-app", "quick-app"]);
@@ -259,9 +279,34 @@ mod tests {
             &[record("idle-app", 60, &[]), future],
             &rules(),
             &ignored,
+            &SeenAsleep::new(),
             NOW,
         );
         assert_eq!(plan, PassPlan::default());
+    }
+
+    #[test]
+    fn an_app_listed_without_status_is_read_again_only_after_an_access() {
+        let mut listed = listing(&[("sparse-app", true), ("other-app", true)]);
+        for l in listed.values_mut() {
+            l.status_known = false;
+        }
+        let known = [record("sparse-app", 60, &[]), record("other-app", 60, &[])];
+        // A pause found `sparse-app` asleep, at the access it still has.
+        let asleep: SeenAsleep = [("sparse-app".to_owned(), NOW - 60 * MINUTE)].into();
+        let plan = plan_pass(&listed, &known, &rules(), &BTreeSet::new(), &asleep, NOW);
+        assert_eq!(names(&plan.pause), ["other-app"]);
+        // Accessed since (and idle again): a candidate once more.
+        let known = [record("sparse-app", 30, &[]), record("other-app", 60, &[])];
+        let plan = plan_pass(&listed, &known, &rules(), &BTreeSet::new(), &asleep, NOW);
+        assert_eq!(names(&plan.pause), ["other-app", "sparse-app"]);
+        // A listed status wins over what a pause saw.
+        for l in listed.values_mut() {
+            l.status_known = true;
+        }
+        let known = [record("sparse-app", 60, &[]), record("other-app", 60, &[])];
+        let plan = plan_pass(&listed, &known, &rules(), &BTreeSet::new(), &asleep, NOW);
+        assert_eq!(names(&plan.pause), ["other-app", "sparse-app"]);
     }
 
     #[test]
