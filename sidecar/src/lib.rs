@@ -97,11 +97,14 @@ pub async fn build(config: &Config) -> Result<Gateway, String> {
         metrics: metrics.clone(),
         rules: Arc::new(config.rules.clone()),
         ignored: Arc::new(config.ignored_apps.clone()),
+        managed: Arc::new(config.managed_apps.clone()),
         instance: Arc::from(config.instance.as_str()),
         awake: Arc::new(AwakeCache::new(config.awake_ttl)),
     };
     let waker = Waker::new(deps.clone(), config.wake_timeout);
-    let scheduler = Arc::new(Scheduler::new(deps, config.scheduler_calls_per_minute));
+    let scheduler = Arc::new(
+        Scheduler::new(deps, config.scheduler_calls_per_minute).with_dry_run(config.dry_run),
+    );
     Ok(Gateway {
         waker,
         scheduler,

@@ -5,24 +5,35 @@
 //! - this module: [`Config`] and its reading from the environment;
 //! - [`env`](mod@env), the environment reader;
 //! - [`rules`], `paastis.yml`;
+//! - [`scope`], which apps are managed (`PAASTIS_MANAGED_APPS`,
+//!   `REGISTRY_IGNORED_APPS`);
+//! - [`schedule`], when the scheduler runs (an interval or Paastis's cron);
+//! - [`paastis`], the Node.js Paastis's variables that are refused or have
+//!   no effect here;
 //! - [`error`], [`ConfigError`].
 
 pub mod env;
 pub mod error;
+pub mod paastis;
 pub mod rules;
+pub mod schedule;
+pub mod scope;
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use paastis_rules::{is_valid_app_name, AppRules, Strategy};
+use paastis_rules::{is_valid_app_name, AppRules, Strategy, APP_NAME_MIN};
 use url::Url;
 
 pub use env::{env_from_map, Env};
 use error::env_error;
 pub use error::ConfigError;
+pub use paastis::{IgnoredVar, KNOWN_REGIONS};
 pub use rules::parse_rules;
+pub use schedule::{CronSchedule, PassSchedule};
+pub use scope::{AppScope, ManagedApps, Unmanaged};
 
 pub use crate::hooks::Hooks;
 pub use crate::registry::DEFAULT_MAX_IDLE_MINUTES;
@@ -69,19 +80,31 @@ pub enum LogFormat {
 pub struct Config {
     pub listen: SocketAddr,
     pub scalingo: ScalingoConfig,
+    /// The variable that named `scalingo.regions`, for errors about them.
+    pub regions_var: &'static str,
     pub rules: AppRules,
     pub rules_file: Option<PathBuf>,
     /// Apps the gateway routes but never scales (Paastis's
     /// `REGISTRY_IGNORED_APPS`).
     pub ignored_apps: BTreeSet<String>,
+    /// `PAASTIS_MANAGED_APPS`: apps not matching it are left alone like
+    /// ignored ones (see [`scope`]).
+    pub managed_apps: ManagedApps,
+    /// `PAASTIS_DRY_RUN`: the scheduler records `would_pause` events and
+    /// scales nothing.
+    pub dry_run: bool,
     pub registry: RegistryKind,
     /// Upper bound on how long a wake request waits for its apps to run.
     pub wake_timeout: Duration,
     /// How long the sidecar trusts that an app it saw running still runs,
     /// before it checks again with Scalingo.
     pub awake_ttl: Duration,
-    /// Period of the idle scheduler's passes.
+    /// Period of the idle scheduler's passes; with a cron expression, the
+    /// gap between its next two times (for display: `scheduler_schedule`
+    /// is what the scheduler follows).
     pub scheduler_interval: Duration,
+    /// When the scheduler runs its passes.
+    pub scheduler_schedule: PassSchedule,
     /// Pace of the scheduler's Scalingo calls (Scalingo allows 60 a minute
     /// per token).
     pub scheduler_calls_per_minute: u32,
@@ -90,6 +113,11 @@ pub struct Config {
     pub admin: Option<AdminConfig>,
     pub log_format: LogFormat,
     pub hooks: Hooks,
+    /// What is accepted but probably not what was meant (printed at start
+    /// and by `check-config`).
+    pub warnings: Vec<String>,
+    /// Paastis variables that are set but have no effect here.
+    pub ignored_vars: Vec<IgnoredVar>,
 }
 
 impl Config {
@@ -100,6 +128,8 @@ impl Config {
     }
 
     pub fn from_env(env: &Env<'_>) -> Result<Self, ConfigError> {
+        paastis::check_provider(env)?;
+        let mut warnings = Vec::new();
         let listen = match env.first(&["PAASTIS_LISTEN"]) {
             None => SocketAddr::from(([127, 0, 0, 1], 7070)),
             Some((name, v)) => v.parse().map_err(|_| {
@@ -123,9 +153,11 @@ impl Config {
                 _ => return Err(env_error(name, format!("{v:?} is not an http(s) URL"))),
             },
         };
+        let mut regions_var = "PROVIDER_SCALINGO_REGIONS";
         let regions = match env.first(&["PROVIDER_SCALINGO_REGIONS", "PROVIDER_REGION"]) {
             None => None,
             Some((name, v)) => {
+                regions_var = name;
                 let list: Vec<String> = v
                     .split(',')
                     .map(|s| s.trim().to_owned())
@@ -152,6 +184,14 @@ impl Config {
             Some((name, v)) => {
                 let mut set = BTreeSet::new();
                 for app in v.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+                    if app.len() < APP_NAME_MIN && is_valid_app_name(&format!("{app}{}", "0".repeat(APP_NAME_MIN))) {
+                        // Too short to be an app (Paastis accepted it): it
+                        // matches nothing, so ignoring it changes nothing.
+                        warnings.push(format!(
+                            "{name}: {app:?} cannot be a Scalingo app name (at least {APP_NAME_MIN} characters): it ignores no app"
+                        ));
+                        continue;
+                    }
                     if !is_valid_app_name(app) {
                         return Err(env_error(
                             name,
@@ -162,6 +202,20 @@ impl Config {
                 }
                 set
             }
+        };
+        let managed_apps = match env.first(&["PAASTIS_MANAGED_APPS"]) {
+            None => ManagedApps::all(),
+            Some((name, v)) => ManagedApps::matching(&v).map_err(|e| {
+                env_error(name, format!("{v:?} is not a regular expression: {e}"))
+            })?,
+        };
+        let dry_run = match env.first(&["PAASTIS_DRY_RUN"]) {
+            None => false,
+            Some((name, v)) => match v.to_ascii_lowercase().as_str() {
+                "true" | "1" | "yes" => true,
+                "false" | "0" | "no" => false,
+                _ => return Err(env_error(name, format!("{v:?} is not true or false"))),
+            },
         };
 
         let registry = match env.first(&["REGISTRY_TYPE"]) {
@@ -199,7 +253,26 @@ impl Config {
                 ));
             }
         };
-        let scheduler_interval = env.secs(&["PAASTIS_SCHEDULER_INTERVAL"], 60, 86_400)?;
+        let (scheduler_interval, scheduler_schedule) =
+            match env.first(&["START_AND_STOP_CHECKING_INTERVAL_CRON"]) {
+                None => {
+                    let every = env.secs(&["PAASTIS_SCHEDULER_INTERVAL"], 60, 86_400)?;
+                    (every, PassSchedule::Every(every))
+                }
+                Some((name, expr)) => {
+                    if env.first(&["PAASTIS_SCHEDULER_INTERVAL"]).is_some() {
+                        return Err(env_error(
+                            name,
+                            "and PAASTIS_SCHEDULER_INTERVAL are both set: keep one",
+                        ));
+                    }
+                    let cron = CronSchedule::parse(&expr).map_err(|e| env_error(name, e))?;
+                    let period = cron
+                        .period_after(&chrono::Local::now())
+                        .unwrap_or(Duration::from_secs(60));
+                    (period, PassSchedule::Cron(cron))
+                }
+            };
         let scheduler_calls_per_minute = env.count(
             "PAASTIS_SCALINGO_CALLS_PER_MINUTE",
             DEFAULT_CALLS_PER_MINUTE,
@@ -262,6 +335,7 @@ impl Config {
             &[
                 "PAASTIS_WAKE_TIMEOUT",
                 "PROVIDER_SCALINGO_OPERATION_TIMEOUT",
+                "SCALINGO_OPERATION_TIMEOUT",
             ],
             60,
             600,
@@ -317,19 +391,33 @@ impl Config {
                 request_timeout,
                 user_agent: concat!("paastis-gateway/", env!("CARGO_PKG_VERSION")).to_owned(),
             },
+            regions_var,
             rules,
             rules_file,
             ignored_apps,
+            managed_apps,
+            dry_run,
             registry,
             wake_timeout,
             awake_ttl,
             scheduler_interval,
+            scheduler_schedule,
             scheduler_calls_per_minute,
             instance,
             admin,
             log_format,
             hooks,
+            warnings,
+            ignored_vars: paastis::ignored_vars(env),
         })
+    }
+
+    /// Which apps this configuration manages.
+    pub fn scope(&self) -> AppScope<'_> {
+        AppScope {
+            ignored: &self.ignored_apps,
+            managed: &self.managed_apps,
+        }
     }
 }
 

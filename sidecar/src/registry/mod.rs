@@ -140,6 +140,8 @@ pub enum EventKind {
     Woken { duration_ms: u64 },
     WakeFailed { error: String },
     Paused { formation: Vec<(String, u32)> },
+    /// Dry run (`PAASTIS_DRY_RUN`): the scheduler would have paused it.
+    WouldPause { max_idle_minutes: u64 },
     Forgotten,
 }
 

@@ -27,7 +27,13 @@
 //! `START_AND_STOP_MAX_IDLE_TIME` (default 15). `0` means "never pause
 //! automatically": an app matched by such a rule is kept running, which is the
 //! safe reading of a value that would otherwise stop an app under its users.
-//! Ignored apps are never touched.
+//! Unmanaged apps (`REGISTRY_IGNORED_APPS`, or not matching
+//! `PAASTIS_MANAGED_APPS`) are never discovered nor touched.
+//!
+//! Dry run (`PAASTIS_DRY_RUN=true`): a pass discovers and forgets as usual
+//! (registry only) but, instead of pausing an idle app, records a
+//! `would_pause` event and scales nothing. The admin API's explicit pause
+//! still pauses: it is an operator's decision, not the scheduler's.
 //!
 //! The decisions of a pass are pure ([`plan::plan_pass`]); this module
 //! carries them out ([`Scheduler::pass`]) and paces the calls ([`pacer`]).
@@ -46,6 +52,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::clock::now_ms;
+use crate::config::{PassSchedule, Unmanaged};
 use crate::deps::Deps;
 use crate::hooks::Hook;
 use crate::platform::{ScaleOutcome, ScalingoError};
@@ -69,8 +76,8 @@ pub enum PassError {
 /// Why an app could not be paused on request.
 #[derive(Debug, Error)]
 pub enum PauseError {
-    #[error("{0:?} is in REGISTRY_IGNORED_APPS: the gateway never scales it")]
-    Ignored(String),
+    #[error("{0:?} is {1}: the gateway never scales it")]
+    Ignored(String, Unmanaged),
     #[error("no app named {0:?} in any region")]
     UnknownApp(String),
     #[error(transparent)]
@@ -90,6 +97,8 @@ pub struct PassReport {
     pub discovered: Vec<String>,
     pub forgotten: Vec<String>,
     pub paused: Vec<String>,
+    /// Dry run: the idle apps a pass would have paused.
+    pub would_pause: Vec<String>,
     /// Apps that could not be paused, with why.
     pub failed: Vec<(String, String)>,
 }
@@ -100,6 +109,8 @@ pub struct Scheduler {
     pacer: Pacer,
     /// The last pass failed on the registry.
     registry_failed: AtomicBool,
+    /// `PAASTIS_DRY_RUN`: passes record `would_pause` and scale nothing.
+    dry_run: bool,
 }
 
 impl Scheduler {
@@ -110,7 +121,14 @@ impl Scheduler {
             deps,
             pacer: Pacer::per_minute(calls_per_minute),
             registry_failed: AtomicBool::new(false),
+            dry_run: false,
         }
+    }
+
+    /// In dry run, passes record `would_pause` events instead of pausing.
+    pub fn with_dry_run(mut self, dry_run: bool) -> Self {
+        self.dry_run = dry_run;
+        self
     }
 
     /// One pass at `now` (ms since the epoch). Nothing is paused when the
@@ -198,7 +216,7 @@ impl Scheduler {
         // One pipelined read of the whole registry, not a round trip per
         // app listed by the platform.
         let known = deps.registry.list().await?;
-        let plan = plan_pass(&listing, &known, &deps.rules, &deps.ignored, now);
+        let plan = plan_pass(&listing, &known, &deps.rules, deps.scope(), now);
 
         for (app, meta) in plan.discover {
             deps.registry.register(&app, meta, now).await?;
@@ -228,6 +246,18 @@ impl Scheduler {
                 if !is_idle(fresh.last_access_ms, now, candidate.max_idle_minutes) {
                     continue;
                 }
+            }
+            if self.dry_run {
+                info!(%app, region = %candidate.region, "would pause (dry run)");
+                deps.record(
+                    &app,
+                    EventKind::WouldPause {
+                        max_idle_minutes: candidate.max_idle_minutes,
+                    },
+                )
+                .await;
+                report.would_pause.push(app);
+                continue;
             }
             match self.pause(&app, &candidate.region).await {
                 Ok(formation) => {
@@ -270,8 +300,8 @@ impl Scheduler {
     /// Returns its region and the formation that the next wake restores.
     pub async fn pause_now(&self, app: &str) -> Result<(String, Vec<(String, u32)>), PauseError> {
         let deps = &self.deps;
-        if deps.is_ignored(app) {
-            return Err(PauseError::Ignored(app.to_owned()));
+        if let Some(why) = deps.scope().unmanaged(app) {
+            return Err(PauseError::Ignored(app.to_owned(), why));
         }
         let region = deps
             .platform
@@ -324,11 +354,15 @@ impl Scheduler {
         }
     }
 
-    /// Runs a pass every `interval` until `stop` is cancelled (a pass under
-    /// way is dropped then; its lease expires).
-    pub async fn run(self: Arc<Self>, interval: Duration, stop: CancellationToken) {
-        let mut ticker = tokio::time::interval(interval);
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    /// Runs a pass at each tick of `schedule` (a period, or a cron
+    /// expression) until `stop` is cancelled (a pass under way is dropped
+    /// then; its lease expires).
+    pub async fn run(
+        self: Arc<Self>,
+        schedule: impl Into<PassSchedule>,
+        stop: CancellationToken,
+    ) {
+        let mut ticker = schedule.into().ticks();
         loop {
             tokio::select! {
                 _ = stop.cancelled() => return,
@@ -342,6 +376,7 @@ impl Scheduler {
                 Ok(r) if r.skipped => {}
                 Ok(r) => info!(
                     paused = r.paused.len(),
+                    would_pause = r.would_pause.len(),
                     discovered = r.discovered.len(),
                     forgotten = r.forgotten.len(),
                     failed = r.failed.len(),

@@ -9,12 +9,16 @@
 //!   forgotten (someone else stopped it);
 //! - a running app last accessed at least its max idle time ago is paused,
 //!   oldest first. Max idle `0` (or a name the rules cannot resolve) means
-//!   never; ignored apps are never touched.
+//!   never;
+//! - unmanaged apps (ignored, or not matching `PAASTIS_MANAGED_APPS`) are
+//!   never discovered, forgotten nor paused, even when the registry knows
+//!   them (registered before the setting changed).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use paastis_rules::AppRules;
 
+use crate::config::AppScope;
 use crate::platform::{ContainerAmount, ContainerType};
 use crate::registry::{AppMeta, AppRecord};
 
@@ -68,13 +72,13 @@ pub fn plan_pass(
     listing: &Listing,
     known: &[AppRecord],
     rules: &AppRules,
-    ignored: &BTreeSet<String>,
+    scope: AppScope<'_>,
     now_ms: u64,
 ) -> PassPlan {
     let records: BTreeMap<&str, &AppRecord> = known.iter().map(|r| (r.app.as_str(), r)).collect();
     let mut plan = PassPlan::default();
     for (app, listed) in listing {
-        if ignored.contains(app) {
+        if !scope.is_managed(app) {
             continue;
         }
         match (records.get(app.as_str()), listed.running) {
@@ -97,7 +101,7 @@ pub fn plan_pass(
     }
     let mut idle: Vec<&AppRecord> = known
         .iter()
-        .filter(|r| r.last_access_ms <= now_ms && !ignored.contains(&r.app))
+        .filter(|r| r.last_access_ms <= now_ms && scope.is_managed(&r.app))
         .collect();
     idle.sort_by(|a, b| (a.last_access_ms, &a.app).cmp(&(b.last_access_ms, &b.app)));
     for record in idle {
@@ -139,7 +143,20 @@ pub fn pause_changes(formation: &[ContainerType]) -> (Vec<(String, u32)>, Vec<Co
 mod tests {
     use std::path::Path;
 
+    use std::collections::BTreeSet;
+
     use super::*;
+    use crate::config::ManagedApps;
+
+    static NOTHING_IGNORED: BTreeSet<String> = BTreeSet::new();
+    static EVERY_APP: ManagedApps = ManagedApps::all();
+
+    fn all() -> AppScope<'static> {
+        AppScope {
+            ignored: &NOTHING_IGNORED,
+            managed: &EVERY_APP,
+        }
+    }
 
     const MINUTE: u64 = 60_000;
     const NOW: u64 = 1_000 * MINUTE;
@@ -188,7 +205,7 @@ mod tests {
             &listing(&[("shop-front", true), ("stopped-new", false)]),
             &[],
             &rules(),
-            &BTreeSet::new(),
+            all(),
             NOW,
         );
         assert_eq!(
@@ -214,7 +231,7 @@ mod tests {
                 record("paused-by-us", 60, &[("web", 2)]),
             ],
             &rules(),
-            &BTreeSet::new(),
+            all(),
             NOW,
         );
         assert_eq!(plan.forget, ["stopped-by-hand"]);
@@ -241,7 +258,7 @@ mod tests {
             ]),
             &known,
             &rules(),
-            &BTreeSet::new(),
+            all(),
             NOW,
         );
         assert_eq!(names(&plan.pause), ["older-app", "idle-app", "quick-app"]);
@@ -252,13 +269,14 @@ mod tests {
     #[test]
     fn ignored_apps_and_future_accesses_are_left_alone() {
         let ignored: BTreeSet<String> = ["idle-app".to_owned(), "new-app".to_owned()].into();
+        let everything = ManagedApps::all();
         let mut future = record("future-app", 0, &[]);
         future.last_access_ms = NOW + MINUTE;
         let plan = plan_pass(
             &listing(&[("idle-app", true), ("new-app", true), ("future-app", true)]),
             &[record("idle-app", 60, &[]), future],
             &rules(),
-            &ignored,
+            AppScope { ignored: &ignored, managed: &everything },
             NOW,
         );
         assert_eq!(plan, PassPlan::default());
@@ -294,5 +312,56 @@ mod tests {
                 ContainerAmount::new("worker", 0)
             ]
         );
+    }
+}
+
+#[cfg(test)]
+mod scope_tests {
+    use std::collections::BTreeSet;
+    use std::path::Path;
+
+    use super::*;
+    use crate::config::ManagedApps;
+
+    const MINUTE: u64 = 60_000;
+    const NOW: u64 = 1_000 * MINUTE;
+
+    #[test]
+    fn apps_not_matching_managed_apps_are_never_discovered_forgotten_nor_paused() {
+        let rules = crate::config::parse_rules(Path::new("paastis.yml"), "", 15).expect("rules");
+        let listing: Listing = [
+            ("review-pr1", true),
+            ("prod-api", true),
+            ("prod-front", true),
+            ("prod-old", false),
+        ]
+        .iter()
+        .map(|(name, running)| {
+            (
+                (*name).to_owned(),
+                Listed {
+                    region: "osc-fr1".to_owned(),
+                    running: *running,
+                },
+            )
+        })
+        .collect();
+        let idle = |app: &str| AppRecord {
+            last_access_ms: NOW - 60 * MINUTE,
+            ..AppRecord::blank(app)
+        };
+        // Registered before PAASTIS_MANAGED_APPS was set: still left alone.
+        let known = [idle("prod-front"), idle("prod-old"), idle("review-pr1")];
+        let ignored = BTreeSet::new();
+        let managed = ManagedApps::matching("review-.*").unwrap();
+        let scope = AppScope {
+            ignored: &ignored,
+            managed: &managed,
+        };
+        let plan = plan_pass(&listing, &known, &rules, scope, NOW);
+        assert!(plan.discover.is_empty(), "{plan:?}");
+        assert!(plan.forget.is_empty(), "{plan:?}");
+        let paused: Vec<&str> = plan.pause.iter().map(|c| c.app.as_str()).collect();
+        assert_eq!(paused, ["review-pr1"]);
     }
 }
