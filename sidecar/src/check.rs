@@ -401,6 +401,58 @@ mod tests {
     }
 
     #[test]
+    fn the_report_shows_scope_dry_run_warnings_and_ignored_variables() {
+        let (c, _d) = config(
+            "rules: []\n",
+            &[
+                ("PAASTIS_MANAGED_APPS", "review-.*"),
+                ("PAASTIS_DRY_RUN", "true"),
+                ("REGISTRY_IGNORED_APPS", "api"),
+                ("ROUTING_SYSTEM_API_TOKEN", "abcd-secret-1234"),
+                ("START_AND_STOP_CHECKING_INTERVAL_CRON", "*/5 * * * *"),
+            ],
+        );
+        let text = report(
+            &c,
+            &HostView::FirstLabel,
+            &["prod-front.example.com".into()],
+        );
+        for expected in [
+            "managed apps       names matching ^(?:review-.*)$ (PAASTIS_MANAGED_APPS)",
+            "scheduler          at cron \"*/5 * * * *\", 60 Scalingo calls a minute at most; DRY RUN: records would_pause, pauses nothing",
+            "warnings:\n  REGISTRY_IGNORED_APPS: \"api\" cannot be a Scalingo app name",
+            "ignored (Paastis variables with no effect here):\n  ROUTING_SYSTEM_API_TOKEN: ",
+            "app prod-front, region found by listing the regions, wakes with [], not managed (not matching PAASTIS_MANAGED_APPS): routed, never scaled",
+        ] {
+            assert!(text.contains(expected), "{expected}\n---\n{text}");
+        }
+        assert!(!text.contains("abcd-secret-1234"), "{text}");
+        let (c, _d) = config("rules: []\n", &[]);
+        let text = report(&c, &HostView::FirstLabel, &[]);
+        assert!(
+            text.contains(
+                "managed apps       every app the token can see, collaborations included"
+            ),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn regions_are_checked_offline_against_the_known_list() {
+        let (c, _d) = config("", &[("PROVIDER_REGION", "osc-fr-1")]);
+        let e = check_known_regions(&c).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "PROVIDER_REGION: \"osc-fr-1\" is not a Scalingo region (did you mean \"osc-fr1\"?); known regions: osc-fr1, osc-secnum-fr1"
+        );
+        let (c, _d) = config(
+            "",
+            &[("PROVIDER_SCALINGO_REGIONS", "osc-fr1,osc-secnum-fr1")],
+        );
+        assert!(check_known_regions(&c).is_ok());
+    }
+
+    #[test]
     fn a_bad_filter_config_names_the_field() {
         let err = HostView::from_filter_json(br#"{"sidecar_cluster": "s", "cache_ttl_ms": 0}"#)
             .err()

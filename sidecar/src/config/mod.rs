@@ -184,7 +184,9 @@ impl Config {
             Some((name, v)) => {
                 let mut set = BTreeSet::new();
                 for app in v.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-                    if app.len() < APP_NAME_MIN && is_valid_app_name(&format!("{app}{}", "0".repeat(APP_NAME_MIN))) {
+                    if app.len() < APP_NAME_MIN
+                        && is_valid_app_name(&format!("{app}{}", "0".repeat(APP_NAME_MIN)))
+                    {
                         // Too short to be an app (Paastis accepted it): it
                         // matches nothing, so ignoring it changes nothing.
                         warnings.push(format!(
@@ -205,9 +207,8 @@ impl Config {
         };
         let managed_apps = match env.first(&["PAASTIS_MANAGED_APPS"]) {
             None => ManagedApps::all(),
-            Some((name, v)) => ManagedApps::matching(&v).map_err(|e| {
-                env_error(name, format!("{v:?} is not a regular expression: {e}"))
-            })?,
+            Some((name, v)) => ManagedApps::matching(&v)
+                .map_err(|e| env_error(name, format!("{v:?} is not a regular expression: {e}")))?,
         };
         let dry_run = match env.first(&["PAASTIS_DRY_RUN"]) {
             None => false,
@@ -429,127 +430,4 @@ fn now_nanos() -> u128 {
 }
 
 #[cfg(test)]
-mod tests {
-    use std::collections::HashMap;
-
-    use super::*;
-
-    fn config(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
-        let map: HashMap<String, String> = vars
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        let get = env_from_map(&map);
-        Config::from_env(&Env::new(&get))
-    }
-
-    #[test]
-    fn defaults_with_a_token() {
-        let c = config(&[("PROVIDER_SCALINGO_API_TOKEN", "tk-us-abc")]).unwrap();
-        assert_eq!(c.listen.to_string(), "127.0.0.1:7070");
-        assert_eq!(c.scalingo.auth_url.as_str(), "https://auth.scalingo.com/");
-        assert_eq!(c.wake_timeout, Duration::from_secs(60));
-        assert_eq!(c.registry, RegistryKind::InMemory);
-        assert!(c.ignored_apps.is_empty());
-    }
-
-    #[test]
-    fn token_is_required_and_never_printed() {
-        let e = config(&[]).unwrap_err();
-        assert_eq!(
-            e.to_string(),
-            "PROVIDER_SCALINGO_API_TOKEN: is required (a Scalingo API token, tk-us-...)"
-        );
-        let c = config(&[("SCALINGO_API_TOKEN", "tk-us-secret-value")]).unwrap();
-        assert!(!format!("{c:?}").contains("secret-value"));
-    }
-
-    #[test]
-    fn env_errors_name_the_variable() {
-        let base = ("PROVIDER_SCALINGO_API_TOKEN", "tk-us-abc");
-        let cases = [
-            ("PAASTIS_LISTEN", "nowhere", "PAASTIS_LISTEN:"),
-            (
-                "REGISTRY_IGNORED_APPS",
-                "good-app,Bad_App",
-                "REGISTRY_IGNORED_APPS: \"Bad_App\"",
-            ),
-            ("REGISTRY_TYPE", "mongo", "REGISTRY_TYPE:"),
-            ("REGISTRY_TYPE", "redis", "REGISTRY_REDIS_URL: is required"),
-            (
-                "PAASTIS_SCHEDULER_INTERVAL",
-                "0",
-                "PAASTIS_SCHEDULER_INTERVAL:",
-            ),
-            (
-                "PAASTIS_SCALINGO_CALLS_PER_MINUTE",
-                "0",
-                "PAASTIS_SCALINGO_CALLS_PER_MINUTE:",
-            ),
-            (
-                "PAASTIS_ADMIN_TOKEN",
-                "short",
-                "PAASTIS_ADMIN_TOKEN: must be",
-            ),
-            ("PAASTIS_LOG_FORMAT", "xml", "PAASTIS_LOG_FORMAT:"),
-            ("HOOKS_TIMEOUT", "0", "HOOKS_TIMEOUT:"),
-            (
-                "START_AND_STOP_MAX_IDLE_TIME",
-                "soon",
-                "START_AND_STOP_MAX_IDLE_TIME:",
-            ),
-            ("PAASTIS_WAKE_TIMEOUT", "0", "PAASTIS_WAKE_TIMEOUT:"),
-            (
-                "PAASTIS_DEFAULT_STRATEGY",
-                "waiting-page",
-                "PAASTIS_DEFAULT_STRATEGY: \"waiting-page\" is not a strategy",
-            ),
-            (
-                "PROVIDER_SCALINGO_AUTH_URL",
-                "ftp://x",
-                "PROVIDER_SCALINGO_AUTH_URL:",
-            ),
-            (
-                "PROVIDER_SCALINGO_REGIONS",
-                "osc-fr1,OSC",
-                "PROVIDER_SCALINGO_REGIONS:",
-            ),
-            (
-                "PAASTIS_RULES_FILE",
-                "/nonexistent/paastis.yml",
-                "/nonexistent/paastis.yml: cannot read",
-            ),
-        ];
-        for (name, value, expected) in cases {
-            let e = config(&[base, (name, value)]).unwrap_err().to_string();
-            assert!(e.starts_with(expected), "{name}={value}: {e}");
-        }
-    }
-
-    #[test]
-    fn strategy_from_the_rules_and_the_environment() {
-        let text = "rules:\n  - pattern: '^shop-'\n    strategy: waiting_page\n  - pattern: '-api$'\n    strategy: blocking\n";
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("paastis.yml");
-        std::fs::write(&path, text).unwrap();
-        let file = path.to_str().unwrap();
-        let token = ("PROVIDER_SCALINGO_API_TOKEN", "tk-us-abc");
-        let c = config(&[token, ("PAASTIS_RULES_FILE", file)]).unwrap();
-        assert_eq!(c.rules.default_strategy(), Strategy::Blocking);
-        let strategy = |c: &Config, app: &str| c.rules.resolve(app).unwrap().strategy;
-        assert_eq!(strategy(&c, "shop-front"), Strategy::WaitingPage);
-        assert_eq!(strategy(&c, "shop-api"), Strategy::Blocking);
-        assert_eq!(strategy(&c, "blog-app"), Strategy::Blocking);
-        let c = config(&[
-            token,
-            ("PAASTIS_RULES_FILE", file),
-            ("PAASTIS_DEFAULT_STRATEGY", "waiting_page"),
-        ])
-        .unwrap();
-        assert_eq!(strategy(&c, "blog-app"), Strategy::WaitingPage);
-        assert_eq!(strategy(&c, "shop-api"), Strategy::Blocking);
-        // Without a rules file too.
-        let c = config(&[token, ("PAASTIS_DEFAULT_STRATEGY", "waiting_page")]).unwrap();
-        assert_eq!(strategy(&c, "blog-app"), Strategy::WaitingPage);
-    }
-}
+mod tests;

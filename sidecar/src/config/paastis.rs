@@ -44,10 +44,7 @@ const IGNORED: &[(&str, &str)] = &[
         "EVENTS_STORE_TYPE",
         "events are kept where REGISTRY_TYPE says (in memory or Redis)",
     ),
-    (
-        "PROVIDER_HEROKU_API_TOKEN",
-        "only Scalingo is supported",
-    ),
+    ("PROVIDER_HEROKU_API_TOKEN", "only Scalingo is supported"),
     (
         "PROVIDER_HEROKU_OPERATION_TIMEOUT",
         "only Scalingo is supported",
@@ -163,8 +160,9 @@ mod tests {
             ("PROVIDER_SCALINGO_API_TOKEN", "tk-us-x"),
             ("EVENTS_STORE_TYPE", " "),
         ];
-        let names: Vec<&str> =
-            with_env(&vars, |env| ignored_vars(env).iter().map(|v| v.name).collect());
+        let names: Vec<&str> = with_env(&vars, |env| {
+            ignored_vars(env).iter().map(|v| v.name).collect()
+        });
         assert_eq!(
             names,
             ["ROUTING_SYSTEM_API_ENABLED", "ROUTING_SYSTEM_API_TOKEN"],

@@ -357,11 +357,7 @@ impl Scheduler {
     /// Runs a pass at each tick of `schedule` (a period, or a cron
     /// expression) until `stop` is cancelled (a pass under way is dropped
     /// then; its lease expires).
-    pub async fn run(
-        self: Arc<Self>,
-        schedule: impl Into<PassSchedule>,
-        stop: CancellationToken,
-    ) {
+    pub async fn run(self: Arc<Self>, schedule: impl Into<PassSchedule>, stop: CancellationToken) {
         let mut ticker = schedule.into().ticks();
         loop {
             tokio::select! {
@@ -390,5 +386,7 @@ impl Scheduler {
     }
 }
 
+#[cfg(test)]
+mod scope_tests;
 #[cfg(test)]
 mod tests;

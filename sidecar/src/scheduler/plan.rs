@@ -276,7 +276,10 @@ mod tests {
             &listing(&[("idle-app", true), ("new-app", true), ("future-app", true)]),
             &[record("idle-app", 60, &[]), future],
             &rules(),
-            AppScope { ignored: &ignored, managed: &everything },
+            AppScope {
+                ignored: &ignored,
+                managed: &everything,
+            },
             NOW,
         );
         assert_eq!(plan, PassPlan::default());
