@@ -50,6 +50,13 @@ pub fn report(config: &Config, hosts: &HostView, samples: &[String]) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "configuration: ok");
     let _ = writeln!(out, "  listen             {}", config.listen);
+    if let Some(file) = &config.env_file {
+        let _ = writeln!(
+            out,
+            "  environment file   {} (the process environment wins)",
+            file.display()
+        );
+    }
     let _ = writeln!(out, "  scalingo token     [set, not shown]");
     let _ = writeln!(out, "  auth url           {}", config.scalingo.auth_url);
     let regions = match &config.scalingo.regions {

@@ -3,7 +3,8 @@
 //! error names the file, rule and field, or the variable.
 //!
 //! - this module: [`Config`] and its reading from the environment;
-//! - [`env`](mod@env), the environment reader;
+//! - [`env`](mod@env), the environment reader, and [`dotenv`], the `.env`
+//!   file of the working directory (as Paastis read it);
 //! - [`rules`], `paastis.yml`;
 //! - [`scope`], which apps are managed (`PAASTIS_MANAGED_APPS`,
 //!   `REGISTRY_IGNORED_APPS`);
@@ -12,6 +13,7 @@
 //!   no effect here;
 //! - [`error`], [`ConfigError`].
 
+pub mod dotenv;
 pub mod env;
 pub mod error;
 pub mod paastis;
@@ -118,13 +120,24 @@ pub struct Config {
     pub warnings: Vec<String>,
     /// Paastis variables that are set but have no effect here.
     pub ignored_vars: Vec<IgnoredVar>,
+    /// The `.env` file read besides the process environment, if any.
+    pub env_file: Option<PathBuf>,
 }
 
 impl Config {
-    /// Reads the process environment.
+    /// Reads the process environment, then the `.env` file of the working
+    /// directory for what it does not set (as Paastis did with dotenv).
     pub fn from_process_env() -> Result<Self, ConfigError> {
-        let get = |name: &str| std::env::var(name).ok();
-        Self::from_env(&Env::new(&get))
+        let file = PathBuf::from(".env");
+        let dotenv = dotenv::read_env_file(&file)?;
+        let get = |name: &str| {
+            std::env::var(name)
+                .ok()
+                .or_else(|| dotenv.as_ref().and_then(|vars| vars.get(name).cloned()))
+        };
+        let mut config = Self::from_env(&Env::new(&get))?;
+        config.env_file = dotenv.is_some().then_some(file);
+        Ok(config)
     }
 
     pub fn from_env(env: &Env<'_>) -> Result<Self, ConfigError> {
@@ -219,6 +232,7 @@ impl Config {
             },
         };
 
+        let mut ignored_vars = paastis::ignored_vars(env);
         let registry = match env.first(&["REGISTRY_TYPE"]) {
             None => RegistryKind::InMemory,
             Some((_, v)) if v == "in-memory" || v == "memory" => RegistryKind::InMemory,
@@ -254,6 +268,20 @@ impl Config {
                 ));
             }
         };
+        if registry == RegistryKind::InMemory {
+            for name in [
+                "REGISTRY_REDIS_URL",
+                "REDIS_URL",
+                "REGISTRY_REDIS_KEY_PREFIX",
+            ] {
+                if env.first(&[name]).is_some() {
+                    ignored_vars.push(IgnoredVar {
+                        name,
+                        why: "REGISTRY_TYPE is in-memory: Redis is not used",
+                    });
+                }
+            }
+        }
         let (scheduler_interval, scheduler_schedule) =
             match env.first(&["START_AND_STOP_CHECKING_INTERVAL_CRON"]) {
                 None => {
@@ -409,7 +437,8 @@ impl Config {
             log_format,
             hooks,
             warnings,
-            ignored_vars: paastis::ignored_vars(env),
+            ignored_vars,
+            env_file: None,
         })
     }
 
