@@ -3,6 +3,7 @@
 //! `START_AND_STOP_CHECKING_INTERVAL_CRON` expression.
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Local, TimeZone};
@@ -43,7 +44,8 @@ impl fmt::Display for PassSchedule {
 #[derive(Clone)]
 pub struct CronSchedule {
     expr: String,
-    cron: Cron,
+    /// Shared: the parsed expression is large and never changes.
+    cron: Arc<Cron>,
 }
 
 impl CronSchedule {
@@ -57,7 +59,7 @@ impl CronSchedule {
             .map_err(|e| format!("{expr:?} is not a cron expression: {e}"))?;
         let schedule = Self {
             expr: expr.to_owned(),
-            cron,
+            cron: Arc::new(cron),
         };
         if schedule.next_after(&Local::now()).is_none() {
             return Err(format!("{expr:?} never fires"));
