@@ -13,7 +13,8 @@
 //!
 //! Layering (no module imports one that imports it back): `clock`,
 //! `metrics`, `registry`, `scalingo` and `hooks` are leaves; `platform`
-//! sits on `scalingo`; `awake`, `activity` and `deps` on those; `wake` and
+//! and `config` sit on those; `awake`, `activity` and `deps` on those (`deps`
+//! asks `config` which apps are managed); `wake` and
 //! `scheduler` on `deps`; `server`, `waiting` and `admin` on top; this root
 //! only wires them ([`build`]).
 //!
