@@ -11,6 +11,11 @@
 //! accesses go to the [`registry`] ([`activity`]); the [`scheduler`] pauses
 //! idle apps. What they share is one [`deps::Deps`].
 //!
+//! Dependencies: the sidecar speaks to the filter only through
+//! `paastis-api` and reads the filter's configuration through
+//! `paastis-filter-config`; it must not depend on the filter crate nor on
+//! proxy-wasm.
+//!
 //! Layering (no module imports one that imports it back): `clock`,
 //! `metrics`, `registry`, `scalingo` and `hooks` are leaves; `platform`
 //! and `config` sit on those; `awake`, `activity` and `deps` on those (`deps`
@@ -24,6 +29,7 @@
 pub mod activity;
 pub mod admin;
 pub mod awake;
+pub mod budget;
 pub mod check;
 pub mod clock;
 pub mod config;
