@@ -48,6 +48,8 @@ use std::sync::Arc;
 
 use activity::ActivityBuffer;
 use awake::AwakeCache;
+use budget::redis::RedisBudgetStore;
+use budget::{Budget, BudgetConfig, BudgetError, Priority};
 use config::{Config, RegistryKind};
 use deps::Deps;
 use hooks::HookRunner;
@@ -55,7 +57,7 @@ use registry::lazy::LazyRedis;
 use registry::{
     Coordinator, EventLog, InMemoryCoordinator, InMemoryEventLog, InMemoryRegistry, Registry,
 };
-use scalingo::ScalingoClient;
+use scalingo::{ScalingoClient, ScalingoTuning};
 use scheduler::Scheduler;
 use wake::Waker;
 
@@ -72,17 +74,21 @@ pub struct Gateway {
 /// the waker and the scheduler.
 pub async fn build(config: &Config) -> Result<Gateway, String> {
     let metrics = Arc::new(metrics::Metrics::new());
-    let client = ScalingoClient::new(config.scalingo.clone()).map_err(|e| e.to_string())?;
-    client.set_metrics(metrics.clone());
-    let (registry, coordinator, events): (
+    let budget_config = BudgetConfig {
+        expected_instances: config.gateway_instances,
+        ..BudgetConfig::new(config.scheduler_calls_per_minute)
+    };
+    let (registry, coordinator, events, budget): (
         Arc<dyn Registry>,
         Arc<dyn Coordinator>,
         Arc<dyn EventLog>,
+        Result<Budget, BudgetError>,
     ) = match &config.registry {
         RegistryKind::InMemory => (
             Arc::new(InMemoryRegistry::new()),
             Arc::new(InMemoryCoordinator::new()),
             Arc::new(InMemoryEventLog::new(EVENTS_CAPACITY)),
+            Budget::in_memory(budget_config),
         ),
         RegistryKind::Redis { url, prefix } => {
             // Started even while Redis is down: wakes must not depend on it.
@@ -91,11 +97,19 @@ pub async fn build(config: &Config) -> Result<Gateway, String> {
                     .await
                     .map_err(|e| e.to_string())?,
             );
-            (store.clone(), store.clone(), store)
+            // One API budget for every instance sharing this Redis.
+            let budget =
+                Budget::shared(budget_config, RedisBudgetStore::new(store.clone(), prefix));
+            (store.clone(), store.clone(), store, budget)
         }
     };
+    let budget = Arc::new(budget.map_err(|e| e.to_string())?);
+    let client =
+        ScalingoClient::with_budget(config.scalingo.clone(), ScalingoTuning::default(), budget)
+            .map_err(|e| e.to_string())?;
+    client.set_metrics(metrics.clone());
     let deps = Deps {
-        platform: Arc::new(client),
+        platform: Arc::new(client.clone()),
         activity: Arc::new(ActivityBuffer::new(registry.clone(), metrics.clone())),
         registry,
         coordinator,
@@ -109,8 +123,14 @@ pub async fn build(config: &Config) -> Result<Gateway, String> {
         awake: Arc::new(AwakeCache::new(config.awake_ttl)),
     };
     let waker = Waker::new(deps.clone(), config.wake_timeout);
+    // The scheduler takes only what wakes leave of the budget.
+    let scheduler_deps = Deps {
+        platform: Arc::new(client.with_priority(Priority::Background)),
+        ..deps
+    };
     let scheduler = Arc::new(
-        Scheduler::new(deps, config.scheduler_calls_per_minute).with_dry_run(config.dry_run),
+        Scheduler::new(scheduler_deps, config.scheduler_calls_per_minute)
+            .with_dry_run(config.dry_run),
     );
     Ok(Gateway {
         waker,
