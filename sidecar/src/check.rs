@@ -426,7 +426,8 @@ mod tests {
         );
         for expected in [
             "managed apps       names matching ^(?:review-.*)$ (PAASTIS_MANAGED_APPS)",
-            "scheduler          at cron \"*/5 * * * *\", 60 Scalingo calls a minute at most; DRY RUN: records would_pause, pauses nothing",
+            "scheduler          at cron \"*/5 * * * *\", ",
+            " Scalingo calls a minute at most; DRY RUN: records would_pause, pauses nothing",
             "warnings:\n  REGISTRY_IGNORED_APPS: \"api\" cannot be a Scalingo app name",
             "ignored (Paastis variables with no effect here):\n  ROUTING_SYSTEM_API_TOKEN: ",
             "app prod-front, region found by listing the regions, wakes with [], not managed (not matching PAASTIS_MANAGED_APPS): routed, never scaled",
