@@ -49,7 +49,7 @@ use std::sync::Arc;
 use activity::ActivityBuffer;
 use awake::AwakeCache;
 use budget::redis::RedisBudgetStore;
-use budget::{Budget, BudgetConfig, BudgetError, Priority};
+use budget::{Budget, BudgetConfig, Priority};
 use config::{Config, RegistryKind};
 use deps::Deps;
 use hooks::HookRunner;
@@ -70,26 +70,24 @@ pub struct Gateway {
     pub metrics: Arc<metrics::Metrics>,
 }
 
-/// Builds the client, the registry (connecting to Redis when configured),
-/// the waker and the scheduler.
-pub async fn build(config: &Config) -> Result<Gateway, String> {
-    let metrics = Arc::new(metrics::Metrics::new());
-    let budget_config = BudgetConfig {
-        expected_instances: config.gateway_instances,
-        ..BudgetConfig::new(config.scheduler_calls_per_minute)
-    };
-    let (registry, coordinator, events, budget): (
-        Arc<dyn Registry>,
-        Arc<dyn Coordinator>,
-        Arc<dyn EventLog>,
-        Result<Budget, BudgetError>,
-    ) = match &config.registry {
-        RegistryKind::InMemory => (
-            Arc::new(InMemoryRegistry::new()),
-            Arc::new(InMemoryCoordinator::new()),
-            Arc::new(InMemoryEventLog::new(EVENTS_CAPACITY)),
-            Budget::in_memory(budget_config),
-        ),
+/// What the instances of a gateway share: the registry, its coordination,
+/// the event log, and the Scalingo API budget.
+struct Stores {
+    registry: Arc<dyn Registry>,
+    coordinator: Arc<dyn Coordinator>,
+    events: Arc<dyn EventLog>,
+    budget: Arc<Budget>,
+}
+
+/// In memory for one instance, or in Redis (connecting lazily) for several.
+async fn stores(kind: &RegistryKind, budget_config: BudgetConfig) -> Result<Stores, String> {
+    Ok(match kind {
+        RegistryKind::InMemory => Stores {
+            registry: Arc::new(InMemoryRegistry::new()),
+            coordinator: Arc::new(InMemoryCoordinator::new()),
+            events: Arc::new(InMemoryEventLog::new(EVENTS_CAPACITY)),
+            budget: Arc::new(Budget::in_memory(budget_config).map_err(|e| e.to_string())?),
+        },
         RegistryKind::Redis { url, prefix } => {
             // Started even while Redis is down: wakes must not depend on it.
             let store = Arc::new(
@@ -99,15 +97,50 @@ pub async fn build(config: &Config) -> Result<Gateway, String> {
             );
             // One API budget for every instance sharing this Redis.
             let budget =
-                Budget::shared(budget_config, RedisBudgetStore::new(store.clone(), prefix));
-            (store.clone(), store.clone(), store, budget)
+                Budget::shared(budget_config, RedisBudgetStore::new(store.clone(), prefix))
+                    .map_err(|e| e.to_string())?;
+            Stores {
+                registry: store.clone(),
+                coordinator: store.clone(),
+                events: store,
+                budget: Arc::new(budget),
+            }
         }
+    })
+}
+
+/// Builds the client, the registry (connecting to Redis when configured),
+/// the waker and the scheduler.
+pub async fn build(config: &Config) -> Result<Gateway, String> {
+    let metrics = Arc::new(metrics::Metrics::new());
+    let budget_config = BudgetConfig {
+        expected_instances: config.gateway_instances,
+        ..BudgetConfig::new(config.scheduler_calls_per_minute)
     };
-    let budget = Arc::new(budget.map_err(|e| e.to_string())?);
+    let Stores {
+        registry,
+        coordinator,
+        events,
+        budget,
+    } = stores(&config.registry, budget_config).await?;
     let client =
         ScalingoClient::with_budget(config.scalingo.clone(), ScalingoTuning::default(), budget)
             .map_err(|e| e.to_string())?;
     client.set_metrics(metrics.clone());
+    let budget = client.budget().clone();
+    metrics.on_scrape(move |m| {
+        let stats = budget.stats();
+        m.record_budget(&metrics::BudgetReading {
+            remaining: stats.remaining(),
+            spent: budget::Rank::ALL
+                .iter()
+                .map(|r| (r.as_str(), stats.spent(*r)))
+                .collect(),
+            exhausted: stats.exhausted(),
+            rate_limited: stats.rate_limited(),
+            store_failures: stats.store_failures(),
+        })
+    });
     let deps = Deps {
         platform: Arc::new(client.clone()),
         activity: Arc::new(ActivityBuffer::new(registry.clone(), metrics.clone())),
