@@ -260,6 +260,10 @@ impl Scheduler {
                 continue;
             }
             match self.pause(&app, &candidate.region).await {
+                // Nothing ran: the listing said running only because its
+                // entry lacked a status (Scalingo may leave it out), e.g.
+                // an app this gateway paused already. Not a pause.
+                Ok(formation) if formation.is_empty() => {}
                 Ok(formation) => {
                     deps.metrics.pause("paused");
                     info!(%app, region = %candidate.region, ?formation, "paused");
