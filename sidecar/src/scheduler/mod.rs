@@ -32,7 +32,8 @@
 //!
 //! Dry run (`PAASTIS_DRY_RUN=true`): a pass discovers and forgets as usual
 //! (registry only) but, instead of pausing an idle app, records a
-//! `would_pause` event and scales nothing. The admin API's explicit pause
+//! `would_pause` event (once per idle period and instance; the pass report
+//! lists it every time) and scales nothing. The admin API's explicit pause
 //! still pauses: it is an operator's decision, not the scheduler's.
 //!
 //! The decisions of a pass are pure ([`plan::plan_pass`]); this module
@@ -42,8 +43,9 @@ pub mod pacer;
 pub mod plan;
 
 use std::collections::BTreeMap;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use thiserror::Error;
@@ -111,6 +113,8 @@ pub struct Scheduler {
     registry_failed: AtomicBool,
     /// `PAASTIS_DRY_RUN`: passes record `would_pause` and scale nothing.
     dry_run: bool,
+    /// Dry run: the last access each app was reported idle at.
+    would_pause_seen: Mutex<HashMap<String, Option<u64>>>,
 }
 
 impl Scheduler {
@@ -122,6 +126,7 @@ impl Scheduler {
             pacer: Pacer::per_minute(calls_per_minute),
             registry_failed: AtomicBool::new(false),
             dry_run: false,
+            would_pause_seen: Mutex::new(HashMap::new()),
         }
     }
 
@@ -242,20 +247,27 @@ impl Scheduler {
                 return Ok(());
             }
             // Activity may have arrived since the registry was read.
+            let mut last_access_ms = None;
             if let Some(fresh) = deps.registry.get(&app).await? {
                 if !is_idle(fresh.last_access_ms, now, candidate.max_idle_minutes) {
                     continue;
                 }
+                last_access_ms = Some(fresh.last_access_ms);
             }
             if self.dry_run {
-                info!(%app, region = %candidate.region, "would pause (dry run)");
-                deps.record(
-                    &app,
-                    EventKind::WouldPause {
-                        max_idle_minutes: candidate.max_idle_minutes,
-                    },
-                )
-                .await;
+                // One event per idle period, not one a pass: the bounded
+                // event log must keep what else happened.
+                let first = self.would_pause_seen(&app, last_access_ms);
+                if first {
+                    info!(%app, region = %candidate.region, "would pause (dry run)");
+                    deps.record(
+                        &app,
+                        EventKind::WouldPause {
+                            max_idle_minutes: candidate.max_idle_minutes,
+                        },
+                    )
+                    .await;
+                }
                 report.would_pause.push(app);
                 continue;
             }
@@ -287,6 +299,16 @@ impl Scheduler {
             }
         }
         Ok(())
+    }
+
+    /// Dry run: whether `app`, idle since `last_access_ms`, is reported for
+    /// the first time in this idle period (per instance).
+    fn would_pause_seen(&self, app: &str, last_access_ms: Option<u64>) -> bool {
+        let mut seen = self
+            .would_pause_seen
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        seen.insert(app.to_owned(), last_access_ms) != Some(last_access_ms)
     }
 
     /// Every app the platform lists in the managed regions: name -> (region,

@@ -72,9 +72,33 @@ async fn a_dry_run_records_would_pause_and_scales_nothing() {
     assert_eq!(json["event"], "would_pause");
     assert_eq!(json["max_idle_minutes"], 15);
 
+    // The next pass reports it again but records no second event for the
+    // same idle period; once used and idle again, it does.
+    let report = scheduler.pass(NOW + MINUTE).await.unwrap();
+    assert_eq!(report.would_pause, ["idle-app"]);
+    let would_pause_events = |events: &[Event]| {
+        events
+            .iter()
+            .filter(|e| matches!(e.kind, EventKind::WouldPause { .. }))
+            .count()
+    };
+    assert_eq!(
+        would_pause_events(&deps.events.recent(20).await.unwrap()),
+        1
+    );
+    deps.registry
+        .touch(&["idle-app".to_owned()], NOW - 10 * MINUTE)
+        .await
+        .unwrap();
+    scheduler.pass(NOW + 10 * MINUTE).await.unwrap();
+    assert_eq!(
+        would_pause_events(&deps.events.recent(20).await.unwrap()),
+        2
+    );
+
     // The same scheduler without dry run pauses it.
     let scheduler = Scheduler::new(deps.clone(), 60);
-    let report = scheduler.pass(NOW).await.unwrap();
+    let report = scheduler.pass(NOW + 10 * MINUTE).await.unwrap();
     assert_eq!(report.paused, ["idle-app"]);
     assert_eq!(platform.formation_of("idle-app"), [("web".to_owned(), 0)]);
 }
