@@ -137,9 +137,19 @@ pub struct Event {
 pub enum EventKind {
     Registered,
     Discovered,
-    Woken { duration_ms: u64 },
-    WakeFailed { error: String },
-    Paused { formation: Vec<(String, u32)> },
+    Woken {
+        duration_ms: u64,
+    },
+    WakeFailed {
+        error: String,
+    },
+    Paused {
+        formation: Vec<(String, u32)>,
+    },
+    /// Dry run (`PAASTIS_DRY_RUN`): the scheduler would have paused it.
+    WouldPause {
+        max_idle_minutes: u64,
+    },
     Forgotten,
 }
 
