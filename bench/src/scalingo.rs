@@ -129,10 +129,13 @@ impl Instance {
                 .collect::<Vec<_>>()
                 .join("\n")
         };
+        if warnings.is_empty() && envoy.is_empty() {
+            return String::new();
+        }
         format!(
             "sidecar ({} warnings and errors, the last ones):\n{}\nenvoy:\n{}",
             warnings.len(),
-            last(&warnings, 12),
+            last(&warnings, 8),
             last(&envoy, 5)
         )
     }
@@ -675,6 +678,7 @@ async fn shared(plan: &Plan, dir: &Path) -> Result<Shared, String> {
         gateway
             .iter()
             .map(Instance::logs)
+            .filter(|l| !l.is_empty())
             .collect::<Vec<_>>()
             .join("\n")
     };
