@@ -878,6 +878,42 @@ async fn counters_count_every_call() {
 }
 
 #[tokio::test]
+async fn call_log_records_every_api_call_in_order() {
+    // A limit of 3 calls: the exchange and two reads; the third read is
+    // refused, and logged all the same.
+    let fake = FakeScalingo::start(FakeConfig {
+        rate_limit_per_minute: Some(3),
+        ..config(0)
+    })
+    .await
+    .expect("fake starts");
+    fake.add_app(FakeApp::web("log-app", FR, 1));
+    let started = Instant::now();
+    let jwt = exchange(&fake).await;
+    get(&fake, "/v1/apps", &jwt).await;
+    get(&fake, "/v1/apps/log-app", &jwt).await;
+    let refused = get(&fake, "/v1/apps/log-app/ps", &jwt).await;
+    assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
+    // Front-end requests are not API calls.
+    front(&fake, FR, "log-app.osc-fr1.scalingo.io", "/").await;
+
+    let log = fake.call_log();
+    let seen: Vec<(Endpoint, Option<&str>)> =
+        log.iter().map(|r| (r.endpoint, r.app.as_deref())).collect();
+    assert_eq!(
+        seen,
+        vec![
+            (Endpoint::Exchange, None),
+            (Endpoint::ListApps, None),
+            (Endpoint::GetApp, Some("log-app")),
+            (Endpoint::Ps, Some("log-app")),
+        ]
+    );
+    assert!(log.iter().all(|r| r.at >= started));
+    assert!(log.windows(2).all(|w| w[0].at <= w[1].at));
+}
+
+#[tokio::test]
 async fn rate_limit_answers_429_json() {
     // The exchange is one call of the budget: 1 + 5.
     let fake = FakeScalingo::start(FakeConfig {
