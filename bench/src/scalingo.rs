@@ -313,6 +313,20 @@ fn max_in_window(records: &[CallRecord], width: Duration) -> (usize, Option<Inst
     (best, at)
 }
 
+/// Polls `done` every 50 ms until it holds (`true`) or `within` passed.
+async fn wait_for(within: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        if done() {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 // ---- 1. one cold wake, 20 s boot ------------------------------------------
 
 struct ColdWake {
@@ -365,6 +379,18 @@ async fn cold_wake(plan: &Plan, dir: &Path) -> Result<ColdWake, String> {
         return Err(format!(
             "warm-up: {}\n{}",
             warm_up.error.unwrap_or_default(),
+            gateway.logs()
+        ));
+    }
+    // The scheduler's first pass runs at start (it lists the apps): the
+    // wake is measured once it is over, so that its calls are the wake's.
+    let pass_over = wait_for(Duration::from_secs(15), || {
+        gateway.sidecar.log().contains("scheduler pass")
+    })
+    .await;
+    if !pass_over {
+        return Err(format!(
+            "the sidecar's first scheduler pass did not end\n{}",
             gateway.logs()
         ));
     }
@@ -786,7 +812,11 @@ fn cold_report(plan: &Plan, wakes: &[ColdWake], body: &mut String, targets: &mut
                     w.answer.error.clone().unwrap_or_default()
                 },
                 f0(util::ms(w.answer.took)),
-                f0(w.overhead_ms()),
+                if served(&w.answer) {
+                    f0(w.overhead_ms())
+                } else {
+                    "–".to_owned()
+                },
                 describe(&w.calls),
                 describe(&w.other_calls),
                 format!("**{}**", w.calls_besides_exchange()),
@@ -825,17 +855,27 @@ fn cold_report(plan: &Plan, wakes: &[ColdWake], body: &mut String, targets: &mut
         f0(worst_calls),
         Some(worst_calls <= 6.0),
     ));
-    let overheads: Vec<f64> = wakes.iter().map(ColdWake::overhead_ms).collect();
+    let overheads: Vec<f64> = wakes
+        .iter()
+        .filter(|w| served(&w.answer))
+        .map(ColdWake::overhead_ms)
+        .collect();
+    let unserved = wakes.len() - overheads.len();
     let p50 = median(&overheads).unwrap_or(f64::NAN);
+    let measured = match (overheads.is_empty(), unserved) {
+        (true, _) => format!("none of {} wakes served by the app", wakes.len()),
+        (false, 0) => format!("{} ms", f0(p50)),
+        (false, n) => format!("{} ms ({n} of {} wakes not served)", f0(p50), wakes.len()),
+    };
     targets.push(Target::new(
         &format!(
             "one cold wake ({:.0} s boot): overhead beyond the boot at p50",
             plan.cold_boot.as_secs_f64()
         ),
         "< 250 ms",
-        format!("{} ms", f0(p50)),
-        // NaN (a wake not served) is a miss.
-        Some(p50 < 250.0),
+        measured,
+        // A wake the app did not answer is a miss.
+        Some(unserved == 0 && p50 < 250.0),
     ));
 }
 
