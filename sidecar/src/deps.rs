@@ -13,6 +13,7 @@ use tracing::warn;
 
 use crate::activity::ActivityBuffer;
 use crate::awake::AwakeCache;
+use crate::backoff::WakeBackoff;
 use crate::clock::now_ms;
 use crate::hooks::{HookRunner, Hooks};
 use crate::metrics::Metrics;
@@ -41,6 +42,8 @@ pub struct Deps {
     pub awake: Arc<AwakeCache>,
     /// Activity not written to the registry yet.
     pub activity: Arc<ActivityBuffer>,
+    /// Failed wakes and their back-off.
+    pub backoff: Arc<WakeBackoff>,
 }
 
 impl Deps {
@@ -62,6 +65,7 @@ impl Deps {
             ignored: Arc::new(BTreeSet::new()),
             instance: Arc::from("local"),
             awake: Arc::new(AwakeCache::new(awake_ttl)),
+            backoff: Arc::new(WakeBackoff::new()),
         }
     }
 

@@ -12,7 +12,8 @@
 //! idle apps. What they share is one [`deps::Deps`].
 //!
 //! Layering (no module imports one that imports it back): `clock`,
-//! `metrics`, `registry`, `scalingo` and `hooks` are leaves; `platform`
+//! `metrics`, `registry`, `scalingo` and `hooks` are leaves (`backoff` on
+//! `registry` and `clock`); `platform`
 //! sits on `scalingo`; `awake`, `activity` and `deps` on those; `wake` and
 //! `scheduler` on `deps`; `server`, `waiting` and `admin` on top; this root
 //! only wires them ([`build`]).
@@ -23,6 +24,7 @@
 pub mod activity;
 pub mod admin;
 pub mod awake;
+pub mod backoff;
 pub mod check;
 pub mod clock;
 pub mod config;
@@ -44,6 +46,8 @@ use awake::AwakeCache;
 use config::{Config, RegistryKind};
 use deps::Deps;
 use hooks::HookRunner;
+use platform::front::FrontProber;
+use platform::scalingo::ScalingoPlatform;
 use registry::lazy::LazyRedis;
 use registry::{
     Coordinator, EventLog, InMemoryCoordinator, InMemoryEventLog, InMemoryRegistry, Registry,
@@ -87,8 +91,9 @@ pub async fn build(config: &Config) -> Result<Gateway, String> {
             (store.clone(), store.clone(), store)
         }
     };
+    let front = FrontProber::new(config.front_urls.clone())?;
     let deps = Deps {
-        platform: Arc::new(client),
+        platform: Arc::new(ScalingoPlatform::new(client, front)),
         activity: Arc::new(ActivityBuffer::new(registry.clone(), metrics.clone())),
         registry,
         coordinator,
@@ -99,6 +104,7 @@ pub async fn build(config: &Config) -> Result<Gateway, String> {
         ignored: Arc::new(config.ignored_apps.clone()),
         instance: Arc::from(config.instance.as_str()),
         awake: Arc::new(AwakeCache::new(config.awake_ttl)),
+        backoff: Arc::new(backoff::WakeBackoff::new()),
     };
     let waker = Waker::new(deps.clone(), config.wake_timeout);
     let scheduler = Arc::new(Scheduler::new(deps, config.scheduler_calls_per_minute));

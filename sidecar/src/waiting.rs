@@ -47,8 +47,8 @@ enum Outcome {
     Pending,
     /// The target runs; the linked apps that did not wake.
     Woken { failed_links: Vec<String> },
-    /// The target did not wake.
-    Failed { code: ErrorCode },
+    /// The target did not wake, and why.
+    Failed { code: ErrorCode, reason: String },
 }
 
 #[derive(Debug, Clone)]
@@ -151,6 +151,7 @@ impl Waiting {
                         },
                         Err(e) => Outcome::Failed {
                             code: ErrorCode::from(&e),
+                            reason: e.reason(),
                         },
                     };
                     this.finish(&app, outcome);
@@ -201,10 +202,23 @@ impl Waiting {
             });
         }
         let ready = awake.is_some() && !apps.iter().any(|a| a.state == AppState::Waking);
-        let error = match (&outcome, apps.first().map(|a| a.state)) {
-            (Some(Outcome::Failed { code }), Some(AppState::Failed)) => Some(*code),
-            _ => None,
+        let (mut error, mut reason) = match (&outcome, apps.first().map(|a| a.state)) {
+            (Some(Outcome::Failed { code, reason }), Some(AppState::Failed)) => {
+                (Some(*code), Some(reason.clone()))
+            }
+            _ => (None, None),
         };
+        // A back-off (this instance's or another's) is a failure the page
+        // shows, not an app to wake again by reloading.
+        if let (Some(first), Some(target)) = (apps.first_mut(), set.first()) {
+            if first.state == AppState::Asleep {
+                if let Some(active) = waker.backoff(&target.name).await {
+                    first.state = AppState::Failed;
+                    error = Some(ErrorCode::WakeFailed);
+                    reason = Some(active.reason);
+                }
+            }
+        }
         let (region, upstream_host) = match awake.filter(|_| ready) {
             Some(a) => (Some(a.region), Some(a.upstream_host)),
             None => (None, None),
@@ -219,6 +233,7 @@ impl Waiting {
             upstream_host,
             apps,
             error,
+            reason,
         })
     }
 }
@@ -261,12 +276,14 @@ mod tests {
             "shop-front",
             Outcome::Failed {
                 code: ErrorCode::WakeFailed,
+                reason: "crashed".into(),
             },
         );
         assert!(matches!(
             w.outcome("shop-front"),
             Some(Outcome::Failed {
-                code: ErrorCode::WakeFailed
+                code: ErrorCode::WakeFailed,
+                ..
             })
         ));
         assert!(w.start("shop-front"), "a finished wake can start again");
@@ -297,6 +314,7 @@ mod tests {
                 state: AppState::Failed,
             }],
             error: Some(ErrorCode::WakeFailed),
+            reason: None,
         };
         assert_eq!(
             serde_json::to_value(&s).unwrap(),

@@ -25,6 +25,7 @@ pub use error::ConfigError;
 pub use rules::parse_rules;
 
 pub use crate::hooks::Hooks;
+pub use crate::platform::front::FrontUrls;
 pub use crate::registry::DEFAULT_MAX_IDLE_MINUTES;
 use crate::scalingo::{ScalingoConfig, Secret};
 
@@ -90,6 +91,10 @@ pub struct Config {
     pub admin: Option<AdminConfig>,
     pub log_format: LogFormat,
     pub hooks: Hooks,
+    /// Per-region base URLs of the app fronts probed for readiness
+    /// (`PAASTIS_FRONT_URLS=region=url,...`; default: the real
+    /// `https://APP.REGION.scalingo.io`).
+    pub front_urls: FrontUrls,
 }
 
 impl Config {
@@ -308,6 +313,11 @@ impl Config {
         }
         .with_default_strategy(default_strategy);
 
+        let front_urls = match env.first(&["PAASTIS_FRONT_URLS"]) {
+            None => FrontUrls::default(),
+            Some((name, v)) => FrontUrls::parse(&v).map_err(|e| env_error(name, e.to_string()))?,
+        };
+
         Ok(Self {
             listen,
             scalingo: ScalingoConfig {
@@ -329,6 +339,7 @@ impl Config {
             admin,
             log_format,
             hooks,
+            front_urls,
         })
     }
 }

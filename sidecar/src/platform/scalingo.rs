@@ -1,19 +1,34 @@
-//! [`Platform`] over the Scalingo API: each method delegates to the
-//! [`ScalingoClient`] method of the same name (caches, retries and polling
-//! stay the client's).
+//! [`Platform`] over the Scalingo API ([`ScalingoPlatform`]): each API
+//! method delegates to the [`ScalingoClient`] method of the same name
+//! (caches, retries and polling stay the client's); the front probe goes
+//! to the app's own domain ([`FrontProber`]), not to the API.
 
 use async_trait::async_trait;
 use tokio::time::Instant;
 
-use super::{ListedApp, Platform};
+use super::front::FrontProber;
+use super::{AutoscalerState, FrontProbe, ListedApp, OperationState, Platform};
 use crate::scalingo::{
-    ContainerAmount, ContainerType, ScaleOutcome, ScalingoClient, ScalingoError,
+    AppStatus, ContainerAmount, ContainerType, OperationStatus, ScaleOutcome, ScalingoClient,
+    ScalingoError,
 };
 
+/// The real platform: the Scalingo API and the apps' fronts.
+pub struct ScalingoPlatform {
+    client: ScalingoClient,
+    front: FrontProber,
+}
+
+impl ScalingoPlatform {
+    pub fn new(client: ScalingoClient, front: FrontProber) -> Self {
+        Self { client, front }
+    }
+}
+
 #[async_trait]
-impl Platform for ScalingoClient {
+impl Platform for ScalingoPlatform {
     async fn regions(&self) -> Result<Vec<String>, ScalingoError> {
-        Ok(ScalingoClient::regions(self)
+        Ok(ScalingoClient::regions(&self.client)
             .await?
             .into_iter()
             .map(|r| r.name)
@@ -21,7 +36,7 @@ impl Platform for ScalingoClient {
     }
 
     async fn list_apps(&self, region: &str) -> Result<Vec<ListedApp>, ScalingoError> {
-        Ok(ScalingoClient::list_apps(self, region)
+        Ok(ScalingoClient::list_apps(&self.client, region)
             .await?
             .into_iter()
             .map(|a| ListedApp {
@@ -32,7 +47,7 @@ impl Platform for ScalingoClient {
     }
 
     async fn locate(&self, app: &str) -> Result<Option<String>, ScalingoError> {
-        ScalingoClient::locate(self, app).await
+        ScalingoClient::locate(&self.client, app).await
     }
 
     async fn formation(
@@ -40,7 +55,7 @@ impl Platform for ScalingoClient {
         region: &str,
         app: &str,
     ) -> Result<Vec<ContainerType>, ScalingoError> {
-        ScalingoClient::formation(self, region, app).await
+        ScalingoClient::formation(&self.client, region, app).await
     }
 
     async fn scale(
@@ -49,7 +64,7 @@ impl Platform for ScalingoClient {
         app: &str,
         changes: &[ContainerAmount],
     ) -> Result<ScaleOutcome, ScalingoError> {
-        ScalingoClient::scale(self, region, app, changes).await
+        ScalingoClient::scale(&self.client, region, app, changes).await
     }
 
     async fn wait_operation(
@@ -59,7 +74,7 @@ impl Platform for ScalingoClient {
         operation_id: &str,
         deadline: Instant,
     ) -> Result<(), ScalingoError> {
-        ScalingoClient::wait_operation(self, region, app, operation_id, deadline)
+        ScalingoClient::wait_operation(&self.client, region, app, operation_id, deadline)
             .await
             .map(|_| ())
     }
@@ -70,6 +85,49 @@ impl Platform for ScalingoClient {
         app: &str,
         deadline: Instant,
     ) -> Result<(), ScalingoError> {
-        ScalingoClient::wait_web_running(self, region, app, deadline).await
+        ScalingoClient::wait_web_running(&self.client, region, app, deadline).await
+    }
+
+    async fn operation_state(
+        &self,
+        region: &str,
+        app: &str,
+        operation_id: &str,
+    ) -> Result<OperationState, ScalingoError> {
+        let op = self.client.operation(region, app, operation_id).await?;
+        Ok(match op.status {
+            OperationStatus::Done => OperationState::Done,
+            OperationStatus::Error => OperationState::Failed(
+                op.error
+                    .unwrap_or_else(|| format!("operation {operation_id} ended in error")),
+            ),
+            _ => OperationState::Running,
+        })
+    }
+
+    async fn app_status(&self, region: &str, app: &str) -> Result<AppStatus, ScalingoError> {
+        Ok(self.client.get_app(region, app).await?.status)
+    }
+
+    async fn probe_front(&self, region: &str, app: &str, path: &str) -> FrontProbe {
+        self.front.probe(region, app, path).await
+    }
+
+    async fn autoscalers(
+        &self,
+        _region: &str,
+        _app: &str,
+    ) -> Result<Vec<AutoscalerState>, ScalingoError> {
+        Ok(Vec::new())
+    }
+
+    async fn set_autoscaler_disabled(
+        &self,
+        _region: &str,
+        _app: &str,
+        _id: &str,
+        _disabled: bool,
+    ) -> Result<(), ScalingoError> {
+        Ok(())
     }
 }
