@@ -425,3 +425,5 @@ impl Waker {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_broken;

@@ -230,12 +230,17 @@ impl InProcessPlatform {
         self.with_app(app, |a| a.operation_error = Some(message.to_owned()));
     }
 
-    /// Mends `app`: its next boots work.
+    /// Mends `app`: a crash loop's endless operation ends now, and its
+    /// next boots work.
     pub fn mend(&self, app: &str) {
+        let now = Instant::now();
         self.with_app(app, |a| {
             a.crash_loop = None;
             a.crashed_at = None;
             a.operation_error = None;
+            if let Some(op) = a.operation.as_mut().filter(|op| op.end.is_none()) {
+                op.end = Some(now);
+            }
         });
     }
 

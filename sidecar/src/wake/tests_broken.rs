@@ -1,0 +1,227 @@
+//! Wakes against the real platform's hard parts, on the in-process platform
+//! with tokio's paused clock: the API calls a cold wake costs, busy apps,
+//! broken apps and their back-off, a front that cannot be reached.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::*;
+use crate::backoff::FIRST_BACKOFF;
+use crate::platform::memory::{Call, InProcessPlatform};
+use crate::platform::{ContainerAmount, Platform};
+
+const REGION: &str = "osc-fr1";
+const TIMEOUT: Duration = Duration::from_secs(60);
+const BOOT: Duration = Duration::from_secs(20);
+
+fn waker_on(platform: &Arc<InProcessPlatform>, rules_text: &str) -> Arc<Waker> {
+    let rules =
+        crate::config::parse_rules(Path::new("paastis.yml"), rules_text, 15).expect("rules");
+    Waker::new(
+        Deps::in_memory(platform.clone(), rules, Duration::from_secs(600)),
+        TIMEOUT,
+    )
+}
+
+fn platform_with(app: &str, formation: &[(&str, u32)]) -> Arc<InProcessPlatform> {
+    let platform = Arc::new(InProcessPlatform::new(&[REGION]));
+    platform.add_app(REGION, app, formation);
+    platform.set_boot(app, BOOT);
+    platform
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_cold_wake_of_a_20s_boot_costs_at_most_6_api_calls() {
+    let platform = platform_with("my-app", &[("web", 0)]);
+    let waker = waker_on(&platform, "");
+    let started = Instant::now();
+    waker.wake("my-app", None).await.expect("woken");
+    assert_eq!(
+        started.elapsed(),
+        BOOT,
+        "seen up at the first probe after it"
+    );
+    let api = platform.api_calls();
+    assert!(api <= 6, "{api} API calls");
+    // locate, formation, scale, then the checks at 5, 10 and 15 s.
+    assert_eq!(
+        (
+            platform.calls(Call::Locate),
+            platform.calls(Call::Formation),
+            platform.calls(Call::Scale),
+            platform.calls(Call::OperationState),
+            platform.calls(Call::AppStatus),
+        ),
+        (1, 1, 1, 2, 1)
+    );
+    assert_eq!(platform.calls(Call::WaitOperation), 0);
+    assert_eq!(platform.calls(Call::WaitWebRunning), 0);
+    assert!(platform.calls(Call::ProbeFront) > 20, "probed often");
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_app_that_serves_only_later_is_ready_when_its_front_answers() {
+    let platform = platform_with("slow-start", &[("web", 0)]);
+    // The container runs at 20 s, the app listens 3 s later.
+    platform.set_front_delay("slow-start", Duration::from_secs(3));
+    let waker = waker_on(
+        &platform,
+        "rules:\n  - pattern: '^slow-start$'\n    health_path: /healthz\n",
+    );
+    let started = Instant::now();
+    waker.wake("slow-start", Some(REGION)).await.expect("woken");
+    assert_eq!(started.elapsed(), BOOT + Duration::from_secs(3));
+    assert_eq!(platform.calls(Call::Locate), 0, "the region hint is used");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_wake_during_a_slow_scale_down_waits_it_out_paced() {
+    let platform = platform_with("my-app", &[("web", 1)]);
+    platform.set_scale_down("my-app", Duration::from_secs(30));
+    platform
+        .scale(REGION, "my-app", &[ContainerAmount::new("web", 0)])
+        .await
+        .expect("paused");
+    let waker = waker_on(&platform, "");
+    let started = Instant::now();
+    waker.wake("my-app", Some(REGION)).await.expect("woken");
+    // Tries at 0, 2, 6, 12, 18, 24 and 30 s: the last one scales.
+    assert_eq!(started.elapsed(), Duration::from_secs(30) + BOOT);
+    assert_eq!(platform.calls(Call::Scale), 1 + 7);
+    assert_eq!(platform.calls(Call::Formation), 7);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_operation_in_error_ends_the_wake_at_its_first_check() {
+    let platform = platform_with("broken-app", &[("web", 0)]);
+    platform.set_boot("broken-app", Duration::from_secs(3));
+    platform.set_operation_error("broken-app", "container web-1 exited with 1");
+    let waker = waker_on(&platform, "");
+    let started = Instant::now();
+    let err = waker.wake("broken-app", Some(REGION)).await.unwrap_err();
+    assert!(
+        matches!(&err, WakeError::AppFailed { reason, .. } if reason.contains("exited with 1")),
+        "{err:?}"
+    );
+    assert_eq!(
+        started.elapsed(),
+        ready::CHECK_EVERY,
+        "not the wake timeout"
+    );
+    let events = waker.events().recent(10).await.unwrap();
+    assert!(
+        matches!(&events[0].kind, EventKind::WakeFailed { error } if error.contains("exited with 1")),
+        "{events:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_crashed_app_ends_the_wake_and_backs_off_without_scalingo_calls() {
+    let platform = platform_with("crashy-app", &[("web", 0)]);
+    platform.set_crash_loop("crashy-app", Duration::from_secs(8));
+    let waker = waker_on(&platform, "");
+    let started = Instant::now();
+    let err = waker.wake("crashy-app", Some(REGION)).await.unwrap_err();
+    assert!(matches!(err, WakeError::AppFailed { .. }), "{err:?}");
+    // Checks at 5 s (the operation: running) and 10 s (the app: crashed).
+    assert_eq!(started.elapsed(), 2 * ready::CHECK_EVERY);
+    let calls = platform.api_calls();
+
+    // Clients retry hard: every request is answered at once, for free.
+    for _ in 0..50 {
+        let err = waker.wake("crashy-app", Some(REGION)).await.unwrap_err();
+        let WakeError::BackingOff {
+            retry_after,
+            reason,
+            ..
+        } = err
+        else {
+            panic!("{err:?}");
+        };
+        assert!(retry_after <= FIRST_BACKOFF && retry_after >= Duration::from_secs(1));
+        assert!(reason.contains("crashed"), "{reason}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(platform.api_calls(), calls, "no Scalingo call meanwhile");
+
+    // After the back-off one wake tries again, fails again, and the next
+    // back-off is twice as long.
+    tokio::time::sleep(FIRST_BACKOFF).await;
+    assert!(matches!(
+        waker.wake("crashy-app", Some(REGION)).await,
+        Err(WakeError::AppFailed { .. })
+    ));
+    assert_eq!(
+        platform.calls(Call::Scale),
+        1,
+        "still scaled up: no new scale"
+    );
+    let active = waker.backoff("crashy-app").await.expect("backing off");
+    assert_eq!(active.failures, 2);
+
+    // Mended and woken by an operator: the back-off is cleared.
+    platform.mend("crashy-app");
+    platform
+        .scale(REGION, "crashy-app", &[ContainerAmount::new("web", 0)])
+        .await
+        .expect("stopped");
+    waker
+        .wake_now("crashy-app", Some(REGION))
+        .await
+        .expect("woken");
+    assert_eq!(waker.backoff("crashy-app").await, None);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_wake_backs_off_the_other_instances_too() {
+    let platform = platform_with("my-app", &[("web", 0)]);
+    platform.fail_next(
+        Call::Scale,
+        crate::platform::ScalingoError::Server {
+            status: 500,
+            request_id: None,
+            message: "boom".into(),
+        },
+    );
+    let one = Deps::in_memory(
+        platform.clone(),
+        crate::config::parse_rules(Path::new("p.yml"), "", 15).expect("rules"),
+        Duration::from_secs(600),
+    );
+    let mut two = one.clone();
+    two.instance = Arc::from("two");
+    // Each instance has its own memory; the coordinator is shared.
+    two.backoff = Arc::new(crate::backoff::WakeBackoff::new());
+    two.awake = Arc::new(crate::awake::AwakeCache::new(Duration::from_secs(600)));
+    let (one, two) = (Waker::new(one, TIMEOUT), Waker::new(two, TIMEOUT));
+    assert!(matches!(
+        one.wake("my-app", Some(REGION)).await,
+        Err(WakeError::Provider { .. })
+    ));
+    let scales = platform.calls(Call::Scale);
+    assert!(matches!(
+        two.wake("my-app", Some(REGION)).await,
+        Err(WakeError::BackingOff { .. })
+    ));
+    assert_eq!(platform.calls(Call::Scale), scales);
+    // The app seen running elsewhere (a success) clears it for everyone.
+    tokio::time::sleep(FIRST_BACKOFF).await;
+    two.wake("my-app", Some(REGION)).await.expect("woken");
+    assert_eq!(one.backoff("my-app").await, None);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_front_that_cannot_be_reached_falls_back_to_the_api() {
+    let platform = platform_with("my-app", &[("web", 0)]);
+    platform.set_front_unreachable(true);
+    let waker = waker_on(&platform, "");
+    let started = Instant::now();
+    waker.wake("my-app", Some(REGION)).await.expect("woken");
+    assert_eq!(started.elapsed(), BOOT);
+    assert_eq!(platform.calls(Call::ProbeFront), 1);
+    assert_eq!(platform.calls(Call::WaitOperation), 1);
+    assert_eq!(platform.calls(Call::WaitWebRunning), 1);
+}
