@@ -362,10 +362,30 @@ impl Waker {
             target,
             deadline,
         );
-        let result = if leader {
+        let scaled = if leader {
             lease.renewing(scaling).await
         } else {
             scaling.await
+        };
+        let result = match scaled {
+            Ok(up) => {
+                if !up.autoscalers.is_empty() {
+                    let autoscalers = scale::restore_autoscalers(
+                        deps.platform.as_ref(),
+                        deps.registry.as_ref(),
+                        &region,
+                        app,
+                        &up.autoscalers,
+                    )
+                    .await;
+                    if !autoscalers.is_empty() {
+                        deps.record(app, EventKind::AutoscalersRestored { autoscalers })
+                            .await;
+                    }
+                }
+                Ok(up.awake)
+            }
+            Err(e) => Err(e),
         };
         let coordinator = deps.coordinator.as_ref();
         match &result {

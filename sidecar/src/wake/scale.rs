@@ -48,17 +48,60 @@ pub fn restore_plan(
     plan
 }
 
-/// The formation the registry remembers for `app`; nothing when it has none
-/// or cannot be read (the wake then restores `web: 1`).
-async fn remembered(registry: &dyn Registry, app: &str) -> Vec<(String, u32)> {
+/// The formation and the autoscalers the registry remembers for `app`;
+/// nothing when it has none or cannot be read (the wake then restores
+/// `web: 1`).
+async fn remembered(registry: &dyn Registry, app: &str) -> (Vec<(String, u32)>, Vec<String>) {
     match registry.get(app).await {
-        Ok(Some(record)) => record.formation,
-        Ok(None) => Vec::new(),
+        Ok(Some(record)) => (record.formation, record.autoscalers),
+        Ok(None) => Default::default(),
         Err(e) => {
             warn!(error = %e, "registry unavailable, waking with web=1");
-            Vec::new()
+            Default::default()
         }
     }
+}
+
+/// An app brought up by [`scale_up`].
+#[derive(Debug, Clone)]
+pub struct ScaledUp {
+    pub awake: Awake,
+    /// The autoscalers its pause recorded, to turn back on now that this
+    /// wake scaled it up (empty when the wake found it up already).
+    pub autoscalers: Vec<String>,
+}
+
+/// Turns the recorded autoscalers of `app` back on, then forgets them.
+/// Returns those turned on; a failure is logged (the app runs: the wake
+/// succeeded) and the autoscaler stays recorded for the next wake.
+pub async fn restore_autoscalers(
+    platform: &dyn Platform,
+    registry: &dyn Registry,
+    region: &str,
+    app: &str,
+    ids: &[String],
+) -> Vec<String> {
+    let mut restored = Vec::new();
+    let mut left = Vec::new();
+    for id in ids {
+        match platform
+            .set_autoscaler_disabled(region, app, id, false)
+            .await
+        {
+            Ok(()) => restored.push(id.clone()),
+            Err(ScalingoError::NotFound) => {
+                info!(autoscaler = %id, "autoscaler gone since the pause");
+            }
+            Err(e) => {
+                warn!(autoscaler = %id, error = %e, "autoscaler not turned back on");
+                left.push(id.clone());
+            }
+        }
+    }
+    if let Err(e) = registry.remember_autoscalers(app, left).await {
+        warn!(error = %e, "restored autoscalers not forgotten in the registry");
+    }
+    restored
 }
 
 /// Scales `app` back up (unless `web` already runs or boots) and waits
@@ -68,8 +111,9 @@ pub async fn scale_up(
     registry: &dyn Registry,
     target: Target<'_>,
     deadline: Instant,
-) -> Result<Awake, WakeError> {
+) -> Result<ScaledUp, WakeError> {
     let Target { app, region, .. } = target;
+    let mut autoscalers = Vec::new();
     let started = Instant::now();
     let fail = |e| WakeError::provider(app, e);
     let mut busy = 0;
@@ -83,15 +127,18 @@ pub async fn scale_up(
             wait_ready(platform, target, None, Duration::ZERO, deadline).await?;
             break;
         }
-        let changes = restore_plan(&remembered(registry, app).await, &formation);
+        let (formation_then, autoscalers_then) = remembered(registry, app).await;
+        let changes = restore_plan(&formation_then, &formation);
         info!(region = %region, ?changes, "scaling up");
         match platform.scale(region, app, &changes).await {
             Ok(ScaleOutcome::Started { operation_id, .. }) => {
                 wait_ready(platform, target, Some(&operation_id), FIRST_PROBE, deadline).await?;
+                autoscalers = autoscalers_then;
                 break;
             }
             Ok(ScaleOutcome::Done { .. } | ScaleOutcome::NoChange) => {
                 wait_ready(platform, target, None, FIRST_PROBE, deadline).await?;
+                autoscalers = autoscalers_then;
                 break;
             }
             Err(ScalingoError::Busy(reason)) => {
@@ -107,7 +154,10 @@ pub async fn scale_up(
         }
     }
     info!(region = %region, took_ms = started.elapsed().as_millis() as u64, "app is running");
-    Ok(Awake::new(app, region))
+    Ok(ScaledUp {
+        awake: Awake::new(app, region),
+        autoscalers,
+    })
 }
 
 #[cfg(test)]

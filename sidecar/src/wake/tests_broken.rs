@@ -225,3 +225,62 @@ async fn a_front_that_cannot_be_reached_falls_back_to_the_api() {
     assert_eq!(platform.calls(Call::WaitOperation), 1);
     assert_eq!(platform.calls(Call::WaitWebRunning), 1);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_pause_records_the_autoscaler_and_the_wake_turns_it_back_on() {
+    let platform = platform_with("scaled-app", &[("web", 2), ("worker", 1)]);
+    platform.add_autoscaler("scaled-app", "as-web", "web", false);
+    platform.add_autoscaler("scaled-app", "as-off", "worker", true);
+    let waker = waker_on(&platform, "");
+    let scheduler = crate::scheduler::Scheduler::new(waker.deps().clone(), 600);
+    scheduler.pause_now("scaled-app").await.expect("paused");
+    assert!(
+        platform
+            .autoscalers_of("scaled-app")
+            .iter()
+            .all(|a| a.disabled),
+        "the manual scale turned them off"
+    );
+    let record = waker.registry().get("scaled-app").await.unwrap().unwrap();
+    assert_eq!(record.autoscalers, ["as-web"], "only the enabled one");
+
+    waker.wake("scaled-app", Some(REGION)).await.expect("woken");
+    let autoscalers = platform.autoscalers_of("scaled-app");
+    assert!(!autoscalers[0].disabled, "{autoscalers:?}");
+    assert!(autoscalers[1].disabled, "left as it was: {autoscalers:?}");
+    assert_eq!(
+        platform.formation_of("scaled-app"),
+        [("web".to_owned(), 2), ("worker".to_owned(), 1)]
+    );
+    let record = waker.registry().get("scaled-app").await.unwrap().unwrap();
+    assert!(record.autoscalers.is_empty(), "restored once");
+    let kinds: Vec<EventKind> = waker
+        .events()
+        .recent(10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.kind)
+        .collect();
+    assert!(kinds.contains(&EventKind::AutoscalersRecorded {
+        autoscalers: vec!["as-web".into()]
+    }));
+    assert!(kinds.contains(&EventKind::AutoscalersRestored {
+        autoscalers: vec!["as-web".into()]
+    }));
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_app_listed_running_clears_its_backoff() {
+    let platform = platform_with("my-app", &[("web", 0)]);
+    platform.set_operation_error("my-app", "boom");
+    let waker = waker_on(&platform, "");
+    assert!(waker.wake("my-app", Some(REGION)).await.is_err());
+    assert!(waker.backoff("my-app").await.is_some());
+    // Someone mends and starts it by hand; the scheduler lists it running.
+    platform.mend("my-app");
+    platform.add_app(REGION, "my-app", &[("web", 1)]);
+    let scheduler = crate::scheduler::Scheduler::new(waker.deps().clone(), 600);
+    scheduler.pass(crate::clock::now_ms()).await.expect("pass");
+    assert_eq!(waker.backoff("my-app").await, None);
+}
