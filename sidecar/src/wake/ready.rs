@@ -92,7 +92,7 @@ pub async fn wait_ready(
             // Never a burst after a slow probe.
             next_probe = Instant::now().max(next_probe) + pause;
         } else {
-            let read_operation = operation.is_some() && checks % 2 == 0;
+            let read_operation = operation.is_some() && checks.is_multiple_of(2);
             checks += 1;
             next_check += CHECK_EVERY;
             if read_operation {
