@@ -595,3 +595,26 @@ async fn sigterm_drains_a_wake_in_flight_before_exiting() {
         .unwrap();
     assert!(exit.success(), "{exit:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cold_wake_is_seen_ready_on_the_apps_front_not_by_polling_the_api() {
+    let s = setup(vec![FakeApp::web("shop-front", "osc-fr1", 0)], "", &[]).await;
+    s.fake.set_boot_delay(Duration::from_secs(3));
+    let answer = s
+        .waker
+        .wake("shop-front", Some("osc-fr1"))
+        .await
+        .expect("woken");
+    assert_eq!(answer.region, "osc-fr1");
+    assert!(s.fake.app("shop-front").unwrap().web_running);
+    assert!(s.fake.calls(Endpoint::Front) >= 2, "the front was probed");
+    // The boot is shorter than the first API check (5 s): the regions list
+    // (once per process), the formation read and the scale call only,
+    // never ps nor the operation.
+    assert_eq!(s.fake.calls(Endpoint::Ps), 0);
+    assert_eq!(s.fake.calls(Endpoint::Operation), 0);
+    assert_eq!(s.fake.calls(Endpoint::Scale), 1);
+    assert_eq!(s.fake.calls(Endpoint::Regions), 1);
+    let api = scalingo_calls(&s.fake) - s.fake.calls(Endpoint::Exchange);
+    assert_eq!(api, 3, "regions, formation and scale");
+}

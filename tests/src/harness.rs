@@ -146,6 +146,7 @@ impl Sidecar {
             .env("PAASTIS_LISTEN", "127.0.0.1:0")
             .env("PAASTIS_RULES_FILE", rules)
             .env("PAASTIS_WAKE_TIMEOUT", "20")
+            .env("PAASTIS_FRONT_URLS", crate::setup::front_urls(fake))
             .env("RUST_LOG", "info,paastis_sidecar=debug")
             .current_dir(dir)
             .stdin(Stdio::null())

@@ -327,8 +327,17 @@ impl Waker {
                 retry_after: active.remaining,
             });
         }
-        let region = match region {
-            Some(r) => r.to_owned(),
+        // The registry knows the region of every app the gateway woke,
+        // paused or discovered: no locate calls then.
+        let known = match region {
+            Some(r) => Some(r.to_owned()),
+            None => match deps.registry.get(app).await {
+                Ok(Some(record)) => record.region,
+                _ => None,
+            },
+        };
+        let region = match known {
+            Some(r) => r,
             None => deps
                 .platform
                 .locate(app)

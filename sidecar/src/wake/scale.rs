@@ -15,13 +15,14 @@ use crate::platform::{ContainerAmount, ContainerType, Platform, ScaleOutcome, Sc
 use crate::registry::Registry;
 
 /// The first pause after the platform says another operation is in
-/// progress (422 `is scaling`: a pause still stopping the app's containers,
-/// which takes up to 30 s on Scalingo). Each further pause is one more of
-/// it, up to [`BUSY_PAUSE_MAX`]: a 30 s scale-down costs six pairs of calls
-/// (formation, scale), not thirty. The wait ends at the wake's deadline.
-pub const BUSY_PAUSE: Duration = Duration::from_secs(2);
+/// progress (422 `is scaling`: often a pause still stopping the app's
+/// containers, which takes up to 30 s on Scalingo). Each further pause is
+/// one more of it, up to [`BUSY_PAUSE_MAX`]: a 30 s scale-down costs nine
+/// pairs of calls (formation, scale) spread over it, not thirty a second.
+/// The wait ends at the wake's deadline.
+pub const BUSY_PAUSE: Duration = Duration::from_secs(1);
 /// The longest pause between two tries of a busy app.
-pub const BUSY_PAUSE_MAX: Duration = Duration::from_secs(6);
+pub const BUSY_PAUSE_MAX: Duration = Duration::from_secs(5);
 
 /// The pause after the `busy`-th `is scaling` in a row (from 1).
 pub fn busy_pause(busy: u32) -> Duration {
@@ -183,8 +184,8 @@ mod tests {
     fn busy_pauses_grow_to_their_cap() {
         let secs = |n| busy_pause(n).as_secs();
         assert_eq!(
-            [secs(1), secs(2), secs(3), secs(4), secs(9)],
-            [2, 4, 6, 6, 6]
+            [secs(1), secs(2), secs(3), secs(5), secs(9)],
+            [1, 2, 3, 5, 5]
         );
     }
 

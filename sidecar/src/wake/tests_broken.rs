@@ -88,10 +88,10 @@ async fn a_wake_during_a_slow_scale_down_waits_it_out_paced() {
     let waker = waker_on(&platform, "");
     let started = Instant::now();
     waker.wake("my-app", Some(REGION)).await.expect("woken");
-    // Tries at 0, 2, 6, 12, 18, 24 and 30 s: the last one scales.
+    // Tries at 0, 1, 3, 6, 10, 15, 20, 25 and 30 s: the last one scales.
     assert_eq!(started.elapsed(), Duration::from_secs(30) + BOOT);
-    assert_eq!(platform.calls(Call::Scale), 1 + 7);
-    assert_eq!(platform.calls(Call::Formation), 7);
+    assert_eq!(platform.calls(Call::Scale), 1 + 9);
+    assert_eq!(platform.calls(Call::Formation), 9);
 }
 
 #[tokio::test(start_paused = true)]
