@@ -321,4 +321,49 @@ mod tests {
             serde_json::json!({"app": "shop-front", "target": "shop-front", "ready": false, "apps": [{"app": "shop-front", "state": "failed"}], "error": "wake_failed"})
         );
     }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failed_wake_shows_its_reason_and_its_backoff_reads_failed() {
+        use crate::platform::memory::InProcessPlatform;
+        let platform = Arc::new(InProcessPlatform::new(&["osc-fr1"]));
+        platform.add_app("osc-fr1", "shop-front", &[("web", 0)]);
+        platform.set_boot("shop-front", Duration::from_secs(3));
+        platform.set_operation_error("shop-front", "container web-1 exited with 1");
+        let rules = crate::config::parse_rules(
+            std::path::Path::new("paastis.yml"),
+            "rules:\n  - pattern: '^shop-front$'\n    strategy: waiting_page\n",
+            15,
+        )
+        .expect("rules");
+        let deps = crate::deps::Deps::in_memory(platform, rules, Duration::from_secs(600));
+        let waker = Waker::new(deps, Duration::from_secs(60));
+        let waiting = Arc::new(Waiting::new());
+        let page = waiting.begin(&waker, "shop-front", Some("osc-fr1"));
+        assert!(matches!(page, Ok(Some(_))), "{page:?}");
+        let status = loop {
+            let status = waiting.status(&waker, "shop-front").await.expect("status");
+            if status.error.is_some() {
+                break status;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        assert_eq!(status.error, Some(ErrorCode::WakeFailed));
+        assert!(
+            status
+                .reason
+                .as_deref()
+                .is_some_and(|r| r.contains("exited with 1")),
+            "{status:?}"
+        );
+        // An instance that did not run the wake (a fresh page state) shows
+        // the back-off as the failure, not as an app to wake again.
+        let elsewhere = Waiting::new();
+        let status = elsewhere
+            .status(&waker, "shop-front")
+            .await
+            .expect("status");
+        assert_eq!(status.apps[0].state, AppState::Failed);
+        assert_eq!(status.error, Some(ErrorCode::WakeFailed));
+        assert!(status.reason.is_some_and(|r| r.contains("exited with 1")));
+    }
 }
