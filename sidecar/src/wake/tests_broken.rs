@@ -284,3 +284,32 @@ async fn the_app_listed_running_clears_its_backoff() {
     scheduler.pass(crate::clock::now_ms()).await.expect("pass");
     assert_eq!(waker.backoff("my-app").await, None);
 }
+
+#[tokio::test(start_paused = true)]
+async fn clients_hammering_a_broken_app_for_a_minute_cost_few_scalingo_calls() {
+    let platform = platform_with("broken-app", &[("web", 0)]);
+    for _ in 0..100 {
+        platform.fail_next(
+            Call::Scale,
+            crate::platform::ScalingoError::Server {
+                status: 500,
+                request_id: None,
+                message: "internal error".into(),
+            },
+        );
+    }
+    let waker = waker_on(&platform, "");
+    let started = Instant::now();
+    let mut answered = 0;
+    // 20 requests a second for 60 s.
+    while started.elapsed() < Duration::from_secs(60) {
+        assert!(waker.wake("broken-app", None).await.is_err());
+        answered += 1;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(answered, 1200);
+    // Tries at 0, 10 s (back-off 10 s) and 30 s (20 s); the next at 70 s.
+    assert_eq!(platform.calls(Call::Scale), 3);
+    let api = platform.api_calls();
+    assert!(api <= 10, "{api} Scalingo calls");
+}
