@@ -9,7 +9,9 @@
 //!   plus `region` and the wake `strategy`.
 //!
 //! Everything here is pure and allocation-light; it compiles for
-//! `wasm32-wasip1` and never panics on any input.
+//! `wasm32-wasip1` and never panics on any input. It must depend on no other
+//! crate of the workspace (both sides depend on it) and on nothing that does
+//! I/O or needs a host (no proxy-wasm, no tokio).
 
 pub mod app;
 pub mod host;

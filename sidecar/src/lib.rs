@@ -11,6 +11,11 @@
 //! accesses go to the [`registry`] ([`activity`]); the [`scheduler`] pauses
 //! idle apps. What they share is one [`deps::Deps`].
 //!
+//! Dependencies: the sidecar speaks to the filter only through
+//! `paastis-api` and reads the filter's configuration through
+//! `paastis-filter-config`; it must not depend on the filter crate nor on
+//! proxy-wasm.
+//!
 //! Layering (no module imports one that imports it back): `clock`,
 //! `metrics`, `registry`, `scalingo` and `hooks` are leaves (`backoff` on
 //! `registry` and `clock`); `platform`
@@ -25,6 +30,7 @@ pub mod activity;
 pub mod admin;
 pub mod awake;
 pub mod backoff;
+pub mod budget;
 pub mod check;
 pub mod clock;
 pub mod config;
@@ -43,6 +49,8 @@ use std::sync::Arc;
 
 use activity::ActivityBuffer;
 use awake::AwakeCache;
+use budget::redis::RedisBudgetStore;
+use budget::{Budget, BudgetConfig, BudgetError, Priority};
 use config::{Config, RegistryKind};
 use deps::Deps;
 use hooks::HookRunner;
@@ -52,7 +60,7 @@ use registry::lazy::LazyRedis;
 use registry::{
     Coordinator, EventLog, InMemoryCoordinator, InMemoryEventLog, InMemoryRegistry, Registry,
 };
-use scalingo::ScalingoClient;
+use scalingo::{ScalingoClient, ScalingoTuning};
 use scheduler::Scheduler;
 use wake::Waker;
 
@@ -69,17 +77,21 @@ pub struct Gateway {
 /// the waker and the scheduler.
 pub async fn build(config: &Config) -> Result<Gateway, String> {
     let metrics = Arc::new(metrics::Metrics::new());
-    let client = ScalingoClient::new(config.scalingo.clone()).map_err(|e| e.to_string())?;
-    client.set_metrics(metrics.clone());
-    let (registry, coordinator, events): (
+    let budget_config = BudgetConfig {
+        expected_instances: config.gateway_instances,
+        ..BudgetConfig::new(config.scheduler_calls_per_minute)
+    };
+    let (registry, coordinator, events, budget): (
         Arc<dyn Registry>,
         Arc<dyn Coordinator>,
         Arc<dyn EventLog>,
+        Result<Budget, BudgetError>,
     ) = match &config.registry {
         RegistryKind::InMemory => (
             Arc::new(InMemoryRegistry::new()),
             Arc::new(InMemoryCoordinator::new()),
             Arc::new(InMemoryEventLog::new(EVENTS_CAPACITY)),
+            Budget::in_memory(budget_config),
         ),
         RegistryKind::Redis { url, prefix } => {
             // Started even while Redis is down: wakes must not depend on it.
@@ -88,12 +100,21 @@ pub async fn build(config: &Config) -> Result<Gateway, String> {
                     .await
                     .map_err(|e| e.to_string())?,
             );
-            (store.clone(), store.clone(), store)
+            // One API budget for every instance sharing this Redis.
+            let budget =
+                Budget::shared(budget_config, RedisBudgetStore::new(store.clone(), prefix));
+            (store.clone(), store.clone(), store, budget)
         }
     };
+    let budget = Arc::new(budget.map_err(|e| e.to_string())?);
+    let client =
+        ScalingoClient::with_budget(config.scalingo.clone(), ScalingoTuning::default(), budget)
+            .map_err(|e| e.to_string())?;
+    client.set_metrics(metrics.clone());
     let front = FrontProber::new(config.front_urls.clone())?;
+    let platform = ScalingoPlatform::new(client, front);
     let deps = Deps {
-        platform: Arc::new(ScalingoPlatform::new(client, front)),
+        platform: Arc::new(platform.with_priority(Priority::Wake)),
         activity: Arc::new(ActivityBuffer::new(registry.clone(), metrics.clone())),
         registry,
         coordinator,
@@ -107,7 +128,15 @@ pub async fn build(config: &Config) -> Result<Gateway, String> {
         backoff: Arc::new(backoff::WakeBackoff::new()),
     };
     let waker = Waker::new(deps.clone(), config.wake_timeout);
-    let scheduler = Arc::new(Scheduler::new(deps, config.scheduler_calls_per_minute));
+    // The scheduler takes only what wakes leave of the budget.
+    let scheduler_deps = Deps {
+        platform: Arc::new(platform.with_priority(Priority::Background)),
+        ..deps
+    };
+    let scheduler = Arc::new(Scheduler::new(
+        scheduler_deps,
+        config.scheduler_calls_per_minute,
+    ));
     Ok(Gateway {
         waker,
         scheduler,

@@ -5,53 +5,17 @@
 
 use std::time::{Duration, Instant};
 
+mod common;
+
+use common::{apps, event, eventually, meta};
 use paastis_e2e::redis::{free_port, unique_prefix, TestRedis};
 use paastis_sidecar::registry::redis::RedisStore;
-use paastis_sidecar::registry::{AppMeta, Coordinator, Event, EventKind, EventLog, Registry};
-
-fn apps(names: &[&str]) -> Vec<String> {
-    names.iter().map(|s| s.to_string()).collect()
-}
+use paastis_sidecar::registry::{Coordinator, EventKind, EventLog, Registry};
 
 async fn store(redis: &TestRedis, test: &str) -> RedisStore {
     RedisStore::connect(&redis.url(), &unique_prefix(test), 100)
         .await
         .expect("connect to the test redis")
-}
-
-fn meta(region: &str, max_idle_minutes: u64, linked: &[&str]) -> AppMeta {
-    AppMeta {
-        region: region.into(),
-        max_idle_minutes,
-        linked_apps: apps(linked),
-    }
-}
-
-fn event(at_ms: u64, app: &str, kind: EventKind) -> Event {
-    Event {
-        at_ms,
-        app: app.into(),
-        instance: "test".into(),
-        kind,
-    }
-}
-
-/// Polls `check` every 50 ms until it is true or `within` has passed.
-async fn eventually<F, Fut>(within: Duration, mut check: F) -> bool
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + within;
-    loop {
-        if check().await {
-            return true;
-        }
-        if Instant::now() > deadline {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 #[tokio::test]

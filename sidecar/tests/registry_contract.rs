@@ -12,11 +12,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+mod common;
+
+use common::{apps, event, eventually, meta};
 use paastis_e2e::redis::{unique_prefix, TestRedis};
 use paastis_sidecar::registry::redis::RedisStore;
 use paastis_sidecar::registry::{
-    AppMeta, AppRecord, Coordinator, Event, EventKind, EventLog, InMemoryCoordinator,
-    InMemoryEventLog, InMemoryRegistry, Registry,
+    AppRecord, Coordinator, Event, EventKind, EventLog, InMemoryCoordinator, InMemoryEventLog,
+    InMemoryRegistry, Registry,
 };
 use tokio::task::JoinSet;
 use tokio::time::Instant;
@@ -108,46 +111,6 @@ impl Backend for Redis {
     async fn separate(&self) -> Stores {
         // Another prefix on the same server.
         self.connect(&format!("{}other:", self.prefix)).await
-    }
-}
-
-fn apps(names: &[&str]) -> Vec<String> {
-    names.iter().map(|s| s.to_string()).collect()
-}
-
-fn meta(region: &str, max_idle_minutes: u64, linked: &[&str]) -> AppMeta {
-    AppMeta {
-        region: region.into(),
-        max_idle_minutes,
-        linked_apps: apps(linked),
-    }
-}
-
-fn event(at_ms: u64, app: &str, kind: EventKind) -> Event {
-    Event {
-        at_ms,
-        app: app.into(),
-        instance: "test".into(),
-        kind,
-    }
-}
-
-/// Polls `check` every 50 ms until it is true or `within` has passed, on
-/// tokio's clock (so on a paused clock it waits no real time).
-async fn eventually<F, Fut>(within: Duration, mut check: F) -> bool
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + within;
-    loop {
-        if check().await {
-            return true;
-        }
-        if Instant::now() > deadline {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
@@ -346,23 +309,29 @@ async fn list_is_sorted_by_name_and_len_counts_apps(backend: impl Backend) {
 
 async fn leases_are_exclusive_extended_by_their_holder_and_expire(backend: impl Backend) {
     let c = backend.instance().await.coordinator;
-    let ttl = Duration::from_millis(300);
+    // Long enough that a stalled machine cannot let it expire between two
+    // steps that expect it held.
+    let ttl = Duration::from_secs(2);
     assert!(c.acquire("pass", "one", ttl).await.unwrap());
     assert!(!c.acquire("pass", "two", ttl).await.unwrap());
     assert!(!c.release("pass", "two").await.unwrap());
     assert_eq!(c.holder("pass").await.unwrap().as_deref(), Some("one"));
 
-    // The holder extends its lease past the first ttl. (These waits let the
-    // time under test pass; on the in-memory store's paused clock they are
-    // instant.)
-    let long = Duration::from_millis(1_000);
+    // The holder extends its lease past the first ttl. The waits let the
+    // time under test pass (on the in-memory store's paused clock they are
+    // instant); the check comes just after the first ttl, nearly 3 s before
+    // the extended one, so that a stalled machine cannot make it flaky: a
+    // stall before the renewal only makes it a fresh acquire by the same
+    // holder, which the assertions accept too.
+    let long = Duration::from_secs(5);
+    let first = Instant::now();
     assert!(c.acquire("extended", "one", long).await.unwrap());
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
     assert!(
         c.acquire("extended", "one", long).await.unwrap(),
         "the holder extends it"
     );
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    tokio::time::sleep_until(first + long + Duration::from_millis(200)).await;
     assert_eq!(
         c.holder("extended").await.unwrap().as_deref(),
         Some("one"),
@@ -371,7 +340,7 @@ async fn leases_are_exclusive_extended_by_their_holder_and_expire(backend: impl 
 
     // A dead holder's lease expires; the old holder cannot release the new one.
     assert!(
-        eventually(Duration::from_secs(3), || async {
+        eventually(Duration::from_secs(10), || async {
             c.holder("pass").await.unwrap().is_none()
         })
         .await
@@ -419,11 +388,11 @@ async fn one_lease_for_many_contenders_across_instances(backend: impl Backend) {
 async fn notes_expire_after_their_ttl(backend: impl Backend) {
     let c = backend.instance().await.coordinator;
     assert_eq!(c.note("wake/app").await.unwrap(), None);
-    c.put_note("wake/app", "done", Duration::from_millis(300))
+    c.put_note("wake/app", "done", Duration::from_secs(2))
         .await
         .unwrap();
     assert_eq!(c.note("wake/app").await.unwrap().as_deref(), Some("done"));
-    c.put_note("wake/app", "failed: timeout", Duration::from_millis(300))
+    c.put_note("wake/app", "failed: timeout", Duration::from_secs(2))
         .await
         .unwrap();
     assert_eq!(
@@ -431,7 +400,7 @@ async fn notes_expire_after_their_ttl(backend: impl Backend) {
         Some("failed: timeout")
     );
     assert!(
-        eventually(Duration::from_secs(3), || async {
+        eventually(Duration::from_secs(10), || async {
             c.note("wake/app").await.unwrap().is_none()
         })
         .await

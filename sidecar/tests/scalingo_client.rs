@@ -5,9 +5,11 @@
 //! counts are the production ones. Timing assertions only bound from below
 //! or use generous deadlines.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use paastis_e2e::fake::{Endpoint, FakeApp, FakeConfig, FakeScalingo, Fault, FaultKind};
+use paastis_sidecar::budget::{Budget, BudgetConfig};
 use paastis_sidecar::scalingo::{
     AppStatus, ContainerAmount, OperationStatus, ProcessState, RetryPolicy, ScaleOutcome,
     ScalingoClient, ScalingoConfig, ScalingoError, ScalingoTuning, Url,
@@ -42,8 +44,20 @@ fn config(fake: &FakeScalingo, token: &str) -> ScalingoConfig {
     }
 }
 
+/// The default budget, but a 429 pauses it only 50 ms: these tests check how
+/// the client handles 429 answers, not how long the budget then waits
+/// (unit-tested in the sidecar, on tokio's paused clock).
+fn budget() -> Arc<Budget> {
+    let config = BudgetConfig {
+        pause_after_429: Duration::from_millis(50),
+        max_pause: Duration::from_millis(50),
+        ..BudgetConfig::default()
+    };
+    Arc::new(Budget::in_memory(config).expect("budget"))
+}
+
 fn client(fake: &FakeScalingo) -> ScalingoClient {
-    ScalingoClient::with_tuning(config(fake, TOKEN), tuning()).expect("client")
+    ScalingoClient::with_budget(config(fake, TOKEN), tuning(), budget()).expect("client")
 }
 
 async fn start_with(config: FakeConfig) -> FakeScalingo {

@@ -5,7 +5,8 @@
 //! floor every wasm filter pays (the VM, the ABI crossings per stream), so
 //! that the cost of the Paastis filter's own work can be told apart from it.
 //! It is built for `wasm32-wasip1` only; natively it is an empty library (so
-//! `cargo test --workspace` and clippy still build it).
+//! `cargo test --workspace` and clippy still build it). It depends on
+//! proxy-wasm alone: nothing of Paastis may leak into the floor it measures.
 
 #[cfg(target_arch = "wasm32")]
 mod filter {

@@ -29,9 +29,9 @@ pub use crate::platform::front::FrontUrls;
 pub use crate::registry::DEFAULT_MAX_IDLE_MINUTES;
 use crate::scalingo::{ScalingoConfig, Secret};
 
-/// Default pace of the scheduler's Scalingo calls: Scalingo's rate limit
-/// (60 a minute per token).
-pub const DEFAULT_CALLS_PER_MINUTE: u32 = 60;
+/// The Scalingo API budget a minute, a little under Scalingo's 60 a minute
+/// per token (see [`crate::budget`]).
+pub use crate::budget::DEFAULT_CALLS_PER_MINUTE;
 
 /// Which registry keeps the last access of each app.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -83,9 +83,13 @@ pub struct Config {
     pub awake_ttl: Duration,
     /// Period of the idle scheduler's passes.
     pub scheduler_interval: Duration,
-    /// Pace of the scheduler's Scalingo calls (Scalingo allows 60 a minute
-    /// per token).
+    /// The Scalingo API budget: calls a minute for everything the gateway
+    /// does, shared by every instance (Scalingo allows 60 a minute per
+    /// token); the scheduler's calls are also paced at this rate.
     pub scheduler_calls_per_minute: u32,
+    /// Gateway instances expected to share the budget: while Redis is
+    /// unreachable each instance spends only its share of it.
+    pub gateway_instances: u32,
     /// Name of this instance in leases and events.
     pub instance: String,
     pub admin: Option<AdminConfig>,
@@ -210,6 +214,12 @@ impl Config {
             DEFAULT_CALLS_PER_MINUTE,
             1_000_000,
         )?;
+        // With a shared registry there are, as a rule, several instances.
+        let default_instances = match registry {
+            RegistryKind::InMemory => 1,
+            RegistryKind::Redis { .. } => 2,
+        };
+        let gateway_instances = env.count("PAASTIS_GATEWAY_INSTANCES", default_instances, 1_000)?;
         let instance = env
             .first(&["PAASTIS_INSTANCE"])
             .map(|(_, v)| v)
@@ -335,6 +345,7 @@ impl Config {
             awake_ttl,
             scheduler_interval,
             scheduler_calls_per_minute,
+            gateway_instances,
             instance,
             admin,
             log_format,

@@ -8,6 +8,7 @@ use tokio::time::Instant;
 
 use super::front::FrontProber;
 use super::{AutoscalerState, FrontProbe, ListedApp, OperationState, Platform};
+use crate::budget::Priority;
 use crate::scalingo::{
     AppStatus, ContainerAmount, ContainerType, OperationStatus, ScaleOutcome, ScalingoClient,
     ScalingoError,
@@ -22,6 +23,15 @@ pub struct ScalingoPlatform {
 impl ScalingoPlatform {
     pub fn new(client: ScalingoClient, front: FrontProber) -> Self {
         Self { client, front }
+    }
+
+    /// The same platform whose API calls draw from the gateway's budget at
+    /// `priority` (wakes before the scheduler).
+    pub fn with_priority(&self, priority: Priority) -> Self {
+        Self {
+            client: self.client.with_priority(priority),
+            front: self.front.clone(),
+        }
     }
 }
 
@@ -115,19 +125,32 @@ impl Platform for ScalingoPlatform {
 
     async fn autoscalers(
         &self,
-        _region: &str,
-        _app: &str,
+        region: &str,
+        app: &str,
     ) -> Result<Vec<AutoscalerState>, ScalingoError> {
-        Ok(Vec::new())
+        Ok(self
+            .client
+            .list_autoscalers(region, app)
+            .await?
+            .into_iter()
+            .map(|a| AutoscalerState {
+                id: a.id,
+                container_type: a.container_type,
+                disabled: a.disabled,
+            })
+            .collect())
     }
 
     async fn set_autoscaler_disabled(
         &self,
-        _region: &str,
-        _app: &str,
-        _id: &str,
-        _disabled: bool,
+        region: &str,
+        app: &str,
+        id: &str,
+        disabled: bool,
     ) -> Result<(), ScalingoError> {
-        Ok(())
+        self.client
+            .set_autoscaler_disabled(region, app, id, disabled)
+            .await
+            .map(|_| ())
     }
 }

@@ -94,6 +94,18 @@ impl LazyRedis {
     }
 }
 
+/// The API budget shares the registry's Redis connection; while it is not
+/// connected the budget falls back to this instance's share.
+#[async_trait]
+impl crate::budget::redis::RedisConnection for LazyRedis {
+    async fn connection(&self) -> Result<redis::aio::ConnectionManager, crate::budget::StoreError> {
+        self.store()
+            .await
+            .map(RedisStore::connection)
+            .map_err(|e| crate::budget::StoreError(e.to_string()))
+    }
+}
+
 #[async_trait]
 impl Registry for LazyRedis {
     async fn touch(&self, apps: &[String], at_ms: u64) -> Result<(), RegistryError> {

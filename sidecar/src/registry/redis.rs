@@ -148,6 +148,12 @@ impl RedisStore {
         })
     }
 
+    /// The shared connection (for other users of the same Redis, such as
+    /// the API budget).
+    pub fn connection(&self) -> ConnectionManager {
+        self.conn.clone()
+    }
+
     /// The key prefix.
     pub fn prefix(&self) -> &str {
         self.keys.prefix()

@@ -1,7 +1,7 @@
 //! Secrets and the cached JWT.
 //!
 //! Scalingo exchanges the long-lived API token for a JWT valid about one hour.
-//! [`TokenCache`] keeps one JWT for every caller: its tokio mutex is held
+//! `TokenCache` keeps one JWT for every caller: its tokio mutex is held
 //! across the exchange, so concurrent callers wait for (and share) a single
 //! exchange instead of each sending their own. The HTTP call itself lives in
 //! the client; this module only decides when one is needed.

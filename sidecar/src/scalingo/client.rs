@@ -1,7 +1,7 @@
 //! [`ScalingoClient`]: one method per API call the sidecar makes, made of
-//! the parts of this module: `transport` sends (bearer, JWT, retries,
-//! decoding), `locator` caches the regions and where each app lives,
-//! [`polling`](super::polling) waits for a scale to take effect, and `urls`
+//! the parts of this module: `transport` sends (budget, bearer, JWT,
+//! retries, decoding), `locator` caches the regions and where each app lives,
+//! [`polling`] waits for a scale to take effect, and `urls`
 //! builds every URL from validated names.
 
 use std::sync::Arc;
@@ -15,12 +15,15 @@ use super::config::{ScalingoConfig, ScalingoTuning};
 use super::error::{self, ScalingoError};
 use super::locator::{self, AppLocations, RegionsCache};
 use super::polling;
-use super::transport::{self, Answer, Transport};
+use super::transport::{self, Answer, Caller, Transport};
 use super::types::{
-    App, AppEnvelope, AppsEnvelope, ContainerAmount, ContainerType, ContainersEnvelope, Operation,
-    OperationEnvelope, Process, PsEnvelope, Region, RegionsEnvelope, ScaleOutcome, ScaleRequest,
+    App, AppEnvelope, AppsEnvelope, Autoscaler, AutoscalerDisabled, AutoscalerEnvelope,
+    AutoscalerUpdate, AutoscalersEnvelope, ContainerAmount, ContainerType, ContainersEnvelope,
+    Operation, OperationEnvelope, Process, PsEnvelope, Region, RegionsEnvelope, ScaleOutcome,
+    ScaleRequest,
 };
-use super::urls::{self, check_app, check_base_url, check_operation_id};
+use super::urls::{self, check_app, check_base_url, check_id, check_operation_id};
+use crate::budget::{Budget, BudgetConfig, Priority};
 
 // Kept at their former paths (`scalingo::client::...`).
 pub use super::locator::{FAILED_SCAN_RETRY, REGIONS_RETRY, REGIONS_TTL};
@@ -28,10 +31,23 @@ pub use super::polling::{operation_poll_delay, WEB_POLL_DELAYS};
 
 /// Client for the Scalingo API. Cheap to clone (an `Arc` inside), `Send + Sync`.
 ///
-/// All clones share the JWT, the region list and the app -> region cache.
+/// All clones share the JWT, the region list, the app -> region cache and
+/// the API [`Budget`]: every HTTP try, the token exchange included, first
+/// takes a slot from it.
+///
+/// A clone is also a view for one kind of caller: [`with_priority`](Self::with_priority)
+/// says whose calls these are (a wake by default; the scheduler and
+/// discovery use [`Priority::Background`]), and [`with_deadline`](Self::with_deadline)
+/// how long a call may wait for a slot (by default
+/// [`DEFAULT_BUDGET_WAIT`](super::config::DEFAULT_BUDGET_WAIT) from its
+/// start; the `wait_*` polls use their own deadline). Fetches whose result
+/// every caller shares (the token exchange, the region list, a
+/// [`locate`](Self::locate) scan) run at wake priority whoever starts them:
+/// a wake may be waiting on them behind the cache's lock.
 #[derive(Clone)]
 pub struct ScalingoClient {
     inner: Arc<Inner>,
+    caller: Caller,
 }
 
 struct Inner {
@@ -58,10 +74,23 @@ impl ScalingoClient {
         Self::with_tuning(config, ScalingoTuning::default())
     }
 
-    /// Builds the client with explicit timing knobs.
+    /// Builds the client with explicit timing knobs and its own in-memory
+    /// budget of [`BudgetConfig::default`] (one instance).
     pub fn with_tuning(
         config: ScalingoConfig,
         tuning: ScalingoTuning,
+    ) -> Result<Self, ScalingoError> {
+        let budget = Budget::in_memory(BudgetConfig::default())
+            .map_err(|e| ScalingoError::Config(e.to_string()))?;
+        Self::with_budget(config, tuning, Arc::new(budget))
+    }
+
+    /// Builds the client drawing on `budget`, the gateway's one budget (in
+    /// memory, or shared through Redis).
+    pub fn with_budget(
+        config: ScalingoConfig,
+        tuning: ScalingoTuning,
+        budget: Arc<Budget>,
     ) -> Result<Self, ScalingoError> {
         if config.api_token.is_empty() {
             return Err(ScalingoError::Config("the API token is empty".into()));
@@ -72,7 +101,7 @@ impl ScalingoClient {
                 "retry.attempts must be at least 1".into(),
             ));
         }
-        let transport = Transport::new(&config, tuning.retry.clone())?;
+        let transport = Transport::new(&config, tuning.retry.clone(), budget)?;
         Ok(Self {
             inner: Arc::new(Inner {
                 locations: AppLocations::new(tuning.negative_ttl),
@@ -81,7 +110,41 @@ impl ScalingoClient {
                 config,
                 tuning,
             }),
+            caller: Caller::default(),
         })
+    }
+
+    /// The same client, for callers of `priority` (shares everything).
+    pub fn with_priority(&self, priority: Priority) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            caller: Caller {
+                priority,
+                ..self.caller
+            },
+        }
+    }
+
+    /// The same client, whose calls wait for a budget slot at most until
+    /// `deadline` (or the earlier deadline this view already has).
+    pub fn with_deadline(&self, deadline: Instant) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            caller: Caller {
+                deadline: Some(self.caller.deadline.map_or(deadline, |d| d.min(deadline))),
+                ..self.caller
+            },
+        }
+    }
+
+    /// The priority of this view's calls.
+    pub fn priority(&self) -> Priority {
+        self.caller.priority
+    }
+
+    /// The budget every call draws from (for its [stats](Budget::stats)).
+    pub fn budget(&self) -> &Arc<Budget> {
+        self.inner.transport.budget()
     }
 
     /// Counts this client's calls in `metrics` (the first call wins).
@@ -95,13 +158,13 @@ impl ScalingoClient {
     /// Fails with [`ScalingoError::UnknownRegion`] when the configuration names
     /// a region Scalingo does not list.
     pub async fn regions(&self) -> Result<Vec<Region>, ScalingoError> {
-        Ok(self.inner.regions().await?.as_ref().clone())
+        Ok(self.inner.regions(self.caller).await?.as_ref().clone())
     }
 
     /// Every app of `region` (`GET /v1/apps`). Refreshes the app -> region
     /// cache for that region.
     pub async fn list_apps(&self, region: &str) -> Result<Vec<App>, ScalingoError> {
-        self.inner.list_apps(region).await
+        self.inner.list_apps(self.caller, region).await
     }
 
     /// The region of `app`, or `None` when no usable region has it.
@@ -114,18 +177,18 @@ impl ScalingoClient {
     /// listed, the error is returned instead of `None` (for a shorter time).
     pub async fn locate(&self, app: &str) -> Result<Option<String>, ScalingoError> {
         check_app(app)?;
-        let inner = &self.inner;
+        let (inner, caller) = (&self.inner, self.caller.for_shared_fetch());
         inner
             .locations
             .locate(app, || async {
-                match inner.regions().await {
+                match inner.regions(caller).await {
                     Err(e) => Some(e),
-                    Ok(regions) => {
-                        futures::future::join_all(regions.iter().map(|r| inner.list_apps(&r.name)))
-                            .await
-                            .into_iter()
-                            .find_map(Result::err)
-                    }
+                    Ok(regions) => futures::future::join_all(
+                        regions.iter().map(|r| inner.list_apps(caller, &r.name)),
+                    )
+                    .await
+                    .into_iter()
+                    .find_map(Result::err),
                 }
             })
             .await
@@ -139,7 +202,10 @@ impl ScalingoClient {
 
     /// One app (`GET /v1/apps/{app}`).
     pub async fn get_app(&self, region: &str, app: &str) -> Result<App, ScalingoError> {
-        let envelope: AppEnvelope = self.inner.get_app_json(region, app, &[]).await?;
+        let envelope: AppEnvelope = self
+            .inner
+            .get_app_json(self.caller, region, app, &[])
+            .await?;
         Ok(envelope.app)
     }
 
@@ -151,7 +217,7 @@ impl ScalingoClient {
     ) -> Result<Vec<ContainerType>, ScalingoError> {
         let envelope: ContainersEnvelope = self
             .inner
-            .get_app_json(region, app, &["containers"])
+            .get_app_json(self.caller, region, app, &["containers"])
             .await?;
         Ok(envelope.containers)
     }
@@ -175,7 +241,7 @@ impl ScalingoClient {
         if changes.is_empty() {
             return Ok(ScaleOutcome::NoChange);
         }
-        let api = self.inner.region_api(region).await?;
+        let api = self.inner.region_api(self.caller, region).await?;
         let url = urls::app_url(&api, app, &["scale"])?;
         let body = serde_json::to_value(ScaleRequest {
             containers: changes,
@@ -184,7 +250,7 @@ impl ScalingoClient {
         let answer = self
             .inner
             .transport
-            .call(Method::POST, &url, Some(&body))
+            .call(self.caller, Method::POST, &url, Some(&body))
             .await?;
         match answer.status.as_u16() {
             202 => {
@@ -225,15 +291,68 @@ impl ScalingoClient {
         check_operation_id(id)?;
         let envelope: OperationEnvelope = self
             .inner
-            .get_app_json(region, app, &["operations", id])
+            .get_app_json(self.caller, region, app, &["operations", id])
             .await?;
         Ok(envelope.operation)
     }
 
     /// The containers (`GET /v1/apps/{app}/ps`).
     pub async fn ps(&self, region: &str, app: &str) -> Result<Vec<Process>, ScalingoError> {
-        let envelope: PsEnvelope = self.inner.get_app_json(region, app, &["ps"]).await?;
+        let envelope: PsEnvelope = self
+            .inner
+            .get_app_json(self.caller, region, app, &["ps"])
+            .await?;
         Ok(envelope.containers)
+    }
+
+    /// The app's autoscalers (`GET /v1/apps/{app}/autoscalers`); empty when
+    /// it has none. Entries without an id are skipped (see [`Autoscaler`]).
+    pub async fn list_autoscalers(
+        &self,
+        region: &str,
+        app: &str,
+    ) -> Result<Vec<Autoscaler>, ScalingoError> {
+        let envelope: AutoscalersEnvelope = self
+            .inner
+            .get_app_json(self.caller, region, app, &["autoscalers"])
+            .await?;
+        Ok(envelope.autoscalers)
+    }
+
+    /// Turns an autoscaler off or back on (`PATCH
+    /// /v1/apps/{app}/autoscalers/{id}` with `{"autoscaler":{"disabled":b}}`).
+    ///
+    /// Returns the autoscaler as Scalingo answers it, or `None` when the 2xx
+    /// answer has no decodable `autoscaler` (the change was accepted all the
+    /// same). An unknown id is [`ScalingoError::ResourceNotFound`].
+    pub async fn set_autoscaler_disabled(
+        &self,
+        region: &str,
+        app: &str,
+        id: &str,
+        disabled: bool,
+    ) -> Result<Option<Autoscaler>, ScalingoError> {
+        check_app(app)?;
+        check_id("autoscaler", id)?;
+        let api = self.inner.region_api(self.caller, region).await?;
+        let url = urls::app_url(&api, app, &["autoscalers", id])?;
+        let body = serde_json::to_value(AutoscalerUpdate {
+            autoscaler: AutoscalerDisabled { disabled },
+        })
+        .map_err(|e| ScalingoError::Decode(format!("autoscaler update: {e}")))?;
+        let answer = self
+            .inner
+            .transport
+            .call(self.caller, Method::PATCH, &url, Some(&body))
+            .await?;
+        if !answer.status.is_success() {
+            let err = transport::fail(&Method::PATCH, &url, &answer);
+            return Err(self.inner.app_error(region, app, err));
+        }
+        tracing::info!(app, region, autoscaler = id, disabled, "autoscaler updated");
+        Ok(serde_json::from_slice::<AutoscalerEnvelope>(&answer.body)
+            .ok()
+            .map(|e| e.autoscaler))
     }
 
     /// Polls the operation until it is `done` (returned) or `error`
@@ -253,8 +372,9 @@ impl ScalingoClient {
         check_app(app)?;
         check_operation_id(id)?;
         let interval = self.inner.tuning.operation_poll_interval;
+        let this = self.with_deadline(deadline);
         polling::until_operation_ends((region, app, id), interval, deadline, || {
-            self.operation(region, app, id)
+            this.operation(region, app, id)
         })
         .await
     }
@@ -271,18 +391,24 @@ impl ScalingoClient {
         deadline: Instant,
     ) -> Result<(), ScalingoError> {
         check_app(app)?;
-        polling::until_web_runs((region, app), deadline, || self.ps(region, app)).await
+        let this = self.with_deadline(deadline);
+        polling::until_web_runs((region, app), deadline, || this.ps(region, app)).await
     }
 }
 
 impl Inner {
-    async fn regions(&self) -> Result<Arc<Vec<Region>>, ScalingoError> {
-        self.regions.get(|| self.fetch_regions()).await
+    async fn regions(&self, caller: Caller) -> Result<Arc<Vec<Region>>, ScalingoError> {
+        self.regions
+            .get(|| self.fetch_regions(caller.for_shared_fetch()))
+            .await
     }
 
-    async fn fetch_regions(&self) -> Result<Vec<Region>, ScalingoError> {
+    async fn fetch_regions(&self, caller: Caller) -> Result<Vec<Region>, ScalingoError> {
         let url = urls::join(&self.config.auth_url, &["v1", "regions"])?;
-        let envelope: RegionsEnvelope = self.transport.call_json(Method::GET, &url, None).await?;
+        let envelope: RegionsEnvelope = self
+            .transport
+            .call_json(caller, Method::GET, &url, None)
+            .await?;
         let usable = envelope
             .regions
             .into_iter()
@@ -299,8 +425,8 @@ impl Inner {
         Ok(regions)
     }
 
-    async fn region_api(&self, region: &str) -> Result<Url, ScalingoError> {
-        self.regions()
+    async fn region_api(&self, caller: Caller, region: &str) -> Result<Url, ScalingoError> {
+        self.regions(caller)
             .await?
             .iter()
             .find(|r| r.name == region)
@@ -308,10 +434,13 @@ impl Inner {
             .ok_or_else(|| ScalingoError::UnknownRegion(region.to_owned()))
     }
 
-    async fn list_apps(&self, region: &str) -> Result<Vec<App>, ScalingoError> {
-        let api = self.region_api(region).await?;
+    async fn list_apps(&self, caller: Caller, region: &str) -> Result<Vec<App>, ScalingoError> {
+        let api = self.region_api(caller, region).await?;
         let url = urls::join(&api, &["v1", "apps"])?;
-        let envelope: AppsEnvelope = self.transport.call_json(Method::GET, &url, None).await?;
+        let envelope: AppsEnvelope = self
+            .transport
+            .call_json(caller, Method::GET, &url, None)
+            .await?;
         self.locations.record_listing(region, &envelope.apps);
         Ok(envelope.apps)
     }
@@ -321,21 +450,24 @@ impl Inner {
     /// even for the regions).
     async fn get_app_json<T: DeserializeOwned>(
         &self,
+        caller: Caller,
         region: &str,
         app: &str,
         tail: &[&str],
     ) -> Result<T, ScalingoError> {
         check_app(app)?;
-        let api = self.region_api(region).await?;
+        let api = self.region_api(caller, region).await?;
         let url = urls::app_url(&api, app, tail)?;
         self.transport
-            .call_json(Method::GET, &url, None)
+            .call_json(caller, Method::GET, &url, None)
             .await
             .map_err(|e| self.app_error(region, app, e))
     }
 
-    /// A 404 on an app path drops the app from the location cache if it was
-    /// cached in that region.
+    /// A 404 about the app ([`ScalingoError::NotFound`]) drops it from the
+    /// location cache if it was cached in that region; a 404 about anything
+    /// else (an unknown container type, a missing operation) leaves it: the
+    /// app exists.
     fn app_error(&self, region: &str, app: &str, err: ScalingoError) -> ScalingoError {
         if err == ScalingoError::NotFound {
             self.locations.forget_in(region, app);
@@ -357,126 +489,5 @@ fn lenient_formation(answer: &Answer) -> Vec<ContainerType> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn config_is_checked() {
-        let mut config = ScalingoConfig::new("");
-        assert!(matches!(
-            ScalingoClient::new(config.clone()),
-            Err(ScalingoError::Config(_))
-        ));
-        config.api_token = "tk-us-x".into();
-        config.auth_url = Url::parse("ftp://auth.example.com").unwrap();
-        assert!(matches!(
-            ScalingoClient::new(config.clone()),
-            Err(ScalingoError::Config(_))
-        ));
-        config.auth_url = Url::parse("https://user:pw@auth.example.com").unwrap();
-        assert!(matches!(
-            ScalingoClient::new(config.clone()),
-            Err(ScalingoError::Config(_))
-        ));
-        config.auth_url = Url::parse("https://auth.example.com").unwrap();
-        let client = ScalingoClient::new(config).unwrap();
-        let debug = format!("{client:?}");
-        assert!(!debug.contains("tk-us-x"), "{debug}");
-    }
-
-    #[test]
-    fn config_debug_redacts_the_token() {
-        let config = ScalingoConfig::new("tk-us-secret");
-        let debug = format!("{config:?}");
-        assert!(!debug.contains("tk-us-secret"), "{debug}");
-        assert!(debug.contains("[redacted]"));
-    }
-
-    #[tokio::test]
-    async fn invalid_names_are_refused_before_any_call() {
-        // The auth URL is unroutable: any HTTP call would fail with Transport.
-        let mut config = ScalingoConfig::new("tk-us-x");
-        config.auth_url = Url::parse("http://127.0.0.1:1").unwrap();
-        let client = ScalingoClient::new(config).unwrap();
-        for bad in [
-            "Bad",
-            "ab",
-            "-abcdef",
-            "abc--def",
-            "../../etc",
-            "my app x",
-            "my-app.evil.com",
-        ] {
-            assert!(
-                matches!(
-                    client.get_app("osc-fr1", bad).await,
-                    Err(ScalingoError::InvalidAppName(_))
-                ),
-                "{bad}"
-            );
-            assert!(
-                matches!(
-                    client.locate(bad).await,
-                    Err(ScalingoError::InvalidAppName(_))
-                ),
-                "{bad}"
-            );
-            assert!(
-                matches!(
-                    client
-                        .scale("osc-fr1", bad, &[ContainerAmount::new("web", 1)])
-                        .await,
-                    Err(ScalingoError::InvalidAppName(_))
-                ),
-                "{bad}"
-            );
-            assert!(
-                matches!(
-                    client.ps("osc-fr1", bad).await,
-                    Err(ScalingoError::InvalidAppName(_))
-                ),
-                "{bad}"
-            );
-            assert!(
-                matches!(
-                    client.formation("osc-fr1", bad).await,
-                    Err(ScalingoError::InvalidAppName(_))
-                ),
-                "{bad}"
-            );
-            assert!(
-                matches!(
-                    client.operation("osc-fr1", bad, "op").await,
-                    Err(ScalingoError::InvalidAppName(_))
-                ),
-                "{bad}"
-            );
-            assert!(
-                matches!(
-                    client
-                        .wait_web_running("osc-fr1", bad, Instant::now())
-                        .await,
-                    Err(ScalingoError::InvalidAppName(_))
-                ),
-                "{bad}"
-            );
-            assert!(
-                matches!(
-                    client
-                        .wait_operation("osc-fr1", bad, "op", Instant::now())
-                        .await,
-                    Err(ScalingoError::InvalidAppName(_))
-                ),
-                "{bad}"
-            );
-        }
-    }
-
-    #[test]
-    fn client_is_send_sync_and_cheap_to_clone() {
-        fn assert_send_sync<T: Send + Sync + Clone>() {}
-        assert_send_sync::<ScalingoClient>();
-        fn assert_error<T: std::error::Error + Send + Sync + Clone + 'static>() {}
-        assert_error::<ScalingoError>();
-    }
-}
+#[path = "client_tests.rs"]
+mod tests;

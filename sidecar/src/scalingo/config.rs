@@ -89,6 +89,10 @@ impl ScalingoConfig {
     }
 }
 
+/// How long a call waits for a slot of the API budget when its caller gave
+/// no deadline ([`ScalingoClient::with_deadline`](super::ScalingoClient::with_deadline)).
+pub const DEFAULT_BUDGET_WAIT: Duration = Duration::from_secs(30);
+
 /// Timing knobs; the defaults suit the real API, tests shorten them
 /// (see [`ScalingoClient::with_tuning`](super::ScalingoClient::with_tuning)).
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -21,9 +21,21 @@ pub enum ScalingoError {
     /// The API token was refused by the token exchange (or a fresh JWT was refused).
     #[error("Scalingo refused the API token")]
     Unauthorized,
-    /// 404: the app (or operation) does not exist in that region.
+    /// 404 about the app: it does not exist in that region (the body's
+    /// `resource` is `app`, or absent: every 404 path of this client is an
+    /// app path). The only error that drops the app from the location cache.
     #[error("not found")]
     NotFound,
+    /// 404 `{"resource":"container_type"}` on a scale: the formation names a
+    /// process type the app does not have. The app exists. (A 422 about the
+    /// types stays [`Rejected`](Self::Rejected), with its field messages:
+    /// their wording is free text, not a contract.)
+    #[error("unknown container type: {0}")]
+    UnknownContainerType(String),
+    /// 404 about another resource than the app (`operation`, `autoscaler`
+    /// ...), named as Scalingo sent it. The app exists.
+    #[error("{resource} not found")]
+    ResourceNotFound { resource: String },
     /// 422: another operation is running on the app (`is scaling`, `is restarting`, `is booting`).
     #[error("app is busy: {0}")]
     Busy(String),
@@ -33,6 +45,10 @@ pub enum ScalingoError {
     /// Still 429 after every retry.
     #[error("rate limited by Scalingo")]
     RateLimited,
+    /// No slot of the gateway's API budget freed (or a 429 pause did not end)
+    /// before the caller's deadline; nothing was sent.
+    #[error("Scalingo API budget exhausted")]
+    BudgetExhausted,
     /// 5xx (503 after every retry).
     #[error("Scalingo server error ({status}, request id {}): {message}", request_id.as_deref().unwrap_or("-"))]
     Server {
@@ -71,11 +87,16 @@ impl ScalingoError {
     }
 
     /// True for errors that may go away by themselves (worth retrying later):
-    /// rate limiting, 5xx, transport errors, an app busy with another operation.
+    /// rate limiting (Scalingo's, or our own budget), 5xx, transport errors,
+    /// an app busy with another operation.
     pub fn is_transient(&self) -> bool {
         matches!(
             self,
-            Self::RateLimited | Self::Server { .. } | Self::Transport(_) | Self::Busy(_)
+            Self::RateLimited
+                | Self::BudgetExhausted
+                | Self::Server { .. }
+                | Self::Transport(_)
+                | Self::Busy(_)
         )
     }
 }
@@ -89,7 +110,15 @@ pub(crate) fn from_response(status: u16, request_id: Option<String>, body: &[u8]
     let parsed = ErrorBody::parse(body);
     match status {
         401 => ScalingoError::Unauthorized,
-        404 => ScalingoError::NotFound,
+        404 => match parsed.resource.as_deref() {
+            None | Some("app") => ScalingoError::NotFound,
+            Some("container_type") => {
+                ScalingoError::UnknownContainerType(parsed.message_or(status))
+            }
+            Some(resource) => ScalingoError::ResourceNotFound {
+                resource: truncate(resource, MAX_ECHOED_NAME_CHARS),
+            },
+        },
         429 => ScalingoError::RateLimited,
         422 => match parsed.busy_message() {
             Some(message) => ScalingoError::Busy(message),
@@ -128,6 +157,8 @@ struct ErrorBody {
     bare_errors: Vec<String>,
     /// `url` of a 402 (where to upgrade the account).
     url: Option<String>,
+    /// `resource` of a 404 (what is missing: `app`, `container_type` ...).
+    resource: Option<String>,
     /// The body itself when it is not JSON (e.g. `Retry later`).
     text: Option<String>,
 }
@@ -149,6 +180,10 @@ impl ErrorBody {
                     }
                 }
                 out.url = map.get("url").and_then(Value::as_str).map(str::to_owned);
+                out.resource = map
+                    .get("resource")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned);
             }
             Ok(_) | Err(_) => {
                 let text = String::from_utf8_lossy(body).trim().to_owned();
@@ -285,6 +320,29 @@ mod tests {
             ScalingoError::NotFound
         );
         assert_eq!(map(404, ""), ScalingoError::NotFound);
+    }
+
+    #[test]
+    fn status_404_about_another_resource_is_not_the_app() {
+        assert_eq!(
+            map(404, r#"{"resource":"container_type","error":"not found"}"#),
+            ScalingoError::UnknownContainerType("not found".into())
+        );
+        assert_eq!(
+            map(404, r#"{"resource":"autoscaler","error":"not found"}"#),
+            ScalingoError::ResourceNotFound {
+                resource: "autoscaler".into()
+            }
+        );
+        assert_eq!(
+            map(404, r#"{"resource":"operation"}"#),
+            ScalingoError::ResourceNotFound {
+                resource: "operation".into()
+            }
+        );
+        // A `resource` that is not a string says nothing: about the app.
+        assert_eq!(map(404, r#"{"resource":7}"#), ScalingoError::NotFound);
+        assert_eq!(map(404, "Not Found"), ScalingoError::NotFound);
     }
 
     #[test]

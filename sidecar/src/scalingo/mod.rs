@@ -3,6 +3,7 @@
 //!
 //! The contract is `/work/shared/scalingo-api.md`; this module follows it and
 //! works against the real API unchanged (only base URLs differ in tests).
+//! Besides the calls above it reads and re-enables autoscalers.
 //!
 //! - [`auth`]: the [`Secret`] wrapper and the API-token -> JWT exchange, with
 //!   one cached JWT shared by every caller.
@@ -10,7 +11,9 @@
 //!   the parts below.
 //! - `transport`: the HTTP requests, the bearer and the JWT exchange, reading
 //!   and decoding answers, with the one retry policy of `retry` (back-off and
-//!   `Retry-After`).
+//!   `Retry-After`); every try first takes a slot of the gateway's
+//!   [`Budget`](crate::budget::Budget) at its caller's priority, and a 429
+//!   pauses that budget.
 //! - `locator`: the region list cache and the app -> region cache.
 //! - [`polling`]: the loops that wait for an operation to end or for `ps` to
 //!   show a running web container.
@@ -28,7 +31,8 @@
 //!   listed by `/v1/regions` (redirects are not followed; a `Location` on
 //!   another host is refused);
 //! - every call is bounded (per-request timeout, bounded retries, and the
-//!   `wait_*` helpers take a deadline).
+//!   `wait_*` helpers take a deadline);
+//! - no request leaves without a budget slot (the token exchange included).
 
 pub mod auth;
 pub mod client;
@@ -41,20 +45,23 @@ mod transport;
 pub mod types;
 mod urls;
 
+#[cfg(test)]
+mod stub;
+
 /// Re-exported so that callers can build a [`ScalingoConfig`] without their own `url` dependency.
 pub use url::Url;
 
 pub use auth::Secret;
 pub use client::ScalingoClient;
 pub use config::{
-    RetryPolicy, ScalingoConfig, ScalingoTuning, DEFAULT_AUTH_URL, DEFAULT_NEGATIVE_TTL,
-    DEFAULT_OPERATION_POLL_INTERVAL, DEFAULT_REQUEST_TIMEOUT, DEFAULT_RETRY_ATTEMPTS,
-    DEFAULT_RETRY_BASE_DELAY, DEFAULT_RETRY_MAX_DELAY,
+    RetryPolicy, ScalingoConfig, ScalingoTuning, DEFAULT_AUTH_URL, DEFAULT_BUDGET_WAIT,
+    DEFAULT_NEGATIVE_TTL, DEFAULT_OPERATION_POLL_INTERVAL, DEFAULT_REQUEST_TIMEOUT,
+    DEFAULT_RETRY_ATTEMPTS, DEFAULT_RETRY_BASE_DELAY, DEFAULT_RETRY_MAX_DELAY,
 };
 pub use error::ScalingoError;
 pub use locator::{FAILED_SCAN_RETRY, REGIONS_TTL};
 pub use polling::WEB_POLL_DELAYS;
 pub use types::{
-    web_running, App, AppStatus, ContainerAmount, ContainerType, Operation, OperationStatus,
-    Process, ProcessState, Region, ScaleOutcome,
+    web_running, App, AppStatus, Autoscaler, ContainerAmount, ContainerType, Operation,
+    OperationStatus, Process, ProcessState, Region, ScaleOutcome,
 };

@@ -3,6 +3,10 @@
 //! `retry`, and answers read with a size cap (bodies are untrusted) then
 //! decoded or mapped to a [`ScalingoError`].
 //!
+//! Every try (retries and the token exchange included) first takes a slot
+//! from the gateway's [`Budget`], at the rank of its [`Caller`]; a 429
+//! answer pauses the whole budget. No request leaves without passing here.
+//!
 //! It knows nothing of regions or apps: callers hand it full URLs built by
 //! `urls`. Redirects are never followed, so the bearer only goes to the
 //! URLs the client built.
@@ -10,17 +14,20 @@
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
 
+use tokio::time::Instant;
+
 use reqwest::header::{HeaderMap, HeaderValue, ACCEPT, LOCATION, RETRY_AFTER};
 use reqwest::{Method, RequestBuilder, StatusCode};
 use serde::de::DeserializeOwned;
 use url::Url;
 
 use super::auth::{Secret, TokenCache};
-use super::config::{RetryPolicy, ScalingoConfig};
+use super::config::{RetryPolicy, ScalingoConfig, DEFAULT_BUDGET_WAIT};
 use super::error::{self, ScalingoError};
 use super::retry::{self, SendFailure, Tried};
 use super::types::TokenEnvelope;
 use super::urls::join;
+use crate::budget::{Budget, Priority};
 use crate::metrics::{endpoint_label, Metrics};
 
 /// Largest success body read (the app list of a big account fits easily).
@@ -29,12 +36,38 @@ const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
 const MAX_ERROR_BODY_BYTES: usize = 64 * 1024;
 
 /// An HTTP answer, body read (capped).
+#[derive(Clone)]
 pub(crate) struct Answer {
     pub status: StatusCode,
     pub request_id: Option<String>,
     pub location: Option<String>,
     pub retry_after: Option<Duration>,
     pub body: Vec<u8>,
+}
+
+/// Whose call this is, for the budget: its priority, and until when it may
+/// wait for a slot (`None`: [`DEFAULT_BUDGET_WAIT`] from the call's start).
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Caller {
+    pub priority: Priority,
+    pub deadline: Option<Instant>,
+}
+
+impl Caller {
+    /// The caller of a fetch whose result every caller shares (the JWT, the
+    /// region list, a locate scan): it runs at wake priority, since a wake
+    /// may be waiting on it behind the cache's lock, whoever started it.
+    pub fn for_shared_fetch(self) -> Self {
+        Self {
+            priority: Priority::Wake,
+            ..self
+        }
+    }
+
+    fn budget_deadline(&self) -> Instant {
+        self.deadline
+            .unwrap_or_else(|| Instant::now() + DEFAULT_BUDGET_WAIT)
+    }
 }
 
 /// Sends the client's calls. The JWT it holds is shared by every clone of
@@ -45,13 +78,19 @@ pub(crate) struct Transport {
     api_token: Secret,
     retry: RetryPolicy,
     tokens: TokenCache,
+    /// Every try takes a slot from it first.
+    budget: Arc<Budget>,
     /// Counts calls by endpoint and status, once the gateway sets it.
     metrics: OnceLock<Arc<Metrics>>,
 }
 
 impl Transport {
     /// Builds the HTTP client (no call is made). `config` is assumed checked.
-    pub fn new(config: &ScalingoConfig, retry: RetryPolicy) -> Result<Self, ScalingoError> {
+    pub fn new(
+        config: &ScalingoConfig,
+        retry: RetryPolicy,
+        budget: Arc<Budget>,
+    ) -> Result<Self, ScalingoError> {
         let mut headers = HeaderMap::new();
         headers.insert(ACCEPT, HeaderValue::from_static("application/json"));
         let http = reqwest::Client::builder()
@@ -68,8 +107,13 @@ impl Transport {
             api_token: config.api_token.clone(),
             retry,
             tokens: TokenCache::default(),
+            budget,
             metrics: OnceLock::new(),
         })
+    }
+
+    pub fn budget(&self) -> &Arc<Budget> {
+        &self.budget
     }
 
     /// Counts calls in `metrics` (the first call wins).
@@ -82,16 +126,20 @@ impl Transport {
     /// Returns the last answer whatever its status.
     pub async fn call(
         &self,
+        caller: Caller,
         method: Method,
         url: &Url,
         body: Option<&serde_json::Value>,
     ) -> Result<Answer, ScalingoError> {
-        let mut jwt = self.tokens.get(|| self.exchange()).await?;
+        let mut jwt = self
+            .tokens
+            .get(|| self.exchange(caller.for_shared_fetch()))
+            .await?;
         let mut renewed = false;
         loop {
             let bearer = jwt.clone();
             let answer = self
-                .send_with_retry(&method, url, || {
+                .send_with_retry(caller, &method, url, || {
                     let request = self
                         .http
                         .request(method.clone(), url.clone())
@@ -105,7 +153,10 @@ impl Transport {
             if answer.status == StatusCode::UNAUTHORIZED && !renewed {
                 tracing::info!(%method, path = url.path(), request_id = answer.request_id.as_deref(), "JWT refused; exchanging the API token again");
                 renewed = true;
-                jwt = self.tokens.renew(&jwt, || self.exchange()).await?;
+                jwt = self
+                    .tokens
+                    .renew(&jwt, || self.exchange(caller.for_shared_fetch()))
+                    .await?;
                 continue;
             }
             return Ok(answer);
@@ -115,22 +166,23 @@ impl Transport {
     /// [`call`](Self::call) then [`decode`].
     pub async fn call_json<T: DeserializeOwned>(
         &self,
+        caller: Caller,
         method: Method,
         url: &Url,
         body: Option<&serde_json::Value>,
     ) -> Result<T, ScalingoError> {
-        let answer = self.call(method.clone(), url, body).await?;
+        let answer = self.call(caller, method.clone(), url, body).await?;
         decode(&method, url, answer)
     }
 
     /// The JWT exchange: `POST {auth}/v1/tokens/exchange`, Basic auth with an
     /// empty user and the API token as password, body `{}`.
-    async fn exchange(&self) -> Result<Secret, ScalingoError> {
+    async fn exchange(&self, caller: Caller) -> Result<Secret, ScalingoError> {
         let url = join(&self.auth_url, &["v1", "tokens", "exchange"])?;
         let token = self.api_token.clone();
         let empty = serde_json::json!({});
         let answer = self
-            .send_with_retry(&Method::POST, &url, || {
+            .send_with_retry(caller, &Method::POST, &url, || {
                 self.http
                     .post(url.clone())
                     .basic_auth("", Some(token.expose()))
@@ -155,19 +207,30 @@ impl Transport {
     /// Sends the request built by `build`, retrying what the one policy in
     /// `retry` says (429/503 of any call, 502/504 and transport errors of
     /// idempotent ones, connect errors of any call, never a timed-out call).
-    /// Returns the last answer, whatever its status, or the last transport error.
+    /// Returns the last answer, whatever its status, or the last transport
+    /// error. A retry that gets no budget slot before the deadline ends the
+    /// call with the answer it would have retried (a 429 stays a 429), or
+    /// [`ScalingoError::BudgetExhausted`] when there was none.
     async fn send_with_retry(
         &self,
+        caller: Caller,
         method: &Method,
         url: &Url,
         build: impl Fn() -> RequestBuilder,
     ) -> Result<Answer, ScalingoError> {
         let idempotent = *method == Method::GET;
+        let is_scale = *method == Method::POST && url.path().ends_with("/scale");
+        let slot = Slot {
+            rank: caller.priority.rank(is_scale),
+            deadline: caller.budget_deadline(),
+        };
+        let mut retried: Option<Answer> = None;
         let outcome = retry::retrying(
             &self.retry,
-            |_attempt| self.try_once(idempotent, url, &build),
+            |_attempt| self.try_once(slot, idempotent, url, &build),
             |outcome, attempt, delay| match outcome {
                 Ok(answer) => {
+                    retried = Some(answer.clone());
                     tracing::info!(%method, path = url.path(), status = answer.status.as_u16(), request_id = answer.request_id.as_deref(), attempt, ?delay, "Scalingo asks to retry later")
                 }
                 Err(e) => {
@@ -176,19 +239,29 @@ impl Transport {
             },
         )
         .await;
+        let outcome = match (outcome, retried) {
+            (Err(ScalingoError::BudgetExhausted), Some(answer)) => Ok(answer),
+            (outcome, _) => outcome,
+        };
         if let Err(e) = &outcome {
             tracing::warn!(%method, path = url.path(), error = %e, "Scalingo call failed");
         }
         outcome
     }
 
-    /// One try: sends, counts it, reads the answer and says whether it may be retried.
+    /// One try: takes a budget slot, sends, counts it, reads the answer
+    /// (a 429 pauses the budget) and says whether it may be retried.
     async fn try_once(
         &self,
+        slot: Slot,
         idempotent: bool,
         url: &Url,
         build: &impl Fn() -> RequestBuilder,
     ) -> Tried<Result<Answer, ScalingoError>> {
+        if let Err(e) = self.budget.acquire(slot.rank, slot.deadline).await {
+            tracing::warn!(path = url.path(), error = %e, "Scalingo call not sent");
+            return Tried::Final(Err(ScalingoError::BudgetExhausted));
+        }
         let sent = build().send().await;
         if let Some(metrics) = self.metrics.get() {
             let status = sent.as_ref().ok().map(|r| r.status().as_u16());
@@ -196,6 +269,14 @@ impl Transport {
         }
         match sent {
             Ok(response) => match read_answer(response).await {
+                Ok(answer) if answer.status == StatusCode::TOO_MANY_REQUESTS => {
+                    self.budget.rate_limited(answer.retry_after).await;
+                    let retry_after = answer.retry_after;
+                    Tried::Retryable {
+                        value: Ok(answer),
+                        retry_after,
+                    }
+                }
                 Ok(answer) if retry::status_is_retryable(answer.status.as_u16(), idempotent) => {
                     let retry_after = answer.retry_after;
                     Tried::Retryable {
@@ -219,6 +300,13 @@ impl Transport {
             }
         }
     }
+}
+
+/// The budget slot every try of one call asks for.
+#[derive(Debug, Clone, Copy)]
+struct Slot {
+    rank: crate::budget::Rank,
+    deadline: Instant,
 }
 
 /// Decodes a 2xx body; any other answer is mapped by [`fail`].
@@ -245,7 +333,10 @@ pub(crate) fn fail(method: &Method, url: &Url, answer: &Answer) -> ScalingoError
     );
     let request_id = answer.request_id.as_deref().unwrap_or("-");
     match &err {
-        ScalingoError::NotFound | ScalingoError::Busy(_) => {
+        ScalingoError::NotFound
+        | ScalingoError::ResourceNotFound { .. }
+        | ScalingoError::UnknownContainerType(_)
+        | ScalingoError::Busy(_) => {
             tracing::debug!(%method, path = url.path(), status = answer.status.as_u16(), request_id, error = %err, "Scalingo answer")
         }
         _ => {

@@ -1,11 +1,24 @@
 //! What the Scalingo API returns, as far as the sidecar uses it.
 //!
-//! Unknown JSON fields are ignored, fields that may be absent default, and
-//! status/state strings are open enums: a value Scalingo adds later lands in
-//! `Other(String)` instead of failing the whole response.
+//! Unknown JSON fields are ignored, fields that may be absent (or `null`)
+//! default, and status/state strings are open enums: a value Scalingo adds
+//! later lands in `Other(String)` instead of failing the whole response.
+//! Of an app list entry only `name` is required (the contract says only `id`
+//! and `name` can be relied on); an entry without a usable `name` is skipped
+//! with a warning instead of failing the listing.
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize};
 use url::Url;
+
+/// Decodes an absent or `null` field as its default (serde's `default` alone
+/// covers only the absent case).
+fn null_as_default<'de, D, T>(deserializer: D) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Default + Deserialize<'de>,
+{
+    Ok(Option::<T>::deserialize(deserializer)?.unwrap_or_default())
+}
 
 /// Defines an open string enum: known values get a variant, anything else is
 /// kept verbatim in `Other`. (De)serialises as the plain string.
@@ -71,6 +84,31 @@ open_enum! {
         Scaling => "scaling",
         /// A new version is being deployed.
         Booting => "booting",
+        /// Not given by Scalingo (a list entry without `status`): the app may
+        /// be in any state. Never sent by this client.
+        Unknown => "unknown",
+    }
+}
+
+impl Default for AppStatus {
+    /// What a missing `status` decodes to.
+    fn default() -> Self {
+        Self::Unknown
+    }
+}
+
+impl AppStatus {
+    /// False only when Scalingo says no container runs (`stopped`, or `new`:
+    /// never deployed). [`Unknown`](Self::Unknown) and every other status may
+    /// be running: a missing status never lets a caller take an app as
+    /// stopped (at worst a pause costs a scale call answered "no change").
+    pub fn may_be_running(&self) -> bool {
+        !matches!(self, Self::Stopped | Self::New)
+    }
+
+    /// True when Scalingo gave a status (even one this client does not know).
+    pub fn is_known(&self) -> bool {
+        *self != Self::Unknown
     }
 }
 
@@ -144,12 +182,15 @@ mod url_string {
 /// An app, from `/v1/apps` or `/v1/apps/{app}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct App {
-    /// Opaque id.
-    #[serde(default)]
+    /// Opaque id (empty when absent).
+    #[serde(default, deserialize_with = "null_as_default")]
     pub id: String,
     pub name: String,
     #[serde(default)]
     pub region: Option<String>,
+    /// [`AppStatus::Unknown`] when the answer has none (list entries may
+    /// lack it); see [`AppStatus::may_be_running`].
+    #[serde(default, deserialize_with = "null_as_default")]
     pub status: AppStatus,
     /// May be a custom domain.
     #[serde(default)]
@@ -164,9 +205,9 @@ pub struct App {
     /// `None` before the first deployment.
     #[serde(default)]
     pub last_deployed_at: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     pub force_https: bool,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     pub sticky_session: bool,
 }
 
@@ -224,7 +265,7 @@ pub struct Operation {
     pub finished_at: Option<String>,
     pub status: OperationStatus,
     /// `scale`, `restart`, `start`, `start-one-off` ... (open).
-    #[serde(rename = "type", default)]
+    #[serde(rename = "type", default, deserialize_with = "null_as_default")]
     pub kind: String,
     /// Failure message when `status` is `error`.
     #[serde(default)]
@@ -247,6 +288,46 @@ pub struct Process {
     #[serde(default)]
     pub created_at: Option<String>,
     pub state: ProcessState,
+}
+
+/// An autoscaler, from `/v1/apps/{app}/autoscalers`. The contract is unsure
+/// of the exact field set: only `id` is required (an entry without one is
+/// skipped: it could not be turned back on), the rest is optional.
+///
+/// A manual scale (ours included) disables the autoscalers of the types it
+/// names, so a pause must record the enabled ones and a wake re-enable them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Autoscaler {
+    /// Opaque id (a number is taken as its decimal string).
+    #[serde(deserialize_with = "id_string")]
+    pub id: String,
+    #[serde(default)]
+    pub app_id: Option<String>,
+    /// The process type it scales (`web` ...); empty when absent.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub container_type: String,
+    /// `cpu_consumption`, `rpm_per_container` ... (open).
+    #[serde(default)]
+    pub metric: Option<String>,
+    #[serde(default)]
+    pub target: Option<f64>,
+    #[serde(default)]
+    pub min_containers: Option<u32>,
+    #[serde(default)]
+    pub max_containers: Option<u32>,
+    /// Absent means enabled.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub disabled: bool,
+}
+
+/// An id given as a string or as a number.
+fn id_string<'de, D: Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
+    use serde::de::Error as _;
+    match serde_json::Value::deserialize(deserializer)? {
+        serde_json::Value::String(id) if !id.is_empty() => Ok(id),
+        serde_json::Value::Number(id) => Ok(id.to_string()),
+        other => Err(D::Error::custom(format!("unusable id {other}"))),
+    }
 }
 
 /// True when at least one `web` container is `running`: the default domain
@@ -272,7 +353,29 @@ pub(crate) struct RegionsEnvelope {
 
 #[derive(Deserialize)]
 pub(crate) struct AppsEnvelope {
+    #[serde(default, deserialize_with = "usable_entries")]
     pub apps: Vec<App>,
+}
+
+/// The entries of a list that decode; the others (no `name`, a `name` that
+/// is not a string ...) are logged and skipped, so one odd entry cannot hide
+/// every other app.
+fn usable_entries<'de, D, T>(deserializer: D) -> Result<Vec<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: serde::de::DeserializeOwned,
+{
+    let entries = Option::<Vec<serde_json::Value>>::deserialize(deserializer)?.unwrap_or_default();
+    Ok(entries
+        .into_iter()
+        .filter_map(|entry| match serde_json::from_value(entry) {
+            Ok(item) => Some(item),
+            Err(e) => {
+                tracing::warn!(error = %e, "skipping an undecodable list entry");
+                None
+            }
+        })
+        .collect())
 }
 
 #[derive(Deserialize)]
@@ -284,6 +387,28 @@ pub(crate) struct AppEnvelope {
 pub(crate) struct ContainersEnvelope {
     #[serde(default)]
     pub containers: Vec<ContainerType>,
+}
+
+#[derive(Deserialize)]
+pub(crate) struct AutoscalersEnvelope {
+    #[serde(default, deserialize_with = "usable_entries")]
+    pub autoscalers: Vec<Autoscaler>,
+}
+
+#[derive(Deserialize)]
+pub(crate) struct AutoscalerEnvelope {
+    pub autoscaler: Autoscaler,
+}
+
+/// `PATCH /v1/apps/{app}/autoscalers/{id}` body: `{"autoscaler":{"disabled":b}}`.
+#[derive(Serialize)]
+pub(crate) struct AutoscalerUpdate {
+    pub autoscaler: AutoscalerDisabled,
+}
+
+#[derive(Serialize)]
+pub(crate) struct AutoscalerDisabled {
+    pub disabled: bool,
 }
 
 #[derive(Serialize)]
@@ -303,88 +428,5 @@ pub(crate) struct PsEnvelope {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn app_parses_with_unknown_fields_and_open_status() {
-        let body = r#"{"app":{"id":"5f0","name":"my-app","region":"osc-fr1","status":"hibernating",
-            "url":"https://example.com","base_url":"https://my-app.osc-fr1.scalingo.io",
-            "created_at":"2021-03-19T15:01:25.088Z","updated_at":"2021-03-19T15:01:25.088Z",
-            "last_deployed_at":null,"force_https":true,"sticky_session":false,"owner":{"id":"u"}}}"#;
-        let app = serde_json::from_str::<AppEnvelope>(body).unwrap().app;
-        assert_eq!(app.name, "my-app");
-        assert_eq!(app.status, AppStatus::Other("hibernating".into()));
-        assert_eq!(app.last_deployed_at, None);
-        assert!(app.force_https);
-    }
-
-    #[test]
-    fn minimal_app_parses() {
-        let app: App = serde_json::from_str(r#"{"name":"my-app","status":"stopped"}"#).unwrap();
-        assert_eq!(app.status, AppStatus::Stopped);
-        assert_eq!(app.id, "");
-    }
-
-    #[test]
-    fn open_enums_round_trip() {
-        for s in ["running", "weird"] {
-            let status: AppStatus = serde_json::from_str(&format!("\"{s}\"")).unwrap();
-            assert_eq!(serde_json::to_string(&status).unwrap(), format!("\"{s}\""));
-            assert_eq!(status.as_str(), s);
-        }
-        assert!(OperationStatus::from("done".to_owned()).is_finished());
-        assert!(!OperationStatus::from("queued".to_owned()).is_finished());
-    }
-
-    #[test]
-    fn operation_and_ps_parse() {
-        let op: OperationEnvelope = serde_json::from_str(
-            r#"{"operation":{"id":"op-1","app_id":"a","created_at":"x","finished_at":null,
-            "status":"error","type":"scale","error":"container web-1 failed to restart"}}"#,
-        )
-        .unwrap();
-        assert_eq!(op.operation.status, OperationStatus::Error);
-        assert_eq!(op.operation.kind, "scale");
-
-        let ps: PsEnvelope = serde_json::from_str(
-            r#"{"containers":[{"id":"c1","type":"worker","type_index":1,"label":"worker-1","state":"running"},
-            {"id":"c2","type":"web","type_index":1,"label":"web-1","state":"booting","extra":1}]}"#,
-        )
-        .unwrap();
-        assert!(!web_running(&ps.containers));
-        let mut running = ps.containers.clone();
-        running[1].state = ProcessState::Running;
-        assert!(web_running(&running));
-        assert!(!web_running(&[]));
-    }
-
-    #[test]
-    fn formation_and_scale_request() {
-        let f: ContainersEnvelope = serde_json::from_str(
-            r#"{"containers":[{"name":"web","amount":2,"size":"L"},{"name":"worker","amount":1}]}"#,
-        )
-        .unwrap();
-        assert_eq!(f.containers[1].size, None);
-        let body = serde_json::to_string(&ScaleRequest {
-            containers: &[ContainerAmount::new("web", 1)],
-        })
-        .unwrap();
-        assert_eq!(body, r#"{"containers":[{"name":"web","amount":1}]}"#);
-    }
-
-    #[test]
-    fn regions_parse() {
-        let r: RegionsEnvelope = serde_json::from_str(
-            r#"{"regions":[{"name":"osc-fr1","display_name":"Paris","api":"https://api.osc-fr1.scalingo.com",
-            "dashboard":"https://dashboard.scalingo.com","database_api":"https://db-api.osc-fr1.scalingo.com",
-            "ssh":"ssh.osc-fr1.scalingo.com:22","default":true}]}"#,
-        )
-        .unwrap();
-        assert_eq!(
-            r.regions[0].api.host_str(),
-            Some("api.osc-fr1.scalingo.com")
-        );
-        assert!(r.regions[0].default);
-    }
-}
+#[path = "types_tests.rs"]
+mod tests;

@@ -21,9 +21,15 @@ pub(crate) fn check_app(app: &str) -> Result<(), ScalingoError> {
 
 /// Operation ids are opaque; they are path-encoded, but must still be one real segment.
 pub(crate) fn check_operation_id(id: &str) -> Result<(), ScalingoError> {
+    check_id("operation", id)
+}
+
+/// An opaque id (operation, autoscaler ...) that goes into a path: it is
+/// path-encoded, but must still be one real segment.
+pub(crate) fn check_id(what: &str, id: &str) -> Result<(), ScalingoError> {
     if id.is_empty() || id == "." || id == ".." || id.len() > 200 {
         return Err(ScalingoError::Decode(format!(
-            "invalid operation id {:?}",
+            "invalid {what} id {:?}",
             id.chars().take(64).collect::<String>()
         )));
     }

@@ -250,7 +250,10 @@ impl Scheduler {
                 Err(PassError::Scalingo(e)) => {
                     deps.metrics.pause("failed");
                     warn!(%app, error = %e, "could not pause");
-                    let rate_limited = matches!(e, ScalingoError::RateLimited);
+                    let rate_limited = matches!(
+                        e,
+                        ScalingoError::RateLimited | ScalingoError::BudgetExhausted
+                    );
                     report.failed.push((app, e.to_string()));
                     if rate_limited {
                         // The rest of the pass waits for the next one.

@@ -90,7 +90,7 @@ pub async fn restore_autoscalers(
             .await
         {
             Ok(()) => restored.push(id.clone()),
-            Err(ScalingoError::NotFound) => {
+            Err(ScalingoError::NotFound | ScalingoError::ResourceNotFound { .. }) => {
                 info!(autoscaler = %id, "autoscaler gone since the pause");
             }
             Err(e) => {

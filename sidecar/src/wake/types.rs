@@ -82,7 +82,10 @@ impl WakeError {
     pub fn backs_off(&self) -> bool {
         match self {
             Self::AppFailed { .. } | Self::Timeout(_) | Self::NoWebProcess(_) => true,
-            Self::Provider { source, .. } => !matches!(source, ScalingoError::RateLimited),
+            Self::Provider { source, .. } => !matches!(
+                source,
+                ScalingoError::RateLimited | ScalingoError::BudgetExhausted
+            ),
             Self::InvalidApp(_)
             | Self::UnknownApp(_)
             | Self::Rules(_)
