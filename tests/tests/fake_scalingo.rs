@@ -3,13 +3,18 @@
 //! the control API and the binary.
 //!
 //! Timing: boot delays are small and tests poll with a generous deadline;
-//! nothing asserts an upper bound on wall-clock time.
+//! nothing asserts an upper bound on wall-clock time, and nothing sleeps to
+//! synchronise: tests wait on conditions, or set a delay far longer than
+//! the test (so that the state under test cannot end before it is read).
 
 use std::time::{Duration, Instant};
 
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine as _;
-use paastis_e2e::fake::{Endpoint, FakeApp, FakeConfig, FakeScalingo, Fault, FaultKind};
+use paastis_e2e::fake::{
+    Endpoint, FakeApp, FakeConfig, FakeScalingo, Fault, FaultKind, ListEntries, RateLimitBody,
+    UnknownTypeAnswer, APP_HEADER, ROUTER_MARKER,
+};
 use reqwest::{Client, Method, Response, StatusCode};
 use serde_json::{json, Value};
 
@@ -27,9 +32,15 @@ fn client() -> Client {
         .expect("reqwest client")
 }
 
+/// The strict defaults, but with short scale-downs and no front boot window,
+/// so that the cycles tested here end within the poll deadline. Both strict
+/// defaults have their own tests below (which start from
+/// `FakeConfig::default()`).
 fn config(boot_ms: u64) -> FakeConfig {
     FakeConfig {
         boot_delay: Duration::from_millis(boot_ms),
+        stop_delay: Duration::from_millis(50),
+        front_boot_window: Duration::ZERO,
         ..FakeConfig::default()
     }
 }
@@ -519,7 +530,14 @@ async fn keep_stopped_in_ps_lists_stopped_containers() {
 
 #[tokio::test]
 async fn scale_errors_follow_the_contract() {
-    let fake = start(300).await;
+    // The 422 variant for an unknown container type (the default, 404, is
+    // tested in `not_found_answers_name_the_resource`).
+    let fake = FakeScalingo::start(FakeConfig {
+        unknown_type: UnknownTypeAnswer::Unprocessable,
+        ..config(300)
+    })
+    .await
+    .expect("fake starts");
     fake.add_app(FakeApp::web("busy-app", FR, 1));
     fake.add_app(FakeApp::web("new-app1", FR, 0).undeployed());
     let jwt = exchange(&fake).await;
@@ -861,8 +879,10 @@ async fn counters_count_every_call() {
 
 #[tokio::test]
 async fn rate_limit_answers_429_json() {
+    // The exchange is one call of the budget: 1 + 5.
     let fake = FakeScalingo::start(FakeConfig {
-        rate_limit_per_minute: Some(5),
+        rate_limit_per_minute: Some(6),
+        rate_limit_body: RateLimitBody::Json,
         ..config(50)
     })
     .await
@@ -874,8 +894,9 @@ async fn rate_limit_answers_429_json() {
     let (status, body) = json_of(get(&fake, "/v1/apps", &jwt).await).await;
     assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
     assert!(body["error"].is_string());
-    // Per API token, not per JWT: a fresh exchange does not reset it.
-    let again = exchange(&fake).await;
+    // Per API token, not per JWT: a fresh token does not reset it (the
+    // exchange itself would be refused now: mint one).
+    let again = fake.mint_token();
     assert_eq!(
         get(&fake, "/v1/apps", &again).await.status(),
         StatusCode::TOO_MANY_REQUESTS
@@ -999,6 +1020,9 @@ async fn binary_prints_its_addresses_and_serves() {
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_fake-scalingo"))
         .args(["--token", "tk-us-demo", "--boot-delay-ms", "20", "--apps"])
         .arg(&apps)
+        .args(["--rate-limit-body", "json", "--router-status", "504"])
+        .args(["--list-entries", "full", "--front-boot-window-ms", "0"])
+        .env("FAKE_SCALINGO_RATE_LIMIT", "off")
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
         .kill_on_drop(true)
@@ -1039,6 +1063,20 @@ async fn binary_prints_its_addresses_and_serves() {
         body,
         json!({ "containers": [{ "name": "web", "amount": 0, "size": "S" }] })
     );
+    let (status, knobs) = json_of(
+        c.get(format!("{auth_url}/_fake/knobs"))
+            .send()
+            .await
+            .expect("knobs"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(knobs["rate_limit_per_minute"], Value::Null);
+    assert_eq!(knobs["rate_limit_body"], "json");
+    assert_eq!(knobs["router_status"], 504);
+    assert_eq!(knobs["list_entries"], "full");
+    assert_eq!(knobs["front_boot_window_ms"], 0);
+    assert_eq!(knobs["stop_delay_ms"], 30_000);
 
     let pid = child.id().expect("pid").to_string();
     let killed = std::process::Command::new("kill")
@@ -1060,6 +1098,10 @@ async fn binary_rejects_bad_flags() {
         &["--boot-delay-ms", "soon"],
         &["--api", "osc-fr1"],
         &["--token"],
+        &["--router-status", "500"],
+        &["--list-entries", "some"],
+        &["--rate-limit-body", "xml"],
+        &["--rate-limit", "0"],
     ] {
         let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_fake-scalingo"))
             .args(args)
@@ -1070,4 +1112,712 @@ async fn binary_rejects_bad_flags() {
         assert!(!out.stderr.is_empty());
         assert!(out.stdout.is_empty());
     }
+}
+
+// ---- strict by default ------------------------------------------------------
+
+/// A fake with every strict default, apps booting in `boot_ms`.
+async fn strict(boot_ms: u64) -> FakeScalingo {
+    FakeScalingo::start(FakeConfig {
+        boot_delay: Duration::from_millis(boot_ms),
+        ..FakeConfig::default()
+    })
+    .await
+    .expect("fake starts")
+}
+
+async fn knobs(fake: &FakeScalingo, change: Value) -> (StatusCode, Value) {
+    json_of(
+        client()
+            .put(format!("{}/_fake/knobs", fake.auth_url()))
+            .json(&change)
+            .send()
+            .await
+            .expect("knobs"),
+    )
+    .await
+}
+
+#[test]
+fn defaults_are_at_least_as_strict_as_the_real_platform() {
+    let c = FakeConfig::default();
+    assert_eq!(c.rate_limit_per_minute, Some(60));
+    assert_eq!(c.rate_limit_body, RateLimitBody::PlainText);
+    assert_eq!(c.rate_limit_retry_after, None);
+    assert_eq!(c.stop_delay, Duration::from_secs(30));
+    assert_eq!(c.crashed_after, 12);
+    assert_eq!(c.boot_retries, 20);
+    assert_eq!(c.router_status, 503);
+    assert!(c.front_boot_window > Duration::ZERO);
+    assert_eq!(c.list_entries, ListEntries::SomeSparse);
+    assert_eq!(c.unknown_type, UnknownTypeAnswer::NotFound);
+}
+
+#[tokio::test]
+async fn rate_limit_is_60_a_minute_per_token_in_plain_text_by_default() {
+    let fake = strict(50).await;
+    fake.add_app(FakeApp::web("count-me", FR, 1));
+    // 1 exchange + 1 regions + 58 regional calls (spread over endpoints and
+    // regions) = 60.
+    let jwt = exchange(&fake).await;
+    let res = client()
+        .get(format!("{}/v1/regions", fake.auth_url()))
+        .bearer_auth(&jwt)
+        .send()
+        .await
+        .expect("regions");
+    assert_eq!(res.status(), StatusCode::OK);
+    for i in 0..58 {
+        let res = match i % 3 {
+            0 => get(&fake, "/v1/apps/count-me/ps", &jwt).await,
+            1 => api(&fake, SECNUM, Method::GET, "/v1/apps", &jwt, None).await,
+            _ => get(&fake, "/v1/apps/count-me", &jwt).await,
+        };
+        assert_eq!(res.status(), StatusCode::OK, "call {i}");
+    }
+    let res = get(&fake, "/v1/apps", &jwt).await;
+    assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(res.headers().get("retry-after").is_none());
+    assert!(res.headers()["content-type"]
+        .to_str()
+        .expect("ascii")
+        .starts_with("text/plain"));
+    assert_eq!(res.text().await.expect("text"), "Retry later");
+    // The auth API's calls draw from the same budget.
+    let res = client()
+        .post(format!("{}/v1/tokens/exchange", fake.auth_url()))
+        .header("Authorization", basic(TOKEN))
+        .send()
+        .await
+        .expect("exchange");
+    assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+    let res = client()
+        .get(format!("{}/v1/regions", fake.auth_url()))
+        .bearer_auth(&jwt)
+        .send()
+        .await
+        .expect("regions");
+    assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+
+    assert_eq!(fake.rate_limited(Endpoint::ListApps), 1);
+    assert_eq!(fake.rate_limited(Endpoint::Exchange), 1);
+    assert_eq!(fake.rate_limited(Endpoint::Regions), 1);
+    assert_eq!(fake.rate_limited_total(), 3);
+    // Counted calls include the refused ones.
+    assert_eq!(fake.calls(Endpoint::ListApps), 1 + 19);
+    let (_, counters) = json_of(
+        client()
+            .get(format!("{}/_fake/counters", fake.auth_url()))
+            .send()
+            .await
+            .expect("counters"),
+    )
+    .await;
+    assert_eq!(counters["rate_limited"]["list_apps"], 1);
+    assert_eq!(counters["rate_limited_total"], 3);
+}
+
+#[tokio::test]
+async fn rate_limit_knobs_change_the_budget_body_and_retry_after() {
+    let fake = strict(50).await;
+    let (status, body) = knobs(
+        &fake,
+        json!({ "rate_limit_per_minute": 2, "rate_limit_body": "json", "retry_after_s": 7 }),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["rate_limit_per_minute"], 2);
+    let jwt = exchange(&fake).await;
+    assert_eq!(get(&fake, "/v1/apps", &jwt).await.status(), StatusCode::OK);
+    let res = get(&fake, "/v1/apps", &jwt).await;
+    assert_eq!(res.headers()["retry-after"], "7");
+    let (status, body) = json_of(res).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+    assert!(body["error"].is_string() && body["code"].is_string());
+    // A bad knob changes nothing.
+    let (status, _) = knobs(
+        &fake,
+        json!({ "rate_limit_per_minute": null, "router_status": 500 }),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(
+        get(&fake, "/v1/apps", &jwt).await.status(),
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    // Kinder: no limit at all.
+    fake.set_rate_limit(None);
+    assert_eq!(get(&fake, "/v1/apps", &jwt).await.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn a_crash_looping_app_keeps_its_operation_running_and_reads_crashed() {
+    // Short boots and back-offs so that the loop turns quickly; an unlimited
+    // budget because the test polls.
+    let fake = FakeScalingo::start(FakeConfig {
+        boot_delay: Duration::from_millis(20),
+        crash_backoff: Duration::from_millis(5),
+        crash_backoff_max: Duration::from_millis(20),
+        crashed_after: 3,
+        boot_retries: 100_000,
+        rate_limit_per_minute: None,
+        ..FakeConfig::default()
+    })
+    .await
+    .expect("fake starts");
+    fake.add_app(FakeApp::web("broken-app", FR, 0).crash_on_boot());
+    let jwt = exchange(&fake).await;
+    let res = scale(&fake, "broken-app", 1, &jwt).await;
+    assert_eq!(res.status(), StatusCode::ACCEPTED);
+    let location = res.headers()["location"]
+        .to_str()
+        .expect("ascii")
+        .to_string();
+    let op_path = location
+        .strip_prefix(&fake.api_url(FR).expect("api"))
+        .expect("same host")
+        .to_string();
+    poll("crashed", || async {
+        fake.app("broken-app").filter(|a| a.status == "crashed")
+    })
+    .await;
+    // 100 000 retries are far from done: the operation still runs.
+    let (_, body) = json_of(get(&fake, &op_path, &jwt).await).await;
+    assert_eq!(body["operation"]["status"], "running");
+    assert!(body["operation"]["error"].is_null());
+    let (_, app) = json_of(get(&fake, "/v1/apps/broken-app", &jwt).await).await;
+    assert_eq!(app["app"]["status"], "crashed");
+    let (_, ps) = json_of(get(&fake, "/v1/apps/broken-app/ps", &jwt).await).await;
+    let state = ps["containers"][0]["state"].as_str().expect("state");
+    assert!(["booting", "crashed"].contains(&state), "{state}");
+    let (status, body) = json_of(scale(&fake, "broken-app", 1, &jwt).await).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(body, json!({ "errors": { "app": ["is scaling"] } }));
+    let res = front(&fake, FR, "broken-app.osc-fr1.scalingo.io", "/").await;
+    assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(res.headers().get(APP_HEADER).is_none());
+    assert!(res.text().await.expect("page").contains(ROUTER_MARKER));
+    // Both ps states are seen while it loops.
+    for wanted in ["booting", "crashed"] {
+        poll(wanted, || async {
+            fake.app("broken-app")
+                .filter(|a| a.containers.first().is_some_and(|c| c.state == wanted))
+        })
+        .await;
+    }
+
+    // With few retries, the operation ends in `error` and the app stays
+    // crashed with nothing running.
+    let (status, _) = knobs(&fake, json!({ "boot_retries": 2, "crashed_after": 12 })).await;
+    assert_eq!(status, StatusCode::OK);
+    fake.add_app(FakeApp::web("short-loop", FR, 0));
+    assert!(fake.set_crash_on_boot("short-loop", true));
+    let res = scale(&fake, "short-loop", 1, &jwt).await;
+    let location = res.headers()["location"]
+        .to_str()
+        .expect("ascii")
+        .to_string();
+    let op_path = location
+        .strip_prefix(&fake.api_url(FR).expect("api"))
+        .expect("same host")
+        .to_string();
+    let op = poll("operation error", || async {
+        let (_, body) = json_of(get(&fake, &op_path, &jwt).await).await;
+        let op = body["operation"].clone();
+        assert_ne!(op["status"], "done");
+        (op["status"] == "error").then_some(op)
+    })
+    .await;
+    assert_eq!(op["error"], "container web-1 failed to boot");
+    let app = fake.app("short-loop").expect("app");
+    assert_eq!(app.status, "crashed");
+    assert!(!app.web_running);
+    assert!(app.crash_on_boot);
+}
+
+#[tokio::test]
+async fn a_scale_down_takes_the_stop_delay_and_refuses_scales_meanwhile() {
+    // The default stop delay (30 s) is far longer than the reads below.
+    let fake = strict(50).await;
+    fake.add_app(FakeApp::web("slow-stop", FR, 2));
+    let jwt = exchange(&fake).await;
+    assert_eq!(
+        scale(&fake, "slow-stop", 0, &jwt).await.status(),
+        StatusCode::ACCEPTED
+    );
+    let (_, app) = json_of(get(&fake, "/v1/apps/slow-stop", &jwt).await).await;
+    assert_eq!(app["app"]["status"], "scaling");
+    let (_, ps) = json_of(get(&fake, "/v1/apps/slow-stop/ps", &jwt).await).await;
+    let states: Vec<&str> = ps["containers"]
+        .as_array()
+        .expect("ps")
+        .iter()
+        .filter_map(|c| c["state"].as_str())
+        .collect();
+    assert_eq!(states, ["stopping", "stopping"]);
+    for amount in [1, 2, 0] {
+        let (status, body) = json_of(scale(&fake, "slow-stop", amount, &jwt).await).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(body, json!({ "errors": { "app": ["is scaling"] } }));
+    }
+    // A shorter stop delay (knob) ends in `stopped`.
+    fake.set_stop_delay(Duration::from_millis(30));
+    fake.add_app(FakeApp::web("fast-stop", FR, 1));
+    assert_eq!(
+        scale(&fake, "fast-stop", 0, &jwt).await.status(),
+        StatusCode::ACCEPTED
+    );
+    poll("stopped", || async {
+        fake.app("fast-stop").filter(|a| a.status == "stopped")
+    })
+    .await;
+    assert_eq!(fake.app("slow-stop").expect("app").status, "scaling");
+}
+
+#[tokio::test]
+async fn autoscalers_are_listed_patched_and_disabled_by_a_manual_scale() {
+    let fake = strict(50).await;
+    fake.add_app(FakeApp::web("auto-app", FR, 2).with_autoscaler("web", 1, 4));
+    let jwt = exchange(&fake).await;
+    let (status, body) = json_of(get(&fake, "/v1/apps/auto-app/autoscalers", &jwt).await).await;
+    assert_eq!(status, StatusCode::OK);
+    let a = &body["autoscalers"][0];
+    assert_eq!(a["container_type"], "web");
+    assert_eq!(a["min_containers"], 1);
+    assert_eq!(a["max_containers"], 4);
+    assert_eq!(a["disabled"], false);
+    assert_eq!(a["app_id"], fake.app("auto-app").expect("app").id.as_str());
+    assert!(a["metric"].is_string() && a["target"].is_number());
+    let id = a["id"].as_str().expect("id").to_string();
+
+    // A manual scale turns it off.
+    assert_eq!(
+        scale(&fake, "auto-app", 3, &jwt).await.status(),
+        StatusCode::ACCEPTED
+    );
+    let (_, body) = json_of(get(&fake, "/v1/apps/auto-app/autoscalers", &jwt).await).await;
+    assert_eq!(body["autoscalers"][0]["disabled"], true);
+    assert!(fake.app("auto-app").expect("app").autoscalers[0].disabled);
+
+    // PATCH turns it back on.
+    let path = format!("/v1/apps/auto-app/autoscalers/{id}");
+    let body = json!({ "autoscaler": { "disabled": false } });
+    let (status, body) =
+        json_of(api(&fake, FR, Method::PATCH, &path, &jwt, Some(body)).await).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["autoscaler"]["disabled"], false);
+    assert!(!fake.app("auto-app").expect("app").autoscalers[0].disabled);
+    let body = json!({ "autoscaler": { "disabled": false } });
+    let (status, body) = json_of(
+        api(
+            &fake,
+            FR,
+            Method::PATCH,
+            "/v1/apps/auto-app/autoscalers/nope",
+            &jwt,
+            Some(body),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(body["resource"], "autoscaler");
+    assert_eq!(fake.calls(Endpoint::Autoscalers), 2);
+    assert_eq!(fake.calls(Endpoint::UpdateAutoscaler), 2);
+
+    // Through the control API too.
+    let res = client()
+        .post(format!("{}/_fake/apps", fake.auth_url()))
+        .json(&json!({ "name": "ctl-auto", "region": FR,
+            "formation": [{ "name": "web", "amount": 1 }],
+            "autoscalers": [{ "container_type": "web", "min_containers": 1, "max_containers": 3 }] }))
+        .send()
+        .await
+        .expect("add");
+    let (status, body) = json_of(res).await;
+    assert_eq!(status, StatusCode::CREATED);
+    assert_eq!(body["app"]["autoscalers"][0]["disabled"], false);
+}
+
+#[tokio::test]
+async fn collaborations_are_listed_and_scaled_like_owned_apps() {
+    let fake = FakeScalingo::start(FakeConfig {
+        list_entries: ListEntries::Full,
+        ..config(50)
+    })
+    .await
+    .expect("fake starts");
+    fake.add_app(FakeApp::web("mine-app", FR, 1));
+    fake.add_app(FakeApp::web("theirs-app", FR, 1).owned_by("alice"));
+    let jwt = exchange(&fake).await;
+    let (_, body) = json_of(get(&fake, "/v1/apps", &jwt).await).await;
+    let owners: Vec<&str> = body["apps"]
+        .as_array()
+        .expect("apps")
+        .iter()
+        .filter_map(|a| a["owner"]["username"].as_str())
+        .collect();
+    assert_eq!(owners, ["fake-owner", "alice"]);
+    assert_eq!(
+        fake.app("theirs-app").expect("app").owner.as_deref(),
+        Some("alice")
+    );
+    assert_eq!(
+        scale(&fake, "theirs-app", 0, &jwt).await.status(),
+        StatusCode::ACCEPTED
+    );
+}
+
+#[tokio::test]
+async fn list_entries_lack_optional_fields_by_default() {
+    let fake = strict(50).await;
+    for name in ["list-app-a", "list-app-b", "list-app-c"] {
+        fake.add_app(FakeApp::web(name, FR, 1));
+    }
+    let jwt = exchange(&fake).await;
+    let keys = |entry: &Value| -> Vec<String> {
+        let mut k: Vec<String> = entry.as_object().expect("entry").keys().cloned().collect();
+        k.sort();
+        k
+    };
+    let (_, body) = json_of(get(&fake, "/v1/apps", &jwt).await).await;
+    let apps = body["apps"].as_array().expect("apps");
+    assert_eq!(keys(&apps[0]), ["id", "name"]);
+    assert!(apps[1]["status"].is_string() && apps[1]["url"].is_string());
+    assert_eq!(keys(&apps[2]), ["id", "name"]);
+    // The single-app answer always has every field.
+    let (_, body) = json_of(get(&fake, "/v1/apps/list-app-a", &jwt).await).await;
+    assert_eq!(body["app"]["status"], "running");
+
+    fake.set_list_entries(ListEntries::Full);
+    let (_, body) = json_of(get(&fake, "/v1/apps", &jwt).await).await;
+    assert!(body["apps"]
+        .as_array()
+        .expect("apps")
+        .iter()
+        .all(|a| a["status"] == "running"));
+    fake.set_list_entries(ListEntries::AllSparse);
+    let (_, body) = json_of(get(&fake, "/v1/apps", &jwt).await).await;
+    assert!(body["apps"]
+        .as_array()
+        .expect("apps")
+        .iter()
+        .all(|a| keys(a) == ["id", "name"]));
+}
+
+#[tokio::test]
+async fn not_found_answers_name_the_resource() {
+    let fake = strict(50).await;
+    fake.add_app(FakeApp::web("known-app", FR, 1));
+    let jwt = exchange(&fake).await;
+    for path in [
+        "/v1/apps/no-such-app",
+        "/v1/apps/no-such-app/ps",
+        "/v1/apps/no-such-app/containers",
+        "/v1/apps/no-such-app/autoscalers",
+        "/v1/apps/no-such-app/operations/x",
+    ] {
+        let (status, body) = json_of(get(&fake, path, &jwt).await).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{path}");
+        assert_eq!(body["resource"], "app", "{path}");
+    }
+    let (status, body) = json_of(scale(&fake, "no-such-app", 1, &jwt).await).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(body["resource"], "app");
+    let worker = json!({ "containers": [{ "name": "worker", "amount": 1 }] });
+    let path = "/v1/apps/known-app/scale";
+    let (status, body) =
+        json_of(api(&fake, FR, Method::POST, path, &jwt, Some(worker.clone())).await).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        body,
+        json!({ "resource": "container_type", "error": "not found" })
+    );
+    let (status, _) = knobs(&fake, json!({ "unknown_type": "unprocessable" })).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, body) =
+        json_of(api(&fake, FR, Method::POST, path, &jwt, Some(worker)).await).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(body["errors"].is_object());
+}
+
+// ---- the app's front --------------------------------------------------------
+
+#[tokio::test]
+async fn the_front_answers_the_router_error_until_the_boot_window_ends() {
+    let fake = strict(30).await;
+    fake.add_app(FakeApp::web("window-app", FR, 0));
+    fake.add_app(FakeApp::web("quick-app1", FR, 0));
+    let jwt = exchange(&fake).await;
+    let host = "window-app.osc-fr1.scalingo.io";
+    let res = front(&fake, FR, host, "/").await;
+    assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(res.headers().get(APP_HEADER).is_none());
+    assert!(res.headers()["content-type"]
+        .to_str()
+        .expect("ascii")
+        .starts_with("text/html"));
+    let page = res.text().await.expect("page");
+    assert!(page.contains(ROUTER_MARKER) && page.contains("app is stopped"));
+
+    // A window far longer than the test: `ps` reads running, the router
+    // still answers.
+    fake.set_front_boot_window(Duration::from_secs(3600));
+    assert_eq!(
+        scale(&fake, "window-app", 1, &jwt).await.status(),
+        StatusCode::ACCEPTED
+    );
+    let booting = front(&fake, FR, host, "/").await;
+    assert_eq!(booting.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(booting
+        .text()
+        .await
+        .expect("page")
+        .contains("app is booting"));
+    poll("running", || async {
+        fake.app("window-app").filter(|a| a.status == "running")
+    })
+    .await;
+    let (_, ps) = json_of(get(&fake, "/v1/apps/window-app/ps", &jwt).await).await;
+    assert_eq!(ps["containers"][0]["state"], "running");
+    let res = front(&fake, FR, host, "/").await;
+    assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(res.headers().get(APP_HEADER).is_none());
+    assert!(!fake.app("window-app").expect("app").front_serves_app);
+
+    // A short window: the app answers once it is over, with the header.
+    fake.set_front_boot_window(Duration::from_millis(50));
+    assert_eq!(
+        scale(&fake, "quick-app1", 1, &jwt).await.status(),
+        StatusCode::ACCEPTED
+    );
+    let res = poll("the app answers", || async {
+        let res = front(&fake, FR, "quick-app1.osc-fr1.scalingo.io", "/").await;
+        (res.status() == StatusCode::OK).then_some(res)
+    })
+    .await;
+    assert_eq!(res.headers()[APP_HEADER], "quick-app1");
+    assert!(fake.app("quick-app1").expect("app").front_serves_app);
+
+    // The router's status is a knob.
+    for status in [502, 504] {
+        fake.set_router_status(status);
+        let res = front(&fake, FR, host, "/").await;
+        assert_eq!(res.status().as_u16(), status);
+        assert!(res.text().await.expect("page").contains(ROUTER_MARKER));
+    }
+}
+
+#[tokio::test]
+async fn apps_can_be_stopped_or_crashed_behind_the_clients_back() {
+    let fake = strict(30).await;
+    fake.add_app(FakeApp::web("victim-app", FR, 2).with_autoscaler("web", 1, 3));
+    fake.add_app(FakeApp::web("crashy-app", FR, 1));
+    fake.add_app(FakeApp::web("remote-app", FR, 1));
+    let host = "victim-app.osc-fr1.scalingo.io";
+    let res = front(&fake, FR, host, "/").await;
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(res.headers()[APP_HEADER], "victim-app");
+
+    assert!(fake.stop_app("victim-app"));
+    let app = fake.app("victim-app").expect("app");
+    assert_eq!(app.status, "stopped");
+    assert!(app.containers.is_empty());
+    assert_eq!(app.formation[0].1, 0);
+    assert!(app.autoscalers[0].disabled);
+    let res = front(&fake, FR, host, "/").await;
+    assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(res.text().await.expect("page").contains("app is stopped"));
+
+    assert!(fake.crash_app("crashy-app"));
+    let app = fake.app("crashy-app").expect("app");
+    assert_eq!(app.status, "crashed");
+    assert_eq!(app.containers[0].state, "crashed");
+    let res = front(&fake, FR, "crashy-app.osc-fr1.scalingo.io", "/").await;
+    assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(res.text().await.expect("page").contains("app is crashed"));
+    assert!(!fake.stop_app("no-such-app"));
+
+    // Through the control API.
+    let c = client();
+    let base = format!("{}/_fake/apps", fake.auth_url());
+    let (status, body) = json_of(
+        c.post(format!("{base}/remote-app/stop"))
+            .send()
+            .await
+            .expect("stop"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["app"]["status"], "stopped");
+    let (status, body) = json_of(
+        c.post(format!("{base}/remote-app/crash"))
+            .send()
+            .await
+            .expect("crash"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["app"]["status"], "crashed");
+    let (status, body) = json_of(
+        c.put(format!("{base}/remote-app/crash-on-boot"))
+            .json(&json!({ "crash": true }))
+            .send()
+            .await
+            .expect("crash-on-boot"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["app"]["crash_on_boot"], true);
+    let res = c
+        .post(format!("{base}/no-such-app/stop"))
+        .send()
+        .await
+        .expect("stop");
+    assert_eq!(res.status(), StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn the_front_streams_answers() {
+    let fake = strict(30).await;
+    fake.add_app(FakeApp::web("stream-app", FR, 1));
+    let host = "stream-app.osc-fr1.scalingo.io";
+    let res = front(&fake, FR, host, "/stream?chunks=5&interval_ms=20").await;
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(res.headers()[APP_HEADER], "stream-app");
+    let mut res = res;
+    let mut pieces = 0;
+    let mut text = Vec::new();
+    while let Some(chunk) = res.chunk().await.expect("chunk") {
+        text.extend_from_slice(&chunk);
+        pieces += 1;
+    }
+    assert!(pieces >= 1);
+    assert_eq!(
+        String::from_utf8(text).expect("utf-8"),
+        "chunk 0\nchunk 1\nchunk 2\nchunk 3\nchunk 4\n"
+    );
+    let res = front(&fake, FR, host, "/stream?chunks=lots").await;
+    assert_eq!(res.status(), StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn the_front_echoes_websocket_messages() {
+    use futures::{SinkExt as _, StreamExt as _};
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
+    use tokio_tungstenite::tungstenite::Message;
+
+    let fake = strict(30).await;
+    fake.add_app(FakeApp::web("socket-app", FR, 1));
+    fake.add_app(FakeApp::web("closed-app", FR, 0));
+    let addr = fake.front_addr(FR).expect("front");
+    let request = |app: &str| {
+        let mut req = format!("ws://{addr}/ws")
+            .into_client_request()
+            .expect("request");
+        req.headers_mut().insert(
+            "host",
+            format!("{app}.osc-fr1.scalingo.io").parse().expect("host"),
+        );
+        req
+    };
+    let (mut ws, res) = tokio_tungstenite::connect_async(request("socket-app"))
+        .await
+        .expect("upgrade");
+    assert_eq!(res.headers()[APP_HEADER], "socket-app");
+    ws.send(Message::text("hello")).await.expect("send");
+    let bytes: Vec<u8> = (0..=255).collect();
+    ws.send(Message::binary(bytes.clone())).await.expect("send");
+    assert_eq!(
+        ws.next().await.expect("echo").expect("frame"),
+        Message::text("hello")
+    );
+    assert_eq!(
+        ws.next().await.expect("echo").expect("frame"),
+        Message::binary(bytes)
+    );
+    ws.close(None).await.expect("close");
+
+    // No upgrade through the router's error.
+    match tokio_tungstenite::connect_async(request("closed-app")).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(res)) => {
+            assert_eq!(res.status().as_u16(), 503);
+        }
+        other => panic!("expected the router's 503, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn the_front_digests_bodies_of_any_size() {
+    use sha2::{Digest as _, Sha256};
+
+    let fake = strict(30).await;
+    fake.add_app(FakeApp::web("upload-app", FR, 1));
+    let addr = fake.front_addr(FR).expect("front");
+    let post = |body: Vec<u8>| {
+        client()
+            .post(format!("http://{addr}/upload"))
+            .header("Host", "upload-app.osc-fr1.scalingo.io")
+            .body(body)
+            .send()
+    };
+    // 20 MiB + 1 of bytes that are not UTF-8.
+    let big: Vec<u8> = (0..(20 << 20) + 1)
+        .map(|i: u32| (i % 251) as u8 | 0x80)
+        .collect();
+    let digest: String = Sha256::digest(&big)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let (status, echo) = json_of(post(big.clone()).await.expect("upload")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(echo["body_len"], big.len() as u64);
+    assert_eq!(echo["body_sha256"], digest.as_str());
+    assert_eq!(echo["body"], Value::Null);
+
+    let (_, echo) = json_of(post(b"hello".to_vec()).await.expect("small")).await;
+    assert_eq!(echo["body"], "hello");
+    assert_eq!(echo["body_len"], 5);
+    // Invalid UTF-8 is never decoded lossily.
+    let (_, echo) = json_of(post(vec![0xff, 0xfe]).await.expect("bytes")).await;
+    assert_eq!(echo["body"], Value::Null);
+    assert_eq!(echo["body_len"], 2);
+}
+
+#[tokio::test]
+async fn binary_lenient_is_the_base_other_flags_apply_to() {
+    use tokio::io::{AsyncBufReadExt as _, BufReader};
+
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_fake-scalingo"))
+        .args(["--rate-limit", "5", "--lenient"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn fake-scalingo");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut line = String::new();
+    BufReader::new(stdout)
+        .read_line(&mut line)
+        .await
+        .expect("first line");
+    let info: Value = serde_json::from_str(&line).expect("JSON line");
+    let control = info["control_url"].as_str().expect("control_url");
+    let (_, knobs) = json_of(
+        client()
+            .get(format!("{control}/knobs"))
+            .send()
+            .await
+            .expect("knobs"),
+    )
+    .await;
+    assert_eq!(knobs["rate_limit_per_minute"], 5);
+    assert_eq!(knobs["stop_delay_ms"], 0);
+    assert_eq!(knobs["list_entries"], "full");
+    assert_eq!(knobs["front_boot_window_ms"], 0);
+    assert_eq!(knobs["unknown_type"], "unprocessable");
+    let lenient = FakeConfig::lenient();
+    assert_eq!(lenient.rate_limit_per_minute, None);
+    assert_eq!(lenient.router_status, 503);
+    child.kill().await.expect("kill");
 }

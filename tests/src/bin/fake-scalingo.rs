@@ -7,6 +7,12 @@
 //!   "front":{"osc-fr1":"127.0.0.1:P",..}}`
 //! then logs to stderr (`RUST_LOG` filters, default `info`).
 //!
+//! The fake is strict by default (see the `fake` module docs): 60 calls a
+//! minute per token, 30 s scale-downs, a 1 s front boot window, sparse list
+//! entries. Flags make it kinder or select the contract's other variants;
+//! `FAKE_SCALINGO_RATE_LIMIT` (a number, or `off`) sets the rate limit when
+//! no rate-limit flag is given.
+//!
 //! Exit codes: 0 after a signal, 64 bad flags, 65 bad `--apps` content,
 //! 66 unreadable `--apps` file, 71 cannot bind or start.
 
@@ -14,18 +20,32 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use paastis_e2e::fake::{FakeAddrs, FakeApp, FakeConfig, FakeScalingo};
+use paastis_e2e::fake::{
+    FakeAddrs, FakeApp, FakeConfig, FakeScalingo, ListEntries, RateLimitBody, UnknownTypeAnswer,
+};
 
 const USAGE: &str = "usage: fake-scalingo [options]
   --token TOKEN          API token accepted by the exchange (default tk-us-fake-token)
   --boot-delay-ms N      scale-up to running delay (default 300)
-  --stop-delay-ms N      scale-down to stopped delay (default 0)
+  --stop-delay-ms N      scale-down to stopped delay (default 30000)
   --auth ADDR            auth + control API address (default 127.0.0.1:0)
   --api REGION=ADDR      regional API address (repeatable; default 127.0.0.1:0)
   --front REGION=ADDR    app front-end address (repeatable; default 127.0.0.1:0)
   --apps FILE            JSON array of {\"name\",\"region\",\"formation\":[{\"name\",\"amount\",\"size\"}],\"deployed\"?}
-  --rate-limit N         authenticated regional calls per token per rolling minute
+  --rate-limit N         calls per token per rolling minute (default 60; env FAKE_SCALINGO_RATE_LIMIT)
+  --no-rate-limit        no rate limit
+  --rate-limit-body B    body of a rate-limit 429: plain (default) or json
+  --retry-after-s N      send Retry-After: N on a rate-limit 429 (default: none)
   --keep-stopped         keep stopped containers in ps after a scale to 0
+  --list-entries M       full, some-sparse (default) or all-sparse GET /v1/apps entries
+  --unknown-type A       scale of an unknown type: not-found (default) or unprocessable
+  --crashed-after N      failed boots before a crash-looping app reads crashed (default 12)
+  --boot-retries N       boot retries before a crash loop's operation fails (default 20)
+  --crash-backoff-ms N   first back-off between boot retries, doubling (default 1000)
+  --router-status N      status of the router's error page: 502, 503 (default) or 504
+  --front-boot-window-ms N  router error after ps reads running (default 1000)
+  --lenient              start from the kind fake of before (no rate limit, instant
+                         scale-downs, full list entries, no boot window, 422 unknown types)
   --help                 this text
 Regions are osc-fr1 and osc-secnum-fr1, plus any other region named by --api/--front.";
 
@@ -36,11 +56,26 @@ struct Args {
     apps_file: Option<String>,
 }
 
-/// `Err` is the message for a bad command line.
-fn parse_args(raw: Vec<String>) -> Result<Option<Args>, String> {
-    let mut config = FakeConfig::default();
+/// A positive integer, or the message for a bad `what`.
+fn positive(what: &str, v: &str) -> Result<u32, String> {
+    v.parse::<u32>()
+        .ok()
+        .filter(|n| *n > 0)
+        .ok_or_else(|| format!("{what}: not a positive integer: {v:?}"))
+}
+
+/// `Err` is the message for a bad command line. `env_rate_limit` is
+/// `FAKE_SCALINGO_RATE_LIMIT`, used when no rate-limit flag is given.
+fn parse_args(raw: Vec<String>, env_rate_limit: Option<String>) -> Result<Option<Args>, String> {
+    // `--lenient` is the base the other flags apply to, wherever it is.
+    let mut config = if raw.iter().any(|a| a == "--lenient") {
+        FakeConfig::lenient()
+    } else {
+        FakeConfig::default()
+    };
     let mut addrs = FakeAddrs::default();
     let mut apps_file = None;
+    let mut rate_limit_given = false;
     let mut it = raw.into_iter();
     while let Some(arg) = it.next() {
         // Accept both `--flag value` and `--flag=value`.
@@ -48,7 +83,10 @@ fn parse_args(raw: Vec<String>) -> Result<Option<Args>, String> {
             Some((f, v)) if f.starts_with("--") => (f.to_string(), Some(v.to_string())),
             _ => (arg.clone(), None),
         };
-        let takes_value = !matches!(flag.as_str(), "--help" | "-h" | "--keep-stopped");
+        let takes_value = !matches!(
+            flag.as_str(),
+            "--help" | "-h" | "--keep-stopped" | "--no-rate-limit" | "--lenient"
+        );
         let value = if takes_value {
             match inline {
                 Some(v) => v,
@@ -81,6 +119,7 @@ fn parse_args(raw: Vec<String>) -> Result<Option<Args>, String> {
         match flag.as_str() {
             "--help" | "-h" => return Ok(None),
             "--keep-stopped" => config.keep_stopped_in_ps = true,
+            "--lenient" => rate_limit_given = true,
             "--token" => {
                 if value.is_empty() {
                     return Err("--token: empty token".to_string());
@@ -107,14 +146,54 @@ fn parse_args(raw: Vec<String>) -> Result<Option<Args>, String> {
             }
             "--apps" => apps_file = Some(value),
             "--rate-limit" => {
-                let n = value
-                    .parse::<u32>()
-                    .ok()
-                    .filter(|n| *n > 0)
-                    .ok_or_else(|| format!("--rate-limit: not a positive integer: {value:?}"))?;
-                config.rate_limit_per_minute = Some(n);
+                config.rate_limit_per_minute = Some(positive(&flag, &value)?);
+                rate_limit_given = true;
             }
+            "--no-rate-limit" => {
+                config.rate_limit_per_minute = None;
+                rate_limit_given = true;
+            }
+            "--rate-limit-body" => {
+                config.rate_limit_body = RateLimitBody::parse(&value)
+                    .ok_or_else(|| format!("{flag}: plain or json, got {value:?}"))?
+            }
+            "--retry-after-s" => {
+                config.rate_limit_retry_after =
+                    Some(Duration::from_secs(u64::from(positive(&flag, &value)?)))
+            }
+            "--list-entries" => {
+                config.list_entries = ListEntries::parse(&value).ok_or_else(|| {
+                    format!("{flag}: full, some-sparse or all-sparse, got {value:?}")
+                })?
+            }
+            "--unknown-type" => {
+                config.unknown_type = UnknownTypeAnswer::parse(&value)
+                    .ok_or_else(|| format!("{flag}: not-found or unprocessable, got {value:?}"))?
+            }
+            "--crashed-after" => config.crashed_after = positive(&flag, &value)?,
+            "--boot-retries" => {
+                config.boot_retries = value
+                    .parse()
+                    .map_err(|_| format!("{flag}: not an integer: {value:?}"))?
+            }
+            "--crash-backoff-ms" => config.crash_backoff = millis(&value)?,
+            "--router-status" => {
+                config.router_status = value
+                    .parse::<u16>()
+                    .ok()
+                    .filter(|s| [502, 503, 504].contains(s))
+                    .ok_or_else(|| format!("{flag}: 502, 503 or 504, got {value:?}"))?
+            }
+            "--front-boot-window-ms" => config.front_boot_window = millis(&value)?,
             other => return Err(format!("unknown argument {other:?}")),
+        }
+    }
+    if !rate_limit_given {
+        if let Some(v) = env_rate_limit {
+            config.rate_limit_per_minute = match v.as_str() {
+                "off" | "none" => None,
+                n => Some(positive("FAKE_SCALINGO_RATE_LIMIT", n)?),
+            };
         }
     }
     Ok(Some(Args {
@@ -150,7 +229,8 @@ async fn wait_for_signal() {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let args = match parse_args(std::env::args().skip(1).collect()) {
+    let env_rate_limit = std::env::var("FAKE_SCALINGO_RATE_LIMIT").ok();
+    let args = match parse_args(std::env::args().skip(1).collect(), env_rate_limit) {
         Ok(Some(args)) => args,
         Ok(None) => {
             println!("{USAGE}");

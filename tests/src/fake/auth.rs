@@ -5,11 +5,14 @@
 //! - `GET /v1/regions` (bearer JWT) -> `{"regions":[..]}` whose `api` is the
 //!   fake's own regional listener for each region.
 //!
+//! Both draw from the API token's rate-limit budget (a successful exchange
+//! and an authenticated `/v1/regions` call count, as regional calls do).
+//!
 //! Control API, no auth (the fake listens on loopback only), JSON in/out:
 //! - `GET /_fake/apps` -> `{"apps":[snapshot..]}`
 //! - `POST /_fake/apps` `{"name","region","formation":[{"name","amount","size"?}],"deployed"?}`
 //!   -> 201 `{"app":snapshot}` or 422 `{"errors":{"app":[msg]}}`
-//! - `GET /_fake/counters` -> `{"endpoints":{name:n},"scale_calls":{app:n},"front_hits":{app:n}}`
+//! - `GET /_fake/counters` -> `{"endpoints":{name:n},"rate_limited":{name:n},"rate_limited_total":n,"scale_calls":{app:n},"front_hits":{app:n}}`
 //! - `POST /_fake/faults` `{"endpoint":"scale","app"?:"x","times"?:1,"kind":"status","status":500}`
 //!   (kinds: `status`+`status`, `too_many_plain_text`, `is_scaling`,
 //!   `app_busy`+`message`, `delay`+`ms`, `operation_error`+`message`)
@@ -17,12 +20,24 @@
 //! - `DELETE /_fake/faults` -> `{"cleared":n}`
 //! - `POST /_fake/expire-tokens` -> `{"expired":n}`
 //! - `PUT /_fake/boot-delay` `{"ms":N}` -> `{"boot_delay_ms":N}`
+//! - `GET /_fake/knobs` -> the live knobs; `PUT /_fake/knobs` with any of
+//!   `{"rate_limit_per_minute":N|null,"rate_limit_body":"plain"|"json",
+//!   "retry_after_s":N|null,"boot_delay_ms","stop_delay_ms",
+//!   "keep_stopped_in_ps":bool,"list_entries":"full"|"some-sparse"|"all-sparse",
+//!   "unknown_type":"not-found"|"unprocessable","crashed_after","boot_retries",
+//!   "crash_backoff_ms","crash_backoff_max_ms","router_status":502|503|504,
+//!   "front_boot_window_ms"}` -> the knobs after the change (422 on a bad
+//!   field, and then nothing changes)
+//! - `POST /_fake/apps/{name}/stop` and `POST /_fake/apps/{name}/crash`: stop
+//!   or crash the app behind the clients' back -> `{"app":snapshot}` (404 if
+//!   unknown)
+//! - `PUT /_fake/apps/{name}/crash-on-boot` `{"crash":bool}` -> `{"app":snapshot}`
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Bytes;
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::header::AUTHORIZATION;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
@@ -32,11 +47,13 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 use serde_json::{json, Value};
 
+use super::http::rate_limited;
 use super::http::{
     bad_method, bearer, error, fault_response, json_response, no_route, ok, unprocessable,
 };
 use super::model::{Endpoint, FakeApp, Fault, FaultKind};
-use super::state::Shared;
+use super::model::{ListEntries, RateLimitBody, UnknownTypeAnswer};
+use super::state::{Knobs, Shared};
 
 pub(crate) fn router(shared: Arc<Shared>) -> Router {
     Router::new()
@@ -50,6 +67,13 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         )
         .route("/_fake/expire-tokens", post(control_expire))
         .route("/_fake/boot-delay", put(control_boot_delay))
+        .route("/_fake/knobs", get(control_knobs).put(control_set_knobs))
+        .route("/_fake/apps/{name}/stop", post(control_stop))
+        .route("/_fake/apps/{name}/crash", post(control_crash))
+        .route(
+            "/_fake/apps/{name}/crash-on-boot",
+            put(control_crash_on_boot),
+        )
         .fallback(no_route)
         .method_not_allowed_fallback(bad_method)
         .with_state(shared)
@@ -92,10 +116,11 @@ async fn exchange(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Resp
     match basic_password(&headers) {
         Some(password) if password == shared.config.api_token => {
             let config = &shared.config;
-            let token =
-                shared
-                    .lock()
-                    .issue_token(&password, config.jwt_ttl, !config.jwt_without_exp);
+            let mut inner = shared.lock();
+            if !inner.rate_allow(&password, Endpoint::Exchange) {
+                return rate_limited(&inner.knobs);
+            }
+            let token = inner.issue_token(&password, config.jwt_ttl, !config.jwt_without_exp);
             ok(json!({ "token": token }))
         }
         Some(_) => error(StatusCode::UNAUTHORIZED, "invalid or revoked API token"),
@@ -124,8 +149,15 @@ async fn regions(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Respo
             "not authenticated: missing bearer token",
         );
     };
-    if let Err(reason) = shared.lock().check_bearer(jwt) {
-        return error(StatusCode::UNAUTHORIZED, reason);
+    {
+        let mut inner = shared.lock();
+        let owner = match inner.check_bearer(jwt) {
+            Ok(owner) => owner,
+            Err(reason) => return error(StatusCode::UNAUTHORIZED, reason),
+        };
+        if !inner.rate_allow(&owner, Endpoint::Regions) {
+            return rate_limited(&inner.knobs);
+        }
     }
     let regions: Vec<Value> = shared
         .api_urls
@@ -235,6 +267,149 @@ async fn control_boot_delay(State(shared): State<Arc<Shared>>, body: Bytes) -> R
     let Some(ms) = ms else {
         return unprocessable(json!({ "ms": ["must be a non-negative integer"] }));
     };
-    shared.lock().boot_delay = Duration::from_millis(ms);
+    shared.lock().knobs.boot_delay = Duration::from_millis(ms);
     ok(json!({ "boot_delay_ms": ms }))
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// The JSON shape of `GET /_fake/knobs`.
+pub(crate) fn knobs_json(k: &Knobs) -> Value {
+    json!({
+        "rate_limit_per_minute": k.rate_limit,
+        "rate_limit_body": match k.rate_body {
+            RateLimitBody::PlainText => "plain",
+            RateLimitBody::Json => "json",
+        },
+        "retry_after_s": k.retry_after.map(|d| d.as_secs()),
+        "boot_delay_ms": millis(k.boot_delay),
+        "stop_delay_ms": millis(k.stop_delay),
+        "keep_stopped_in_ps": k.keep_stopped,
+        "list_entries": match k.list_entries {
+            ListEntries::Full => "full",
+            ListEntries::SomeSparse => "some-sparse",
+            ListEntries::AllSparse => "all-sparse",
+        },
+        "unknown_type": match k.unknown_type {
+            UnknownTypeAnswer::NotFound => "not-found",
+            UnknownTypeAnswer::Unprocessable => "unprocessable",
+        },
+        "crashed_after": k.crashed_after,
+        "boot_retries": k.boot_retries,
+        "crash_backoff_ms": millis(k.crash_backoff),
+        "crash_backoff_max_ms": millis(k.crash_backoff_max),
+        "router_status": k.router_status,
+        "front_boot_window_ms": millis(k.front_boot_window),
+    })
+}
+
+/// Applies the fields present in `v` to a copy of `k`; `Err` names the
+/// first bad field (and nothing is applied).
+pub(crate) fn apply_knobs(k: &Knobs, v: &Value) -> Result<Knobs, String> {
+    let Some(map) = v.as_object() else {
+        return Err("expected a JSON object".to_string());
+    };
+    let mut k = k.clone();
+    for (field, value) in map {
+        let bad = || format!("bad value for {field:?}: {value}");
+        let uint = || value.as_u64().ok_or_else(bad);
+        let ms = || uint().map(Duration::from_millis);
+        let u32v = || uint().and_then(|n| u32::try_from(n).map_err(|_| bad()));
+        let text = || value.as_str().ok_or_else(bad);
+        match field.as_str() {
+            "rate_limit_per_minute" => {
+                k.rate_limit = match value {
+                    Value::Null => None,
+                    _ => Some(u32v()?.max(1)),
+                }
+            }
+            "rate_limit_body" => k.rate_body = RateLimitBody::parse(text()?).ok_or_else(bad)?,
+            "retry_after_s" => {
+                k.retry_after = match value {
+                    Value::Null => None,
+                    _ => Some(Duration::from_secs(uint()?)),
+                }
+            }
+            "boot_delay_ms" => k.boot_delay = ms()?,
+            "stop_delay_ms" => k.stop_delay = ms()?,
+            "keep_stopped_in_ps" => k.keep_stopped = value.as_bool().ok_or_else(bad)?,
+            "list_entries" => k.list_entries = ListEntries::parse(text()?).ok_or_else(bad)?,
+            "unknown_type" => k.unknown_type = UnknownTypeAnswer::parse(text()?).ok_or_else(bad)?,
+            "crashed_after" => k.crashed_after = u32v()?,
+            "boot_retries" => k.boot_retries = u32v()?,
+            "crash_backoff_ms" => k.crash_backoff = ms()?,
+            "crash_backoff_max_ms" => k.crash_backoff_max = ms()?,
+            "router_status" => {
+                k.router_status = u32v()?
+                    .try_into()
+                    .ok()
+                    .filter(|s| [502, 503, 504].contains(s))
+                    .ok_or_else(bad)?
+            }
+            "front_boot_window_ms" => k.front_boot_window = ms()?,
+            other => return Err(format!("unknown knob {other:?}")),
+        }
+    }
+    Ok(k)
+}
+
+async fn control_knobs(State(shared): State<Arc<Shared>>) -> Response {
+    let body = knobs_json(&shared.lock().knobs);
+    ok(body)
+}
+
+async fn control_set_knobs(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
+    let Ok(v) = serde_json::from_slice::<Value>(&body) else {
+        return error(StatusCode::BAD_REQUEST, "invalid JSON body");
+    };
+    let mut inner = shared.lock();
+    match apply_knobs(&inner.knobs, &v) {
+        Ok(knobs) => {
+            inner.knobs = knobs;
+            ok(knobs_json(&inner.knobs))
+        }
+        Err(message) => unprocessable(json!({ "knobs": [message] })),
+    }
+}
+
+/// Applies `f` to the app named `name`, answering its snapshot or 404.
+fn on_app(
+    shared: &Shared,
+    name: &str,
+    f: impl FnOnce(&mut super::state::Inner, &str) -> bool,
+) -> Response {
+    let mut inner = shared.lock();
+    if !f(&mut inner, name) {
+        return super::http::not_found("app");
+    }
+    match inner.snapshot(name) {
+        Some(app) => ok(json!({ "app": app.to_json() })),
+        None => super::http::not_found("app"),
+    }
+}
+
+async fn control_stop(State(shared): State<Arc<Shared>>, Path(name): Path<String>) -> Response {
+    on_app(&shared, &name, |inner, name| inner.stop_app(name))
+}
+
+async fn control_crash(State(shared): State<Arc<Shared>>, Path(name): Path<String>) -> Response {
+    on_app(&shared, &name, |inner, name| inner.crash_app(name))
+}
+
+async fn control_crash_on_boot(
+    State(shared): State<Arc<Shared>>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Response {
+    let crash = serde_json::from_slice::<Value>(&body)
+        .ok()
+        .and_then(|v| v.get("crash").and_then(Value::as_bool));
+    let Some(crash) = crash else {
+        return unprocessable(json!({ "crash": ["must be a boolean"] }));
+    };
+    on_app(&shared, &name, |inner, name| {
+        inner.set_crash_on_boot(name, crash)
+    })
 }

@@ -5,13 +5,14 @@ use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::{Request, State};
-use axum::http::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE};
+use axum::http::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
 use axum::http::{HeaderMap, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde_json::{json, Value};
 
-use super::model::FaultKind;
+use super::model::{FaultKind, RateLimitBody};
+use super::state::Knobs;
 use super::util::uuid_like;
 
 /// A JSON response.
@@ -48,6 +49,21 @@ pub(crate) fn unprocessable(errors: Value) -> Response {
         StatusCode::UNPROCESSABLE_ENTITY,
         json!({ "errors": errors }),
     )
+}
+
+/// The rate limit's 429, in the body variant and with the `Retry-After`
+/// the knobs ask for.
+pub(crate) fn rate_limited(knobs: &Knobs) -> Response {
+    let mut res = match knobs.rate_body {
+        RateLimitBody::PlainText => too_many_plain(),
+        RateLimitBody::Json => too_many_json(),
+    };
+    if let Some(after) = knobs.retry_after {
+        let secs = after.as_secs() + u64::from(after.subsec_nanos() > 0);
+        res.headers_mut()
+            .insert(RETRY_AFTER, HeaderValue::from(secs));
+    }
+    res
 }
 
 /// 429 in the JSON variant the contract allows.

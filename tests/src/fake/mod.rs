@@ -6,9 +6,35 @@
 //! - one **regional API** listener per region: `GET /v1/apps`,
 //!   `GET /v1/apps/{app}`, `GET /v1/apps/{app}/containers`,
 //!   `POST /v1/apps/{app}/scale`, `GET /v1/apps/{app}/operations/{id}`,
-//!   `GET /v1/apps/{app}/ps`, all behind a bearer JWT issued by this fake;
+//!   `GET /v1/apps/{app}/ps`, `GET /v1/apps/{app}/autoscalers`,
+//!   `PATCH /v1/apps/{app}/autoscalers/{id}`, all behind a bearer JWT issued
+//!   by this fake;
 //! - one **front-end** listener per region, serving `APP.REGION.scalingo.io`
-//!   hosts (200 echo when a web container runs, 503 when stopped, else 404).
+//!   hosts: the app itself (echo, `/stream`, WebSocket echo; every answer
+//!   carries `x-paastis-fake-app`, see [`APP_HEADER`]) once a web container
+//!   runs and its boot window is over, else the router's error page (503 by
+//!   default, never that header, always [`ROUTER_MARKER`]); 404 for unknown
+//!   hosts.
+//!
+//! **Strict by default.** [`FakeConfig::default`] is at least as strict as
+//! the real platform, where the contract leaves a choice, the fake takes the
+//! hardest one:
+//! - 60 calls a minute per API token (regional calls, `/v1/regions`, token
+//!   exchanges), then 429 plain text `Retry later` without `Retry-After`;
+//! - a scale-down takes 30 s (`scaling`, `stopping` containers, 422 `is
+//!   scaling` to any scale meanwhile);
+//! - apps marked [`FakeApp::crash_on_boot`] retry their boot 20 times with
+//!   exponential back-off, the operation stays `running`, the app reads
+//!   `crashed` after 12 failed boots;
+//! - a manual scale disables the autoscalers of the types it names;
+//! - `GET /v1/apps` lists collaborations too ([`FakeApp::owned_by`]), and
+//!   every other entry (the first included) has only `id` and `name`;
+//! - an unknown container type on scale is a 404 `{"resource":"container_type"}`;
+//! - the front answers the router's error for 1 s after `ps` reads `running`.
+//!
+//! A test that needs a kinder fake sets the knob (a [`FakeConfig`] field, a
+//! `set_*` method, `PUT /_fake/knobs`, or the binary's flags) where it
+//! builds the fake, with a comment saying why.
 //!
 //! Invariants:
 //! - every response carries a fresh `X-Request-Id`; every API body is a JSON
@@ -17,7 +43,8 @@
 //!   the methods of [`FakeScalingo`]; transitions (boot, stop) are applied
 //!   lazily when their deadline has passed, so reads are consistent with
 //!   each other at any instant;
-//! - an app is `scaling` from an accepted scale until its operation ends,
+//! - an app is `scaling` from an accepted scale until its operation ends
+//!   (`crashed` instead once a crash loop failed `crashed_after` boots),
 //!   and no other scale is accepted meanwhile (422 `is scaling`);
 //! - clones share one fake; dropping the last clone, or
 //!   [`FakeScalingo::shutdown`], stops every listener.
@@ -41,8 +68,10 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+pub use front::{APP_HEADER, ROUTER_MARKER};
 pub use model::{
-    AddAppError, AppSnapshot, ContainerSnapshot, Endpoint, FakeApp, FakeConfig, Fault, FaultKind,
+    AddAppError, AppSnapshot, Autoscaler, ContainerSnapshot, Endpoint, FakeApp, FakeConfig, Fault,
+    FaultKind, ListEntries, RateLimitBody, UnknownTypeAnswer,
 };
 pub use util::{is_valid_app_name, iso_ms};
 
@@ -307,12 +336,70 @@ impl FakeScalingo {
 
     /// Sets the boot delay of the scales accepted from now on.
     pub fn set_boot_delay(&self, d: Duration) {
-        self.shared.lock().boot_delay = d;
+        self.shared.lock().knobs.boot_delay = d;
     }
 
     /// Sets the stop delay of the scales accepted from now on.
     pub fn set_stop_delay(&self, d: Duration) {
-        self.shared.lock().stop_delay = d;
+        self.shared.lock().knobs.stop_delay = d;
+    }
+
+    /// Sets the rate limit (`None`: unlimited) from now on; calls already
+    /// made in the current window still count.
+    pub fn set_rate_limit(&self, per_minute: Option<u32>) {
+        self.shared.lock().knobs.rate_limit = per_minute.map(|n| n.max(1));
+    }
+
+    /// Sets the boot window of the scales accepted from now on.
+    pub fn set_front_boot_window(&self, d: Duration) {
+        self.shared.lock().knobs.front_boot_window = d;
+    }
+
+    /// Sets the status of the router's error page (502, 503 or 504; other
+    /// values are ignored).
+    pub fn set_router_status(&self, status: u16) {
+        if [502, 503, 504].contains(&status) {
+            self.shared.lock().knobs.router_status = status;
+        }
+    }
+
+    /// Sets how `GET /v1/apps` entries are trimmed.
+    pub fn set_list_entries(&self, mode: ListEntries) {
+        self.shared.lock().knobs.list_entries = mode;
+    }
+
+    /// Makes the app's future boots fail (or succeed again); `false` if
+    /// there is no such app.
+    pub fn set_crash_on_boot(&self, app: &str, crash: bool) -> bool {
+        self.shared.lock().set_crash_on_boot(app, crash)
+    }
+
+    /// Stops the app at once behind the clients' back (as a scale to 0 from
+    /// the dashboard, without the stop delay): status `stopped`, the front
+    /// answers the router's error. `false` if there is no such app.
+    pub fn stop_app(&self, app: &str) -> bool {
+        self.shared.lock().stop_app(app)
+    }
+
+    /// Crashes the app's web containers behind the clients' back: status
+    /// `crashed`, the front answers the router's error; the formation is
+    /// kept. `false` if there is no such app.
+    pub fn crash_app(&self, app: &str) -> bool {
+        self.shared.lock().crash_app(app)
+    }
+
+    /// Calls to `endpoint` refused by the rate limit (429).
+    pub fn rate_limited(&self, endpoint: Endpoint) -> usize {
+        self.shared.lock().rate_limited(endpoint)
+    }
+
+    /// Calls refused by the rate limit, every endpoint.
+    pub fn rate_limited_total(&self) -> usize {
+        let inner = self.shared.lock();
+        Endpoint::ALL
+            .into_iter()
+            .map(|e| inner.rate_limited(e))
+            .sum()
     }
 
     /// Revokes every JWT issued so far: the regional APIs (and `/v1/regions`)

@@ -2,12 +2,22 @@
 //!
 //! Every request goes through [`guard`], in this order: count the call (and
 //! the scale call per app), apply an injected fault (which may answer
-//! instead), check the bearer JWT (401), then the rate limit (429). Only
-//! then is the request served, from this region's apps only: an app of
-//! another region is a 404 here.
+//! instead), check the bearer JWT (401), then the rate limit (429, see
+//! [`FakeConfig::rate_limit_per_minute`](super::FakeConfig)). Only then is
+//! the request served, from this region's apps only: an app of another
+//! region is a 404 `{"resource":"app"}` here.
+//!
+//! Autoscalers: `GET /v1/apps/{app}/autoscalers` ->
+//! `{"autoscalers":[{"id","app_id","container_type","metric","target",
+//! "min_containers","max_containers","disabled"}]}`;
+//! `PATCH /v1/apps/{app}/autoscalers/{id}` `{"autoscaler":{"disabled":bool}}`
+//! -> `{"autoscaler":{..}}` (404 `{"resource":"autoscaler"}` if unknown).
+//! An accepted scale disables the autoscalers of the types it names.
 //!
 //! `POST /scale` checks, in order: the app exists (404), the body is JSON
-//! (400), the request is valid (422 `{"errors":{"containers":[..]}}`), no
+//! (400), the request is valid (422 `{"errors":{"containers":[..]}}`; an
+//! unknown container type is a 404 `{"resource":"container_type"}` unless
+//! the `unknown_type` knob asks for the 422), no
 //! operation is in progress (422 `is scaling`), the formation changes (400
 //! `no change in containers formation`), the app is deployed (else 200, no
 //! operation); then 202 with an absolute `Location`.
@@ -19,13 +29,13 @@ use axum::extract::{Path, State};
 use axum::http::header::LOCATION;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::Response;
-use axum::routing::{get, post};
+use axum::routing::{get, patch, post};
 use axum::Router;
 use serde_json::Value;
 
 use super::http::{
     bad_method, bearer, error, fault_response, json_response, no_route, not_found, ok,
-    too_many_json, unprocessable,
+    rate_limited, unprocessable,
 };
 use super::model::{Endpoint, FaultKind};
 use super::state::{ScaleItem, ScaleOutcome, Shared};
@@ -47,6 +57,8 @@ pub(crate) fn router(ctx: Regional) -> Router {
         .route("/v1/apps/{app}/scale", post(scale))
         .route("/v1/apps/{app}/operations/{op}", get(operation))
         .route("/v1/apps/{app}/ps", get(ps))
+        .route("/v1/apps/{app}/autoscalers", get(autoscalers))
+        .route("/v1/apps/{app}/autoscalers/{id}", patch(update_autoscaler))
         .fallback(no_route)
         .method_not_allowed_fallback(bad_method)
         .with_state(ctx)
@@ -86,10 +98,8 @@ async fn guard(
     let owner = inner
         .check_bearer(jwt)
         .map_err(|reason| error(StatusCode::UNAUTHORIZED, reason))?;
-    if let Some(limit) = ctx.shared.config.rate_limit_per_minute {
-        if !inner.rate_allow(&owner, limit) {
-            return Err(too_many_json());
-        }
+    if !inner.rate_allow(&owner, endpoint) {
+        return Err(rate_limited(&inner.knobs));
     }
     Ok(())
 }
@@ -147,6 +157,48 @@ async fn operation(
         Ok(body) => ok(body),
         Err(true) => not_found("app"),
         Err(false) => not_found("operation"),
+    }
+}
+
+async fn autoscalers(
+    State(ctx): State<Regional>,
+    Path(app): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(res) = guard(&ctx, Endpoint::Autoscalers, Some(&app), &headers).await {
+        return res;
+    }
+    let body = ctx.shared.lock().autoscalers_json(&ctx.region, &app);
+    body.map_or_else(|| not_found("app"), ok)
+}
+
+async fn update_autoscaler(
+    State(ctx): State<Regional>,
+    Path((app, id)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if let Err(res) = guard(&ctx, Endpoint::UpdateAutoscaler, Some(&app), &headers).await {
+        return res;
+    }
+    let Ok(body) = serde_json::from_slice::<Value>(&body) else {
+        return error(StatusCode::BAD_REQUEST, "invalid JSON body");
+    };
+    let Some(disabled) = body
+        .get("autoscaler")
+        .and_then(|a| a.get("disabled"))
+        .and_then(Value::as_bool)
+    else {
+        return unprocessable(serde_json::json!({ "disabled": ["must be a boolean"] }));
+    };
+    let outcome = ctx
+        .shared
+        .lock()
+        .update_autoscaler(&ctx.region, &app, &id, disabled);
+    match outcome {
+        Ok(body) => ok(body),
+        Err(true) => not_found("app"),
+        Err(false) => not_found("autoscaler"),
     }
 }
 
@@ -212,6 +264,7 @@ async fn scale(
     let outcome = ctx.shared.lock().scale(&ctx.region, &app, items);
     match outcome {
         ScaleOutcome::NotFound => not_found("app"),
+        ScaleOutcome::UnknownType => not_found("container_type"),
         ScaleOutcome::Invalid(errors) => unprocessable(errors),
         ScaleOutcome::Busy(message) => unprocessable(serde_json::json!({ "app": [message] })),
         ScaleOutcome::NoChange => {

@@ -13,7 +13,8 @@ use std::time::{Duration, Instant, SystemTime};
 use serde_json::{json, Value};
 
 use super::model::{
-    AddAppError, AppSnapshot, ContainerSnapshot, Endpoint, FakeApp, FakeConfig, Fault, FaultKind,
+    AddAppError, AppSnapshot, Autoscaler, ContainerSnapshot, Endpoint, FakeApp, FakeConfig, Fault,
+    FaultKind, ListEntries, RateLimitBody, UnknownTypeAnswer,
 };
 use super::util::{is_valid_app_name, iso_ms, make_jwt, object_id, unix_secs_ceil};
 
@@ -38,9 +39,7 @@ pub(crate) struct Shared {
 impl Shared {
     pub(crate) fn new(config: FakeConfig, api_urls: Vec<(String, String)>) -> Shared {
         let inner = Inner {
-            boot_delay: config.boot_delay,
-            stop_delay: config.stop_delay,
-            keep_stopped: config.keep_stopped_in_ps,
+            knobs: Knobs::from_config(&config),
             apps: BTreeMap::new(),
             operations: HashMap::new(),
             tokens: HashMap::new(),
@@ -49,6 +48,7 @@ impl Shared {
             front_hits: HashMap::new(),
             faults: Vec::new(),
             rate: HashMap::new(),
+            rate_limited: HashMap::new(),
         };
         Shared {
             config,
@@ -66,11 +66,50 @@ impl Shared {
     }
 }
 
-/// The mutable state.
-pub(crate) struct Inner {
+/// The behaviour knobs that can change while the fake runs (initialised
+/// from [`FakeConfig`]; see its fields for what each one means).
+#[derive(Debug, Clone)]
+pub(crate) struct Knobs {
     pub boot_delay: Duration,
     pub stop_delay: Duration,
-    keep_stopped: bool,
+    pub keep_stopped: bool,
+    pub rate_limit: Option<u32>,
+    pub rate_body: RateLimitBody,
+    pub retry_after: Option<Duration>,
+    pub list_entries: ListEntries,
+    pub unknown_type: UnknownTypeAnswer,
+    pub crashed_after: u32,
+    pub boot_retries: u32,
+    pub crash_backoff: Duration,
+    pub crash_backoff_max: Duration,
+    pub router_status: u16,
+    pub front_boot_window: Duration,
+}
+
+impl Knobs {
+    fn from_config(c: &FakeConfig) -> Knobs {
+        Knobs {
+            boot_delay: c.boot_delay,
+            stop_delay: c.stop_delay,
+            keep_stopped: c.keep_stopped_in_ps,
+            rate_limit: c.rate_limit_per_minute,
+            rate_body: c.rate_limit_body,
+            retry_after: c.rate_limit_retry_after,
+            list_entries: c.list_entries,
+            unknown_type: c.unknown_type,
+            crashed_after: c.crashed_after,
+            boot_retries: c.boot_retries,
+            crash_backoff: c.crash_backoff,
+            crash_backoff_max: c.crash_backoff_max,
+            router_status: c.router_status,
+            front_boot_window: c.front_boot_window,
+        }
+    }
+}
+
+/// The mutable state.
+pub(crate) struct Inner {
+    pub knobs: Knobs,
     /// By name (names are global across regions, as on Scalingo).
     apps: BTreeMap<String, App>,
     operations: HashMap<String, Operation>,
@@ -85,6 +124,8 @@ pub(crate) struct Inner {
     faults: Vec<Fault>,
     /// Per API token: instants of the accepted calls in the last window.
     rate: HashMap<String, VecDeque<Instant>>,
+    /// Calls refused by the rate limit, per endpoint.
+    rate_limited: HashMap<Endpoint, usize>,
 }
 
 struct IssuedToken {
@@ -134,6 +175,31 @@ struct Container {
     size: String,
     created_at: SystemTime,
     state: CState,
+    /// From this instant a `running` web container is served by the front
+    /// (before it, the router still answers its error page).
+    ready_at: Instant,
+    /// Booted by a crash loop: it alternates `booting` and `crashed` until
+    /// the loop's operation ends, then stays `crashed`.
+    looping: bool,
+}
+
+/// The boot attempts of an app that crashes on boot: each attempt boots for
+/// the boot delay then fails; retries wait an exponential back-off.
+struct CrashLoop {
+    /// `(start, failure)` of each attempt, in order.
+    attempts: Vec<(Instant, Instant)>,
+    /// Failed boots after which the app reads `crashed`.
+    crashed_after: u32,
+}
+
+impl CrashLoop {
+    fn failures(&self, now: Instant) -> u32 {
+        self.attempts.iter().filter(|(_, f)| *f <= now).count() as u32
+    }
+
+    fn booting(&self, now: Instant) -> bool {
+        self.attempts.iter().any(|(s, f)| *s <= now && now < *f)
+    }
 }
 
 /// A scale in progress. Invariant: the app status is `scaling` exactly
@@ -142,6 +208,9 @@ struct Transition {
     until: Instant,
     until_wall: SystemTime,
     error: Option<String>,
+    /// The boot window of the containers this transition starts.
+    front_window: Duration,
+    crash: Option<CrashLoop>,
 }
 
 struct App {
@@ -155,6 +224,9 @@ struct App {
     containers: Vec<Container>,
     status: &'static str,
     transition: Option<Transition>,
+    crash_on_boot: bool,
+    owner: Option<String>,
+    autoscalers: Vec<Autoscaler>,
 }
 
 impl App {
@@ -167,17 +239,40 @@ impl App {
     fn settle(&mut self, now: Instant, keep_stopped: bool) {
         let Some(t) = &self.transition else { return };
         if now < t.until {
+            if let Some(crash) = &t.crash {
+                let state = if crash.booting(now) {
+                    CState::Booting
+                } else {
+                    CState::Crashed
+                };
+                for c in self.containers.iter_mut().filter(|c| c.looping) {
+                    c.state = state;
+                }
+                // The operation still runs (retries), yet the app reads
+                // `crashed` once it failed `crashed_after` boots in a row.
+                self.status = if crash.failures(now) >= crash.crashed_after {
+                    "crashed"
+                } else {
+                    "scaling"
+                };
+            }
             return;
         }
         let failed = t.error.is_some();
+        let ready_at = t.until + t.front_window;
         self.updated_at = t.until_wall;
         for c in &mut self.containers {
             c.state = match c.state {
+                _ if c.looping => CState::Crashed,
                 CState::Booting if failed => CState::Crashed,
-                CState::Booting => CState::Running,
+                CState::Booting => {
+                    c.ready_at = ready_at;
+                    CState::Running
+                }
                 CState::Stopping => CState::Stopped,
                 other => other,
             };
+            c.looping = false;
         }
         if !keep_stopped {
             self.containers.retain(|c| c.state != CState::Stopped);
@@ -209,6 +304,20 @@ impl App {
             .count()
     }
 
+    /// What the front answers right now (the app must be settled).
+    fn front(&self, now: Instant) -> FrontState {
+        let web = || self.containers.iter().filter(|c| c.kind == "web");
+        if web().any(|c| c.state == CState::Running && c.ready_at <= now) {
+            FrontState::App
+        } else if web().any(|c| matches!(c.state, CState::Running | CState::Booting)) {
+            FrontState::Router("booting")
+        } else if self.status == "crashed" || web().any(|c| c.state == CState::Crashed) {
+            FrontState::Router("crashed")
+        } else {
+            FrontState::Router("stopped")
+        }
+    }
+
     fn snapshot(&self) -> AppSnapshot {
         let running_web = self.count("web", CState::Running);
         AppSnapshot {
@@ -233,7 +342,40 @@ impl App {
                     state: c.state.as_str().to_string(),
                 })
                 .collect(),
+            crash_on_boot: self.crash_on_boot,
+            owner: self.owner.clone(),
+            autoscalers: self.autoscalers.clone(),
+            front_serves_app: self.front(Instant::now()) == FrontState::App,
         }
+    }
+
+    /// A `GET /v1/apps` entry with only the fields the contract guarantees.
+    fn to_sparse_json(&self) -> Value {
+        json!({ "id": self.id, "name": self.name })
+    }
+
+    fn owner_json(&self) -> Value {
+        match &self.owner {
+            None => {
+                json!({ "id": "us-fake-owner", "username": "fake-owner", "email": "owner@example.invalid" })
+            }
+            Some(user) => {
+                json!({ "id": format!("us-{user}"), "username": user, "email": format!("{user}@example.invalid") })
+            }
+        }
+    }
+
+    fn autoscalers_json(&self) -> Value {
+        let list: Vec<Value> = self
+            .autoscalers
+            .iter()
+            .map(|a| {
+                let mut v = a.to_json();
+                v["app_id"] = json!(self.id);
+                v
+            })
+            .collect();
+        json!({ "autoscalers": list })
     }
 
     fn to_json(&self) -> Value {
@@ -251,7 +393,7 @@ impl App {
             "force_https": false,
             "sticky_session": false,
             "git_url": format!("git@ssh.{}.scalingo.com:{}.git", self.region, self.name),
-            "owner": { "id": "us-fake-owner", "username": "fake-owner", "email": "owner@example.invalid" },
+            "owner": self.owner_json(),
             "x_fake_unknown_field": { "note": "clients must ignore unknown fields" },
         })
     }
@@ -284,12 +426,15 @@ struct Operation {
     created_at: SystemTime,
     start: Instant,
     delay: Duration,
+    /// How long it reads `pending` (then `running`).
+    pending_for: Duration,
     error: Option<String>,
 }
 
 impl Operation {
-    /// `pending` for the first quarter of the delay, then `running`, then
-    /// `done` (or `error`) at the same instant the app settles.
+    /// `pending` for `pending_for` (a quarter of one boot or stop), then
+    /// `running`, then `done` (or `error`) at the same instant the app
+    /// settles.
     fn to_json(&self, now: Instant) -> Value {
         let elapsed = now.saturating_duration_since(self.start);
         let (status, finished) = if elapsed >= self.delay {
@@ -299,7 +444,7 @@ impl Operation {
                 "done"
             };
             (status, Some(iso_ms(self.created_at + self.delay)))
-        } else if elapsed >= self.delay / 4 {
+        } else if elapsed >= self.pending_for {
             ("running", None)
         } else {
             ("pending", None)
@@ -331,6 +476,8 @@ pub(crate) enum ScaleOutcome {
     Invalid(Value),
     /// 422 `{"errors":{"app":[msg]}}`.
     Busy(&'static str),
+    /// 404 `{"resource":"container_type"}`.
+    UnknownType,
     /// 400 no change.
     NoChange,
     /// 200: not deployed, the formation is stored, nothing runs.
@@ -388,6 +535,8 @@ impl Inner {
                         size: f.size.clone(),
                         created_at: now,
                         state: CState::Running,
+                        ready_at: Instant::now(),
+                        looping: false,
                     });
                 }
             }
@@ -410,6 +559,18 @@ impl Inner {
             containers,
             status,
             transition: None,
+            crash_on_boot: app.crash_on_boot,
+            owner: app.owner,
+            autoscalers: app
+                .autoscalers
+                .into_iter()
+                .map(|mut a| {
+                    if a.id.is_empty() {
+                        a.id = object_id();
+                    }
+                    a
+                })
+                .collect(),
         };
         let snapshot = app.snapshot();
         self.apps.insert(app.name.clone(), app);
@@ -434,7 +595,7 @@ impl Inner {
     /// The app named (by name or id) `reference` in `region`, settled.
     fn app_in(&mut self, region: &str, reference: &str) -> Option<&mut App> {
         let name = self.resolve_any(reference)?;
-        let keep = self.keep_stopped;
+        let keep = self.knobs.keep_stopped;
         let app = self.apps.get_mut(&name)?;
         if app.region != region {
             return None;
@@ -444,7 +605,7 @@ impl Inner {
     }
 
     pub(crate) fn snapshot(&mut self, name: &str) -> Option<AppSnapshot> {
-        let keep = self.keep_stopped;
+        let keep = self.knobs.keep_stopped;
         let app = self.apps.get_mut(name)?;
         app.settle(Instant::now(), keep);
         Some(app.snapshot())
@@ -452,7 +613,7 @@ impl Inner {
 
     pub(crate) fn snapshots(&mut self) -> Vec<AppSnapshot> {
         let now = Instant::now();
-        let keep = self.keep_stopped;
+        let keep = self.knobs.keep_stopped;
         self.apps
             .values_mut()
             .map(|a| {
@@ -464,14 +625,25 @@ impl Inner {
 
     pub(crate) fn list_json(&mut self, region: &str) -> Value {
         let now = Instant::now();
-        let keep = self.keep_stopped;
+        let keep = self.knobs.keep_stopped;
+        let mode = self.knobs.list_entries;
         let apps: Vec<Value> = self
             .apps
             .values_mut()
             .filter(|a| a.region == region)
-            .map(|a| {
+            .enumerate()
+            .map(|(i, a)| {
                 a.settle(now, keep);
-                a.to_json()
+                let sparse = match mode {
+                    ListEntries::Full => false,
+                    ListEntries::SomeSparse => i % 2 == 0,
+                    ListEntries::AllSparse => true,
+                };
+                if sparse {
+                    a.to_sparse_json()
+                } else {
+                    a.to_json()
+                }
             })
             .collect();
         json!({ "apps": apps })
@@ -508,13 +680,94 @@ impl Inner {
         Ok(json!({ "operation": op.to_json(Instant::now()) }))
     }
 
-    /// The app named by a front-end `Host` in `region`: `None` if unknown,
-    /// else whether a `web` container runs.
-    pub(crate) fn front_state(&mut self, region: &str, name: &str) -> Option<bool> {
-        let keep = self.keep_stopped;
-        let app = self.apps.get_mut(name).filter(|a| a.region == region)?;
+    /// What the front answers for the app a `Host` names in `region`.
+    pub(crate) fn front_state(&mut self, region: &str, name: &str) -> FrontState {
+        let keep = self.knobs.keep_stopped;
+        let Some(app) = self.apps.get_mut(name).filter(|a| a.region == region) else {
+            return FrontState::Unknown;
+        };
+        let now = Instant::now();
+        app.settle(now, keep);
+        app.front(now)
+    }
+
+    pub(crate) fn autoscalers_json(&mut self, region: &str, reference: &str) -> Option<Value> {
+        self.app_in(region, reference).map(|a| a.autoscalers_json())
+    }
+
+    /// Sets `disabled` of one autoscaler; `Err(true)`: no such app here,
+    /// `Err(false)`: no such autoscaler.
+    pub(crate) fn update_autoscaler(
+        &mut self,
+        region: &str,
+        reference: &str,
+        id: &str,
+        disabled: bool,
+    ) -> Result<Value, bool> {
+        let app = self.app_in(region, reference).ok_or(true)?;
+        let app_id = app.id.clone();
+        let a = app
+            .autoscalers
+            .iter_mut()
+            .find(|a| a.id == id)
+            .ok_or(false)?;
+        a.disabled = disabled;
+        let mut v = a.to_json();
+        v["app_id"] = json!(app_id);
+        Ok(json!({ "autoscaler": v }))
+    }
+
+    pub(crate) fn set_crash_on_boot(&mut self, name: &str, crash: bool) -> bool {
+        self.apps
+            .get_mut(name)
+            .map(|a| a.crash_on_boot = crash)
+            .is_some()
+    }
+
+    /// Stops the app behind the client's back, as someone scaling it to 0
+    /// from the dashboard would, but at once: every amount 0, no container,
+    /// status `stopped`, its autoscalers disabled, any transition dropped.
+    pub(crate) fn stop_app(&mut self, name: &str) -> bool {
+        let keep = self.knobs.keep_stopped;
+        let Some(app) = self.apps.get_mut(name) else {
+            return false;
+        };
         app.settle(Instant::now(), keep);
-        Some(app.count("web", CState::Running) > 0)
+        for f in &mut app.formation {
+            f.amount = 0;
+        }
+        for c in &mut app.containers {
+            c.state = CState::Stopped;
+        }
+        if !keep {
+            app.containers.clear();
+        }
+        for a in &mut app.autoscalers {
+            a.disabled = true;
+        }
+        app.transition = None;
+        app.status = if app.deployed() { "stopped" } else { "new" };
+        app.updated_at = SystemTime::now();
+        true
+    }
+
+    /// Crashes the app's running web containers (the formation is kept):
+    /// status `crashed`, the front answers the router's error.
+    pub(crate) fn crash_app(&mut self, name: &str) -> bool {
+        let keep = self.knobs.keep_stopped;
+        let Some(app) = self.apps.get_mut(name) else {
+            return false;
+        };
+        app.settle(Instant::now(), keep);
+        for c in &mut app.containers {
+            if c.kind == "web" && matches!(c.state, CState::Running | CState::Booting) {
+                c.state = CState::Crashed;
+            }
+        }
+        app.transition = None;
+        app.status = "crashed";
+        app.updated_at = SystemTime::now();
+        true
     }
 
     /// Validates and applies a scale request (see the module docs of
@@ -525,8 +778,8 @@ impl Inner {
         reference: &str,
         items: Vec<ScaleItem>,
     ) -> ScaleOutcome {
-        let boot_delay = self.boot_delay;
-        let stop_delay = self.stop_delay;
+        let knobs = self.knobs.clone();
+        let (boot_delay, stop_delay) = (knobs.boot_delay, knobs.stop_delay);
         let Some(name) = self.app_in(region, reference).map(|a| a.name.clone()) else {
             return ScaleOutcome::NotFound;
         };
@@ -544,6 +797,9 @@ impl Inner {
                 if item.kind.is_empty() {
                     errors.push("name can't be blank".to_string());
                 } else if !known && app.deployed() {
+                    if knobs.unknown_type == UnknownTypeAnswer::NotFound {
+                        return ScaleOutcome::UnknownType;
+                    }
                     errors.push(format!("{}: no such container type", item.kind));
                 }
                 match item.amount {
@@ -601,6 +857,7 @@ impl Inner {
             if let Some(app) = self.apps.get_mut(&name) {
                 app.formation = target;
                 app.updated_at = SystemTime::now();
+                app.disable_autoscalers(&items);
             }
             return ScaleOutcome::Immediate(formation_json);
         }
@@ -611,7 +868,10 @@ impl Inner {
         };
         let now = Instant::now();
         let wall = SystemTime::now();
+        app.disable_autoscalers(&items);
+        let crash_on_boot = app.crash_on_boot;
         let (mut booting, mut stopping) = (false, false);
+        let mut first_looping: Option<String> = None;
         for new in &target {
             let old = app.formation.iter().find(|f| f.kind == new.kind);
             if old == Some(new) {
@@ -641,16 +901,32 @@ impl Inner {
                     size: new.size.clone(),
                     created_at: wall,
                     state: CState::Booting,
+                    ready_at: now,
+                    looping: crash_on_boot,
                 });
+                if crash_on_boot && first_looping.is_none() {
+                    first_looping = Some(format!("{}-{index}", new.kind));
+                }
                 booting = true;
             }
         }
+        let crash = first_looping.as_ref().map(|_| crash_loop(now, &knobs));
+        let boot_time = match &crash {
+            Some(c) => c
+                .attempts
+                .last()
+                .map_or(boot_delay, |(_, f)| f.saturating_duration_since(now)),
+            None => boot_delay,
+        };
         let delay = match (booting, stopping) {
-            (true, true) => boot_delay.max(stop_delay),
-            (true, false) => boot_delay,
+            (true, true) => boot_time.max(stop_delay),
+            (true, false) => boot_time,
             (false, true) => stop_delay,
             (false, false) => Duration::ZERO,
         };
+        let error = error
+            .or_else(|| first_looping.map(|label| format!("container {label} failed to boot")));
+        let one_step = if booting { boot_delay } else { stop_delay };
         app.formation = target;
         app.status = "scaling";
         app.updated_at = wall;
@@ -658,6 +934,8 @@ impl Inner {
             until: now + delay,
             until_wall: wall + delay,
             error: error.clone(),
+            front_window: knobs.front_boot_window,
+            crash,
         });
         let op = Operation {
             id: object_id(),
@@ -666,6 +944,7 @@ impl Inner {
             created_at: wall,
             start: now,
             delay,
+            pending_for: one_step.min(delay) / 4,
             error,
         };
         let op_id = op.id.clone();
@@ -716,9 +995,13 @@ impl Inner {
         n
     }
 
-    /// Records a call by `owner`; `false` when it is over the limit (a
-    /// refused call is not recorded, so a client that waits recovers).
-    pub(crate) fn rate_allow(&mut self, owner: &str, limit: u32) -> bool {
+    /// Records a call by `owner` to `endpoint`; `false` when it is over the
+    /// limit (a refused call is counted as refused but does not use the
+    /// budget, so a client that waits recovers).
+    pub(crate) fn rate_allow(&mut self, owner: &str, endpoint: Endpoint) -> bool {
+        let Some(limit) = self.knobs.rate_limit else {
+            return true;
+        };
         let now = Instant::now();
         let window = self.rate.entry(owner.to_string()).or_default();
         while window
@@ -728,6 +1011,7 @@ impl Inner {
             window.pop_front();
         }
         if window.len() >= limit as usize {
+            *self.rate_limited.entry(endpoint).or_default() += 1;
             return false;
         }
         window.push_back(now);
@@ -742,6 +1026,10 @@ impl Inner {
 
     pub(crate) fn calls(&self, endpoint: Endpoint) -> usize {
         self.counters.get(&endpoint).copied().unwrap_or(0)
+    }
+
+    pub(crate) fn rate_limited(&self, endpoint: Endpoint) -> usize {
+        self.rate_limited.get(&endpoint).copied().unwrap_or(0)
     }
 
     pub(crate) fn count_scale(&mut self, app: &str) {
@@ -768,8 +1056,14 @@ impl Inner {
         let sorted = |m: &HashMap<String, usize>| -> BTreeMap<String, usize> {
             m.iter().map(|(k, v)| (k.clone(), *v)).collect()
         };
+        let limited: serde_json::Map<String, Value> = Endpoint::ALL
+            .into_iter()
+            .map(|e| (e.as_str().to_string(), json!(self.rate_limited(e))))
+            .collect();
         json!({
             "endpoints": endpoints,
+            "rate_limited": limited,
+            "rate_limited_total": self.rate_limited.values().sum::<usize>(),
             "scale_calls": sorted(&self.scale_calls),
             "front_hits": sorted(&self.front_hits),
         })
@@ -823,5 +1117,49 @@ impl Inner {
             self.faults.remove(i);
         }
         Some(kind)
+    }
+}
+
+/// What a front answers for a host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum FrontState {
+    /// The host names no app of this region: the router's 404.
+    Unknown,
+    /// No web container serves yet: the router's error page, with why
+    /// (`stopped`, `booting`, `crashed`).
+    Router(&'static str),
+    /// The app itself answers.
+    App,
+}
+
+/// The boot attempts of a crash loop starting at `now`: the first attempt,
+/// then `boot_retries` retries, each after an exponential back-off.
+fn crash_loop(now: Instant, knobs: &Knobs) -> CrashLoop {
+    let mut attempts = Vec::new();
+    let mut t = now;
+    let mut backoff = knobs.crash_backoff;
+    for retry in 0..=knobs.boot_retries {
+        let failure = t + knobs.boot_delay;
+        attempts.push((t, failure));
+        t = failure;
+        if retry < knobs.boot_retries {
+            t += backoff;
+            backoff = (backoff * 2).min(knobs.crash_backoff_max);
+        }
+    }
+    CrashLoop {
+        attempts,
+        crashed_after: knobs.crashed_after,
+    }
+}
+
+impl App {
+    /// A manual scale turns off the autoscalers of the types it names.
+    fn disable_autoscalers(&mut self, items: &[ScaleItem]) {
+        for a in &mut self.autoscalers {
+            if items.iter().any(|i| i.kind == a.container_type) {
+                a.disabled = true;
+            }
+        }
     }
 }
