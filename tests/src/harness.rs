@@ -85,8 +85,6 @@ impl Default for StackOptions {
                 boot_delay: Duration::from_millis(300),
                 // kinder than the real platform until the sidecar decodes list entries without `status` (issue 9, item 8)
                 list_entries: ListEntries::Full,
-                // kinder than the real platform until the sidecar probes the app's front for readiness instead of trusting `ps` (issue 9, item 3)
-                front_boot_window: Duration::ZERO,
                 ..FakeConfig::default()
             },
             apps: Vec::new(),
