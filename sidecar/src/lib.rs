@@ -66,6 +66,15 @@ use wake::Waker;
 
 pub use registry::EVENTS_CAPACITY;
 
+/// What the registry kind gives: the registry, the coordination, the event
+/// log and the API budget (shared through Redis when the registry is).
+type Stores = (
+    Arc<dyn Registry>,
+    Arc<dyn Coordinator>,
+    Arc<dyn EventLog>,
+    Result<Budget, BudgetError>,
+);
+
 /// The sidecar's working parts, built from a checked configuration.
 pub struct Gateway {
     pub waker: Arc<Waker>,
@@ -81,12 +90,7 @@ pub async fn build(config: &Config) -> Result<Gateway, String> {
         expected_instances: config.gateway_instances,
         ..BudgetConfig::new(config.scheduler_calls_per_minute)
     };
-    let (registry, coordinator, events, budget): (
-        Arc<dyn Registry>,
-        Arc<dyn Coordinator>,
-        Arc<dyn EventLog>,
-        Result<Budget, BudgetError>,
-    ) = match &config.registry {
+    let (registry, coordinator, events, budget): Stores = match &config.registry {
         RegistryKind::InMemory => (
             Arc::new(InMemoryRegistry::new()),
             Arc::new(InMemoryCoordinator::new()),
