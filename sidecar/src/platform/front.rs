@@ -16,6 +16,7 @@
 //! - no HTTP answer at all (DNS, connect, TLS, per-probe timeout) is
 //!   [`FrontProbe::Unreachable`]: the waker then falls back to the API.
 //!
+//! Each probe carries `x-paastis-probe: readiness` ([`PROBE_HEADER`]).
 //! Redirects are not followed (a redirect is an answer of the app or of its
 //! domain settings: the app serves). The body is never read.
 //!
@@ -32,6 +33,10 @@ use reqwest::Url;
 use thiserror::Error;
 
 use super::FrontProbe;
+
+/// The header every probe carries (value `readiness`), so that an app's
+/// logs (and the test kit's fake) can tell probes from its users' traffic.
+pub const PROBE_HEADER: &str = "x-paastis-probe";
 
 /// Longest wait for one probe's answer (headers).
 pub const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -141,7 +146,7 @@ impl FrontProber {
             Ok(t) => t,
             Err(e) => return FrontProbe::Unreachable(e),
         };
-        let mut request = self.http.get(url);
+        let mut request = self.http.get(url).header(PROBE_HEADER, "readiness");
         if let Some(host) = host {
             request = request.header(HOST, host);
         }
