@@ -215,7 +215,7 @@ impl WakeBackoff {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::registry::InMemoryCoordinator;
+    use crate::registry::{InMemoryCoordinator, RegistryError};
 
     #[test]
     fn the_backoff_doubles_up_to_five_minutes() {
@@ -266,5 +266,47 @@ mod tests {
             FIRST_BACKOFF,
             "the count starts again"
         );
+    }
+
+    /// A registry that never answers.
+    struct Down;
+
+    #[async_trait::async_trait]
+    impl Coordinator for Down {
+        async fn acquire(&self, _: &str, _: &str, _: Duration) -> Result<bool, RegistryError> {
+            Err(RegistryError("down".into()))
+        }
+        async fn release(&self, _: &str, _: &str) -> Result<bool, RegistryError> {
+            Err(RegistryError("down".into()))
+        }
+        async fn holder(&self, _: &str) -> Result<Option<String>, RegistryError> {
+            Err(RegistryError("down".into()))
+        }
+        async fn put_note(&self, _: &str, _: &str, _: Duration) -> Result<(), RegistryError> {
+            Err(RegistryError("down".into()))
+        }
+        async fn note(&self, _: &str) -> Result<Option<String>, RegistryError> {
+            Err(RegistryError("down".into()))
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn with_the_registry_down_each_instance_backs_off_on_its_own() {
+        let backoff = WakeBackoff::new();
+        assert_eq!(backoff.failed(&Down, "my-app", "boom").await, FIRST_BACKOFF);
+        let active = backoff
+            .active(&Down, "my-app")
+            .await
+            .expect("kept in memory");
+        assert_eq!((active.failures, active.reason.as_str()), (1, "boom"));
+        tokio::time::sleep(FIRST_BACKOFF).await;
+        assert_eq!(backoff.active(&Down, "my-app").await, None);
+        assert_eq!(
+            backoff.failed(&Down, "my-app", "boom").await,
+            FIRST_BACKOFF * 2,
+            "its own count doubles it"
+        );
+        backoff.clear(&Down, "my-app").await;
+        assert_eq!(backoff.active(&Down, "my-app").await, None);
     }
 }
