@@ -50,7 +50,7 @@ use std::sync::Arc;
 use activity::ActivityBuffer;
 use awake::AwakeCache;
 use budget::redis::RedisBudgetStore;
-use budget::{Budget, BudgetConfig, BudgetError, Priority};
+use budget::{Budget, BudgetConfig, Priority};
 use config::{Config, RegistryKind};
 use deps::Deps;
 use hooks::HookRunner;
@@ -66,20 +66,50 @@ use wake::Waker;
 
 pub use registry::EVENTS_CAPACITY;
 
-/// What the registry kind gives: the registry, the coordination, the event
-/// log and the API budget (shared through Redis when the registry is).
-type Stores = (
-    Arc<dyn Registry>,
-    Arc<dyn Coordinator>,
-    Arc<dyn EventLog>,
-    Result<Budget, BudgetError>,
-);
-
 /// The sidecar's working parts, built from a checked configuration.
 pub struct Gateway {
     pub waker: Arc<Waker>,
     pub scheduler: Arc<Scheduler>,
     pub metrics: Arc<metrics::Metrics>,
+}
+
+/// What the instances of a gateway share: the registry, its coordination,
+/// the event log, and the Scalingo API budget.
+struct Stores {
+    registry: Arc<dyn Registry>,
+    coordinator: Arc<dyn Coordinator>,
+    events: Arc<dyn EventLog>,
+    budget: Arc<Budget>,
+}
+
+/// In memory for one instance, or in Redis (connecting lazily) for several.
+async fn stores(kind: &RegistryKind, budget_config: BudgetConfig) -> Result<Stores, String> {
+    Ok(match kind {
+        RegistryKind::InMemory => Stores {
+            registry: Arc::new(InMemoryRegistry::new()),
+            coordinator: Arc::new(InMemoryCoordinator::new()),
+            events: Arc::new(InMemoryEventLog::new(EVENTS_CAPACITY)),
+            budget: Arc::new(Budget::in_memory(budget_config).map_err(|e| e.to_string())?),
+        },
+        RegistryKind::Redis { url, prefix } => {
+            // Started even while Redis is down: wakes must not depend on it.
+            let store = Arc::new(
+                LazyRedis::connect(url, prefix, EVENTS_CAPACITY)
+                    .await
+                    .map_err(|e| e.to_string())?,
+            );
+            // One API budget for every instance sharing this Redis.
+            let budget =
+                Budget::shared(budget_config, RedisBudgetStore::new(store.clone(), prefix))
+                    .map_err(|e| e.to_string())?;
+            Stores {
+                registry: store.clone(),
+                coordinator: store.clone(),
+                events: store,
+                budget: Arc::new(budget),
+            }
+        }
+    })
 }
 
 /// Builds the client, the registry (connecting to Redis when configured),
@@ -90,31 +120,30 @@ pub async fn build(config: &Config) -> Result<Gateway, String> {
         expected_instances: config.gateway_instances,
         ..BudgetConfig::new(config.scheduler_calls_per_minute)
     };
-    let (registry, coordinator, events, budget): Stores = match &config.registry {
-        RegistryKind::InMemory => (
-            Arc::new(InMemoryRegistry::new()),
-            Arc::new(InMemoryCoordinator::new()),
-            Arc::new(InMemoryEventLog::new(EVENTS_CAPACITY)),
-            Budget::in_memory(budget_config),
-        ),
-        RegistryKind::Redis { url, prefix } => {
-            // Started even while Redis is down: wakes must not depend on it.
-            let store = Arc::new(
-                LazyRedis::connect(url, prefix, EVENTS_CAPACITY)
-                    .await
-                    .map_err(|e| e.to_string())?,
-            );
-            // One API budget for every instance sharing this Redis.
-            let budget =
-                Budget::shared(budget_config, RedisBudgetStore::new(store.clone(), prefix));
-            (store.clone(), store.clone(), store, budget)
-        }
-    };
-    let budget = Arc::new(budget.map_err(|e| e.to_string())?);
+    let Stores {
+        registry,
+        coordinator,
+        events,
+        budget,
+    } = stores(&config.registry, budget_config).await?;
     let client =
         ScalingoClient::with_budget(config.scalingo.clone(), ScalingoTuning::default(), budget)
             .map_err(|e| e.to_string())?;
     client.set_metrics(metrics.clone());
+    let budget = client.budget().clone();
+    metrics.on_scrape(move |m| {
+        let stats = budget.stats();
+        m.record_budget(&metrics::BudgetReading {
+            remaining: stats.remaining(),
+            spent: budget::Rank::ALL
+                .iter()
+                .map(|r| (r.as_str(), stats.spent(*r)))
+                .collect(),
+            exhausted: stats.exhausted(),
+            rate_limited: stats.rate_limited(),
+            store_failures: stats.store_failures(),
+        })
+    });
     let front = FrontProber::new(config.front_urls.clone())?;
     let platform = ScalingoPlatform::new(client, front);
     let deps = Deps {

@@ -17,6 +17,11 @@
 //! | `paastis_scheduler_passes_total` | counter | `result`: `done`, `skipped`, `failed` |
 //! | `paastis_scheduler_pass_duration_seconds` | histogram | | passes that did the work |
 //! | `paastis_hooks_total` | counter | `hook`, `result`: `ok`, `failed`, `timeout` |
+//! | `paastis_scalingo_budget_remaining` | gauge | | calls left in the API budget's window (read at scrape time) |
+//! | `paastis_scalingo_budget_spent_total` | counter | `rank`: `wake_scale`, `wake_check`, `background` |
+//! | `paastis_scalingo_budget_exhausted_total` | counter | | calls given up because the budget had no slot in time |
+//! | `paastis_scalingo_budget_rate_limited_total` | counter | | 429s from Scalingo (each pauses the whole budget) |
+//! | `paastis_scalingo_budget_store_failures_total` | counter | | shared-budget Redis failures (each falls back to this instance's share) |
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -35,6 +40,26 @@ pub struct CallLabels {
     pub endpoint: &'static str,
     pub status: String,
 }
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RankLabel {
+    pub rank: &'static str,
+}
+
+/// What the API budget reports at a scrape (totals since start, and the
+/// calls left in its window). Filled by whoever owns the budget, through a
+/// scrape hook ([`Metrics::on_scrape`]): this module knows nothing of it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BudgetReading {
+    pub remaining: u32,
+    /// `(rank, calls granted since start)`.
+    pub spent: Vec<(&'static str, u64)>,
+    pub exhausted: u64,
+    pub rate_limited: u64,
+    pub store_failures: u64,
+}
+
+type ScrapeHook = Box<dyn Fn(&Metrics) + Send + Sync>;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct HookLabels {
@@ -62,6 +87,12 @@ pub struct Metrics {
     pub scheduler_passes: Family<ResultLabel, Counter>,
     pub scheduler_pass_duration: Histogram,
     pub hooks: Family<HookLabels, Counter>,
+    pub budget_remaining: Gauge,
+    pub budget_spent: Family<RankLabel, Counter>,
+    pub budget_exhausted: Counter,
+    pub budget_rate_limited: Counter,
+    pub budget_store_failures: Counter,
+    scrape_hooks: std::sync::Mutex<Vec<ScrapeHook>>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -133,6 +164,36 @@ impl Metrics {
         );
         let hooks = Family::<HookLabels, Counter>::default();
         registry.register("hooks", "Hooks run by hook and result", hooks.clone());
+        let budget_remaining = Gauge::default();
+        registry.register(
+            "scalingo_budget_remaining",
+            "Scalingo API calls left in the budget's window",
+            budget_remaining.clone(),
+        );
+        let budget_spent = Family::<RankLabel, Counter>::default();
+        registry.register(
+            "scalingo_budget_spent",
+            "Scalingo API calls granted by the budget, by rank",
+            budget_spent.clone(),
+        );
+        let budget_exhausted = Counter::default();
+        registry.register(
+            "scalingo_budget_exhausted",
+            "Scalingo calls given up because the budget had no slot in time",
+            budget_exhausted.clone(),
+        );
+        let budget_rate_limited = Counter::default();
+        registry.register(
+            "scalingo_budget_rate_limited",
+            "429s from Scalingo, each pausing the whole budget",
+            budget_rate_limited.clone(),
+        );
+        let budget_store_failures = Counter::default();
+        registry.register(
+            "scalingo_budget_store_failures",
+            "Shared-budget store failures (this instance then spends its share)",
+            budget_store_failures.clone(),
+        );
         Self {
             registry,
             wakes,
@@ -146,7 +207,40 @@ impl Metrics {
             scheduler_passes,
             scheduler_pass_duration,
             hooks,
+            budget_remaining,
+            budget_spent,
+            budget_exhausted,
+            budget_rate_limited,
+            budget_store_failures,
+            scrape_hooks: std::sync::Mutex::new(Vec::new()),
         }
+    }
+
+    /// Runs `hook` before each [`Metrics::encode`], to copy in figures that
+    /// live elsewhere (read at scrape time).
+    pub fn on_scrape(&self, hook: impl Fn(&Metrics) + Send + Sync + 'static) {
+        self.scrape_hooks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(Box::new(hook));
+    }
+
+    /// Copies the API budget's figures in (counters move by the difference,
+    /// so they stay monotonic).
+    pub fn record_budget(&self, reading: &BudgetReading) {
+        fn catch_up(counter: &Counter, total: u64) {
+            counter.inc_by(total.saturating_sub(counter.get()));
+        }
+        self.budget_remaining.set(i64::from(reading.remaining));
+        for (rank, total) in &reading.spent {
+            catch_up(
+                &self.budget_spent.get_or_create(&RankLabel { rank }),
+                *total,
+            );
+        }
+        catch_up(&self.budget_exhausted, reading.exhausted);
+        catch_up(&self.budget_rate_limited, reading.rate_limited);
+        catch_up(&self.budget_store_failures, reading.store_failures);
     }
 
     pub fn wake(&self, result: &'static str) {
@@ -177,6 +271,14 @@ impl Metrics {
 
     /// The OpenMetrics text exposition.
     pub fn encode(&self) -> String {
+        for hook in self
+            .scrape_hooks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+        {
+            hook(self);
+        }
         let mut out = String::new();
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
@@ -204,6 +306,51 @@ pub fn endpoint_label(path: &str) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn budget_figures_are_read_at_scrape_time_and_counters_stay_monotonic() {
+        let metrics = std::sync::Arc::new(Metrics::new());
+        let reading = std::sync::Arc::new(std::sync::Mutex::new(BudgetReading {
+            remaining: 40,
+            spent: vec![("wake_scale", 3), ("background", 12)],
+            exhausted: 1,
+            rate_limited: 2,
+            store_failures: 0,
+        }));
+        let source = reading.clone();
+        metrics.on_scrape(move |m| m.record_budget(&source.lock().unwrap()));
+        let text = metrics.encode();
+        assert!(
+            text.contains("paastis_scalingo_budget_remaining 40"),
+            "{text}"
+        );
+        assert!(
+            text.contains("paastis_scalingo_budget_spent_total{rank=\"background\"} 12"),
+            "{text}"
+        );
+        assert!(
+            text.contains("paastis_scalingo_budget_rate_limited_total 2"),
+            "{text}"
+        );
+        {
+            let mut r = reading.lock().unwrap();
+            r.remaining = 55;
+            r.spent = vec![("wake_scale", 5), ("background", 12)];
+        }
+        let text = metrics.encode();
+        assert!(
+            text.contains("paastis_scalingo_budget_remaining 55"),
+            "{text}"
+        );
+        assert!(
+            text.contains("paastis_scalingo_budget_spent_total{rank=\"wake_scale\"} 5"),
+            "{text}"
+        );
+        assert!(
+            text.contains("paastis_scalingo_budget_exhausted_total 1"),
+            "{text}"
+        );
+    }
 
     #[test]
     fn endpoint_labels_drop_names_and_ids() {

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use paastis_e2e::fake::{FakeApp, FakeScalingo};
+use paastis_e2e::fake::{FakeApp, FakeScalingo, ListEntries};
 use paastis_e2e::harness::workspace_root;
 use paastis_e2e::openapi::OpenApi;
 use paastis_e2e::setup::{fake_with, sidecar_env};
@@ -143,6 +143,10 @@ async fn operators_list_wake_pause_and_forget_apps() {
     .await;
     // kinder than the real platform until the sidecar waits out `422 is scaling` within its wake deadline (issue 9, item 5)
     a.fake.set_stop_delay(Duration::ZERO);
+    // What this test checks is that the admin API shows the status Scalingo
+    // lists; list entries without one (the strict default) read `unknown`,
+    // which the client's decoding tests cover.
+    a.fake.set_list_entries(ListEntries::Full);
 
     // Before anything: Scalingo's view only.
     let (status, list) = a.call("get", "/admin/v1/apps", "/admin/v1/apps").await;

@@ -61,11 +61,6 @@ fn client(fake: &FakeScalingo) -> ScalingoClient {
 }
 
 async fn start_with(config: FakeConfig) -> FakeScalingo {
-    // kinder than the real platform until the client decodes list entries without `status` (issue 9, item 8)
-    let config = FakeConfig {
-        list_entries: paastis_e2e::fake::ListEntries::Full,
-        ..config
-    };
     FakeScalingo::start(config).await.expect("fake starts")
 }
 

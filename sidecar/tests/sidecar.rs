@@ -463,9 +463,10 @@ async fn a_rate_limited_pass_stops_and_the_next_one_does_the_rest() {
     let minute = 60_000;
     s.scheduler.pass(now - 30 * minute).await.unwrap();
 
-    // Every try of the first scale (the client retries 429s) is refused.
+    // Every try of the first scale (the client retries 429s) is refused;
+    // each 429 stops all Scalingo calls for its `Retry-After`.
     s.fake.inject(
-        Fault::new(Endpoint::Scale, FaultKind::Status(429))
+        Fault::new(Endpoint::Scale, FaultKind::TooManyRetryAfter(1))
             .times(paastis_sidecar::scalingo::DEFAULT_RETRY_ATTEMPTS as usize),
     );
     let report = s.scheduler.pass(now).await.unwrap();
@@ -475,6 +476,7 @@ async fn a_rate_limited_pass_stops_and_the_next_one_does_the_rest() {
         assert!(s.fake.app(app).unwrap().web_running, "{app}");
     }
 
+    // The next pass waits out the pause, then does the rest.
     let report = s.scheduler.pass(now).await.unwrap();
     let mut paused = report.paused.clone();
     paused.sort();
@@ -543,8 +545,6 @@ async fn sigterm_drains_a_wake_in_flight_before_exiting() {
     use std::io::{BufRead, BufReader};
     let fake = FakeScalingo::start(FakeConfig {
         boot_delay: Duration::from_millis(1_500),
-        // kinder than the real platform until the sidecar decodes list entries without `status` (issue 9, item 8)
-        list_entries: paastis_e2e::fake::ListEntries::Full,
         ..FakeConfig::default()
     })
     .await

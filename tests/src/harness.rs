@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::fake::{FakeApp, FakeConfig, FakeScalingo, ListEntries};
+use crate::fake::{FakeApp, FakeConfig, FakeScalingo};
 
 /// Root of the workspace (this crate lives in `tests/`).
 pub fn workspace_root() -> PathBuf {
@@ -83,8 +83,6 @@ impl Default for StackOptions {
         Self {
             fake: FakeConfig {
                 boot_delay: Duration::from_millis(300),
-                // kinder than the real platform until the sidecar decodes list entries without `status` (issue 9, item 8)
-                list_entries: ListEntries::Full,
                 ..FakeConfig::default()
             },
             apps: Vec::new(),

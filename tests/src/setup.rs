@@ -5,14 +5,12 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::time::Duration;
 
-use crate::fake::{FakeApp, FakeConfig, FakeScalingo, ListEntries};
+use crate::fake::{FakeApp, FakeConfig, FakeScalingo};
 
 /// A fake Scalingo whose apps boot in `boot`, holding `apps`.
 pub async fn fake_with(apps: Vec<FakeApp>, boot: Duration) -> FakeScalingo {
     let fake = FakeScalingo::start(FakeConfig {
         boot_delay: boot,
-        // kinder than the real platform until the sidecar decodes list entries without `status` (issue 9, item 8)
-        list_entries: ListEntries::Full,
         ..FakeConfig::default()
     })
     .await

@@ -89,7 +89,8 @@ pub enum Rank {
 }
 
 impl Rank {
-    const ALL: [Rank; 3] = [Rank::WakeScale, Rank::WakeCheck, Rank::Background];
+    /// Every rank, highest first.
+    pub const ALL: [Rank; 3] = [Rank::WakeScale, Rank::WakeCheck, Rank::Background];
 
     fn index(self) -> usize {
         self as usize

@@ -116,6 +116,12 @@ pub(crate) fn fault_response(kind: &FaultKind) -> Option<Response> {
     match kind {
         FaultKind::Status(code) => Some(status_response(*code)),
         FaultKind::TooManyPlainText => Some(too_many_plain()),
+        FaultKind::TooManyRetryAfter(secs) => {
+            let mut res = too_many_plain();
+            res.headers_mut()
+                .insert(RETRY_AFTER, HeaderValue::from(*secs));
+            Some(res)
+        }
         FaultKind::IsScaling => Some(unprocessable(json!({ "app": ["is scaling"] }))),
         FaultKind::AppBusy(message) => Some(unprocessable(json!({ "app": [message] }))),
         FaultKind::Delay(_) | FaultKind::OperationError(_) => None,

@@ -582,6 +582,9 @@ pub enum FaultKind {
     Status(u16),
     /// 429 with the plain-text body `Retry later`.
     TooManyPlainText,
+    /// 429 plain text `Retry later` with `Retry-After: SECONDS` (the contract
+    /// documents none, but a client must honour one when it comes).
+    TooManyRetryAfter(u64),
     /// 422 `{"errors":{"app":["is scaling"]}}`.
     IsScaling,
     /// 422 `{"errors":{"app":[MESSAGE]}}`, e.g. `"is restarting"`.
@@ -618,6 +621,11 @@ impl FaultKind {
                 Ok(FaultKind::Status(status))
             }
             "too_many_plain_text" => Ok(FaultKind::TooManyPlainText),
+            "too_many_retry_after" => v
+                .get("secs")
+                .and_then(Value::as_u64)
+                .map(FaultKind::TooManyRetryAfter)
+                .ok_or_else(|| "kind \"too_many_retry_after\" needs \"secs\"".to_owned()),
             "is_scaling" => Ok(FaultKind::IsScaling),
             "app_busy" => Ok(FaultKind::AppBusy(message()?)),
             "delay" => {
