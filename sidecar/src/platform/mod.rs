@@ -2,11 +2,15 @@
 //! platform that runs the apps.
 //!
 //! [`Platform`] is exactly what the orchestration asks of Scalingo: where an
-//! app lives, its formation, a scale and the wait for it to take effect, and
-//! the listing of regions and apps. [`ScalingoClient`](crate::scalingo::ScalingoClient)
-//! implements it ([`scalingo`]); [`memory::InProcessPlatform`] is a
-//! controllable implementation on tokio's clock, so that the wake and pause
-//! logic is unit tested without HTTP.
+//! app lives, its formation, a scale and the wait for it to take effect
+//! (single reads of the operation and of the app's status, and a probe of
+//! the app's own front, which is no API call: [`front`]), its autoscalers,
+//! and the listing of regions and apps. [`scalingo::ScalingoPlatform`]
+//! implements it over the [`ScalingoClient`](crate::scalingo::ScalingoClient)
+//! and the fronts; [`memory::InProcessPlatform`] is a controllable
+//! implementation on tokio's clock (crash loops, operation errors, slow
+//! scale-downs, autoscalers, fronts), so that the wake and pause logic is
+//! unit tested without HTTP.
 //!
 //! This module knows nothing of the registry, the waker or the scheduler.
 //! Errors are [`ScalingoError`]: the vocabulary the callers already map to

@@ -106,7 +106,7 @@ pub async fn restore_autoscalers(
 }
 
 /// Scales `app` back up (unless `web` already runs or boots) and waits
-/// until it serves ([`ready::wait_ready`]), at most until `deadline`.
+/// until it serves ([`wait_ready`]), at most until `deadline`.
 pub async fn scale_up(
     platform: &dyn Platform,
     registry: &dyn Registry,
