@@ -16,7 +16,7 @@
 //! carries no secret and changes nothing but the registry.
 //!
 //! Errors are [`ErrorAnswer`]s; a [`WakeError`] becomes an [`ErrorCode`]
-//! (and a `Retry-After`) here and nowhere else ([`ApiError`]).
+//! (and a `Retry-After`) here and nowhere else (`ApiError`).
 
 use std::future::Future;
 use std::sync::Arc;
