@@ -74,6 +74,10 @@ async fn an_app_that_serves_only_later_is_ready_when_its_front_answers() {
     let started = Instant::now();
     waker.wake("slow-start", Some(REGION)).await.expect("woken");
     assert_eq!(started.elapsed(), BOOT + Duration::from_secs(3));
+    assert_eq!(
+        platform.probed_path("slow-start").as_deref(),
+        Some("/healthz")
+    );
     assert_eq!(platform.calls(Call::Locate), 0, "the region hint is used");
 }
 

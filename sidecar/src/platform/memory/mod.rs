@@ -141,6 +141,8 @@ struct State {
     next_operation: u64,
     /// No probe of a front gets an answer.
     front_unreachable: bool,
+    /// The path of the last probe of each app's front.
+    probed_paths: HashMap<String, String>,
 }
 
 /// An in-memory platform; see the module's documentation.
@@ -272,6 +274,11 @@ impl InProcessPlatform {
             .get(app)
             .map(|a| a.autoscalers.clone())
             .unwrap_or_default()
+    }
+
+    /// The path the last probe of `app`'s front asked for.
+    pub fn probed_path(&self, app: &str) -> Option<String> {
+        self.lock().probed_paths.get(app).cloned()
     }
 
     /// How many Scalingo API calls were made (front probes excluded).
@@ -545,11 +552,12 @@ impl Platform for InProcessPlatform {
         Ok(app_in(&mut state, region, app)?.status(Instant::now()))
     }
 
-    async fn probe_front(&self, region: &str, app: &str, _path: &str) -> FrontProbe {
+    async fn probe_front(&self, region: &str, app: &str, path: &str) -> FrontProbe {
         let mut state = match self.enter(Call::ProbeFront).await {
             Ok(state) => state,
             Err(e) => return FrontProbe::Unreachable(e.to_string()),
         };
+        state.probed_paths.insert(app.to_owned(), path.to_owned());
         if state.front_unreachable {
             return FrontProbe::Unreachable("connection refused".to_owned());
         }
