@@ -640,6 +640,11 @@ async fn a_crash_looping_app_backs_off_and_costs_no_call_meanwhile() {
         .await
         .unwrap_err();
     assert!(matches!(err, WakeError::Timeout(_)), "{err:?}");
+    // The request's timeout and its wake's deadline are the same instant:
+    // let the wake task record its failure.
+    while s.waker.wakes_in_flight() > 0 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     let calls = scalingo_calls(&s.fake);
     for _ in 0..30 {
         let err = s
