@@ -240,6 +240,9 @@ impl Scheduler {
                 }
             }
             match self.pause(&app, &candidate.region).await {
+                // Nothing ran (the listing could not tell, e.g. an entry
+                // without its status): no pause to report.
+                Ok(formation) if formation.is_empty() => {}
                 Ok(formation) => {
                     deps.metrics.pause("paused");
                     info!(%app, region = %candidate.region, ?formation, "paused");
