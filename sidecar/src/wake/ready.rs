@@ -12,8 +12,10 @@
 //! `error` fails the wake) and the app's status (`crashed` fails it),
 //! alternately. A 20 s boot thus costs three reads (5 s: operation, 10 s:
 //! app, 15 s: operation) besides the formation read and the scale call.
-//! Transient errors of those reads (rate limit, 5xx, transport, busy) are
-//! skipped: the next read tries again.
+//! Transient errors of those reads (rate limit, 5xx, transport, busy, the
+//! gateway's budget spent) and reads slower than [`CHECK_WAIT`] (a wait for
+//! a budget slot) are skipped: the next read tries again, and probing never
+//! waits behind the API.
 //!
 //! When the front gets no HTTP answer at all (it cannot be reached from
 //! where the gateway runs), readiness falls back to the API as before:
@@ -38,6 +40,9 @@ pub const FAST_PHASE: Duration = Duration::from_secs(5);
 pub const SLOW_PROBE: Duration = Duration::from_millis(500);
 /// Pause between two reads of the API (operation or app status).
 pub const CHECK_EVERY: Duration = Duration::from_secs(5);
+/// Longest a read may take (waiting for a slot of the gateway's API budget
+/// included) before it is skipped: probing must go on meanwhile.
+pub const CHECK_WAIT: Duration = Duration::from_secs(2);
 
 /// The app a readiness wait is about.
 #[derive(Debug, Clone, Copy)]
@@ -96,11 +101,22 @@ pub async fn wait_ready(
             checks += 1;
             next_check += CHECK_EVERY;
             if read_operation {
-                if check_operation(platform, target, operation.as_deref().unwrap_or("")).await? {
-                    operation = None;
+                let op = operation.as_deref().unwrap_or("");
+                match tokio::time::timeout(CHECK_WAIT, check_operation(platform, target, op)).await
+                {
+                    Ok(done) => {
+                        if done? {
+                            operation = None;
+                        }
+                    }
+                    Err(_) => debug!("operation read skipped: too slow"),
                 }
+            } else if let Ok(checked) =
+                tokio::time::timeout(CHECK_WAIT, check_app(platform, target)).await
+            {
+                checked?;
             } else {
-                check_app(platform, target).await?;
+                debug!("app status read skipped: too slow");
             }
         }
     }

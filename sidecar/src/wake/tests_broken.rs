@@ -317,3 +317,16 @@ async fn clients_hammering_a_broken_app_for_a_minute_cost_few_scalingo_calls() {
     let api = platform.api_calls();
     assert!(api <= 10, "{api} Scalingo calls");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_slow_api_read_never_holds_the_probes_back() {
+    let platform = platform_with("my-app", &[("web", 0)]);
+    platform.set_boot("my-app", Duration::from_secs(6));
+    // Reads that wait long (e.g. for a slot of the API budget).
+    platform.set_delay(Call::OperationState, Duration::from_secs(30));
+    let waker = waker_on(&platform, "");
+    let started = Instant::now();
+    waker.wake("my-app", Some(REGION)).await.expect("woken");
+    // The read at 5 s is given up at 7 s; the probe then sees the app.
+    assert_eq!(started.elapsed(), ready::CHECK_EVERY + ready::CHECK_WAIT);
+}
