@@ -249,7 +249,7 @@ async fn pause_app(State(admin): State<Admin>, Path(app): Path<String>) -> Respo
             formation: formation.into_iter().collect(),
         })
         .into_response(),
-        Err(e @ PauseError::Ignored(_)) => error(StatusCode::CONFLICT, "ignored_app", e),
+        Err(e @ PauseError::Ignored(..)) => error(StatusCode::CONFLICT, "ignored_app", e),
         Err(e @ PauseError::UnknownApp(_)) => error(StatusCode::NOT_FOUND, "unknown_app", e),
         Err(e @ PauseError::Pass(PassError::Registry(_))) => {
             error(StatusCode::SERVICE_UNAVAILABLE, "registry_unavailable", e)

@@ -1,14 +1,23 @@
-//! `paastis-sidecar check-config [--filter-config FILE] [HOST|APP ...]`:
+//! `paastis-sidecar check-config [--apps] [--filter-config FILE] [HOST|APP ...]`:
 //! validates the environment and `paastis.yml` (and the filter's JSON
 //! configuration when given) exactly as the gateway would, prints what was
-//! resolved, and for each sample host prints the app, region, linked apps
-//! and idle time it maps to. Makes no network call; prints no secret.
+//! resolved, the warnings and the Paastis variables that have no effect,
+//! and for each sample host prints the app, region, linked apps and idle
+//! time it maps to. Without `--apps` it makes no network call (configured
+//! regions are checked against [`KNOWN_REGIONS`]); with `--apps` it asks
+//! Scalingo for its regions and lists every app the token sees, managed or
+//! not and why ([`apps_report`]). Prints no secret.
 
 use std::fmt::Write as _;
 
 use paastis_rules::{normalize_host, HostMatch, HostRules};
+use thiserror::Error;
 
-use crate::config::{Config, LogFormat, RegistryKind};
+use crate::config::paastis::check_regions;
+use crate::config::{Config, ConfigError, LogFormat, RegistryKind, KNOWN_REGIONS};
+use crate::platform::scalingo::{listed_apps, region_names};
+use crate::scalingo::{ScalingoClient, ScalingoError};
+use crate::scheduler::plan::max_idle_minutes;
 
 /// The filter's view of hosts, from its plugin configuration, or the
 /// default rule (first label is the app) when none is given.
@@ -41,6 +50,13 @@ pub fn report(config: &Config, hosts: &HostView, samples: &[String]) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "configuration: ok");
     let _ = writeln!(out, "  listen             {}", config.listen);
+    if let Some(file) = &config.env_file {
+        let _ = writeln!(
+            out,
+            "  environment file   {} (the process environment wins)",
+            file.display()
+        );
+    }
     let _ = writeln!(out, "  scalingo token     [set, not shown]");
     let _ = writeln!(out, "  auth url           {}", config.scalingo.auth_url);
     let regions = match &config.scalingo.regions {
@@ -53,6 +69,14 @@ pub fn report(config: &Config, hosts: &HostView, samples: &[String]) -> String {
         RegistryKind::Redis { prefix, .. } => format!("redis, key prefix {prefix:?}"),
     };
     let _ = writeln!(out, "  registry           {registry}");
+    let _ = writeln!(
+        out,
+        "  managed apps       {}",
+        match config.managed_apps.pattern() {
+            Some(p) => format!("names matching ^(?:{p})$ (PAASTIS_MANAGED_APPS)"),
+            None => "every app the token can see, collaborations included".to_owned(),
+        }
+    );
     let ignored: Vec<&str> = config.ignored_apps.iter().map(String::as_str).collect();
     let _ = writeln!(
         out,
@@ -70,9 +94,14 @@ pub fn report(config: &Config, hosts: &HostView, samples: &[String]) -> String {
     );
     let _ = writeln!(
         out,
-        "  scheduler          every {} s, {} Scalingo calls a minute at most",
-        config.scheduler_interval.as_secs(),
-        config.scheduler_calls_per_minute
+        "  scheduler          {}, {} Scalingo calls a minute at most{}",
+        config.scheduler_schedule,
+        config.scheduler_calls_per_minute,
+        if config.dry_run {
+            "; DRY RUN: records would_pause, pauses nothing"
+        } else {
+            ""
+        }
     );
     let admin = match &config.admin {
         Some(a) => format!("on {} (token set, not shown)", a.listen),
@@ -127,6 +156,18 @@ pub fn report(config: &Config, hosts: &HostView, samples: &[String]) -> String {
             let _ = writeln!(out, "rules: none (no paastis.yml)");
         }
     }
+    if !config.warnings.is_empty() {
+        let _ = writeln!(out, "warnings:");
+        for warning in &config.warnings {
+            let _ = writeln!(out, "  {warning}");
+        }
+    }
+    if !config.ignored_vars.is_empty() {
+        let _ = writeln!(out, "ignored (Paastis variables with no effect here):");
+        for var in &config.ignored_vars {
+            let _ = writeln!(out, "  {}: {}", var.name, var.why);
+        }
+    }
     if !samples.is_empty() {
         let _ = writeln!(out, "samples:");
     }
@@ -173,8 +214,8 @@ fn describe_sample(config: &Config, hosts: &HostView, sample: &str) -> String {
         .or(host_region)
         .unwrap_or_else(|| "found by listing the regions".to_owned());
     let linked: Vec<&str> = set.iter().skip(1).map(|a| a.name.as_str()).collect();
-    let idle = if config.ignored_apps.contains(&main.name) {
-        "ignored: routed, never scaled".to_owned()
+    let idle = if let Some(why) = config.scope().unmanaged(&main.name) {
+        format!("not managed ({why}): routed, never scaled")
     } else if main.max_idle_minutes == 0 {
         "never paused".to_owned()
     } else {
@@ -191,6 +232,105 @@ fn describe_sample(config: &Config, hosts: &HostView, sample: &str) -> String {
         linked.join(", "),
         main.strategy.as_str()
     )
+}
+
+/// Checks the configured regions without a network call, against
+/// [`KNOWN_REGIONS`] (`check-config` without `--apps`).
+pub fn check_known_regions(config: &Config) -> Result<(), ConfigError> {
+    match &config.scalingo.regions {
+        Some(regions) => check_regions(config.regions_var, regions, KNOWN_REGIONS, "known regions"),
+        None => Ok(()),
+    }
+}
+
+/// Why `check-config --apps` failed.
+#[derive(Debug, Error)]
+pub enum AppsError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("scalingo: {0}")]
+    Scalingo(#[from] ScalingoError),
+}
+
+/// A client over every region `/v1/regions` lists (not only the configured
+/// ones), so that unknown configured names can be told apart.
+fn unrestricted_client(config: &Config) -> Result<ScalingoClient, ScalingoError> {
+    let mut scalingo = config.scalingo.clone();
+    scalingo.regions = None;
+    ScalingoClient::new(scalingo)
+}
+
+/// Checks the configured regions against Scalingo's `/v1/regions` (one
+/// call, none when no region is configured). When Scalingo cannot be asked,
+/// falls back to [`KNOWN_REGIONS`] and says so in the returned warning.
+pub async fn verify_regions(config: &Config) -> Result<Option<String>, ConfigError> {
+    let Some(configured) = &config.scalingo.regions else {
+        return Ok(None);
+    };
+    let listed = match unrestricted_client(config) {
+        Ok(client) => region_names(&client).await,
+        Err(e) => Err(e),
+    };
+    match listed {
+        Ok(names) => {
+            let names: Vec<&str> = names.iter().map(String::as_str).collect();
+            check_regions(config.regions_var, configured, &names, "Scalingo lists")?;
+            Ok(None)
+        }
+        Err(e) => {
+            check_known_regions(config)?;
+            Ok(Some(format!(
+                "{}: not checked with Scalingo ({e}); the names are among the known regions",
+                config.regions_var
+            )))
+        }
+    }
+}
+
+/// `check-config --apps`: every app of each region (the configured ones, or
+/// all that Scalingo lists), whether it is managed and why not, its idle
+/// limit and strategy from the rules. One call for the regions, one per
+/// region for its apps.
+pub async fn apps_report(config: &Config) -> Result<String, AppsError> {
+    let client = unrestricted_client(config)?;
+    let listed: Vec<String> = region_names(&client).await?;
+    let regions = match &config.scalingo.regions {
+        Some(configured) => {
+            let names: Vec<&str> = listed.iter().map(String::as_str).collect();
+            check_regions(config.regions_var, configured, &names, "Scalingo lists")?;
+            configured.clone()
+        }
+        None => listed,
+    };
+    let scope = config.scope();
+    let mut out = String::new();
+    for region in regions {
+        let mut apps = listed_apps(&client, &region).await?;
+        apps.sort_by(|a, b| a.name.cmp(&b.name));
+        let _ = writeln!(out, "region {region}: {} apps", apps.len());
+        for app in apps {
+            let strategy = config
+                .rules
+                .resolve(&app.name)
+                .map(|r| r.strategy)
+                .unwrap_or(config.rules.default_strategy());
+            let managed = match scope.unmanaged(&app.name) {
+                Some(why) => format!("not managed ({why})"),
+                None => match max_idle_minutes(&config.rules, &app.name) {
+                    0 => "managed, never paused (idle limit 0)".to_owned(),
+                    minutes => format!("managed, paused after {minutes} min idle"),
+                },
+            };
+            let _ = writeln!(
+                out,
+                "  {} [{}] {managed}, strategy {}",
+                app.name,
+                app.status,
+                strategy.as_str()
+            );
+        }
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -265,6 +405,59 @@ mod tests {
             ),
             "{text}"
         );
+    }
+
+    #[test]
+    fn the_report_shows_scope_dry_run_warnings_and_ignored_variables() {
+        let (c, _d) = config(
+            "rules: []\n",
+            &[
+                ("PAASTIS_MANAGED_APPS", "review-.*"),
+                ("PAASTIS_DRY_RUN", "true"),
+                ("REGISTRY_IGNORED_APPS", "api"),
+                ("ROUTING_SYSTEM_API_TOKEN", "abcd-secret-1234"),
+                ("START_AND_STOP_CHECKING_INTERVAL_CRON", "*/5 * * * *"),
+            ],
+        );
+        let text = report(
+            &c,
+            &HostView::FirstLabel,
+            &["prod-front.example.com".into()],
+        );
+        for expected in [
+            "managed apps       names matching ^(?:review-.*)$ (PAASTIS_MANAGED_APPS)",
+            "scheduler          at cron \"*/5 * * * *\", ",
+            " Scalingo calls a minute at most; DRY RUN: records would_pause, pauses nothing",
+            "warnings:\n  REGISTRY_IGNORED_APPS: \"api\" cannot be a Scalingo app name",
+            "ignored (Paastis variables with no effect here):\n  ROUTING_SYSTEM_API_TOKEN: ",
+            "app prod-front, region found by listing the regions, wakes with [], not managed (not matching PAASTIS_MANAGED_APPS): routed, never scaled",
+        ] {
+            assert!(text.contains(expected), "{expected}\n---\n{text}");
+        }
+        assert!(!text.contains("abcd-secret-1234"), "{text}");
+        let (c, _d) = config("rules: []\n", &[]);
+        let text = report(&c, &HostView::FirstLabel, &[]);
+        assert!(
+            text.contains(
+                "managed apps       every app the token can see, collaborations included"
+            ),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn regions_are_checked_offline_against_the_known_list() {
+        let (c, _d) = config("", &[("PROVIDER_REGION", "osc-fr-1")]);
+        let e = check_known_regions(&c).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "PROVIDER_REGION: \"osc-fr-1\" is not a Scalingo region (did you mean \"osc-fr1\"?); known regions: osc-fr1, osc-secnum-fr1"
+        );
+        let (c, _d) = config(
+            "",
+            &[("PROVIDER_SCALINGO_REGIONS", "osc-fr1,osc-secnum-fr1")],
+        );
+        assert!(check_known_regions(&c).is_ok());
     }
 
     #[test]

@@ -15,6 +15,7 @@ use crate::activity::ActivityBuffer;
 use crate::awake::AwakeCache;
 use crate::backoff::WakeBackoff;
 use crate::clock::now_ms;
+use crate::config::{AppScope, ManagedApps};
 use crate::hooks::{HookRunner, Hooks};
 use crate::metrics::Metrics;
 use crate::platform::Platform;
@@ -36,6 +37,9 @@ pub struct Deps {
     pub rules: Arc<AppRules>,
     /// Apps routed but never scaled (`REGISTRY_IGNORED_APPS`).
     pub ignored: Arc<BTreeSet<String>>,
+    /// `PAASTIS_MANAGED_APPS`: apps not matching it are left alone like
+    /// ignored ones.
+    pub managed: Arc<ManagedApps>,
     /// This instance's name in leases and events.
     pub instance: Arc<str>,
     /// Apps this instance saw running.
@@ -63,15 +67,25 @@ impl Deps {
             metrics,
             rules: Arc::new(rules),
             ignored: Arc::new(BTreeSet::new()),
+            managed: Arc::new(ManagedApps::all()),
             instance: Arc::from("local"),
             awake: Arc::new(AwakeCache::new(awake_ttl)),
             backoff: Arc::new(WakeBackoff::new()),
         }
     }
 
-    /// Whether `app` is routed but never scaled.
+    /// Whether `app` is routed but never scaled: ignored, or not matching
+    /// `PAASTIS_MANAGED_APPS` (see [`AppScope`]).
     pub fn is_ignored(&self, app: &str) -> bool {
-        self.ignored.contains(app)
+        !self.scope().is_managed(app)
+    }
+
+    /// Which apps the gateway manages.
+    pub fn scope(&self) -> AppScope<'_> {
+        AppScope {
+            ignored: &self.ignored,
+            managed: &self.managed,
+        }
     }
 
     /// Records an event for `app` now; a failure is logged, never returned

@@ -19,7 +19,8 @@
 //! Layering (no module imports one that imports it back): `clock`,
 //! `metrics`, `registry`, `scalingo` and `hooks` are leaves (`backoff` on
 //! `registry` and `clock`); `platform`
-//! sits on `scalingo`; `awake`, `activity` and `deps` on those; `wake` and
+//! and `config` sit on those; `awake`, `activity` and `deps` on those (`deps`
+//! asks `config` which apps are managed); `wake` and
 //! `scheduler` on `deps`; `server`, `waiting` and `admin` on top; this root
 //! only wires them ([`build`]).
 //!
@@ -156,6 +157,7 @@ pub async fn build(config: &Config) -> Result<Gateway, String> {
         metrics: metrics.clone(),
         rules: Arc::new(config.rules.clone()),
         ignored: Arc::new(config.ignored_apps.clone()),
+        managed: Arc::new(config.managed_apps.clone()),
         instance: Arc::from(config.instance.as_str()),
         awake: Arc::new(AwakeCache::new(config.awake_ttl)),
         backoff: Arc::new(backoff::WakeBackoff::new()),
@@ -166,10 +168,10 @@ pub async fn build(config: &Config) -> Result<Gateway, String> {
         platform: Arc::new(platform.with_priority(Priority::Background)),
         ..deps
     };
-    let scheduler = Arc::new(Scheduler::new(
-        scheduler_deps,
-        config.scheduler_calls_per_minute,
-    ));
+    let scheduler = Arc::new(
+        Scheduler::new(scheduler_deps, config.scheduler_calls_per_minute)
+            .with_dry_run(config.dry_run),
+    );
     Ok(Gateway {
         waker,
         scheduler,

@@ -1,9 +1,14 @@
 //! `paastis-sidecar`: reads its configuration from the environment (and
 //! `paastis.yml`), binds, serves until SIGINT or SIGTERM, then drains.
 //!
-//! `paastis-sidecar check-config [--filter-config FILE] [HOST ...]` checks
-//! the configuration and shows what sample hosts map to (see
+//! `paastis-sidecar check-config [--apps] [--filter-config FILE] [HOST ...]`
+//! checks the configuration and shows what sample hosts map to; with
+//! `--apps`, which apps of the token are managed (see
 //! `paastis_sidecar::check`).
+//!
+//! Exit codes: 64 for a configuration error (`invalid configuration: ...`,
+//! naming the variable, or the file, rule and field), 1 when Scalingo or a
+//! port cannot be reached.
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -38,7 +43,9 @@ fn main() -> ExitCode {
         None => serve(config),
         Some("check-config") => check_config(&config, &args[1..]),
         Some("-h" | "--help" | "help") => {
-            println!("usage: paastis-sidecar [check-config [--filter-config FILE] [HOST ...]]");
+            println!(
+                "usage: paastis-sidecar [check-config [--apps] [--filter-config FILE] [HOST ...]]"
+            );
             ExitCode::SUCCESS
         }
         Some(other) => {
@@ -51,9 +58,12 @@ fn main() -> ExitCode {
 fn check_config(config: &Config, args: &[String]) -> ExitCode {
     let mut hosts = HostView::FirstLabel;
     let mut samples = Vec::new();
+    let mut list_apps = false;
     let mut args = args.iter();
     while let Some(arg) = args.next() {
-        if arg == "--filter-config" {
+        if arg == "--apps" {
+            list_apps = true;
+        } else if arg == "--filter-config" {
             let Some(path) = args.next() else {
                 eprintln!("invalid configuration: --filter-config needs a file");
                 return ExitCode::from(EXIT_CONFIG);
@@ -72,8 +82,40 @@ fn check_config(config: &Config, args: &[String]) -> ExitCode {
             samples.push(arg.clone());
         }
     }
+    if !list_apps {
+        // No network call: the region names are checked against the known
+        // list (`--apps` asks Scalingo).
+        if let Err(e) = check::check_known_regions(config) {
+            eprintln!("invalid configuration: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    }
     print!("{}", check::report(config, &hosts, &samples));
-    ExitCode::SUCCESS
+    if !list_apps {
+        return ExitCode::SUCCESS;
+    }
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(check::apps_report(config)) {
+        Ok(apps) => {
+            println!("apps:");
+            print!("{apps}");
+            ExitCode::SUCCESS
+        }
+        Err(check::AppsError::Config(e)) => {
+            eprintln!("invalid configuration: {e}");
+            ExitCode::from(EXIT_CONFIG)
+        }
+        Err(e) => {
+            eprintln!("cannot list the apps: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn init_logs(format: LogFormat) {
@@ -101,6 +143,22 @@ fn serve(config: Config) -> ExitCode {
         }
     };
     runtime.block_on(async move {
+        for warning in &config.warnings {
+            warn!("{warning}");
+        }
+        for var in &config.ignored_vars {
+            warn!(variable = var.name, "ignored: {}", var.why);
+        }
+        // A region that does not exist would fail every wake: refused now.
+        match check::verify_regions(&config).await {
+            Ok(None) => {}
+            Ok(Some(warning)) => warn!("{warning}"),
+            Err(e) => {
+                error!(error = %e, "invalid configuration");
+                eprintln!("invalid configuration: {e}");
+                return ExitCode::from(EXIT_CONFIG);
+            }
+        }
         let gateway = match paastis_sidecar::build(&config).await {
             Ok(g) => g,
             Err(e) => {
@@ -132,6 +190,9 @@ fn serve(config: Config) -> ExitCode {
             rules = config.rules.len(),
             rules_file = ?config.rules_file,
             ignored = config.ignored_apps.len(),
+            managed = config.managed_apps.pattern().unwrap_or("every app"),
+            dry_run = config.dry_run,
+            schedule = %config.scheduler_schedule,
             "sidecar listening"
         );
         // Lines on stdout that tools (and tests binding port 0) can read.
@@ -164,7 +225,7 @@ fn serve(config: Config) -> ExitCode {
             gateway
                 .scheduler
                 .clone()
-                .run(config.scheduler_interval, background.clone()),
+                .run(config.scheduler_schedule.clone(), background.clone()),
         );
         tasks.spawn(
             gateway

@@ -20,6 +20,8 @@ pub enum ConfigError {
         #[source]
         source: AppRuleError,
     },
+    #[error("{file}: {message}", file = file.display())]
+    EnvFile { file: PathBuf, message: String },
     #[error("{name}: {message}")]
     Env { name: &'static str, message: String },
 }

@@ -3,26 +3,39 @@
 //! error names the file, rule and field, or the variable.
 //!
 //! - this module: [`Config`] and its reading from the environment;
-//! - [`env`](mod@env), the environment reader;
+//! - [`env`](mod@env), the environment reader, and [`dotenv`], the `.env`
+//!   file of the working directory (as Paastis read it);
 //! - [`rules`], `paastis.yml`;
+//! - [`scope`], which apps are managed (`PAASTIS_MANAGED_APPS`,
+//!   `REGISTRY_IGNORED_APPS`);
+//! - [`schedule`], when the scheduler runs (an interval or Paastis's cron);
+//! - [`paastis`], the Node.js Paastis's variables that are refused or have
+//!   no effect here;
 //! - [`error`], [`ConfigError`].
 
+pub mod dotenv;
 pub mod env;
 pub mod error;
+pub mod paastis;
 pub mod rules;
+pub mod schedule;
+pub mod scope;
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use paastis_rules::{is_valid_app_name, AppRules, Strategy};
+use paastis_rules::{is_valid_app_name, AppRules, Strategy, APP_NAME_MIN};
 use url::Url;
 
 pub use env::{env_from_map, Env};
 use error::env_error;
 pub use error::ConfigError;
+pub use paastis::{IgnoredVar, KNOWN_REGIONS};
 pub use rules::parse_rules;
+pub use schedule::{CronSchedule, PassSchedule};
+pub use scope::{AppScope, ManagedApps, Unmanaged};
 
 pub use crate::hooks::Hooks;
 pub use crate::platform::front::FrontUrls;
@@ -70,19 +83,31 @@ pub enum LogFormat {
 pub struct Config {
     pub listen: SocketAddr,
     pub scalingo: ScalingoConfig,
+    /// The variable that named `scalingo.regions`, for errors about them.
+    pub regions_var: &'static str,
     pub rules: AppRules,
     pub rules_file: Option<PathBuf>,
     /// Apps the gateway routes but never scales (Paastis's
     /// `REGISTRY_IGNORED_APPS`).
     pub ignored_apps: BTreeSet<String>,
+    /// `PAASTIS_MANAGED_APPS`: apps not matching it are left alone like
+    /// ignored ones (see [`scope`]).
+    pub managed_apps: ManagedApps,
+    /// `PAASTIS_DRY_RUN`: the scheduler records `would_pause` events and
+    /// scales nothing.
+    pub dry_run: bool,
     pub registry: RegistryKind,
     /// Upper bound on how long a wake request waits for its apps to run.
     pub wake_timeout: Duration,
     /// How long the sidecar trusts that an app it saw running still runs,
     /// before it checks again with Scalingo.
     pub awake_ttl: Duration,
-    /// Period of the idle scheduler's passes.
+    /// Period of the idle scheduler's passes; with a cron expression, the
+    /// gap between its next two times (for display: `scheduler_schedule`
+    /// is what the scheduler follows).
     pub scheduler_interval: Duration,
+    /// When the scheduler runs its passes.
+    pub scheduler_schedule: PassSchedule,
     /// The Scalingo API budget: calls a minute for everything the gateway
     /// does, shared by every instance (Scalingo allows 60 a minute per
     /// token); the scheduler's calls are also paced at this rate.
@@ -99,16 +124,34 @@ pub struct Config {
     /// (`PAASTIS_FRONT_URLS=region=url,...`; default: the real
     /// `https://APP.REGION.scalingo.io`).
     pub front_urls: FrontUrls,
+    /// What is accepted but probably not what was meant (printed at start
+    /// and by `check-config`).
+    pub warnings: Vec<String>,
+    /// Paastis variables that are set but have no effect here.
+    pub ignored_vars: Vec<IgnoredVar>,
+    /// The `.env` file read besides the process environment, if any.
+    pub env_file: Option<PathBuf>,
 }
 
 impl Config {
-    /// Reads the process environment.
+    /// Reads the process environment, then the `.env` file of the working
+    /// directory for what it does not set (as Paastis did with dotenv).
     pub fn from_process_env() -> Result<Self, ConfigError> {
-        let get = |name: &str| std::env::var(name).ok();
-        Self::from_env(&Env::new(&get))
+        let file = PathBuf::from(".env");
+        let dotenv = dotenv::read_env_file(&file)?;
+        let get = |name: &str| {
+            std::env::var(name)
+                .ok()
+                .or_else(|| dotenv.as_ref().and_then(|vars| vars.get(name).cloned()))
+        };
+        let mut config = Self::from_env(&Env::new(&get))?;
+        config.env_file = dotenv.is_some().then_some(file);
+        Ok(config)
     }
 
     pub fn from_env(env: &Env<'_>) -> Result<Self, ConfigError> {
+        paastis::check_provider(env)?;
+        let mut warnings = Vec::new();
         let listen = match env.first(&["PAASTIS_LISTEN"]) {
             None => SocketAddr::from(([127, 0, 0, 1], 7070)),
             Some((name, v)) => v.parse().map_err(|_| {
@@ -132,9 +175,11 @@ impl Config {
                 _ => return Err(env_error(name, format!("{v:?} is not an http(s) URL"))),
             },
         };
+        let mut regions_var = "PROVIDER_SCALINGO_REGIONS";
         let regions = match env.first(&["PROVIDER_SCALINGO_REGIONS", "PROVIDER_REGION"]) {
             None => None,
             Some((name, v)) => {
+                regions_var = name;
                 let list: Vec<String> = v
                     .split(',')
                     .map(|s| s.trim().to_owned())
@@ -161,6 +206,16 @@ impl Config {
             Some((name, v)) => {
                 let mut set = BTreeSet::new();
                 for app in v.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+                    if app.len() < APP_NAME_MIN
+                        && is_valid_app_name(&format!("{app}{}", "0".repeat(APP_NAME_MIN)))
+                    {
+                        // Too short to be an app (Paastis accepted it): it
+                        // matches nothing, so ignoring it changes nothing.
+                        warnings.push(format!(
+                            "{name}: {app:?} cannot be a Scalingo app name (at least {APP_NAME_MIN} characters): it ignores no app"
+                        ));
+                        continue;
+                    }
                     if !is_valid_app_name(app) {
                         return Err(env_error(
                             name,
@@ -172,7 +227,21 @@ impl Config {
                 set
             }
         };
+        let managed_apps = match env.first(&["PAASTIS_MANAGED_APPS"]) {
+            None => ManagedApps::all(),
+            Some((name, v)) => ManagedApps::matching(&v)
+                .map_err(|e| env_error(name, format!("{v:?} is not a regular expression: {e}")))?,
+        };
+        let dry_run = match env.first(&["PAASTIS_DRY_RUN"]) {
+            None => false,
+            Some((name, v)) => match v.to_ascii_lowercase().as_str() {
+                "true" | "1" | "yes" => true,
+                "false" | "0" | "no" => false,
+                _ => return Err(env_error(name, format!("{v:?} is not true or false"))),
+            },
+        };
 
+        let mut ignored_vars = paastis::ignored_vars(env);
         let registry = match env.first(&["REGISTRY_TYPE"]) {
             None => RegistryKind::InMemory,
             Some((_, v)) if v == "in-memory" || v == "memory" => RegistryKind::InMemory,
@@ -208,7 +277,40 @@ impl Config {
                 ));
             }
         };
-        let scheduler_interval = env.secs(&["PAASTIS_SCHEDULER_INTERVAL"], 60, 86_400)?;
+        if registry == RegistryKind::InMemory {
+            for name in [
+                "REGISTRY_REDIS_URL",
+                "REDIS_URL",
+                "REGISTRY_REDIS_KEY_PREFIX",
+            ] {
+                if env.first(&[name]).is_some() {
+                    ignored_vars.push(IgnoredVar {
+                        name,
+                        why: "REGISTRY_TYPE is in-memory: Redis is not used",
+                    });
+                }
+            }
+        }
+        let (scheduler_interval, scheduler_schedule) =
+            match env.first(&["START_AND_STOP_CHECKING_INTERVAL_CRON"]) {
+                None => {
+                    let every = env.secs(&["PAASTIS_SCHEDULER_INTERVAL"], 60, 86_400)?;
+                    (every, PassSchedule::Every(every))
+                }
+                Some((name, expr)) => {
+                    if env.first(&["PAASTIS_SCHEDULER_INTERVAL"]).is_some() {
+                        return Err(env_error(
+                            name,
+                            "and PAASTIS_SCHEDULER_INTERVAL are both set: keep one",
+                        ));
+                    }
+                    let cron = CronSchedule::parse(&expr).map_err(|e| env_error(name, e))?;
+                    let period = cron
+                        .period_after(&chrono::Local::now())
+                        .unwrap_or(Duration::from_secs(60));
+                    (period, PassSchedule::Cron(cron))
+                }
+            };
         let scheduler_calls_per_minute = env.count(
             "PAASTIS_SCALINGO_CALLS_PER_MINUTE",
             DEFAULT_CALLS_PER_MINUTE,
@@ -277,6 +379,7 @@ impl Config {
             &[
                 "PAASTIS_WAKE_TIMEOUT",
                 "PROVIDER_SCALINGO_OPERATION_TIMEOUT",
+                "SCALINGO_OPERATION_TIMEOUT",
             ],
             60,
             600,
@@ -337,13 +440,17 @@ impl Config {
                 request_timeout,
                 user_agent: concat!("paastis-gateway/", env!("CARGO_PKG_VERSION")).to_owned(),
             },
+            regions_var,
             rules,
             rules_file,
             ignored_apps,
+            managed_apps,
+            dry_run,
             registry,
             wake_timeout,
             awake_ttl,
             scheduler_interval,
+            scheduler_schedule,
             scheduler_calls_per_minute,
             gateway_instances,
             instance,
@@ -351,7 +458,18 @@ impl Config {
             log_format,
             hooks,
             front_urls,
+            warnings,
+            ignored_vars,
+            env_file: None,
         })
+    }
+
+    /// Which apps this configuration manages.
+    pub fn scope(&self) -> AppScope<'_> {
+        AppScope {
+            ignored: &self.ignored_apps,
+            managed: &self.managed_apps,
+        }
     }
 }
 
@@ -363,127 +481,4 @@ fn now_nanos() -> u128 {
 }
 
 #[cfg(test)]
-mod tests {
-    use std::collections::HashMap;
-
-    use super::*;
-
-    fn config(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
-        let map: HashMap<String, String> = vars
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        let get = env_from_map(&map);
-        Config::from_env(&Env::new(&get))
-    }
-
-    #[test]
-    fn defaults_with_a_token() {
-        let c = config(&[("PROVIDER_SCALINGO_API_TOKEN", "tk-us-abc")]).unwrap();
-        assert_eq!(c.listen.to_string(), "127.0.0.1:7070");
-        assert_eq!(c.scalingo.auth_url.as_str(), "https://auth.scalingo.com/");
-        assert_eq!(c.wake_timeout, Duration::from_secs(60));
-        assert_eq!(c.registry, RegistryKind::InMemory);
-        assert!(c.ignored_apps.is_empty());
-    }
-
-    #[test]
-    fn token_is_required_and_never_printed() {
-        let e = config(&[]).unwrap_err();
-        assert_eq!(
-            e.to_string(),
-            "PROVIDER_SCALINGO_API_TOKEN: is required (a Scalingo API token, tk-us-...)"
-        );
-        let c = config(&[("SCALINGO_API_TOKEN", "tk-us-secret-value")]).unwrap();
-        assert!(!format!("{c:?}").contains("secret-value"));
-    }
-
-    #[test]
-    fn env_errors_name_the_variable() {
-        let base = ("PROVIDER_SCALINGO_API_TOKEN", "tk-us-abc");
-        let cases = [
-            ("PAASTIS_LISTEN", "nowhere", "PAASTIS_LISTEN:"),
-            (
-                "REGISTRY_IGNORED_APPS",
-                "good-app,Bad_App",
-                "REGISTRY_IGNORED_APPS: \"Bad_App\"",
-            ),
-            ("REGISTRY_TYPE", "mongo", "REGISTRY_TYPE:"),
-            ("REGISTRY_TYPE", "redis", "REGISTRY_REDIS_URL: is required"),
-            (
-                "PAASTIS_SCHEDULER_INTERVAL",
-                "0",
-                "PAASTIS_SCHEDULER_INTERVAL:",
-            ),
-            (
-                "PAASTIS_SCALINGO_CALLS_PER_MINUTE",
-                "0",
-                "PAASTIS_SCALINGO_CALLS_PER_MINUTE:",
-            ),
-            (
-                "PAASTIS_ADMIN_TOKEN",
-                "short",
-                "PAASTIS_ADMIN_TOKEN: must be",
-            ),
-            ("PAASTIS_LOG_FORMAT", "xml", "PAASTIS_LOG_FORMAT:"),
-            ("HOOKS_TIMEOUT", "0", "HOOKS_TIMEOUT:"),
-            (
-                "START_AND_STOP_MAX_IDLE_TIME",
-                "soon",
-                "START_AND_STOP_MAX_IDLE_TIME:",
-            ),
-            ("PAASTIS_WAKE_TIMEOUT", "0", "PAASTIS_WAKE_TIMEOUT:"),
-            (
-                "PAASTIS_DEFAULT_STRATEGY",
-                "waiting-page",
-                "PAASTIS_DEFAULT_STRATEGY: \"waiting-page\" is not a strategy",
-            ),
-            (
-                "PROVIDER_SCALINGO_AUTH_URL",
-                "ftp://x",
-                "PROVIDER_SCALINGO_AUTH_URL:",
-            ),
-            (
-                "PROVIDER_SCALINGO_REGIONS",
-                "osc-fr1,OSC",
-                "PROVIDER_SCALINGO_REGIONS:",
-            ),
-            (
-                "PAASTIS_RULES_FILE",
-                "/nonexistent/paastis.yml",
-                "/nonexistent/paastis.yml: cannot read",
-            ),
-        ];
-        for (name, value, expected) in cases {
-            let e = config(&[base, (name, value)]).unwrap_err().to_string();
-            assert!(e.starts_with(expected), "{name}={value}: {e}");
-        }
-    }
-
-    #[test]
-    fn strategy_from_the_rules_and_the_environment() {
-        let text = "rules:\n  - pattern: '^shop-'\n    strategy: waiting_page\n  - pattern: '-api$'\n    strategy: blocking\n";
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("paastis.yml");
-        std::fs::write(&path, text).unwrap();
-        let file = path.to_str().unwrap();
-        let token = ("PROVIDER_SCALINGO_API_TOKEN", "tk-us-abc");
-        let c = config(&[token, ("PAASTIS_RULES_FILE", file)]).unwrap();
-        assert_eq!(c.rules.default_strategy(), Strategy::Blocking);
-        let strategy = |c: &Config, app: &str| c.rules.resolve(app).unwrap().strategy;
-        assert_eq!(strategy(&c, "shop-front"), Strategy::WaitingPage);
-        assert_eq!(strategy(&c, "shop-api"), Strategy::Blocking);
-        assert_eq!(strategy(&c, "blog-app"), Strategy::Blocking);
-        let c = config(&[
-            token,
-            ("PAASTIS_RULES_FILE", file),
-            ("PAASTIS_DEFAULT_STRATEGY", "waiting_page"),
-        ])
-        .unwrap();
-        assert_eq!(strategy(&c, "blog-app"), Strategy::WaitingPage);
-        assert_eq!(strategy(&c, "shop-api"), Strategy::Blocking);
-        // Without a rules file too.
-        let c = config(&[token, ("PAASTIS_DEFAULT_STRATEGY", "waiting_page")]).unwrap();
-        assert_eq!(strategy(&c, "blog-app"), Strategy::WaitingPage);
-    }
-}
+mod tests;

@@ -14,6 +14,33 @@ use crate::scalingo::{
     ScalingoError,
 };
 
+/// The names of the usable regions, as [`Platform::regions`] gives them
+/// (for callers that have a client only, such as `check-config`).
+pub async fn region_names(client: &ScalingoClient) -> Result<Vec<String>, ScalingoError> {
+    Ok(client
+        .regions()
+        .await?
+        .into_iter()
+        .map(|r| r.name)
+        .collect())
+}
+
+/// Every app of `region`, as [`Platform::list_apps`] gives them.
+pub async fn listed_apps(
+    client: &ScalingoClient,
+    region: &str,
+) -> Result<Vec<ListedApp>, ScalingoError> {
+    Ok(client
+        .list_apps(region)
+        .await?
+        .into_iter()
+        .map(|a| ListedApp {
+            name: a.name,
+            status: a.status,
+        })
+        .collect())
+}
+
 /// The real platform: the Scalingo API and the apps' fronts.
 pub struct ScalingoPlatform {
     client: ScalingoClient,
@@ -38,22 +65,11 @@ impl ScalingoPlatform {
 #[async_trait]
 impl Platform for ScalingoPlatform {
     async fn regions(&self) -> Result<Vec<String>, ScalingoError> {
-        Ok(ScalingoClient::regions(&self.client)
-            .await?
-            .into_iter()
-            .map(|r| r.name)
-            .collect())
+        region_names(&self.client).await
     }
 
     async fn list_apps(&self, region: &str) -> Result<Vec<ListedApp>, ScalingoError> {
-        Ok(ScalingoClient::list_apps(&self.client, region)
-            .await?
-            .into_iter()
-            .map(|a| ListedApp {
-                name: a.name,
-                status: a.status,
-            })
-            .collect())
+        listed_apps(&self.client, region).await
     }
 
     async fn locate(&self, app: &str) -> Result<Option<String>, ScalingoError> {

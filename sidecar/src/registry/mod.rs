@@ -158,6 +158,10 @@ pub enum EventKind {
     Paused {
         formation: Vec<(String, u32)>,
     },
+    /// Dry run (`PAASTIS_DRY_RUN`): the scheduler would have paused it.
+    WouldPause {
+        max_idle_minutes: u64,
+    },
     /// A pause recorded the app's enabled autoscalers (its manual scale
     /// turned them off) for the next wake.
     AutoscalersRecorded {

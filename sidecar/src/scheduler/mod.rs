@@ -30,7 +30,14 @@
 //! `START_AND_STOP_MAX_IDLE_TIME` (default 15). `0` means "never pause
 //! automatically": an app matched by such a rule is kept running, which is the
 //! safe reading of a value that would otherwise stop an app under its users.
-//! Ignored apps are never touched.
+//! Unmanaged apps (`REGISTRY_IGNORED_APPS`, or not matching
+//! `PAASTIS_MANAGED_APPS`) are never discovered nor touched.
+//!
+//! Dry run (`PAASTIS_DRY_RUN=true`): a pass discovers and forgets as usual
+//! (registry only) but, instead of pausing an idle app, records a
+//! `would_pause` event (once per idle period and instance; the pass report
+//! lists it every time) and scales nothing. The admin API's explicit pause
+//! still pauses: it is an operator's decision, not the scheduler's.
 //!
 //! The decisions of a pass are pure ([`plan::plan_pass`]); this module
 //! carries them out ([`Scheduler::pass`]) and paces the calls ([`pacer`]).
@@ -39,22 +46,24 @@ pub mod pacer;
 pub mod plan;
 
 use std::collections::BTreeMap;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use thiserror::Error;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::clock::now_ms;
+use crate::config::{PassSchedule, Unmanaged};
 use crate::deps::Deps;
 use crate::hooks::Hook;
 use crate::platform::{AppStatus, ScaleOutcome, ScalingoError};
 use crate::registry::{EventKind, RegistryError};
 use pacer::Pacer;
-use plan::{is_idle, pause_changes, plan_pass, Listed, Listing};
+use plan::{is_idle, pause_changes, plan_pass, Listed, Listing, SeenAsleep};
 
 /// How long a pass may hold the lease before another instance may take over.
 pub const LEASE_TTL: Duration = Duration::from_secs(120);
@@ -72,8 +81,8 @@ pub enum PassError {
 /// Why an app could not be paused on request.
 #[derive(Debug, Error)]
 pub enum PauseError {
-    #[error("{0:?} is in REGISTRY_IGNORED_APPS: the gateway never scales it")]
-    Ignored(String),
+    #[error("{0:?} is {1}: the gateway never scales it")]
+    Ignored(String, Unmanaged),
     #[error("no app named {0:?} in any region")]
     UnknownApp(String),
     #[error(transparent)]
@@ -93,6 +102,8 @@ pub struct PassReport {
     pub discovered: Vec<String>,
     pub forgotten: Vec<String>,
     pub paused: Vec<String>,
+    /// Dry run: the idle apps a pass would have paused.
+    pub would_pause: Vec<String>,
     /// Apps that could not be paused, with why.
     pub failed: Vec<(String, String)>,
 }
@@ -103,6 +114,12 @@ pub struct Scheduler {
     pacer: Pacer,
     /// The last pass failed on the registry.
     registry_failed: AtomicBool,
+    /// `PAASTIS_DRY_RUN`: passes record `would_pause` and scale nothing.
+    dry_run: bool,
+    /// Dry run: the last access each app was reported idle at.
+    would_pause_seen: Mutex<HashMap<String, Option<u64>>>,
+    /// Apps a pause found with nothing running (see [`plan`]'s rules).
+    asleep: Mutex<SeenAsleep>,
 }
 
 impl Scheduler {
@@ -113,7 +130,16 @@ impl Scheduler {
             deps,
             pacer: Pacer::per_minute(calls_per_minute),
             registry_failed: AtomicBool::new(false),
+            dry_run: false,
+            would_pause_seen: Mutex::new(HashMap::new()),
+            asleep: Mutex::new(SeenAsleep::new()),
         }
+    }
+
+    /// In dry run, passes record `would_pause` events instead of pausing.
+    pub fn with_dry_run(mut self, dry_run: bool) -> Self {
+        self.dry_run = dry_run;
+        self
     }
 
     /// One pass at `now` (ms since the epoch). Nothing is paused when the
@@ -189,6 +215,7 @@ impl Scheduler {
                     Listed {
                         region: region.clone(),
                         running,
+                        status_known: app.status.is_known(),
                     },
                 );
             }
@@ -208,7 +235,12 @@ impl Scheduler {
         // One pipelined read of the whole registry, not a round trip per
         // app listed by the platform.
         let known = deps.registry.list().await?;
-        let plan = plan_pass(&listing, &known, &deps.rules, &deps.ignored, now);
+        let asleep = self
+            .asleep
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let plan = plan_pass(&listing, &known, &deps.rules, deps.scope(), &asleep, now);
 
         for (app, meta) in plan.discover {
             deps.registry.register(&app, meta, now).await?;
@@ -234,15 +266,44 @@ impl Scheduler {
                 return Ok(());
             }
             // Activity may have arrived since the registry was read.
+            let mut last_access_ms = None;
             if let Some(fresh) = deps.registry.get(&app).await? {
                 if !is_idle(fresh.last_access_ms, now, candidate.max_idle_minutes) {
                     continue;
                 }
+                last_access_ms = Some(fresh.last_access_ms);
+            }
+            if self.dry_run {
+                // One event per idle period, not one a pass: the bounded
+                // event log must keep what else happened.
+                let first = self.would_pause_seen(&app, last_access_ms);
+                if first {
+                    info!(%app, region = %candidate.region, "would pause (dry run)");
+                    deps.record(
+                        &app,
+                        EventKind::WouldPause {
+                            max_idle_minutes: candidate.max_idle_minutes,
+                        },
+                    )
+                    .await;
+                }
+                report.would_pause.push(app);
+                continue;
             }
             match self.pause(&app, &candidate.region).await {
-                // Nothing ran (the listing could not tell, e.g. an entry
-                // without its status): no pause to report.
-                Ok(formation) if formation.is_empty() => {}
+                // Nothing ran: the listing said running only because its
+                // entry lacked a status (Scalingo may leave it out), e.g.
+                // an app this gateway paused already. Not a pause.
+                Ok(formation) if formation.is_empty() => {
+                    // Not read again until its next access.
+                    debug!(%app, "nothing to pause: no container runs");
+                    if let Some(at) = last_access_ms {
+                        self.asleep
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .insert(app, at);
+                    }
+                }
                 Ok(formation) => {
                     deps.metrics.pause("paused");
                     info!(%app, region = %candidate.region, ?formation, "paused");
@@ -268,6 +329,16 @@ impl Scheduler {
         Ok(())
     }
 
+    /// Dry run: whether `app`, idle since `last_access_ms`, is reported for
+    /// the first time in this idle period (per instance).
+    fn would_pause_seen(&self, app: &str, last_access_ms: Option<u64>) -> bool {
+        let mut seen = self
+            .would_pause_seen
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        seen.insert(app.to_owned(), last_access_ms) != Some(last_access_ms)
+    }
+
     /// Every app the platform lists in the managed regions: name -> (region,
     /// status). One call per region.
     pub async fn provider_apps(&self) -> Result<BTreeMap<String, (String, String)>, ScalingoError> {
@@ -286,8 +357,8 @@ impl Scheduler {
     /// Returns its region and the formation that the next wake restores.
     pub async fn pause_now(&self, app: &str) -> Result<(String, Vec<(String, u32)>), PauseError> {
         let deps = &self.deps;
-        if deps.is_ignored(app) {
-            return Err(PauseError::Ignored(app.to_owned()));
+        if let Some(why) = deps.scope().unmanaged(app) {
+            return Err(PauseError::Ignored(app.to_owned(), why));
         }
         let region = deps
             .platform
@@ -365,11 +436,11 @@ impl Scheduler {
         }
     }
 
-    /// Runs a pass every `interval` until `stop` is cancelled (a pass under
-    /// way is dropped then; its lease expires).
-    pub async fn run(self: Arc<Self>, interval: Duration, stop: CancellationToken) {
-        let mut ticker = tokio::time::interval(interval);
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    /// Runs a pass at each tick of `schedule` (a period, or a cron
+    /// expression) until `stop` is cancelled (a pass under way is dropped
+    /// then; its lease expires).
+    pub async fn run(self: Arc<Self>, schedule: impl Into<PassSchedule>, stop: CancellationToken) {
+        let mut ticker = schedule.into().ticks();
         loop {
             tokio::select! {
                 _ = stop.cancelled() => return,
@@ -383,6 +454,7 @@ impl Scheduler {
                 Ok(r) if r.skipped => {}
                 Ok(r) => info!(
                     paused = r.paused.len(),
+                    would_pause = r.would_pause.len(),
                     discovered = r.discovered.len(),
                     forgotten = r.forgotten.len(),
                     failed = r.failed.len(),
@@ -396,5 +468,7 @@ impl Scheduler {
     }
 }
 
+#[cfg(test)]
+mod scope_tests;
 #[cfg(test)]
 mod tests;

@@ -9,12 +9,20 @@
 //!   forgotten (someone else stopped it);
 //! - a running app last accessed at least its max idle time ago is paused,
 //!   oldest first. Max idle `0` (or a name the rules cannot resolve) means
-//!   never; ignored apps are never touched.
+//!   never;
+//! - unmanaged apps (ignored, or not matching `PAASTIS_MANAGED_APPS`) are
+//!   never discovered, forgotten nor paused, even when the registry knows
+//!   them (registered before the setting changed);
+//! - an app listed without a status (Scalingo's list entries may lack it)
+//!   may be running, so it is a pause candidate, unless a pause already
+//!   found it with nothing running and it has had no access since: that
+//!   app costs one formation read, not one per pass.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, HashMap};
 
 use paastis_rules::AppRules;
 
+use crate::config::AppScope;
 use crate::platform::{ContainerAmount, ContainerType};
 use crate::registry::{AppMeta, AppRecord};
 
@@ -22,8 +30,15 @@ use crate::registry::{AppMeta, AppRecord};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Listed {
     pub region: String,
+    /// Running, or may be (no status listed).
     pub running: bool,
+    /// Whether the listing gave a status at all.
+    pub status_known: bool,
 }
+
+/// Apps a pause found with nothing running, by name, with the last access
+/// they had then (see the module's rules).
+pub type SeenAsleep = HashMap<String, u64>;
 
 /// Every app the platform listed, by name (an app listed in two regions
 /// keeps the last one listed).
@@ -68,13 +83,14 @@ pub fn plan_pass(
     listing: &Listing,
     known: &[AppRecord],
     rules: &AppRules,
-    ignored: &BTreeSet<String>,
+    scope: AppScope<'_>,
+    asleep: &SeenAsleep,
     now_ms: u64,
 ) -> PassPlan {
     let records: BTreeMap<&str, &AppRecord> = known.iter().map(|r| (r.app.as_str(), r)).collect();
     let mut plan = PassPlan::default();
     for (app, listed) in listing {
-        if ignored.contains(app) {
+        if !scope.is_managed(app) {
             continue;
         }
         match (records.get(app.as_str()), listed.running) {
@@ -97,17 +113,21 @@ pub fn plan_pass(
     }
     let mut idle: Vec<&AppRecord> = known
         .iter()
-        .filter(|r| r.last_access_ms <= now_ms && !ignored.contains(&r.app))
+        .filter(|r| r.last_access_ms <= now_ms && scope.is_managed(&r.app))
         .collect();
     idle.sort_by(|a, b| (a.last_access_ms, &a.app).cmp(&(b.last_access_ms, &b.app)));
     for record in idle {
         let Some(Listed {
             region,
             running: true,
+            status_known,
         }) = listing.get(&record.app)
         else {
             continue;
         };
+        if !status_known && asleep.get(&record.app) == Some(&record.last_access_ms) {
+            continue;
+        }
         let max_idle = max_idle_minutes(rules, &record.app);
         if is_idle(record.last_access_ms, now_ms, max_idle) {
             plan.pause.push(PauseCandidate {
@@ -139,7 +159,20 @@ pub fn pause_changes(formation: &[ContainerType]) -> (Vec<(String, u32)>, Vec<Co
 mod tests {
     use std::path::Path;
 
+    use std::collections::BTreeSet;
+
     use super::*;
+    use crate::config::ManagedApps;
+
+    static NOTHING_IGNORED: BTreeSet<String> = BTreeSet::new();
+    static EVERY_APP: ManagedApps = ManagedApps::all();
+
+    fn all() -> AppScope<'static> {
+        AppScope {
+            ignored: &NOTHING_IGNORED,
+            managed: &EVERY_APP,
+        }
+    }
 
     const MINUTE: u64 = 60_000;
     const NOW: u64 = 1_000 * MINUTE;
@@ -161,6 +194,7 @@ mod tests {
                     Listed {
                         region: "osc-fr1".to_owned(),
                         running: *running,
+                        status_known: true,
                     },
                 )
             })
@@ -188,7 +222,8 @@ mod tests {
             &listing(&[("shop-front", true), ("stopped-new", false)]),
             &[],
             &rules(),
-            &BTreeSet::new(),
+            all(),
+            &SeenAsleep::new(),
             NOW,
         );
         assert_eq!(
@@ -214,7 +249,8 @@ mod tests {
                 record("paused-by-us", 60, &[("web", 2)]),
             ],
             &rules(),
-            &BTreeSet::new(),
+            all(),
+            &SeenAsleep::new(),
             NOW,
         );
         assert_eq!(plan.forget, ["stopped-by-hand"]);
@@ -241,7 +277,8 @@ mod tests {
             ]),
             &known,
             &rules(),
-            &BTreeSet::new(),
+            all(),
+            &SeenAsleep::new(),
             NOW,
         );
         assert_eq!(names(&plan.pause), ["older-app", "idle-app", "quick-app"]);
@@ -252,16 +289,45 @@ mod tests {
     #[test]
     fn ignored_apps_and_future_accesses_are_left_alone() {
         let ignored: BTreeSet<String> = ["idle-app".to_owned(), "new-app".to_owned()].into();
+        let everything = ManagedApps::all();
         let mut future = record("future-app", 0, &[]);
         future.last_access_ms = NOW + MINUTE;
         let plan = plan_pass(
             &listing(&[("idle-app", true), ("new-app", true), ("future-app", true)]),
             &[record("idle-app", 60, &[]), future],
             &rules(),
-            &ignored,
+            AppScope {
+                ignored: &ignored,
+                managed: &everything,
+            },
+            &SeenAsleep::new(),
             NOW,
         );
         assert_eq!(plan, PassPlan::default());
+    }
+
+    #[test]
+    fn an_app_listed_without_status_is_read_again_only_after_an_access() {
+        let mut listed = listing(&[("sparse-app", true), ("other-app", true)]);
+        for l in listed.values_mut() {
+            l.status_known = false;
+        }
+        let known = [record("sparse-app", 60, &[]), record("other-app", 60, &[])];
+        // A pause found `sparse-app` asleep, at the access it still has.
+        let asleep: SeenAsleep = [("sparse-app".to_owned(), NOW - 60 * MINUTE)].into();
+        let plan = plan_pass(&listed, &known, &rules(), all(), &asleep, NOW);
+        assert_eq!(names(&plan.pause), ["other-app"]);
+        // Accessed since (and idle again): a candidate once more.
+        let known = [record("sparse-app", 30, &[]), record("other-app", 60, &[])];
+        let plan = plan_pass(&listed, &known, &rules(), all(), &asleep, NOW);
+        assert_eq!(names(&plan.pause), ["other-app", "sparse-app"]);
+        // A listed status wins over what a pause saw.
+        for l in listed.values_mut() {
+            l.status_known = true;
+        }
+        let known = [record("sparse-app", 60, &[]), record("other-app", 60, &[])];
+        let plan = plan_pass(&listed, &known, &rules(), all(), &asleep, NOW);
+        assert_eq!(names(&plan.pause), ["other-app", "sparse-app"]);
     }
 
     #[test]
@@ -294,5 +360,57 @@ mod tests {
                 ContainerAmount::new("worker", 0)
             ]
         );
+    }
+}
+
+#[cfg(test)]
+mod scope_tests {
+    use std::collections::BTreeSet;
+    use std::path::Path;
+
+    use super::*;
+    use crate::config::ManagedApps;
+
+    const MINUTE: u64 = 60_000;
+    const NOW: u64 = 1_000 * MINUTE;
+
+    #[test]
+    fn apps_not_matching_managed_apps_are_never_discovered_forgotten_nor_paused() {
+        let rules = crate::config::parse_rules(Path::new("paastis.yml"), "", 15).expect("rules");
+        let listing: Listing = [
+            ("review-pr1", true),
+            ("prod-api", true),
+            ("prod-front", true),
+            ("prod-old", false),
+        ]
+        .iter()
+        .map(|(name, running)| {
+            (
+                (*name).to_owned(),
+                Listed {
+                    region: "osc-fr1".to_owned(),
+                    running: *running,
+                    status_known: true,
+                },
+            )
+        })
+        .collect();
+        let idle = |app: &str| AppRecord {
+            last_access_ms: NOW - 60 * MINUTE,
+            ..AppRecord::blank(app)
+        };
+        // Registered before PAASTIS_MANAGED_APPS was set: still left alone.
+        let known = [idle("prod-front"), idle("prod-old"), idle("review-pr1")];
+        let ignored = BTreeSet::new();
+        let managed = ManagedApps::matching("review-.*").unwrap();
+        let scope = AppScope {
+            ignored: &ignored,
+            managed: &managed,
+        };
+        let plan = plan_pass(&listing, &known, &rules, scope, &SeenAsleep::new(), NOW);
+        assert!(plan.discover.is_empty(), "{plan:?}");
+        assert!(plan.forget.is_empty(), "{plan:?}");
+        let paused: Vec<&str> = plan.pause.iter().map(|c| c.app.as_str()).collect();
+        assert_eq!(paused, ["review-pr1"]);
     }
 }
