@@ -92,6 +92,7 @@ pub fn report(config: &Config, hosts: &HostView, samples: &[String]) -> String {
         "  wake timeout       {} s",
         config.wake_timeout.as_secs()
     );
+    let _ = writeln!(out, "  readiness probes   {}", config.front_urls);
     let _ = writeln!(
         out,
         "  scheduler          {}, {} Scalingo calls a minute at most{}",

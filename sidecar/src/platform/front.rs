@@ -85,6 +85,17 @@ impl FrontUrls {
     }
 }
 
+impl std::fmt::Display for FrontUrls {
+    /// `region=url, ...`, or the default fronts when nothing is overridden.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.0.is_empty() {
+            return f.write_str("https://APP.REGION.scalingo.io");
+        }
+        let items: Vec<String> = self.0.iter().map(|(r, u)| format!("{r}={u}")).collect();
+        f.write_str(&items.join(", "))
+    }
+}
+
 /// The host of `app`'s default domain, what its front routes on.
 pub fn front_host(region: &str, app: &str) -> String {
     format!("{app}.{region}.scalingo.io")
@@ -187,6 +198,16 @@ mod tests {
     #[test]
     fn malformed_overrides_are_refused() {
         assert!(FrontUrls::parse("").unwrap().is_empty());
+        assert_eq!(
+            FrontUrls::default().to_string(),
+            "https://APP.REGION.scalingo.io"
+        );
+        assert_eq!(
+            FrontUrls::parse("osc-fr1=http://127.0.0.1:81")
+                .unwrap()
+                .to_string(),
+            "osc-fr1=http://127.0.0.1:81/"
+        );
         for bad in [
             "osc-fr1",
             "=http://x",
