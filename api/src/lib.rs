@@ -28,7 +28,7 @@
 //! | method | path | request | answers |
 //! |---|---|---|---|
 //! | POST | [`WAKE_PATH`] | [`WakeRequest`] `{"app", "region": name \| null, "client"?: "browser" \| "api"}` | 200 [`WakeAnswer`] (the app runs); 202 [`WaitingAnswer`] (a browser, `waiting_page` strategy: the wake goes on in the background); 400 `invalid_app`; 404 `unknown_app`; 503 `wake_failed`; 504 `wake_timeout` |
-//! | GET | [`STATUS_PATH`]`?app=NAME` ([`StatusQuery`]) | | 200 [`StatusAnswer`] (where the wake of a waiting page stands); 400 `invalid_app`; 503 `wake_failed` (the rules cannot resolve the app) |
+//! | GET | [`STATUS_PATH`]`?app=NAME` ([`StatusQuery`]) | | 200 [`StatusAnswer`] (where the wake of a waiting page stands; a failed wake carries `error` and its human `reason`); 400 `invalid_app`; 503 `wake_failed` (the rules cannot resolve the app) |
 //! | POST | [`ACTIVITY_PATH`] | [`ActivityRequest`] `{"apps": [names]}` | 200 [`ActivityAnswer`] `{"awake": [{"app", "region", "upstream_host"}]}` |
 //!
 //! # Public status (filter, called by the waiting page)

@@ -67,6 +67,10 @@ pub struct StatusAnswer {
     /// `unknown_app`, `invalid_app`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<ErrorCode>,
+    /// Why the target's wake failed, for humans (the waiting page): its
+    /// scale operation's error, "crashed", ...; with `error` only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 /// The filter's answer on the public status path (`PUBLIC_STATUS_PATH`),
@@ -106,6 +110,7 @@ mod tests {
                 state: AppState::Failed,
             }],
             error: Some(ErrorCode::WakeFailed),
+            reason: None,
         };
         let value = serde_json::to_value(&s).unwrap();
         assert_eq!(
@@ -113,6 +118,16 @@ mod tests {
             json!({"app": "shop-front", "target": "shop-front", "ready": false, "apps": [{"app": "shop-front", "state": "failed"}], "error": "wake_failed"})
         );
         assert_eq!(serde_json::from_value::<StatusAnswer>(value).unwrap(), s);
+        let with_reason = StatusAnswer {
+            reason: Some("the app crashed".into()),
+            ..s
+        };
+        let value = serde_json::to_value(&with_reason).unwrap();
+        assert_eq!(value["reason"], "the app crashed");
+        assert_eq!(
+            serde_json::from_value::<StatusAnswer>(value).unwrap(),
+            with_reason
+        );
         for state in [
             AppState::Running,
             AppState::Waking,

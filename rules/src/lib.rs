@@ -23,5 +23,6 @@ pub use host::{
     check_region, normalize_host, HostError, HostMatch, HostRule, HostRules, RuleError,
 };
 pub use paastis::{
-    AppRule, AppRuleError, AppRules, ResolveError, ResolvedApp, Strategy, MAX_LINKED_APPS,
+    is_valid_health_path, AppRule, AppRuleError, AppRules, ResolveError, ResolvedApp, Strategy,
+    DEFAULT_HEALTH_PATH, MAX_HEALTH_PATH, MAX_LINKED_APPS,
 };

@@ -17,6 +17,21 @@ use crate::template::{highest_group, interpolate};
 /// recursively). Bounds the work a rule set with a long chain can cause.
 pub const MAX_LINKED_APPS: usize = 32;
 
+/// Longest `health_path` accepted.
+pub const MAX_HEALTH_PATH: usize = 256;
+
+/// The path the gateway probes on an app's front to tell that it is up,
+/// when no rule gives one.
+pub const DEFAULT_HEALTH_PATH: &str = "/";
+
+/// Whether `path` can be a `health_path`: starts with `/`, visible ASCII
+/// only (it goes into a request line as is), not too long.
+pub fn is_valid_health_path(path: &str) -> bool {
+    path.starts_with('/')
+        && path.len() <= MAX_HEALTH_PATH
+        && path.bytes().all(|b| b.is_ascii_graphic())
+}
+
 /// A configuration error in an app rule; the field names follow `paastis.yml`.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum AppRuleError {
@@ -37,6 +52,8 @@ pub enum AppRuleError {
     },
     #[error("rules[{index}].strategy: {value:?} is not a strategy (blocking or waiting_page)")]
     InvalidStrategy { index: usize, value: String },
+    #[error("rules[{index}].health_path: {value:?} is not a path (it starts with `/`, at most {MAX_HEALTH_PATH} visible ASCII characters)")]
+    InvalidHealthPath { index: usize, value: String },
     #[error(transparent)]
     Region(#[from] RuleError),
 }
@@ -100,6 +117,7 @@ pub struct AppRule {
     app_max_idle_time: Option<u64>,
     region: Option<String>,
     strategy: Option<Strategy>,
+    health_path: Option<String>,
 }
 
 impl AppRule {
@@ -154,6 +172,7 @@ impl AppRule {
             app_max_idle_time,
             region: region.map(str::to_owned),
             strategy: None,
+            health_path: None,
         })
     }
 
@@ -161,6 +180,25 @@ impl AppRule {
     pub fn with_strategy(mut self, strategy: Option<Strategy>) -> Self {
         self.strategy = strategy;
         self
+    }
+
+    /// Sets the rule's `health_path` (none: the rule leaves it as it was);
+    /// `index` names the rule in the error.
+    pub fn with_health_path(
+        mut self,
+        index: usize,
+        path: Option<&str>,
+    ) -> Result<Self, AppRuleError> {
+        if let Some(path) = path {
+            if !is_valid_health_path(path) {
+                return Err(AppRuleError::InvalidHealthPath {
+                    index,
+                    value: path.to_owned(),
+                });
+            }
+        }
+        self.health_path = path.map(str::to_owned);
+        Ok(self)
     }
 }
 
@@ -177,6 +215,9 @@ pub struct ResolvedApp {
     pub region: Option<String>,
     /// How a request for it is answered while it wakes.
     pub strategy: Strategy,
+    /// The path probed on its front to tell that it is up
+    /// ([`DEFAULT_HEALTH_PATH`] unless a rule says otherwise).
+    pub health_path: String,
 }
 
 /// The ordered rule list plus the default idle time and strategy.
@@ -222,6 +263,7 @@ impl AppRules {
             max_idle_minutes: self.default_max_idle_minutes,
             region: None,
             strategy: self.default_strategy,
+            health_path: DEFAULT_HEALTH_PATH.to_owned(),
         };
         for (index, rule) in self.rules.iter().enumerate() {
             let Some(captures) = rule.pattern.captures(requested) else {
@@ -256,6 +298,9 @@ impl AppRules {
             }
             if let Some(strategy) = rule.strategy {
                 resolved.strategy = strategy;
+            }
+            if let Some(path) = &rule.health_path {
+                resolved.health_path = path.clone();
             }
         }
         let mut seen = HashSet::new();
@@ -448,5 +493,40 @@ mod tests {
             assert_eq!(Strategy::parse(s.as_str()), Some(s));
         }
         assert_eq!(Strategy::parse("waiting-page"), None);
+    }
+
+    #[test]
+    fn health_paths_are_checked_and_later_rules_win() {
+        let rules = AppRules::new(
+            vec![
+                rule("^shop-", None, &[], None)
+                    .with_health_path(0, Some("/healthz"))
+                    .unwrap(),
+                rule("^shop-api$", None, &[], None)
+                    .with_health_path(1, Some("/api/ping?quick=1"))
+                    .unwrap(),
+            ],
+            15,
+        );
+        assert_eq!(rules.resolve("shop-front").unwrap().health_path, "/healthz");
+        assert_eq!(
+            rules.resolve("shop-api").unwrap().health_path,
+            "/api/ping?quick=1"
+        );
+        assert_eq!(
+            rules.resolve("other-app").unwrap().health_path,
+            DEFAULT_HEALTH_PATH
+        );
+        for bad in ["healthz", "/a b", "", "/\u{e9}"] {
+            assert_eq!(
+                rule("x", None, &[], None)
+                    .with_health_path(3, Some(bad))
+                    .unwrap_err(),
+                AppRuleError::InvalidHealthPath {
+                    index: 3,
+                    value: bad.to_owned()
+                }
+            );
+        }
     }
 }

@@ -9,7 +9,7 @@
 //! |---|---|---|
 //! | GET | `/admin/v1/apps` | every app the registry or Scalingo knows, with both views |
 //! | GET | `/admin/v1/apps/{app}` | one app |
-//! | POST | `/admin/v1/apps/{app}/wake` | wakes it (and its linked apps), waits like a request |
+//! | POST | `/admin/v1/apps/{app}/wake` | wakes it (and its linked apps), waits like a request; clears a failed wake's back-off first |
 //! | POST | `/admin/v1/apps/{app}/pause` | pauses it now, remembering its formation |
 //! | DELETE | `/admin/v1/apps/{app}` | forgets it (registry and awake cache); Scalingo untouched |
 //! | GET | `/admin/v1/events?limit=N` | the event log, newest first |
@@ -225,7 +225,7 @@ async fn get_app(State(admin): State<Admin>, Path(app): Path<String>) -> Respons
 }
 
 async fn wake_app(State(admin): State<Admin>, Path(app): Path<String>) -> Response {
-    match admin.waker.wake(&app, None).await {
+    match admin.waker.wake_now(&app, None).await {
         Ok(answer) => Json(answer).into_response(),
         Err(e) => ApiError(e).into_response(),
     }

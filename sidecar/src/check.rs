@@ -15,7 +15,7 @@ use thiserror::Error;
 
 use crate::config::paastis::check_regions;
 use crate::config::{Config, ConfigError, LogFormat, RegistryKind, KNOWN_REGIONS};
-use crate::platform::Platform;
+use crate::platform::scalingo::{listed_apps, region_names};
 use crate::scalingo::{ScalingoClient, ScalingoError};
 use crate::scheduler::plan::max_idle_minutes;
 
@@ -92,6 +92,7 @@ pub fn report(config: &Config, hosts: &HostView, samples: &[String]) -> String {
         "  wake timeout       {} s",
         config.wake_timeout.as_secs()
     );
+    let _ = writeln!(out, "  readiness probes   {}", config.front_urls);
     let _ = writeln!(
         out,
         "  scheduler          {}, {} Scalingo calls a minute at most{}",
@@ -268,7 +269,7 @@ pub async fn verify_regions(config: &Config) -> Result<Option<String>, ConfigErr
         return Ok(None);
     };
     let listed = match unrestricted_client(config) {
-        Ok(client) => Platform::regions(&client).await,
+        Ok(client) => region_names(&client).await,
         Err(e) => Err(e),
     };
     match listed {
@@ -293,7 +294,7 @@ pub async fn verify_regions(config: &Config) -> Result<Option<String>, ConfigErr
 /// region for its apps.
 pub async fn apps_report(config: &Config) -> Result<String, AppsError> {
     let client = unrestricted_client(config)?;
-    let listed: Vec<String> = Platform::regions(&client).await?;
+    let listed: Vec<String> = region_names(&client).await?;
     let regions = match &config.scalingo.regions {
         Some(configured) => {
             let names: Vec<&str> = listed.iter().map(String::as_str).collect();
@@ -305,7 +306,7 @@ pub async fn apps_report(config: &Config) -> Result<String, AppsError> {
     let scope = config.scope();
     let mut out = String::new();
     for region in regions {
-        let mut apps = Platform::list_apps(&client, &region).await?;
+        let mut apps = listed_apps(&client, &region).await?;
         apps.sort_by(|a, b| a.name.cmp(&b.name));
         let _ = writeln!(out, "region {region}: {} apps", apps.len());
         for app in apps {

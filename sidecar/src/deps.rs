@@ -13,6 +13,7 @@ use tracing::warn;
 
 use crate::activity::ActivityBuffer;
 use crate::awake::AwakeCache;
+use crate::backoff::WakeBackoff;
 use crate::clock::now_ms;
 use crate::config::{AppScope, ManagedApps};
 use crate::hooks::{HookRunner, Hooks};
@@ -45,6 +46,8 @@ pub struct Deps {
     pub awake: Arc<AwakeCache>,
     /// Activity not written to the registry yet.
     pub activity: Arc<ActivityBuffer>,
+    /// Failed wakes and their back-off.
+    pub backoff: Arc<WakeBackoff>,
 }
 
 impl Deps {
@@ -67,6 +70,7 @@ impl Deps {
             managed: Arc::new(ManagedApps::all()),
             instance: Arc::from("local"),
             awake: Arc::new(AwakeCache::new(awake_ttl)),
+            backoff: Arc::new(WakeBackoff::new()),
         }
     }
 

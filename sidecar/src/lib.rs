@@ -17,7 +17,8 @@
 //! proxy-wasm.
 //!
 //! Layering (no module imports one that imports it back): `clock`,
-//! `metrics`, `registry`, `scalingo` and `hooks` are leaves; `platform`
+//! `metrics`, `registry`, `scalingo` and `hooks` are leaves (`backoff` on
+//! `registry` and `clock`); `platform`
 //! and `config` sit on those; `awake`, `activity` and `deps` on those (`deps`
 //! asks `config` which apps are managed); `wake` and
 //! `scheduler` on `deps`; `server`, `waiting` and `admin` on top; this root
@@ -29,6 +30,7 @@
 pub mod activity;
 pub mod admin;
 pub mod awake;
+pub mod backoff;
 pub mod budget;
 pub mod check;
 pub mod clock;
@@ -53,6 +55,8 @@ use budget::{Budget, BudgetConfig, Priority};
 use config::{Config, RegistryKind};
 use deps::Deps;
 use hooks::HookRunner;
+use platform::front::FrontProber;
+use platform::scalingo::ScalingoPlatform;
 use registry::lazy::LazyRedis;
 use registry::{
     Coordinator, EventLog, InMemoryCoordinator, InMemoryEventLog, InMemoryRegistry, Registry,
@@ -141,8 +145,10 @@ pub async fn build(config: &Config) -> Result<Gateway, String> {
             store_failures: stats.store_failures(),
         })
     });
+    let front = FrontProber::new(config.front_urls.clone())?;
+    let platform = ScalingoPlatform::new(client, front);
     let deps = Deps {
-        platform: Arc::new(client.clone()),
+        platform: Arc::new(platform.with_priority(Priority::Wake)),
         activity: Arc::new(ActivityBuffer::new(registry.clone(), metrics.clone())),
         registry,
         coordinator,
@@ -154,11 +160,12 @@ pub async fn build(config: &Config) -> Result<Gateway, String> {
         managed: Arc::new(config.managed_apps.clone()),
         instance: Arc::from(config.instance.as_str()),
         awake: Arc::new(AwakeCache::new(config.awake_ttl)),
+        backoff: Arc::new(backoff::WakeBackoff::new()),
     };
     let waker = Waker::new(deps.clone(), config.wake_timeout);
     // The scheduler takes only what wakes leave of the budget.
     let scheduler_deps = Deps {
-        platform: Arc::new(client.with_priority(Priority::Background)),
+        platform: Arc::new(platform.with_priority(Priority::Background)),
         ..deps
     };
     let scheduler = Arc::new(

@@ -16,7 +16,7 @@
 //! carries no secret and changes nothing but the registry.
 //!
 //! Errors are [`ErrorAnswer`]s; a [`WakeError`] becomes an [`ErrorCode`]
-//! (and a `Retry-After`) here and nowhere else ([`ApiError`]).
+//! (and a `Retry-After`) here and nowhere else (`ApiError`).
 
 use std::future::Future;
 use std::sync::Arc;
@@ -49,13 +49,16 @@ impl From<&WakeError> for ErrorCode {
             | WakeError::Rules(_)
             | WakeError::Provider { .. }
             | WakeError::Aborted(_)
-            | WakeError::Elsewhere { .. } => ErrorCode::WakeFailed,
+            | WakeError::Elsewhere { .. }
+            | WakeError::AppFailed { .. }
+            | WakeError::BackingOff { .. } => ErrorCode::WakeFailed,
         }
     }
 }
 
 /// The `Retry-After` (seconds) the filter is told for `e`: soon for a slow
-/// app, later when Scalingo rate-limits us, none when retrying cannot help.
+/// app, later when Scalingo rate-limits us, the time left of a failed
+/// app's back-off, none when retrying cannot help.
 fn retry_after(e: &WakeError) -> Option<u64> {
     match e {
         WakeError::InvalidApp(_) | WakeError::UnknownApp(_) => None,
@@ -64,11 +67,16 @@ fn retry_after(e: &WakeError) -> Option<u64> {
             source: ScalingoError::RateLimited,
             ..
         } => Some(30),
+        // Rounded up: a client retrying then finds the back-off over.
+        WakeError::BackingOff { retry_after, .. } => {
+            Some(retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0))
+        }
         WakeError::NoWebProcess(_)
         | WakeError::Rules(_)
         | WakeError::Provider { .. }
         | WakeError::Aborted(_)
-        | WakeError::Elsewhere { .. } => Some(10),
+        | WakeError::Elsewhere { .. }
+        | WakeError::AppFailed { .. } => Some(10),
     }
 }
 
@@ -281,6 +289,23 @@ mod tests {
             (WakeError::UnknownApp("x".into()), 404, None),
             (WakeError::Timeout("x".into()), 504, Some("5")),
             (WakeError::Aborted("x".into()), 503, Some("10")),
+            (
+                WakeError::BackingOff {
+                    app: "x".into(),
+                    reason: "crashed".into(),
+                    retry_after: std::time::Duration::from_millis(19_200),
+                },
+                503,
+                Some("20"),
+            ),
+            (
+                WakeError::AppFailed {
+                    app: "x".into(),
+                    reason: "crashed".into(),
+                },
+                503,
+                Some("10"),
+            ),
             (
                 WakeError::Provider {
                     app: "x".into(),

@@ -47,8 +47,8 @@ enum Outcome {
     Pending,
     /// The target runs; the linked apps that did not wake.
     Woken { failed_links: Vec<String> },
-    /// The target did not wake.
-    Failed { code: ErrorCode },
+    /// The target did not wake, and why.
+    Failed { code: ErrorCode, reason: String },
 }
 
 #[derive(Debug, Clone)]
@@ -151,6 +151,7 @@ impl Waiting {
                         },
                         Err(e) => Outcome::Failed {
                             code: ErrorCode::from(&e),
+                            reason: e.reason(),
                         },
                     };
                     this.finish(&app, outcome);
@@ -201,10 +202,23 @@ impl Waiting {
             });
         }
         let ready = awake.is_some() && !apps.iter().any(|a| a.state == AppState::Waking);
-        let error = match (&outcome, apps.first().map(|a| a.state)) {
-            (Some(Outcome::Failed { code }), Some(AppState::Failed)) => Some(*code),
-            _ => None,
+        let (mut error, mut reason) = match (&outcome, apps.first().map(|a| a.state)) {
+            (Some(Outcome::Failed { code, reason }), Some(AppState::Failed)) => {
+                (Some(*code), Some(reason.clone()))
+            }
+            _ => (None, None),
         };
+        // A back-off (this instance's or another's) is a failure the page
+        // shows, not an app to wake again by reloading.
+        if let (Some(first), Some(target)) = (apps.first_mut(), set.first()) {
+            if first.state == AppState::Asleep {
+                if let Some(active) = waker.backoff(&target.name).await {
+                    first.state = AppState::Failed;
+                    error = Some(ErrorCode::WakeFailed);
+                    reason = Some(active.reason);
+                }
+            }
+        }
         let (region, upstream_host) = match awake.filter(|_| ready) {
             Some(a) => (Some(a.region), Some(a.upstream_host)),
             None => (None, None),
@@ -219,6 +233,7 @@ impl Waiting {
             upstream_host,
             apps,
             error,
+            reason,
         })
     }
 }
@@ -261,12 +276,14 @@ mod tests {
             "shop-front",
             Outcome::Failed {
                 code: ErrorCode::WakeFailed,
+                reason: "crashed".into(),
             },
         );
         assert!(matches!(
             w.outcome("shop-front"),
             Some(Outcome::Failed {
-                code: ErrorCode::WakeFailed
+                code: ErrorCode::WakeFailed,
+                ..
             })
         ));
         assert!(w.start("shop-front"), "a finished wake can start again");
@@ -297,10 +314,56 @@ mod tests {
                 state: AppState::Failed,
             }],
             error: Some(ErrorCode::WakeFailed),
+            reason: None,
         };
         assert_eq!(
             serde_json::to_value(&s).unwrap(),
             serde_json::json!({"app": "shop-front", "target": "shop-front", "ready": false, "apps": [{"app": "shop-front", "state": "failed"}], "error": "wake_failed"})
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failed_wake_shows_its_reason_and_its_backoff_reads_failed() {
+        use crate::platform::memory::InProcessPlatform;
+        let platform = Arc::new(InProcessPlatform::new(&["osc-fr1"]));
+        platform.add_app("osc-fr1", "shop-front", &[("web", 0)]);
+        platform.set_boot("shop-front", Duration::from_secs(3));
+        platform.set_operation_error("shop-front", "container web-1 exited with 1");
+        let rules = crate::config::parse_rules(
+            std::path::Path::new("paastis.yml"),
+            "rules:\n  - pattern: '^shop-front$'\n    strategy: waiting_page\n",
+            15,
+        )
+        .expect("rules");
+        let deps = crate::deps::Deps::in_memory(platform, rules, Duration::from_secs(600));
+        let waker = Waker::new(deps, Duration::from_secs(60));
+        let waiting = Arc::new(Waiting::new());
+        let page = waiting.begin(&waker, "shop-front", Some("osc-fr1"));
+        assert!(matches!(page, Ok(Some(_))), "{page:?}");
+        let status = loop {
+            let status = waiting.status(&waker, "shop-front").await.expect("status");
+            if status.error.is_some() {
+                break status;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        assert_eq!(status.error, Some(ErrorCode::WakeFailed));
+        assert!(
+            status
+                .reason
+                .as_deref()
+                .is_some_and(|r| r.contains("exited with 1")),
+            "{status:?}"
+        );
+        // An instance that did not run the wake (a fresh page state) shows
+        // the back-off as the failure, not as an app to wake again.
+        let elsewhere = Waiting::new();
+        let status = elsewhere
+            .status(&waker, "shop-front")
+            .await
+            .expect("status");
+        assert_eq!(status.apps[0].state, AppState::Failed);
+        assert_eq!(status.error, Some(ErrorCode::WakeFailed));
+        assert!(status.reason.is_some_and(|r| r.contains("exited with 1")));
     }
 }

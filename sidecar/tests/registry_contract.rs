@@ -197,6 +197,7 @@ async fn register_keeps_access_and_formation(backend: impl Backend) {
             max_idle_minutes: 30,
             linked_apps: apps(&["my-api-1"]),
             formation: vec![("web".into(), 2)],
+            autoscalers: Vec::new(),
         }
     );
     // Registering again updates the facts, keeps the formation, moves access forward.
@@ -210,6 +211,15 @@ async fn register_keeps_access_and_formation(backend: impl Backend) {
     );
     assert_eq!((rec.last_access_ms, rec.linked_apps.len()), (6_000, 0));
     assert_eq!(rec.formation, vec![("web".to_string(), 2)]);
+    r.remember_autoscalers("my-app-1", vec!["as-1".into()])
+        .await
+        .unwrap();
+    let rec = r.get("my-app-1").await.unwrap().unwrap();
+    assert_eq!(
+        (rec.autoscalers, rec.formation),
+        (vec!["as-1".to_string()], vec![("web".to_string(), 2)]),
+        "each kept beside the other"
+    );
 
     r.forget("my-app-1").await.unwrap();
     assert!(r.get("my-app-1").await.unwrap().is_none());

@@ -161,6 +161,9 @@ async fn a_busy_app_is_waited_for_and_a_slow_boot_times_out() {
         &[("PAASTIS_WAKE_TIMEOUT", "2")],
     )
     .await;
+    // A 2 s wake timeout leaves no room for the router's boot window after
+    // the busy wait: this test is about the wait.
+    s.fake.set_front_boot_window(Duration::ZERO);
     s.fake
         .inject(Fault::new(Endpoint::Scale, FaultKind::IsScaling).for_app("shop-front"));
     s.waker
@@ -598,4 +601,106 @@ async fn sigterm_drains_a_wake_in_flight_before_exiting() {
         .unwrap()
         .unwrap();
     assert!(exit.success(), "{exit:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cold_wake_is_seen_ready_on_the_apps_front_not_by_polling_the_api() {
+    let s = setup(vec![FakeApp::web("shop-front", "osc-fr1", 0)], "", &[]).await;
+    s.fake.set_boot_delay(Duration::from_secs(3));
+    let answer = s
+        .waker
+        .wake("shop-front", Some("osc-fr1"))
+        .await
+        .expect("woken");
+    assert_eq!(answer.region, "osc-fr1");
+    assert!(s.fake.app("shop-front").unwrap().web_running);
+    assert!(s.fake.calls(Endpoint::Front) >= 2, "the front was probed");
+    // The boot is shorter than the first API check (5 s): the regions list
+    // (once per process), the formation read and the scale call only,
+    // never ps nor the operation.
+    assert_eq!(s.fake.calls(Endpoint::Ps), 0);
+    assert_eq!(s.fake.calls(Endpoint::Operation), 0);
+    assert_eq!(s.fake.calls(Endpoint::Scale), 1);
+    assert_eq!(s.fake.calls(Endpoint::Regions), 1);
+    let api = scalingo_calls(&s.fake) - s.fake.calls(Endpoint::Exchange);
+    assert_eq!(api, 3, "regions, formation and scale");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_looping_app_backs_off_and_costs_no_call_meanwhile() {
+    let s = setup(
+        vec![FakeApp::web("crashy-app", "osc-fr1", 0).crash_on_boot()],
+        "",
+        &[("PAASTIS_WAKE_TIMEOUT", "3")],
+    )
+    .await;
+    let err = s
+        .waker
+        .wake("crashy-app", Some("osc-fr1"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, WakeError::Timeout(_)), "{err:?}");
+    // The request's timeout and its wake's deadline are the same instant:
+    // let the wake task record its failure.
+    while s.waker.wakes_in_flight() > 0 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let calls = scalingo_calls(&s.fake);
+    for _ in 0..30 {
+        let err = s
+            .waker
+            .wake("crashy-app", Some("osc-fr1"))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, WakeError::BackingOff { .. }), "{err:?}");
+    }
+    assert_eq!(
+        scalingo_calls(&s.fake),
+        calls,
+        "no Scalingo call while backing off"
+    );
+    assert_eq!(s.fake.scale_calls("crashy-app"), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_autoscaler_is_turned_back_on_by_the_wake_after_a_pause() {
+    let s = setup(
+        vec![FakeApp::web("auto-app", "osc-fr1", 2).with_autoscaler("web", 1, 4)],
+        "",
+        &[],
+    )
+    .await;
+    s.fake.set_stop_delay(Duration::ZERO);
+    let now = paastis_sidecar::wake::now_ms();
+    let minute = 60_000;
+    s.scheduler.pass(now).await.unwrap();
+    let report = s.scheduler.pass(now + 16 * minute).await.unwrap();
+    assert_eq!(report.paused, ["auto-app"], "{report:?}");
+    let paused = s.fake.app("auto-app").unwrap();
+    assert!(paused.autoscalers.iter().all(|a| a.disabled), "{paused:?}");
+    let record = s.waker.registry().get("auto-app").await.unwrap().unwrap();
+    assert_eq!(record.autoscalers.len(), 1, "{record:?}");
+
+    s.waker.wake("auto-app", None).await.expect("woken");
+    let woken = s.fake.app("auto-app").unwrap();
+    assert!(woken.web_running);
+    assert!(woken.autoscalers.iter().all(|a| !a.disabled), "{woken:?}");
+    let events = s.waker.events().recent(20).await.unwrap();
+    let kinds: Vec<String> = events
+        .iter()
+        .map(|e| {
+            serde_json::to_value(e).unwrap()["event"]
+                .as_str()
+                .unwrap_or("")
+                .to_owned()
+        })
+        .collect();
+    assert!(
+        kinds.contains(&"autoscalers_recorded".to_owned()),
+        "{kinds:?}"
+    );
+    assert!(
+        kinds.contains(&"autoscalers_restored".to_owned()),
+        "{kinds:?}"
+    );
 }

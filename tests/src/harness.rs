@@ -83,8 +83,6 @@ impl Default for StackOptions {
         Self {
             fake: FakeConfig {
                 boot_delay: Duration::from_millis(300),
-                // kinder than the real platform until the sidecar probes the app's front for readiness instead of trusting `ps` (issue 9, item 3)
-                front_boot_window: Duration::ZERO,
                 ..FakeConfig::default()
             },
             apps: Vec::new(),
@@ -148,6 +146,7 @@ impl Sidecar {
             .env("PAASTIS_LISTEN", "127.0.0.1:0")
             .env("PAASTIS_RULES_FILE", rules)
             .env("PAASTIS_WAKE_TIMEOUT", "20")
+            .env("PAASTIS_FRONT_URLS", crate::setup::front_urls(fake))
             .env("RUST_LOG", "info,paastis_sidecar=debug")
             .current_dir(dir)
             .stdin(Stdio::null())

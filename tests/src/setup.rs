@@ -21,10 +21,23 @@ pub async fn fake_with(apps: Vec<FakeApp>, boot: Duration) -> FakeScalingo {
     fake
 }
 
+/// `PAASTIS_FRONT_URLS` for `fake`: each region's front listener, which the
+/// sidecar probes for readiness with the app's real `Host`.
+pub fn front_urls(fake: &FakeScalingo) -> String {
+    ["osc-fr1", "osc-secnum-fr1"]
+        .iter()
+        .filter_map(|region| {
+            fake.front_addr(region)
+                .map(|addr| format!("{region}=http://{addr}"))
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 /// The environment of a sidecar on `fake` with the rules in `rules_file`:
-/// a 20 s wake timeout and an unpaced scheduler (pacing is unit-tested;
-/// here it would only slow the passes down). `extra` is added last and
-/// wins.
+/// a 20 s wake timeout, readiness probed on the fake's fronts, and an
+/// unpaced scheduler (pacing is unit-tested; here it would only slow the
+/// passes down). `extra` is added last and wins.
 pub fn sidecar_env(
     fake: &FakeScalingo,
     rules_file: &Path,
@@ -39,6 +52,7 @@ pub fn sidecar_env(
         ("PAASTIS_RULES_FILE", rules_file.display().to_string()),
         ("PAASTIS_WAKE_TIMEOUT", "20".to_owned()),
         ("PAASTIS_SCALINGO_CALLS_PER_MINUTE", "60000".to_owned()),
+        ("PAASTIS_FRONT_URLS", front_urls(fake)),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v))

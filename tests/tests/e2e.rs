@@ -270,9 +270,20 @@ async fn a_scalingo_error_during_a_wake_gives_a_clear_503() {
         "{body}"
     );
 
-    // Once Scalingo answers again, the next request wakes the app.
+    // Once Scalingo answers again, the next request after the failed
+    // wake's back-off (its Retry-After; meanwhile 503s that cost no
+    // Scalingo call) wakes the app.
     stack.fake.clear_faults();
-    let reply = stack.get(&host(FRONT), "/").await;
+    let scales = stack.fake.scale_calls(FRONT);
+    let give_up = std::time::Instant::now() + Duration::from_secs(30);
+    let reply = loop {
+        let reply = stack.get(&host(FRONT), "/").await;
+        if reply.status != 503 || std::time::Instant::now() > give_up {
+            break reply;
+        }
+        assert_eq!(stack.fake.scale_calls(FRONT), scales, "backing off");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
     assert_eq!(reply.status, 200, "{reply:?}");
 }
 

@@ -218,11 +218,24 @@ async fn a_failed_wake_shows_as_an_error_and_a_retry_wakes_the_app() {
     assert_eq!(failed["ready"], false);
     assert_eq!(state_of(&failed, FRONT).as_deref(), Some("failed"));
 
-    // "Try again" (a reload) starts a new wake once Scalingo answers again.
+    // "Try again" (a reload) starts a new wake once Scalingo answers again
+    // and the failed wake's back-off is over; a reload before that shows
+    // the failure again, at no Scalingo cost.
     stack.fake.clear_faults();
-    let page = stack.request(&host(FRONT), "/", &[HTML]).await;
-    assert_eq!(page.status, 503, "{page:?}");
-    let ready = status_until(&stack, "ready", |s| s["ready"] == true).await;
+    let give_up = Instant::now() + Duration::from_secs(40);
+    let ready = loop {
+        let page = stack.request(&host(FRONT), "/", &[HTML]).await;
+        assert_eq!(page.status, 503, "{page:?}");
+        let settled = status_until(&stack, "ready or failed", |s| {
+            s["ready"] == true || s.get("error").is_some()
+        })
+        .await;
+        if settled["ready"] == true {
+            break settled;
+        }
+        assert!(Instant::now() < give_up, "never woken: {settled}");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    };
     assert!(ready.get("error").is_none(), "{ready}");
     let landed = stack.request(&host(FRONT), "/", &[HTML]).await;
     assert_eq!(landed.status, 200, "{landed:?}");

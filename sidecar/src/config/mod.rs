@@ -38,6 +38,7 @@ pub use schedule::{CronSchedule, PassSchedule};
 pub use scope::{AppScope, ManagedApps, Unmanaged};
 
 pub use crate::hooks::Hooks;
+pub use crate::platform::front::FrontUrls;
 pub use crate::registry::DEFAULT_MAX_IDLE_MINUTES;
 use crate::scalingo::{ScalingoConfig, Secret};
 
@@ -119,6 +120,10 @@ pub struct Config {
     pub admin: Option<AdminConfig>,
     pub log_format: LogFormat,
     pub hooks: Hooks,
+    /// Per-region base URLs of the app fronts probed for readiness
+    /// (`PAASTIS_FRONT_URLS=region=url,...`; default: the real
+    /// `https://APP.REGION.scalingo.io`).
+    pub front_urls: FrontUrls,
     /// What is accepted but probably not what was meant (printed at start
     /// and by `check-config`).
     pub warnings: Vec<String>,
@@ -421,6 +426,11 @@ impl Config {
         }
         .with_default_strategy(default_strategy);
 
+        let front_urls = match env.first(&["PAASTIS_FRONT_URLS"]) {
+            None => FrontUrls::default(),
+            Some((name, v)) => FrontUrls::parse(&v).map_err(|e| env_error(name, e.to_string()))?,
+        };
+
         Ok(Self {
             listen,
             scalingo: ScalingoConfig {
@@ -447,6 +457,7 @@ impl Config {
             admin,
             log_format,
             hooks,
+            front_urls,
             warnings,
             ignored_vars,
             env_file: None,

@@ -27,6 +27,8 @@ struct RawRule {
     region: Option<String>,
     /// `blocking` or `waiting_page`.
     strategy: Option<String>,
+    /// The path probed on the app's front to tell that it is up (`/`).
+    health_path: Option<String>,
 }
 
 /// Parses and checks the text of a rules file. `file` only names it in
@@ -65,6 +67,7 @@ pub fn parse_rules(
                         raw.region.as_deref(),
                     )
                     .map(|rule| rule.with_strategy(strategy))
+                    .and_then(|rule| rule.with_health_path(index, raw.health_path.as_deref()))
                 })
                 .map_err(|source| ConfigError::Rule {
                     file: file.to_owned(),

@@ -2,16 +2,21 @@
 //! platform that runs the apps.
 //!
 //! [`Platform`] is exactly what the orchestration asks of Scalingo: where an
-//! app lives, its formation, a scale and the wait for it to take effect, and
-//! the listing of regions and apps. [`ScalingoClient`](crate::scalingo::ScalingoClient)
-//! implements it ([`scalingo`]); [`memory::InProcessPlatform`] is a
-//! controllable implementation on tokio's clock, so that the wake and pause
-//! logic is unit tested without HTTP.
+//! app lives, its formation, a scale and the wait for it to take effect
+//! (single reads of the operation and of the app's status, and a probe of
+//! the app's own front, which is no API call: [`front`]), its autoscalers,
+//! and the listing of regions and apps. [`scalingo::ScalingoPlatform`]
+//! implements it over the [`ScalingoClient`](crate::scalingo::ScalingoClient)
+//! and the fronts; [`memory::InProcessPlatform`] is a controllable
+//! implementation on tokio's clock (crash loops, operation errors, slow
+//! scale-downs, autoscalers, fronts), so that the wake and pause logic is
+//! unit tested without HTTP.
 //!
 //! This module knows nothing of the registry, the waker or the scheduler.
 //! Errors are [`ScalingoError`]: the vocabulary the callers already map to
 //! answers (not found, busy, rate limited, timeout ...).
 
+pub mod front;
 pub mod memory;
 pub mod scalingo;
 
@@ -33,6 +38,38 @@ impl ListedApp {
     pub fn is_running(&self) -> bool {
         !matches!(self.status, AppStatus::Stopped | AppStatus::New)
     }
+}
+
+/// Where a scale operation stands, from one read of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OperationState {
+    /// `pending` or `running` (or a status this gateway does not know).
+    Running,
+    Done,
+    /// `error`, with its message.
+    Failed(String),
+}
+
+/// What one request to an app's own front (not the API) tells.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FrontProbe {
+    /// The app itself answered: it serves requests.
+    App,
+    /// The platform's router answered for it (502/503/504): no `web`
+    /// container serves yet (stopped, booting, crashed).
+    Router,
+    /// No HTTP answer (DNS, connect, TLS, timeout): the front cannot be
+    /// probed from here, readiness falls back to the API.
+    Unreachable(String),
+}
+
+/// An app's autoscaler, as far as a pause and a wake need it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AutoscalerState {
+    pub id: String,
+    /// The process type it scales (`web` ...).
+    pub container_type: String,
+    pub disabled: bool,
 }
 
 /// What the orchestration needs of the platform that runs the apps.
@@ -73,5 +110,30 @@ pub trait Platform: Send + Sync + 'static {
         region: &str,
         app: &str,
         deadline: Instant,
+    ) -> Result<(), ScalingoError>;
+    /// One read of an operation (one API call).
+    async fn operation_state(
+        &self,
+        region: &str,
+        app: &str,
+        operation_id: &str,
+    ) -> Result<OperationState, ScalingoError>;
+    /// One read of the app's status (one API call).
+    async fn app_status(&self, region: &str, app: &str) -> Result<AppStatus, ScalingoError>;
+    /// One request to the app's own front at `path` (no API call).
+    async fn probe_front(&self, region: &str, app: &str, path: &str) -> FrontProbe;
+    /// The app's autoscalers (one API call).
+    async fn autoscalers(
+        &self,
+        region: &str,
+        app: &str,
+    ) -> Result<Vec<AutoscalerState>, ScalingoError>;
+    /// Turns autoscaler `id` off or back on (one API call).
+    async fn set_autoscaler_disabled(
+        &self,
+        region: &str,
+        app: &str,
+        id: &str,
+        disabled: bool,
     ) -> Result<(), ScalingoError>;
 }

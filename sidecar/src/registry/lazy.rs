@@ -134,6 +134,16 @@ impl Registry for LazyRedis {
     ) -> Result<(), RegistryError> {
         self.store().await?.remember_formation(app, formation).await
     }
+    async fn remember_autoscalers(
+        &self,
+        app: &str,
+        autoscalers: Vec<String>,
+    ) -> Result<(), RegistryError> {
+        self.store()
+            .await?
+            .remember_autoscalers(app, autoscalers)
+            .await
+    }
     async fn forget(&self, app: &str) -> Result<(), RegistryError> {
         self.store().await?.forget(app).await
     }

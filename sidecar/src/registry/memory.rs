@@ -113,6 +113,15 @@ impl Registry for InMemoryRegistry {
         Ok(())
     }
 
+    async fn remember_autoscalers(
+        &self,
+        app: &str,
+        autoscalers: Vec<String>,
+    ) -> Result<(), RegistryError> {
+        lock(&self.apps).entry(app).autoscalers = autoscalers;
+        Ok(())
+    }
+
     async fn forget(&self, app: &str) -> Result<(), RegistryError> {
         let mut guard = lock(&self.apps);
         if let Some(record) = guard.records.remove(app) {

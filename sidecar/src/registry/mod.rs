@@ -48,6 +48,10 @@ pub struct AppRecord {
     /// Amount per process type before the app was paused, to restore on
     /// wake; empty when unknown.
     pub formation: Vec<(String, u32)>,
+    /// Autoscalers (ids) enabled before the app was paused, which the
+    /// pause's manual scale turned off: the wake turns them back on.
+    #[serde(default)]
+    pub autoscalers: Vec<String>,
 }
 
 impl AppRecord {
@@ -60,6 +64,7 @@ impl AppRecord {
             max_idle_minutes: DEFAULT_MAX_IDLE_MINUTES,
             linked_apps: Vec::new(),
             formation: Vec::new(),
+            autoscalers: Vec::new(),
         }
     }
 }
@@ -96,6 +101,13 @@ pub trait Registry: Send + Sync + 'static {
         &self,
         app: &str,
         formation: Vec<(String, u32)>,
+    ) -> Result<(), RegistryError>;
+    /// Remembers the autoscalers to turn back on at the next wake (empty:
+    /// none).
+    async fn remember_autoscalers(
+        &self,
+        app: &str,
+        autoscalers: Vec<String>,
     ) -> Result<(), RegistryError>;
     async fn forget(&self, app: &str) -> Result<(), RegistryError>;
     async fn len(&self) -> Result<usize, RegistryError>;
@@ -149,6 +161,15 @@ pub enum EventKind {
     /// Dry run (`PAASTIS_DRY_RUN`): the scheduler would have paused it.
     WouldPause {
         max_idle_minutes: u64,
+    },
+    /// A pause recorded the app's enabled autoscalers (its manual scale
+    /// turned them off) for the next wake.
+    AutoscalersRecorded {
+        autoscalers: Vec<String>,
+    },
+    /// A wake turned the app's recorded autoscalers back on.
+    AutoscalersRestored {
+        autoscalers: Vec<String>,
     },
     Forgotten,
 }

@@ -76,7 +76,7 @@ pub use connection::{
     redact_url, CONNECTION_TIMEOUT, CONNECT_TIMEOUT, OPERATION_TIMEOUT, RESPONSE_TIMEOUT,
 };
 use layout::{
-    record_from, to_json, ttl_ms, zadd_gt, Keys, EVENT_FIELD, FORMATION, LINKED_APPS,
+    record_from, to_json, ttl_ms, zadd_gt, Keys, AUTOSCALERS, EVENT_FIELD, FORMATION, LINKED_APPS,
     MAX_IDLE_MINUTES, REGION,
 };
 use scripts::{ACQUIRE, RELEASE};
@@ -333,6 +333,25 @@ impl Registry for RedisStore {
             .arg(app)
             .ignore();
         self.query_pipe("remember_formation", &pipe).await
+    }
+
+    async fn remember_autoscalers(
+        &self,
+        app: &str,
+        autoscalers: Vec<String>,
+    ) -> Result<(), RegistryError> {
+        let autoscalers = to_json(&autoscalers)?;
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .hset(self.keys.app_key(app), AUTOSCALERS, autoscalers)
+            .ignore()
+            .cmd("ZADD")
+            .arg(self.keys.last_access_key())
+            .arg("NX")
+            .arg(0)
+            .arg(app)
+            .ignore();
+        self.query_pipe("remember_autoscalers", &pipe).await
     }
 
     async fn forget(&self, app: &str) -> Result<(), RegistryError> {

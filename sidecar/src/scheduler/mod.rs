@@ -6,12 +6,15 @@
 //!    time (a crashed holder's lease expires after [`LEASE_TTL`]);
 //! 2. lists the apps of each region once (one call per region, whatever the
 //!    number of apps);
-//! 3. registers running apps it does not know (discovery: their idle clock
+//! 3. clears the wake back-off of the apps listed `running`
+//!    ([`crate::backoff`]), registers running apps it does not know (discovery: their idle clock
 //!    starts now) and forgets stopped apps that it has no formation to
 //!    restore for;
 //! 4. pauses every running app whose last access is older than its max idle
 //!    time: it re-reads the last access right before (activity that arrived
-//!    meanwhile wins), remembers the formation, then scales every type to 0.
+//!    meanwhile wins), remembers the formation and the enabled autoscalers
+//!    (the manual scale turns them off; the wake turns them back on), then
+//!    scales every type to 0.
 //!
 //! Before all that, the instance writes the activity it kept in memory while
 //! the registry was unreachable. A pass that cannot read or write the
@@ -57,7 +60,7 @@ use crate::clock::now_ms;
 use crate::config::{PassSchedule, Unmanaged};
 use crate::deps::Deps;
 use crate::hooks::Hook;
-use crate::platform::{ScaleOutcome, ScalingoError};
+use crate::platform::{AppStatus, ScaleOutcome, ScalingoError};
 use crate::registry::{EventKind, RegistryError};
 use pacer::Pacer;
 use plan::{is_idle, pause_changes, plan_pass, Listed, Listing, SeenAsleep};
@@ -200,6 +203,13 @@ impl Scheduler {
             self.pacer.ready().await;
             for app in self.deps.platform.list_apps(&region).await? {
                 let running = app.is_running();
+                if app.status == AppStatus::Running {
+                    // Seen serving: a failed wake's back-off is over.
+                    self.deps
+                        .backoff
+                        .clear_if_any(self.deps.coordinator.as_ref(), &app.name)
+                        .await;
+                }
                 listing.insert(
                     app.name,
                     Listed {
@@ -376,7 +386,8 @@ impl Scheduler {
         }
     }
 
-    /// Remembers the formation, then scales every type to 0.
+    /// Remembers the formation and the enabled autoscalers, then scales
+    /// every type to 0.
     async fn pause(&self, app: &str, region: &str) -> Result<Vec<(String, u32)>, PassError> {
         let deps = &self.deps;
         self.pacer.ready().await;
@@ -385,11 +396,35 @@ impl Scheduler {
         if running.is_empty() {
             return Ok(running);
         }
+        // The manual scale below turns the app's autoscalers off (Scalingo
+        // does): the enabled ones are recorded for the wake to turn back on.
+        // Not knowing them must not keep the app running. This read shares
+        // the formation read's pacing slot (the gateway's API budget, when
+        // the client draws from one, counts it anyway).
+        let autoscalers: Vec<String> = match deps.platform.autoscalers(region, app).await {
+            Ok(list) => list
+                .into_iter()
+                .filter(|a| !a.disabled)
+                .map(|a| a.id)
+                .collect(),
+            Err(ScalingoError::RateLimited) => return Err(ScalingoError::RateLimited.into()),
+            Err(e) => {
+                warn!(%app, error = %e, "autoscalers not read; none will be restored");
+                Vec::new()
+            }
+        };
         // Written first: a crash between the two steps leaves a record from
         // which the next wake restores the app, never an app without one.
         deps.registry
             .remember_formation(app, running.clone())
             .await?;
+        deps.registry
+            .remember_autoscalers(app, autoscalers.clone())
+            .await?;
+        if !autoscalers.is_empty() {
+            deps.record(app, EventKind::AutoscalersRecorded { autoscalers })
+                .await;
+        }
         deps.awake.forget(app);
         deps.hooks.run(Hook::BeforeStop, app).await;
         self.pacer.ready().await;

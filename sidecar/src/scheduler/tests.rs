@@ -187,3 +187,25 @@ async fn a_pass_whose_lease_was_taken_over_stops_before_the_next_pause() {
     assert_eq!(report.paused, ["idle-a"], "the pause under way ends");
     assert_eq!(platform.scales_of("idle-b").len(), 0, "the rest is theirs");
 }
+
+#[tokio::test(start_paused = true)]
+async fn an_app_still_stopping_is_not_paused_again() {
+    let (platform, deps, scheduler) = setup(&[("idle-app", &[("web", 1)])]);
+    platform.set_scale_down("idle-app", Duration::from_secs(30));
+    accessed(&deps, "idle-app", 20).await;
+    let report = scheduler.pass(NOW).await.unwrap();
+    assert_eq!(report.paused, ["idle-app"]);
+    // Still `scaling` (listed as running) while its containers stop.
+    let report = scheduler.pass(NOW).await.unwrap();
+    assert!(report.paused.is_empty(), "{report:?}");
+    assert_eq!(platform.scales_of("idle-app").len(), 1);
+    let paused_events = deps
+        .events
+        .recent(10)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| matches!(e.kind, EventKind::Paused { .. }))
+        .count();
+    assert_eq!(paused_events, 1);
+}

@@ -5,6 +5,8 @@
 //!   an app with its linked apps;
 //! - [`lease`], one wake per app across gateway instances (lease and note);
 //! - [`scale`], the scale calls and the pure restore plan;
+//! - [`ready`], the wait until the app serves (its front, and the API only
+//!   every few seconds);
 //! - [`types`], the answer, errors and states.
 //!
 //! Invariants:
@@ -16,8 +18,12 @@
 //!   callers still get its result. Those tasks are tracked, so that shutdown
 //!   waits for them ([`Waker::drained`]).
 //! - An app and its linked apps are woken concurrently.
+//! - A failed wake starts a back-off for the app, shared by the instances
+//!   ([`crate::backoff`]): until it ends a wake of the app fails at once
+//!   ([`WakeError::BackingOff`]) without any Scalingo call.
 
 pub mod lease;
+pub mod ready;
 pub mod scale;
 pub mod types;
 
@@ -216,6 +222,34 @@ impl Waker {
         })
     }
 
+    /// Wakes `requested` on an operator's request: any back-off of the apps
+    /// it wakes is cleared first.
+    pub async fn wake_now(
+        self: &Arc<Self>,
+        requested: &str,
+        region_hint: Option<&str>,
+    ) -> Result<WakeAnswer, WakeError> {
+        if is_valid_app_name(requested) {
+            if let Ok(set) = self.deps.rules.wake_set(requested) {
+                for app in &set {
+                    self.deps
+                        .backoff
+                        .clear(self.deps.coordinator.as_ref(), &app.name)
+                        .await;
+                }
+            }
+        }
+        self.wake(requested, region_hint).await
+    }
+
+    /// The back-off of `app` (a resolved name), if one runs.
+    pub async fn backoff(&self, app: &str) -> Option<crate::backoff::Active> {
+        self.deps
+            .backoff
+            .active(self.deps.coordinator.as_ref(), app)
+            .await
+    }
+
     /// Forgets that `app` runs (it is being paused): the next request for it
     /// goes through a full wake.
     pub fn forget_awake(&self, app: &str) {
@@ -237,11 +271,14 @@ impl Waker {
             .region
             .clone()
             .or_else(|| region_hint.map(str::to_owned));
+        let health_path = app.health_path.clone();
         let span = tracing::info_span!("wake", app = %name);
         let task_name = name.clone();
         let task = self.tasks.spawn(
             async move {
-                let result = this.wake_app(&task_name, region.as_deref()).await;
+                let result = this
+                    .wake_app(&task_name, region.as_deref(), &health_path)
+                    .await;
                 match &result {
                     Ok(awake) => {
                         this.deps.metrics.wake("woken");
@@ -250,6 +287,7 @@ impl Waker {
                     Err(e) => {
                         this.deps.metrics.wake(match e {
                             WakeError::Timeout(_) => "timeout",
+                            WakeError::BackingOff { .. } => "backing_off",
                             WakeError::UnknownApp(_) | WakeError::InvalidApp(_) => "unknown_app",
                             _ => "failed",
                         });
@@ -272,12 +310,34 @@ impl Waker {
     }
 
     /// One wake, run by exactly one task per app at a time.
-    async fn wake_app(&self, app: &str, region: Option<&str>) -> Result<Awake, WakeError> {
+    async fn wake_app(
+        &self,
+        app: &str,
+        region: Option<&str>,
+        health_path: &str,
+    ) -> Result<Awake, WakeError> {
         let deps = &self.deps;
         let started = Instant::now();
         let deadline = started + self.wake_timeout;
-        let region = match region {
-            Some(r) => r.to_owned(),
+        // A broken app costs nothing while its back-off runs.
+        if let Some(active) = deps.backoff.active(deps.coordinator.as_ref(), app).await {
+            return Err(WakeError::BackingOff {
+                app: app.to_owned(),
+                reason: active.reason,
+                retry_after: active.remaining,
+            });
+        }
+        // The registry knows the region of every app the gateway woke,
+        // paused or discovered: no locate calls then.
+        let known = match region {
+            Some(r) => Some(r.to_owned()),
+            None => match deps.registry.get(app).await {
+                Ok(Some(record)) => record.region,
+                _ => None,
+            },
+        };
+        let region = match known {
+            Some(r) => r,
             None => deps
                 .platform
                 .locate(app)
@@ -300,20 +360,55 @@ impl Waker {
         };
 
         deps.hooks.run(Hook::BeforeStart, app).await;
+        let target = ready::Target {
+            region: &region,
+            app,
+            health_path,
+        };
         let scaling = scale::scale_up(
             deps.platform.as_ref(),
             deps.registry.as_ref(),
-            app,
-            &region,
+            target,
             deadline,
         );
-        let result = if leader {
+        let scaled = if leader {
             lease.renewing(scaling).await
         } else {
             scaling.await
         };
-        if result.is_ok() {
-            deps.hooks.spawn(Hook::AfterStart, app);
+        let result = match scaled {
+            Ok(up) => {
+                if !up.autoscalers.is_empty() {
+                    let autoscalers = scale::restore_autoscalers(
+                        deps.platform.as_ref(),
+                        deps.registry.as_ref(),
+                        &region,
+                        app,
+                        &up.autoscalers,
+                    )
+                    .await;
+                    if !autoscalers.is_empty() {
+                        deps.record(app, EventKind::AutoscalersRestored { autoscalers })
+                            .await;
+                    }
+                }
+                Ok(up.awake)
+            }
+            Err(e) => Err(e),
+        };
+        let coordinator = deps.coordinator.as_ref();
+        match &result {
+            Ok(_) => {
+                deps.hooks.spawn(Hook::AfterStart, app);
+                deps.backoff.clear_if_any(coordinator, app).await;
+            }
+            // Written before the note: the instances that waited see the
+            // back-off as soon as they see the failure.
+            Err(e) if e.backs_off() => {
+                let backoff = deps.backoff.failed(coordinator, app, &e.reason()).await;
+                warn!(error = %e, backoff_s = backoff.as_secs(), "wake failed, backing off");
+            }
+            Err(_) => {}
         }
         if leader {
             lease.finish(&result).await;
@@ -359,3 +454,5 @@ impl Waker {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_broken;

@@ -1,22 +1,33 @@
 //! Scaling an app back up: the formation to restore ([`restore_plan`], pure)
-//! and the calls that bring it up and wait for a running `web` container
-//! ([`scale_up`]).
+//! and the calls that bring it up and wait until it serves ([`scale_up`]);
+//! an app busy with another operation (`is scaling`) is waited out, paced,
+//! within the wake's deadline.
 
 use std::time::Duration;
 
 use tokio::time::Instant;
 use tracing::{info, warn};
 
+use super::ready::{wait_ready, Target, FIRST_PROBE};
 use super::types::WakeError;
 use crate::awake::Awake;
 use crate::platform::{ContainerAmount, ContainerType, Platform, ScaleOutcome, ScalingoError};
 use crate::registry::Registry;
 
-/// How many times a wake re-reads the formation when the platform says
-/// another operation is in progress (422 "is scaling") before it gives up.
-pub const BUSY_RETRIES: u32 = 5;
-/// Pause between those re-reads.
+/// The first pause after the platform says another operation is in
+/// progress (422 `is scaling`: often a pause still stopping the app's
+/// containers, which takes up to 30 s on Scalingo). Each further pause is
+/// one more of it, up to [`BUSY_PAUSE_MAX`]: a 30 s scale-down costs nine
+/// pairs of calls (formation, scale) spread over it, not thirty a second.
+/// The wait ends at the wake's deadline.
 pub const BUSY_PAUSE: Duration = Duration::from_secs(1);
+/// The longest pause between two tries of a busy app.
+pub const BUSY_PAUSE_MAX: Duration = Duration::from_secs(5);
+
+/// The pause after the `busy`-th `is scaling` in a row (from 1).
+pub fn busy_pause(busy: u32) -> Duration {
+    BUSY_PAUSE.saturating_mul(busy.max(1)).min(BUSY_PAUSE_MAX)
+}
 
 /// The amounts to scale to: the formation remembered when the app was
 /// paused (only types that still exist and are at 0 now), else `web: 1`.
@@ -38,28 +49,72 @@ pub fn restore_plan(
     plan
 }
 
-/// The formation the registry remembers for `app`; nothing when it has none
-/// or cannot be read (the wake then restores `web: 1`).
-async fn remembered(registry: &dyn Registry, app: &str) -> Vec<(String, u32)> {
+/// The formation and the autoscalers the registry remembers for `app`;
+/// nothing when it has none or cannot be read (the wake then restores
+/// `web: 1`).
+async fn remembered(registry: &dyn Registry, app: &str) -> (Vec<(String, u32)>, Vec<String>) {
     match registry.get(app).await {
-        Ok(Some(record)) => record.formation,
-        Ok(None) => Vec::new(),
+        Ok(Some(record)) => (record.formation, record.autoscalers),
+        Ok(None) => Default::default(),
         Err(e) => {
             warn!(error = %e, "registry unavailable, waking with web=1");
-            Vec::new()
+            Default::default()
         }
     }
 }
 
-/// Scales `app` back up (unless `web` already runs or boots) and waits until
-/// a web container runs, at most until `deadline`.
+/// An app brought up by [`scale_up`].
+#[derive(Debug, Clone)]
+pub struct ScaledUp {
+    pub awake: Awake,
+    /// The autoscalers its pause recorded, to turn back on now that this
+    /// wake scaled it up (empty when the wake found it up already).
+    pub autoscalers: Vec<String>,
+}
+
+/// Turns the recorded autoscalers of `app` back on, then forgets them.
+/// Returns those turned on; a failure is logged (the app runs: the wake
+/// succeeded) and the autoscaler stays recorded for the next wake.
+pub async fn restore_autoscalers(
+    platform: &dyn Platform,
+    registry: &dyn Registry,
+    region: &str,
+    app: &str,
+    ids: &[String],
+) -> Vec<String> {
+    let mut restored = Vec::new();
+    let mut left = Vec::new();
+    for id in ids {
+        match platform
+            .set_autoscaler_disabled(region, app, id, false)
+            .await
+        {
+            Ok(()) => restored.push(id.clone()),
+            Err(ScalingoError::NotFound | ScalingoError::ResourceNotFound { .. }) => {
+                info!(autoscaler = %id, "autoscaler gone since the pause");
+            }
+            Err(e) => {
+                warn!(autoscaler = %id, error = %e, "autoscaler not turned back on");
+                left.push(id.clone());
+            }
+        }
+    }
+    if let Err(e) = registry.remember_autoscalers(app, left).await {
+        warn!(error = %e, "restored autoscalers not forgotten in the registry");
+    }
+    restored
+}
+
+/// Scales `app` back up (unless `web` already runs or boots) and waits
+/// until it serves ([`wait_ready`]), at most until `deadline`.
 pub async fn scale_up(
     platform: &dyn Platform,
     registry: &dyn Registry,
-    app: &str,
-    region: &str,
+    target: Target<'_>,
     deadline: Instant,
-) -> Result<Awake, WakeError> {
+) -> Result<ScaledUp, WakeError> {
+    let Target { app, region, .. } = target;
+    let mut autoscalers = Vec::new();
     let started = Instant::now();
     let fail = |e| WakeError::provider(app, e);
     let mut busy = 0;
@@ -69,47 +124,41 @@ pub async fn scale_up(
             return Err(WakeError::NoWebProcess(app.to_owned()));
         };
         if web.amount > 0 {
-            // Running already, or booting: wait for a running container.
-            platform
-                .wait_web_running(region, app, deadline)
-                .await
-                .map_err(fail)?;
+            // Running already, or booting: wait until it serves.
+            wait_ready(platform, target, None, Duration::ZERO, deadline).await?;
             break;
         }
-        let changes = restore_plan(&remembered(registry, app).await, &formation);
+        let (formation_then, autoscalers_then) = remembered(registry, app).await;
+        let changes = restore_plan(&formation_then, &formation);
         info!(region = %region, ?changes, "scaling up");
         match platform.scale(region, app, &changes).await {
             Ok(ScaleOutcome::Started { operation_id, .. }) => {
-                platform
-                    .wait_operation(region, app, &operation_id, deadline)
-                    .await
-                    .map_err(fail)?;
-                platform
-                    .wait_web_running(region, app, deadline)
-                    .await
-                    .map_err(fail)?;
+                wait_ready(platform, target, Some(&operation_id), FIRST_PROBE, deadline).await?;
+                autoscalers = autoscalers_then;
                 break;
             }
             Ok(ScaleOutcome::Done { .. } | ScaleOutcome::NoChange) => {
-                platform
-                    .wait_web_running(region, app, deadline)
-                    .await
-                    .map_err(fail)?;
+                wait_ready(platform, target, None, FIRST_PROBE, deadline).await?;
+                autoscalers = autoscalers_then;
                 break;
             }
-            Err(ScalingoError::Busy(reason)) if busy < BUSY_RETRIES => {
+            Err(ScalingoError::Busy(reason)) => {
                 busy += 1;
-                info!(%reason, "another operation is running, waiting");
-                if Instant::now() + BUSY_PAUSE >= deadline {
+                let pause = busy_pause(busy);
+                info!(%reason, pause_ms = pause.as_millis() as u64, "another operation is running, waiting");
+                if Instant::now() + pause >= deadline {
                     return Err(WakeError::Timeout(app.to_owned()));
                 }
-                tokio::time::sleep(BUSY_PAUSE).await;
+                tokio::time::sleep(pause).await;
             }
             Err(e) => return Err(fail(e)),
         }
     }
     info!(region = %region, took_ms = started.elapsed().as_millis() as u64, "app is running");
-    Ok(Awake::new(app, region))
+    Ok(ScaledUp {
+        awake: Awake::new(app, region),
+        autoscalers,
+    })
 }
 
 #[cfg(test)]
@@ -129,6 +178,15 @@ mod tests {
 
     fn remembered(types: &[(&str, u32)]) -> Vec<(String, u32)> {
         types.iter().map(|(n, a)| ((*n).to_owned(), *a)).collect()
+    }
+
+    #[test]
+    fn busy_pauses_grow_to_their_cap() {
+        let secs = |n| busy_pause(n).as_secs();
+        assert_eq!(
+            [secs(1), secs(2), secs(3), secs(5), secs(9)],
+            [1, 2, 3, 5, 5]
+        );
     }
 
     #[test]

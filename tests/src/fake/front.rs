@@ -35,6 +35,10 @@
 //!
 //! Every request whose host names an app (existing or not) counts as one
 //! front hit for that name. Injected [`Endpoint::Front`] faults apply.
+//! Except for the gateway's readiness probes (header [`PROBE_HEADER`]):
+//! they count as [`Endpoint::Front`] calls but not as hits of the app, and
+//! take no injected fault, so that tests count and disturb only the
+//! traffic the gateway forwards.
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -61,6 +65,10 @@ use super::state::{FrontState, Shared};
 pub const APP_HEADER: &str = "x-paastis-fake-app";
 /// A fixed marker in the body of every router page (error or 404).
 pub const ROUTER_MARKER: &str = "<!-- scalingo-router-error-page -->";
+/// The header of the gateway's readiness probes (`x-paastis-probe:
+/// readiness`).
+pub const PROBE_HEADER: &str = "x-paastis-probe";
+
 /// Largest body echoed back as text (larger ones: digest and length only).
 const MAX_TEXT_BODY: usize = 64 * 1024;
 /// Bounds of `/stream`'s parameters.
@@ -117,13 +125,18 @@ async fn serve(State(ctx): State<Front>, req: Request<Body>) -> Response {
         .or_else(|| req.uri().authority().map(|a| a.to_string()))
         .unwrap_or_default();
     let app = app_from_host(&host, &ctx.region);
+    let probe = req.headers().contains_key(PROBE_HEADER);
     let fault = {
         let mut inner = ctx.shared.lock();
         inner.count(Endpoint::Front);
-        if let Some(app) = &app {
-            inner.count_front(app);
+        match &app {
+            Some(_) if probe => None,
+            Some(app) => {
+                inner.count_front(app);
+                inner.take_fault(Endpoint::Front, Some(app))
+            }
+            None => inner.take_fault(Endpoint::Front, None),
         }
-        inner.take_fault(Endpoint::Front, app.as_deref())
     };
     if let Some(kind) = fault {
         if let FaultKind::Delay(d) = kind {

@@ -7,7 +7,7 @@
 //! | key                    | type       | content                                        |
 //! |------------------------|------------|------------------------------------------------|
 //! | `paastis:last_access`  | sorted set | member = app, score = last access (ms)         |
-//! | `paastis:app:{app}`    | hash       | `region`, `max_idle_minutes`, `linked_apps` (JSON array), `formation` (JSON array of `[type, amount]`) |
+//! | `paastis:app:{app}`    | hash       | `region`, `max_idle_minutes`, `linked_apps` (JSON array), `formation` (JSON array of `[type, amount]`), `autoscalers` (JSON array of ids) |
 //! | `paastis:lease:{name}` | string, PX | the lease holder                               |
 //! | `paastis:note:{name}`  | string, PX | the note                                       |
 //! | `paastis:events`       | stream     | one field `event` = the [`Event`] as JSON      |
@@ -32,6 +32,7 @@ pub const REGION: &str = "region";
 pub const MAX_IDLE_MINUTES: &str = "max_idle_minutes";
 pub const LINKED_APPS: &str = "linked_apps";
 pub const FORMATION: &str = "formation";
+pub const AUTOSCALERS: &str = "autoscalers";
 /// The stream field holding an event's JSON.
 pub const EVENT_FIELD: &str = "event";
 
@@ -98,6 +99,14 @@ pub fn record_from(app: String, score: f64, fields: &HashMap<String, String>) ->
             Ok(apps) => record.linked_apps = apps,
             Err(e) => {
                 warn!(app = %record.app, raw, error = %e, "unreadable linked_apps in redis, ignored")
+            }
+        }
+    }
+    if let Some(raw) = fields.get(AUTOSCALERS) {
+        match serde_json::from_str(raw) {
+            Ok(ids) => record.autoscalers = ids,
+            Err(e) => {
+                warn!(app = %record.app, raw, error = %e, "unreadable autoscalers in redis, ignored")
             }
         }
     }

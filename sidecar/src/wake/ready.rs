@@ -1,0 +1,184 @@
+//! Waiting until a woken app serves, at almost no Scalingo API cost.
+//!
+//! After the scale call the app's own front is probed ([`Platform::probe_front`]:
+//! `https://APP.REGION.scalingo.io` + the rule's `health_path`, no API
+//! call): [`FIRST_PROBE`] after the scale, then every [`FAST_PROBE`] for
+//! the first [`FAST_PHASE`], then every [`SLOW_PROBE`]. The app is ready
+//! when the app itself answers, not the router's 502/503/504 (see
+//! [`crate::platform::front`] for the signal).
+//!
+//! Only every [`CHECK_EVERY`] is the API read, to end a broken wake at once
+//! instead of at its deadline: the scale operation (until it is `done`;
+//! `error` fails the wake) and the app's status (`crashed` fails it),
+//! alternately. A 20 s boot thus costs three reads (5 s: operation, 10 s:
+//! app, 15 s: operation) besides the formation read and the scale call.
+//! Transient errors of those reads (rate limit, 5xx, transport, busy, the
+//! gateway's budget spent) and reads slower than [`CHECK_WAIT`] (a wait for
+//! a budget slot) are skipped: the next read tries again, and probing never
+//! waits behind the API.
+//!
+//! When the front gets no HTTP answer at all (it cannot be reached from
+//! where the gateway runs), readiness falls back to the API as before:
+//! the operation's end, then a running `web` container in `ps`.
+
+use std::time::Duration;
+
+use tokio::time::Instant;
+use tracing::{debug, warn};
+
+use super::types::WakeError;
+use crate::platform::{AppStatus, FrontProbe, OperationState, Platform};
+
+/// Delay of the first probe after a scale call. Probes fall on multiples
+/// of [`FAST_PROBE`] from the scale call (the app cannot serve sooner).
+pub const FIRST_PROBE: Duration = Duration::from_millis(250);
+/// Pause between probes at first (a boot often takes a few seconds).
+pub const FAST_PROBE: Duration = Duration::from_millis(250);
+/// How long probes are [`FAST_PROBE`] apart.
+pub const FAST_PHASE: Duration = Duration::from_secs(5);
+/// Pause between probes after that.
+pub const SLOW_PROBE: Duration = Duration::from_millis(500);
+/// Pause between two reads of the API (operation or app status).
+pub const CHECK_EVERY: Duration = Duration::from_secs(5);
+/// Longest a read may take (waiting for a slot of the gateway's API budget
+/// included) before it is skipped: probing must go on meanwhile.
+pub const CHECK_WAIT: Duration = Duration::from_secs(2);
+
+/// The app a readiness wait is about.
+#[derive(Debug, Clone, Copy)]
+pub struct Target<'a> {
+    pub region: &'a str,
+    pub app: &'a str,
+    /// Probed on the app's front.
+    pub health_path: &'a str,
+}
+
+/// Waits until `target` serves, at most until `deadline`. `operation` is the
+/// scale operation to follow, if the wake started one; `first_probe` how
+/// long after now the front is first probed (0 when no scale was needed).
+pub async fn wait_ready(
+    platform: &dyn Platform,
+    target: Target<'_>,
+    operation: Option<&str>,
+    first_probe: Duration,
+    deadline: Instant,
+) -> Result<(), WakeError> {
+    let started = Instant::now();
+    let app = target.app;
+    let mut operation = operation.map(str::to_owned);
+    let mut next_probe = started + first_probe;
+    let mut next_check = started + CHECK_EVERY;
+    let mut checks: u32 = 0;
+    loop {
+        let probing = next_probe <= next_check;
+        let at = if probing { next_probe } else { next_check };
+        if at >= deadline {
+            tokio::time::sleep_until(deadline).await;
+            return Err(WakeError::Timeout(app.to_owned()));
+        }
+        tokio::time::sleep_until(at).await;
+        if probing {
+            match platform
+                .probe_front(target.region, app, target.health_path)
+                .await
+            {
+                FrontProbe::App => return Ok(()),
+                FrontProbe::Router => {}
+                FrontProbe::Unreachable(reason) => {
+                    warn!(%reason, "the app's front cannot be probed, following the API instead");
+                    return fall_back(platform, target, operation.as_deref(), deadline).await;
+                }
+            }
+            let pause = if started.elapsed() < FAST_PHASE {
+                FAST_PROBE
+            } else {
+                SLOW_PROBE
+            };
+            // Never a burst after a slow probe.
+            next_probe = Instant::now().max(next_probe) + pause;
+        } else {
+            let read_operation = operation.is_some() && checks.is_multiple_of(2);
+            checks += 1;
+            next_check += CHECK_EVERY;
+            if read_operation {
+                let op = operation.as_deref().unwrap_or("");
+                match tokio::time::timeout(CHECK_WAIT, check_operation(platform, target, op)).await
+                {
+                    Ok(done) => {
+                        if done? {
+                            operation = None;
+                        }
+                    }
+                    Err(_) => debug!("operation read skipped: too slow"),
+                }
+            } else if let Ok(checked) =
+                tokio::time::timeout(CHECK_WAIT, check_app(platform, target)).await
+            {
+                checked?;
+            } else {
+                debug!("app status read skipped: too slow");
+            }
+        }
+    }
+}
+
+/// One read of the operation: `Ok(true)` when it is done, an error when it
+/// failed.
+async fn check_operation(
+    platform: &dyn Platform,
+    target: Target<'_>,
+    operation: &str,
+) -> Result<bool, WakeError> {
+    match platform
+        .operation_state(target.region, target.app, operation)
+        .await
+    {
+        Ok(OperationState::Done) => Ok(true),
+        Ok(OperationState::Running) => Ok(false),
+        Ok(OperationState::Failed(message)) => Err(WakeError::AppFailed {
+            app: target.app.to_owned(),
+            reason: format!("the scale operation failed: {message}"),
+        }),
+        Err(e) if e.is_transient() => {
+            debug!(error = %e, "operation not read, next time");
+            Ok(false)
+        }
+        Err(e) => Err(WakeError::provider(target.app, e)),
+    }
+}
+
+/// One read of the app's status: an error when it crashed.
+async fn check_app(platform: &dyn Platform, target: Target<'_>) -> Result<(), WakeError> {
+    match platform.app_status(target.region, target.app).await {
+        Ok(AppStatus::Crashed) => Err(WakeError::AppFailed {
+            app: target.app.to_owned(),
+            reason: "the app crashed: its containers keep failing to boot".to_owned(),
+        }),
+        Ok(_) => Ok(()),
+        Err(e) if e.is_transient() => {
+            debug!(error = %e, "app status not read, next time");
+            Ok(())
+        }
+        Err(e) => Err(WakeError::provider(target.app, e)),
+    }
+}
+
+/// Readiness from the API alone: the operation's end, then `ps`.
+async fn fall_back(
+    platform: &dyn Platform,
+    target: Target<'_>,
+    operation: Option<&str>,
+    deadline: Instant,
+) -> Result<(), WakeError> {
+    let fail = |e| WakeError::provider(target.app, e);
+    if let Some(operation) = operation {
+        platform
+            .wait_operation(target.region, target.app, operation, deadline)
+            .await
+            .map_err(fail)?;
+    }
+    platform
+        .wait_web_running(target.region, target.app, deadline)
+        .await
+        .map_err(fail)
+}
