@@ -115,6 +115,10 @@ impl Instance {
             .lines()
             .filter(|l| l.contains(" WARN ") || l.contains(" ERROR "))
             .collect();
+        // A wake's warnings say why a user got an error; the scheduler's
+        // come after them and would hide them.
+        let (wakes, others): (Vec<&str>, Vec<&str>) =
+            warnings.iter().partition(|l| l.contains("wake{"));
         let envoy = self.envoy.log_text();
         let envoy: Vec<&str> = envoy
             .lines()
@@ -133,9 +137,12 @@ impl Instance {
             return String::new();
         }
         format!(
-            "sidecar ({} warnings and errors, the last ones):\n{}\nenvoy:\n{}",
-            warnings.len(),
-            last(&warnings, 8),
+            "sidecar: {} warnings and errors of wakes, the last ones:\n{}\n\
+             {} others, the last ones:\n{}\nenvoy:\n{}",
+            wakes.len(),
+            last(&wakes, 8),
+            others.len(),
+            last(&others, 4),
             last(&envoy, 5)
         )
     }
