@@ -584,6 +584,10 @@ struct Shared {
     max_per_minute: usize,
     /// Seconds from the first call to the start of the fullest window.
     fullest_at: f64,
+    /// The calls in the fullest window, by endpoint, and the time from its
+    /// first call to its last.
+    fullest: BTreeMap<Endpoint, usize>,
+    fullest_span: Duration,
     rate_limited: usize,
     idle_paused: usize,
     logs: String,
@@ -704,6 +708,17 @@ async fn shared(plan: &Plan, dir: &Path) -> Result<Shared, String> {
     let log = &all[seen.min(all.len())..];
     let first = log.first().map(|r| r.at);
     let (max_per_minute, at) = max_in_window(log, MINUTE);
+    let in_fullest: Vec<&CallRecord> = match at {
+        Some(start) => log
+            .iter()
+            .filter(|r| r.at >= start && r.at.duration_since(start) < MINUTE)
+            .collect(),
+        None => Vec::new(),
+    };
+    let fullest_span = match (in_fullest.first(), in_fullest.last()) {
+        (Some(a), Some(b)) => b.at.duration_since(a.at),
+        _ => Duration::ZERO,
+    };
     let idle_paused = idle.iter().filter(|a| fake.scale_calls(a) > 0).count();
     let logs = if answers.iter().all(served) {
         String::new()
@@ -725,6 +740,8 @@ async fn shared(plan: &Plan, dir: &Path) -> Result<Shared, String> {
             (Some(f), Some(a)) => a.duration_since(f).as_secs_f64(),
             _ => f64::NAN,
         },
+        fullest: by_endpoint(in_fullest.iter().copied()),
+        fullest_span,
         rate_limited: fake.rate_limited_total() - limited_before,
         idle_paused,
         answers,
@@ -1048,8 +1065,10 @@ fn shared_report(plan: &Plan, s: &Shared, body: &mut String, targets: &mut Vec<T
         ],
         &[vec![
             format!(
-                "**{}** (window from {:.1} s)",
-                s.max_per_minute, s.fullest_at
+                "**{}** (from {:.1} s; its first and last calls {:.3} s apart)",
+                s.max_per_minute,
+                s.fullest_at,
+                s.fullest_span.as_secs_f64()
             ),
             CALLS_PER_MINUTE.to_string(),
             s.api_calls.to_string(),
@@ -1058,6 +1077,10 @@ fn shared_report(plan: &Plan, s: &Shared, body: &mut String, targets: &mut Vec<T
             to_users.to_string(),
             format!("{}/{}", s.idle_paused, s.idle),
         ]],
+    ));
+    body.push_str(&format!(
+        "\nThe calls of the fullest 60 s window: {}.\n",
+        describe(&s.fullest)
     ));
     if let Some(e) = first_error(&s.answers) {
         body.push_str(&format!("\nFirst answer other than the app's: `{e}`\n"));
