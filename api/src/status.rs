@@ -89,6 +89,10 @@ pub struct PublicStatus {
     /// for a while).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<ErrorCode>,
+    /// Why the wake failed, in words (with `error`; short plain text, shown
+    /// as text by the page).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 #[cfg(test)]
@@ -144,6 +148,7 @@ mod tests {
             ready: false,
             apps: Vec::new(),
             error: Some(ErrorCode::Unavailable),
+            reason: None,
         };
         let value = serde_json::to_value(&p).unwrap();
         assert_eq!(

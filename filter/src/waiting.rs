@@ -87,12 +87,12 @@ var E={unknown_app:"There is no app named "+app+".",invalid_app:"There is no app
 function show(apps){for(var i=0;i<apps.length;i++){var a=apps[i];if(!a||typeof a.app!=="string")continue;var li=null;for(var j=0;j<list.children.length;j++){if(list.children[j].getAttribute("data-app")===a.app){li=list.children[j];}}
 if(!li){li=document.createElement("li");li.setAttribute("data-app",a.app);var n=document.createElement("span");n.className="name";n.textContent=a.app;var s=document.createElement("span");s.className="state";li.appendChild(n);li.appendChild(s);list.appendChild(li);}
 li.setAttribute("data-state",a.state);li.lastChild.textContent=a.state;}}
-function fail(code){done=true;m.setAttribute("data-state","failed");document.title=h.textContent="Could not wake "+app;msg.textContent=(E[code]||E.wake_failed)+" ";var l=document.createElement("a");l.href=location.href;l.textContent="Try again";msg.appendChild(l);}
+function fail(code,why){done=true;m.setAttribute("data-state","failed");document.title=h.textContent="Could not wake "+app;msg.textContent=(E[code]||E.wake_failed)+(typeof why==="string"&&why?" ("+why+")":"")+" ";var l=document.createElement("a");l.href=location.href;l.textContent="Try again";msg.appendChild(l);}
 function next(){if(done)return;if(fails>=30){fail("unavailable");return;}setTimeout(poll,1000);}
 function poll(){fetch(S,{cache:"no-store",credentials:"same-origin",headers:{accept:"application/json"}}).then(function(r){return r.json();}).then(function(s){
 if(s&&s.apps)show(s.apps);
 if(s&&s.ready){done=true;m.setAttribute("data-state","ready");msg.textContent=app+" is running. Opening it\u2026";location.reload();return;}
-if(s&&s.error&&s.error!=="unavailable"){fail(s.error);return;}
+if(s&&s.error&&s.error!=="unavailable"){fail(s.error,s.reason);return;}
 fails=(s&&s.error)?fails+1:0;asleep=(s&&s.apps&&s.apps[0]&&s.apps[0].state==="asleep")?asleep+1:0;
 if(asleep>=3){done=true;location.reload();return;}next();
 }).catch(function(){fails++;next();});}
@@ -181,6 +181,8 @@ pub struct StatusReport {
     /// `unavailable` when the sidecar cannot tell (the page keeps polling
     /// for a while).
     pub error: Option<ErrorCode>,
+    /// Why the wake failed, as the sidecar put it (bounded, printable).
+    pub reason: Option<String>,
     /// Never shown: where the app runs is the gateway's business.
     pub awake: Option<Awake>,
 }
@@ -196,6 +198,7 @@ impl StatusReport {
                 state: AppState::Running,
             }],
             error: None,
+            reason: None,
             awake: None,
         }
     }
@@ -207,6 +210,7 @@ impl StatusReport {
             ready: false,
             apps: Vec::new(),
             error: Some(ErrorCode::Unavailable),
+            reason: None,
             awake: None,
         }
     }
@@ -232,6 +236,7 @@ impl StatusReport {
                 ready: self.ready,
                 apps: self.apps.clone(),
                 error: self.error,
+                reason: self.reason.clone(),
             })
             .unwrap_or_default(),
         }
@@ -259,6 +264,7 @@ pub fn parse_status_answer(
                 ready: false,
                 apps: Vec::new(),
                 error: Some(answer.error),
+                reason: None,
                 awake: None,
             }),
             _ => Err(AnswerError::UnexpectedCode {
@@ -300,8 +306,27 @@ pub fn parse_status_answer(
         ready: answer.ready,
         apps: answer.apps,
         error: answer.error.map(page_error),
+        reason: answer
+            .error
+            .and(answer.reason.as_deref())
+            .and_then(shown_reason),
         awake,
     })
+}
+
+/// Longest reason the page shows, in characters.
+const MAX_REASON_CHARS: usize = 200;
+
+/// The sidecar's reason as the page may show it: printable characters only,
+/// at most [`MAX_REASON_CHARS`]; `None` when nothing is left.
+fn shown_reason(reason: &str) -> Option<String> {
+    let shown: String = reason
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(MAX_REASON_CHARS)
+        .collect();
+    let shown = shown.trim();
+    (!shown.is_empty()).then(|| shown.to_owned())
 }
 
 #[cfg(test)]
@@ -429,6 +454,47 @@ mod tests {
         )
         .unwrap();
         assert_eq!(r.error, Some(ErrorCode::InvalidApp));
+    }
+
+    #[test]
+    fn a_failed_wake_shows_its_reason_bounded_and_printable() {
+        let r = parse_status_answer(
+            "shop-front",
+            Some(b"200"),
+            JSON,
+            br#"{"app":"shop-front","ready":false,"apps":[{"app":"shop-front","state":"failed"}],"error":"wake_failed","reason":"the app crashed\u0007 while booting"}"#,
+        )
+        .unwrap();
+        assert_eq!(r.reason.as_deref(), Some("the app crashed while booting"));
+        let json: serde_json::Value = serde_json::from_str(&r.render(5).body).unwrap();
+        assert_eq!(json["reason"], "the app crashed while booting");
+
+        let long = format!(
+            r#"{{"app":"shop-front","ready":false,"apps":[],"error":"wake_failed","reason":"{}"}}"#,
+            "x".repeat(5_000)
+        );
+        let r = parse_status_answer("shop-front", Some(b"200"), JSON, long.as_bytes()).unwrap();
+        assert_eq!(r.reason.map(|r| r.chars().count()), Some(MAX_REASON_CHARS));
+
+        // A reason without an error is not shown.
+        let r = parse_status_answer(
+            "shop-front",
+            Some(b"200"),
+            JSON,
+            br#"{"app":"shop-front","ready":false,"apps":[],"reason":"stale"}"#,
+        )
+        .unwrap();
+        assert_eq!(r.reason, None);
+        assert!(!r.render(5).body.contains("reason"));
+        // The page prints it as text, next to the error's sentence.
+        let page = WaitingPage {
+            app: "shop-front".into(),
+            apps: Vec::new(),
+            retry_after: 5,
+        }
+        .render(true)
+        .body;
+        assert!(page.contains("fail(s.error,s.reason)"), "{page}");
     }
 
     #[test]

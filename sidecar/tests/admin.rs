@@ -141,8 +141,10 @@ async fn operators_list_wake_pause_and_forget_apps() {
         &[("REGISTRY_IGNORED_APPS", "ignored-app")],
     )
     .await;
-    // kinder than the real platform until the sidecar waits out `422 is scaling` within its wake deadline (issue 9, item 5)
-    a.fake.set_stop_delay(Duration::ZERO);
+    // A scale-down as the real one behaves (`scaling`, 422 `is scaling`,
+    // `stopping` containers) but 3 s long instead of up to 30 s, so that
+    // a wake right after a pause fits this suite's 20 s wake timeout.
+    a.fake.set_stop_delay(Duration::from_secs(3));
     // What this test checks is that the admin API shows the status Scalingo
     // lists; list entries without one (the strict default) read `unknown`,
     // which the client's decoding tests cover.

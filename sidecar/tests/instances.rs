@@ -64,8 +64,10 @@ async fn two_schedulers_pause_each_idle_app_once() {
         .map(|i| FakeApp::web(format!("idle-app-{i}"), "osc-fr1", 1))
         .collect();
     let fake = fake_with(apps, Duration::from_millis(100)).await;
-    // kinder than the real platform until the scheduler counts an app whose scale-down is still running (`scaling`, `stopping` containers) as paused
-    fake.set_stop_delay(Duration::ZERO);
+    // A scale-down as the real one behaves (`scaling`, 422 `is scaling`,
+    // `stopping` containers) but 3 s long instead of up to 30 s, so that
+    // a wake right after a pause fits this suite's 20 s wake timeout.
+    fake.set_stop_delay(Duration::from_secs(3));
     let one = instance(&fake, &redis, &prefix, "one").await;
     let two = instance(&fake, &redis, &prefix, "two").await;
 

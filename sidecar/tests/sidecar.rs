@@ -363,8 +363,10 @@ async fn the_scheduler_pauses_idle_apps_and_the_next_wake_restores_their_formati
         &[("REGISTRY_IGNORED_APPS", "ignored-app")],
     )
     .await;
-    // kinder than the real platform until the scheduler counts an app whose scale-down is still running (`scaling`, `stopping` containers) as paused
-    s.fake.set_stop_delay(Duration::ZERO);
+    // A scale-down as the real one behaves (`scaling`, 422 `is scaling`,
+    // `stopping` containers) but 3 s long instead of up to 30 s, so that
+    // a wake right after a pause fits this suite's 20 s wake timeout.
+    s.fake.set_stop_delay(Duration::from_secs(3));
     let now = paastis_sidecar::wake::now_ms();
     let minute = 60_000;
 

@@ -37,8 +37,6 @@ async fn shop_stack() -> Stack {
     Stack::start(StackOptions {
         fake: FakeConfig {
             boot_delay: Duration::from_millis(2500),
-            // kinder than the real platform until the sidecar probes the app's front for readiness instead of trusting `ps` (issue 9, item 3)
-            front_boot_window: Duration::ZERO,
             ..FakeConfig::default()
         },
         apps: vec![

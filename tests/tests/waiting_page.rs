@@ -32,8 +32,6 @@ async fn waiting_stack(apps: Vec<FakeApp>) -> Stack {
     Stack::start(StackOptions {
         fake: FakeConfig {
             boot_delay: BOOT,
-            // kinder than the real platform until the sidecar probes the app's front for readiness instead of trusting `ps` (issue 9, item 3)
-            front_boot_window: std::time::Duration::ZERO,
             ..FakeConfig::default()
         },
         apps,
