@@ -249,7 +249,16 @@ pub fn start_sidecar(
 ) -> Result<paastis_e2e::harness::Sidecar, String> {
     let rules = dir.join("paastis.yml");
     std::fs::write(&rules, "").map_err(|e| e.to_string())?;
-    let env = [("RUST_LOG".to_owned(), rust_log.to_owned())];
+    // These sections run on the lenient fake (no rate limit) and measure
+    // the gateway's own costs; how it lives within Scalingo's budget is
+    // measured against the strict fake in the `scalingo` section.
+    let env = [
+        ("RUST_LOG".to_owned(), rust_log.to_owned()),
+        (
+            "PAASTIS_SCALINGO_CALLS_PER_MINUTE".to_owned(),
+            "100000".to_owned(),
+        ),
+    ];
     tokio::task::block_in_place(|| paastis_e2e::harness::Sidecar::start(fake, &rules, dir, &env))
 }
 
