@@ -15,6 +15,16 @@ use crate::util::{self, bytes, vm_rss_kib};
 
 const BATCH: usize = 1_000;
 
+/// `path` as the report shows it: relative to the repository when inside it
+/// (the report is committed; this machine's folders mean nothing elsewhere).
+fn shown(path: &std::path::Path) -> String {
+    let root = paastis_e2e::harness::workspace_root();
+    path.strip_prefix(&root)
+        .unwrap_or(path)
+        .display()
+        .to_string()
+}
+
 fn size(path: &std::path::Path) -> String {
     std::fs::metadata(path).map_or_else(
         |_| "missing".to_owned(),
@@ -72,16 +82,16 @@ pub async fn run(apps: usize, envoys: Vec<EnvoyMemory>, dir: PathBuf) -> Result<
     body.push_str(&table(
         &["file", "size"],
         &[
-            vec![format!("`{}`", wasm_path().display()), size(&wasm_path())],
+            vec![format!("`{}`", shown(&wasm_path())), size(&wasm_path())],
             vec![
-                format!("`{}` (do-nothing)", noop_wasm_path().display()),
+                format!("`{}` (do-nothing)", shown(&noop_wasm_path())),
                 size(&noop_wasm_path()),
             ],
         ],
     ));
     body.push_str(&format!(
         "\nSidecar (`{}`, in-memory registry), resident memory (`VmRSS`):\n\n",
-        sidecar_bin().display()
+        shown(&sidecar_bin())
     ));
     body.push_str(&table(
         &["moment", "VmRSS"],
