@@ -154,6 +154,28 @@ impl RedisStore {
         self.conn.clone()
     }
 
+    /// Writes one field of `app`'s record, registering the app (with no
+    /// access yet) if the registry does not know it, in one transaction.
+    async fn remember_field(
+        &self,
+        op: &'static str,
+        app: &str,
+        field: &str,
+        value: String,
+    ) -> Result<(), RegistryError> {
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .hset(self.keys.app_key(app), field, value)
+            .ignore()
+            .cmd("ZADD")
+            .arg(self.keys.last_access_key())
+            .arg("NX")
+            .arg(0)
+            .arg(app)
+            .ignore();
+        self.query_pipe(op, &pipe).await
+    }
+
     /// The key prefix.
     pub fn prefix(&self) -> &str {
         self.keys.prefix()
@@ -321,18 +343,8 @@ impl Registry for RedisStore {
         app: &str,
         formation: Vec<(String, u32)>,
     ) -> Result<(), RegistryError> {
-        let formation = to_json(&formation)?;
-        let mut pipe = redis::pipe();
-        pipe.atomic()
-            .hset(self.keys.app_key(app), FORMATION, formation)
-            .ignore()
-            .cmd("ZADD")
-            .arg(self.keys.last_access_key())
-            .arg("NX")
-            .arg(0)
-            .arg(app)
-            .ignore();
-        self.query_pipe("remember_formation", &pipe).await
+        self.remember_field("remember_formation", app, FORMATION, to_json(&formation)?)
+            .await
     }
 
     async fn remember_autoscalers(
@@ -340,18 +352,13 @@ impl Registry for RedisStore {
         app: &str,
         autoscalers: Vec<String>,
     ) -> Result<(), RegistryError> {
-        let autoscalers = to_json(&autoscalers)?;
-        let mut pipe = redis::pipe();
-        pipe.atomic()
-            .hset(self.keys.app_key(app), AUTOSCALERS, autoscalers)
-            .ignore()
-            .cmd("ZADD")
-            .arg(self.keys.last_access_key())
-            .arg("NX")
-            .arg(0)
-            .arg(app)
-            .ignore();
-        self.query_pipe("remember_autoscalers", &pipe).await
+        self.remember_field(
+            "remember_autoscalers",
+            app,
+            AUTOSCALERS,
+            to_json(&autoscalers)?,
+        )
+        .await
     }
 
     async fn forget(&self, app: &str) -> Result<(), RegistryError> {
