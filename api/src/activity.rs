@@ -21,6 +21,8 @@ pub struct ActivityRequest<'a> {
     pub not_running: Cow<'a, [String]>,
 }
 
+// serde's `skip_serializing_if` hands the field itself, by reference.
+#[allow(clippy::ptr_arg)]
 fn is_empty(list: &Cow<'_, [String]>) -> bool {
     list.is_empty()
 }

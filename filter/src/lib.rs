@@ -86,6 +86,7 @@ pub use paastis_filter_config as config;
 pub mod decide;
 pub mod headers;
 pub mod metrics;
+pub mod outage;
 pub mod reply;
 pub mod waiting;
 pub mod wake;
@@ -105,6 +106,8 @@ mod plugin;
 mod fake_host;
 #[cfg(test)]
 mod glue_tests;
+#[cfg(test)]
+mod glue_tests_truth;
 
 pub use config::{Config, ConfigError, FailurePolicy, Scheme, UnmatchedHosts};
 pub use decide::{decide, route_edits, Decision, RouteEdits, Target};

@@ -219,7 +219,10 @@ mod tests {
             max_idle_minutes: 15,
             linked_apps: Vec::new(),
         };
-        deps.registry.register(app, meta, 1).await.expect("register");
+        deps.registry
+            .register(app, meta, 1)
+            .await
+            .expect("register");
     }
 
     #[tokio::test(start_paused = true)]
@@ -238,7 +241,10 @@ mod tests {
         let verifier = Verifier::new();
         let reports = vec!["my-app".to_owned(); 20];
         let verdicts = verifier.check_all(&deps, &reports).await;
-        assert!(verdicts.iter().all(|v| *v == Verdict::Stopped), "{verdicts:?}");
+        assert!(
+            verdicts.iter().all(|v| *v == Verdict::Stopped),
+            "{verdicts:?}"
+        );
         assert_eq!(platform.calls(Call::AppStatus) - before, 1, "deduplicated");
         assert_eq!(deps.awake.entry("my-app"), None);
         assert_eq!(deps.registry.get("my-app").await.expect("read"), None);
@@ -279,7 +285,10 @@ mod tests {
         assert_eq!(verifier.check(&deps, "my-app").await, Verdict::Stopped);
         assert_eq!(deps.awake.entry("my-app"), None);
         let record = deps.registry.get("my-app").await.expect("read");
-        assert_eq!(record.map(|r| r.formation), Some(vec![("web".to_owned(), 2)]));
+        assert_eq!(
+            record.map(|r| r.formation),
+            Some(vec![("web".to_owned(), 2)])
+        );
 
         let before = platform.api_calls();
         assert_eq!(verifier.check(&deps, "other-app").await, Verdict::Unknown);
