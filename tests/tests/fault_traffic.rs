@@ -156,14 +156,19 @@ async fn an_app_paused_by_the_gateway_is_woken_never_left_to_the_router() {
     assert!(stack.fake.app(APP).expect("app").web_running);
 }
 
-/// Filter warnings about the sidecar being unreachable, in Envoy's log.
-fn outage_lines(stack: &Stack) -> usize {
-    stack
-        .envoy
-        .log()
+/// The filter's warning lines in Envoy's log, and those of them about the
+/// sidecar being unreachable.
+fn filter_warnings(stack: &Stack) -> (usize, usize) {
+    let log = stack.envoy.log();
+    let warnings: Vec<&str> = log
         .lines()
+        .filter(|l| l.contains("[warning][wasm]"))
+        .collect();
+    let outage = warnings
+        .iter()
         .filter(|l| l.contains("sidecar unreachable"))
-        .count()
+        .count();
+    (warnings.len(), outage)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -214,7 +219,8 @@ async fn a_killed_sidecar_leaves_warm_apps_served_and_cold_apps_503_until_it_is_
     assert!(stack.envoy.counter("paastis.stale_hit") > 0);
     assert_eq!(stack.fake.scale_calls(cold), 0);
     // One line per period (and worker), not one per request.
-    let lines = outage_lines(&stack);
+    let (lines, outage) = filter_warnings(&stack);
+    assert!(outage >= 1, "the outage is logged");
     assert!(
         lines <= 8,
         "{lines} warning lines for {warm_served} + {cold_refused} requests"
