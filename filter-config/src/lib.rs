@@ -15,6 +15,7 @@
 //! |---|---|---|
 //! | `sidecar_cluster` | string, required | Envoy cluster of the sidecar |
 //! | `sidecar_authority` | string, `"paastis-sidecar"` | `:authority` of callouts |
+//! | `sidecar_token` | string, none | sent as `Authorization: Bearer TOKEN` on every callout; the sidecar's `PAASTIS_SIDECAR_TOKEN` (16+ visible ASCII characters); never logged |
 //! | `callout_timeout_ms` | u64, `65000` | wake callout timeout, `1..=300000` (the sidecar's own wake timeout is 60 s) |
 //! | `routing_header` | string, `"x-paastis-cluster"` | lower-case header name, not a pseudo-header nor a header requests need |
 //! | `cache_ttl_ms` | u64, `30000` | lifetime of "awake" cache entries, `1..=86400000` |
@@ -43,6 +44,9 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 use thiserror::Error;
+
+mod token;
+pub use token::{SidecarToken, MIN_SIDECAR_TOKEN_LEN};
 
 /// Default `sidecar_authority`.
 pub const DEFAULT_SIDECAR_AUTHORITY: &str = "paastis-sidecar";
@@ -95,6 +99,7 @@ const RESERVED_HEADERS: &[&str] = &[
 const FIELDS: &[&str] = &[
     "sidecar_cluster",
     "sidecar_authority",
+    "sidecar_token",
     "callout_timeout_ms",
     "routing_header",
     "cache_ttl_ms",
@@ -188,6 +193,9 @@ pub struct Config {
     pub sidecar_cluster: String,
     /// `:authority` of callouts to the sidecar (a valid host, port allowed).
     pub sidecar_authority: String,
+    /// Sent on every callout when set (the sidecar's
+    /// `PAASTIS_SIDECAR_TOKEN`); its `Debug` is redacted.
+    pub sidecar_token: Option<SidecarToken>,
     /// Timeout of a wake callout, in `1..=300_000` ms.
     pub callout_timeout_ms: u64,
     /// Lower-case header name, not a pseudo-header nor a header the request
@@ -233,6 +241,11 @@ impl Config {
                 format!("{sidecar_authority:?} is not a valid host[:port]"),
             ));
         }
+
+        let sidecar_token = fields
+            .optional::<String>("sidecar_token")?
+            .map(|t| SidecarToken::new(t).map_err(|e| invalid("sidecar_token", e)))
+            .transpose()?;
 
         let callout_timeout_ms = fields
             .optional("callout_timeout_ms")?
@@ -313,6 +326,7 @@ impl Config {
         Ok(Self {
             sidecar_cluster,
             sidecar_authority,
+            sidecar_token,
             callout_timeout_ms,
             routing_header,
             cache_ttl_ms,
@@ -569,6 +583,9 @@ mod tests {
             (format!(r#"{{{base},"retry_after_s":0}}"#), "retry_after_s: must be between 1 and 3600"),
             (format!(r#"{{{base},"retry_after_s":5000000000}}"#), "retry_after_s: invalid value"),
             (format!(r#"{{{base},"sidecar_authority":"a b"}}"#), "sidecar_authority:"),
+            (format!(r#"{{{base},"sidecar_token":"too-short"}}"#), "sidecar_token: must be at least 16"),
+            (format!(r#"{{{base},"sidecar_token":"has a space in it, long"}}"#), "sidecar_token: must be"),
+            (format!(r#"{{{base},"sidecar_token":7}}"#), "sidecar_token: invalid type"),
             (r#"{"sidecar_cluster":"has space","domains":["gw.example.com"]}"#.to_owned(), "sidecar_cluster: \"has space\" is not a valid cluster name"),
             (r#"{"sidecar_cluster":"s"}"#.to_owned(), "domains: at least one of domains and host_rules must be non-empty"),
             (r#"{"sidecar_cluster":"s","domains":["bad domain"]}"#.to_owned(), "domains[0]:"),

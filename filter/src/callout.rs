@@ -84,9 +84,11 @@ pub fn answered(slot: &mut Option<InFlight>, token: u32) -> Option<Callout> {
     }
 }
 
-/// Sends `callout` to the sidecar cluster. `request_id` (the client
-/// request's `x-request-id`) is passed on for the sidecar's logs. On failure
-/// the callout is handed back with the host's error.
+/// Sends `callout` to the sidecar cluster, with `Authorization: Bearer
+/// TOKEN` when the configuration has a `sidecar_token` (every kind of
+/// callout: this is their one dispatch). `request_id` (the client request's
+/// `x-request-id`) is passed on for the sidecar's logs. On failure the
+/// callout is handed back with the host's error.
 pub fn dispatch(
     host: &impl Host,
     config: &Config,
@@ -115,6 +117,11 @@ pub fn dispatch(
     });
     if let Some(id) = request_id {
         headers.push(("x-request-id", id));
+    }
+    // The shared secret of a sidecar that requires one; never logged.
+    let authorization = config.sidecar_token.as_ref().map(|t| t.authorization());
+    if let Some(value) = &authorization {
+        headers.push(("authorization", value.as_str()));
     }
     let timeout = Duration::from_millis(callout.timeout_ms(config));
     match host.dispatch(&config.sidecar_cluster, &headers, body.as_deref(), timeout) {

@@ -105,6 +105,8 @@ mod plugin;
 mod fake_host;
 #[cfg(test)]
 mod glue_tests;
+#[cfg(test)]
+mod glue_token_tests;
 
 pub use config::{Config, ConfigError, FailurePolicy, Scheme, UnmatchedHosts};
 pub use decide::{decide, route_edits, Decision, RouteEdits, Target};
