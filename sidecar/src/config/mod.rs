@@ -400,7 +400,7 @@ impl Config {
         let (rules_file, text) = match env.first(&["PAASTIS_RULES_FILE", "PAASTIS_CONFIG_FILE"]) {
             Some((_, path)) => {
                 let path = PathBuf::from(path);
-                let text = std::fs::read_to_string(&path).map_err(|e| ConfigError::ReadRules {
+                let text = rules::read_rules_file(&path).map_err(|e| ConfigError::ReadRules {
                     file: path.clone(),
                     message: e.to_string(),
                 })?;
@@ -408,7 +408,7 @@ impl Config {
             }
             None => {
                 let path = PathBuf::from("paastis.yml");
-                match std::fs::read_to_string(&path) {
+                match rules::read_rules_file(&path) {
                     Ok(text) => (Some(path), text),
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => (None, String::new()),
                     Err(e) => {
