@@ -24,7 +24,7 @@
 //! | `host_rules` | \[{`pattern`, `app`, `region`?}\], `[]` | explicit rules tried first (anchored regex over the normalised host, `$1..$9` in `app`) |
 //! | `unmatched_hosts` | `"reject"`\|`"pass"`, `"reject"` | reject: local 404; pass: continue untouched, no routing header |
 //! | `region_clusters` | {region: cluster}, `{}` | cluster per region; a region not listed uses its own name |
-//! | `failure_policy` | `"closed"`\|`"open"`, `"closed"` | sidecar unreachable or answering nonsense: closed = 503 + `Retry-After`; open = route to `APP.REGION.scalingo.io` (rule region or `default_region`) without waking |
+//! | `failure_policy` | `"closed"`\|`"open"`, `"closed"` | sidecar unreachable or answering nonsense: closed = 503 + `Retry-After`; open = route to `APP.REGION.scalingo.io` (rule region, else the region of the app's last cache entry, else `default_region`) without waking |
 //! | `default_region` | string, `"osc-fr1"` | region for `failure_policy: open` when the rule pins none |
 //! | `upstream_scheme` | `"https"`\|`"http"`, `"https"` | scheme used when rewriting `Origin` |
 //! | `retry_after_s` | u32, `5` | `Retry-After` of 503s, `1..=3600` |

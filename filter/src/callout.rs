@@ -19,6 +19,9 @@ pub struct WakeCall {
     pub app: String,
     /// The region the host rule pins, if any.
     pub rule_region: Option<String>,
+    /// The region of the app's last cache entry, expired or not: where
+    /// `failure_policy: open` sends it when no rule pins one.
+    pub last_region: Option<String>,
     /// `:authority` as received.
     pub original_host: String,
     pub origin: Option<String>,
@@ -42,6 +45,14 @@ pub enum Callout {
         batch: Vec<String>,
         started_ms: u64,
     },
+}
+
+impl WakeCall {
+    /// The region `failure_policy: open` routes to, when any is known: the
+    /// host rule's, else the one the cache last knew.
+    pub fn known_region(&self) -> Option<&str> {
+        self.rule_region.as_deref().or(self.last_region.as_deref())
+    }
 }
 
 impl Callout {

@@ -104,6 +104,8 @@ mod plugin;
 #[cfg(test)]
 mod fake_host;
 #[cfg(test)]
+mod glue_open_tests;
+#[cfg(test)]
 mod glue_tests;
 #[cfg(test)]
 mod glue_token_tests;

@@ -18,7 +18,9 @@ use crate::metrics::Metric;
 use crate::reply::{LocalReply, ReplyKind};
 use crate::shared::{send_rendered, send_reply, Shared};
 use crate::waiting::{is_status_path, parse_status_answer, StatusReport};
-use crate::wake::{after_wake, failure_action, parse_wake_answer, WakeAction, WakeOutcome};
+use crate::wake::{
+    after_wake, failure_action, parse_wake_answer, region_of_upstream, WakeAction, WakeOutcome,
+};
 
 /// One HTTP stream.
 pub struct Stream {
@@ -182,6 +184,7 @@ impl Stream {
                 view.wants_html,
             );
         };
+        let mut last_region = None;
         if let Some(value) = shared.cached(host, &target.app) {
             match cache::decode(&value) {
                 Ok(entry) if entry.is_fresh(host.now_ms()) => {
@@ -199,7 +202,9 @@ impl Stream {
                         self.unavailable(host, view.wants_html)
                     };
                 }
-                Ok(_) => {}
+                // Expired: no route, but the region it knew still guides
+                // `failure_policy: open`.
+                Ok(entry) => last_region = region_of_upstream(&target.app, entry.upstream_host),
                 Err(e) => warn!("ignoring the cache entry of {}: {e}", target.app),
             }
         }
@@ -207,6 +212,7 @@ impl Stream {
         let call = Callout::Wake(Box::new(WakeCall {
             app: target.app,
             rule_region: target.region.map(str::to_owned),
+            last_region,
             original_host: original_host.to_owned(),
             origin: view.origin.map(str::to_owned),
             wants_html: view.wants_html,
@@ -228,7 +234,7 @@ impl Stream {
                     "cannot call the sidecar to wake {} ({e}): failure policy {:?}",
                     call.app, config.failure_policy
                 );
-                let action = failure_action(config, &call.app, call.rule_region.as_deref());
+                let action = failure_action(config, &call.app, call.known_region());
                 self.settle(host, shared, &call, action)
             }
             Err((other, e)) => {
@@ -297,12 +303,7 @@ impl Stream {
             ),
         };
         log_outcome(host, shared, &call.app, &outcome);
-        let action = after_wake(
-            &shared.config,
-            &call.app,
-            call.rule_region.as_deref(),
-            outcome,
-        );
+        let action = after_wake(&shared.config, &call.app, call.known_region(), outcome);
         if self.settle(host, shared, call, action) == Flow::Continue {
             // Headers are set: only now let the request go.
             if let Err(e) = host.resume_request() {
