@@ -250,3 +250,55 @@ async fn connections_past_the_cap_wait_for_a_free_one() {
         "served once a slot freed: {served:?}"
     );
 }
+
+/// The binary with `vars` (and a valid Scalingo token): its exit code and
+/// standard error.
+fn run_binary(vars: &[(&str, &str)]) -> (Option<i32>, String, bool) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = std::process::Command::new(paastis_e2e::harness::sidecar_bin());
+    cmd.env_clear()
+        .current_dir(dir.path())
+        .env("PROVIDER_SCALINGO_API_TOKEN", "tk-us-dummy-token")
+        .env("PAASTIS_RULES_FILE", "/dev/null");
+    for (k, v) in vars {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("the sidecar binary runs (make build)");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+        out.stdout.is_empty(),
+    )
+}
+
+#[test]
+fn blank_tokens_and_an_exposed_listener_without_a_token_exit_64() {
+    for (name, value) in [
+        ("PAASTIS_ADMIN_TOKEN", "   "),
+        ("PAASTIS_ADMIN_TOKEN", ""),
+        ("PAASTIS_SIDECAR_TOKEN", " "),
+    ] {
+        let (code, stderr, nothing_bound) =
+            run_binary(&[(name, value), ("PAASTIS_LISTEN", "127.0.0.1:0")]);
+        assert_eq!(code, Some(64), "{name}={value:?}: {stderr}");
+        assert!(
+            stderr.contains(&format!("invalid configuration: {name}: is set but blank")),
+            "{stderr}"
+        );
+        assert!(nothing_bound);
+    }
+    let (code, stderr, nothing_bound) = run_binary(&[("PAASTIS_LISTEN", "0.0.0.0:0")]);
+    assert_eq!(code, Some(64), "{stderr}");
+    assert!(
+        stderr
+            .contains("invalid configuration: PAASTIS_LISTEN: 0.0.0.0:0 is not a loopback address"),
+        "{stderr}"
+    );
+    assert!(nothing_bound);
+    let (code, stderr, _) = run_binary(&[
+        ("PAASTIS_LISTEN", "0.0.0.0:0"),
+        ("PAASTIS_SIDECAR_TOKEN", "short-secret"),
+    ]);
+    assert_eq!(code, Some(64), "{stderr}");
+    assert!(!stderr.contains("short-secret"), "never echoed: {stderr}");
+}
