@@ -137,6 +137,21 @@ impl ScalingoClient {
         }
     }
 
+    /// The same client, whose calls are sent only if the budget has a slot
+    /// free right now, and otherwise fail at once with
+    /// [`ScalingoError::BudgetExhausted`] (transient: the caller skips the
+    /// call). For reads that are useful only now, such as a wake's status
+    /// checks: they must never wait behind, nor fail, the wake.
+    pub fn if_budget_free(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            caller: Caller {
+                try_only: true,
+                ..self.caller
+            },
+        }
+    }
+
     /// The priority of this view's calls.
     pub fn priority(&self) -> Priority {
         self.caller.priority

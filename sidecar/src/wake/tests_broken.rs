@@ -46,7 +46,8 @@ async fn a_cold_wake_of_a_20s_boot_costs_at_most_6_api_calls() {
     );
     let api = platform.api_calls();
     assert!(api <= 6, "{api} API calls");
-    // locate, formation, scale, then the checks at 5, 10 and 15 s.
+    // locate (no region known), the scale (no formation read: the front
+    // said it does not serve), then the checks at 5 and 15 s.
     assert_eq!(
         (
             platform.calls(Call::Locate),
@@ -55,7 +56,7 @@ async fn a_cold_wake_of_a_20s_boot_costs_at_most_6_api_calls() {
             platform.calls(Call::OperationState),
             platform.calls(Call::AppStatus),
         ),
-        (1, 1, 1, 2, 1)
+        (1, 0, 1, 1, 1)
     );
     assert_eq!(platform.calls(Call::WaitOperation), 0);
     assert_eq!(platform.calls(Call::WaitWebRunning), 0);
@@ -93,9 +94,12 @@ async fn a_wake_during_a_slow_scale_down_waits_it_out_paced() {
     let started = Instant::now();
     waker.wake("my-app", Some(REGION)).await.expect("woken");
     // Tries at 0, 1, 3, 6, 10, 15, 20, 25 and 30 s: the last one scales.
+    // Each costs the scale call alone (the front, free, said it is down),
+    // but for one formation read after the first `is scaling` (web at 0:
+    // still stopping, so tried again).
     assert_eq!(started.elapsed(), Duration::from_secs(30) + BOOT);
     assert_eq!(platform.calls(Call::Scale), 1 + 9);
-    assert_eq!(platform.calls(Call::Formation), 9);
+    assert_eq!(platform.calls(Call::Formation), 1);
 }
 
 #[tokio::test(start_paused = true)]
@@ -130,8 +134,11 @@ async fn a_crashed_app_ends_the_wake_and_backs_off_without_scalingo_calls() {
     let started = Instant::now();
     let err = waker.wake("crashy-app", Some(REGION)).await.unwrap_err();
     assert!(matches!(err, WakeError::AppFailed { .. }), "{err:?}");
-    // Checks at 5 s (the operation: running) and 10 s (the app: crashed).
-    assert_eq!(started.elapsed(), 2 * ready::CHECK_EVERY);
+    // Checks at 5 s (the operation: running) and 15 s (the app: crashed).
+    assert_eq!(
+        started.elapsed(),
+        ready::check_pause(0) + ready::check_pause(1)
+    );
     let calls = platform.api_calls();
 
     // Clients retry hard: every request is answered at once, for free.
@@ -158,11 +165,11 @@ async fn a_crashed_app_ends_the_wake_and_backs_off_without_scalingo_calls() {
         waker.wake("crashy-app", Some(REGION)).await,
         Err(WakeError::AppFailed { .. })
     ));
-    assert_eq!(
-        platform.calls(Call::Scale),
-        1,
-        "still scaled up: no new scale"
-    );
+    // Its front says it does not serve: scaled at once, `is scaling` (its
+    // crash loop's operation runs), the formation read (web at 1), and
+    // from then on waited for, not scaled again.
+    assert_eq!(platform.calls(Call::Scale), 2);
+    assert_eq!(platform.calls(Call::Formation), 1);
     let active = waker.backoff("crashy-app").await.expect("backing off");
     assert_eq!(active.failures, 2);
 
@@ -225,7 +232,10 @@ async fn a_front_that_cannot_be_reached_falls_back_to_the_api() {
     let started = Instant::now();
     waker.wake("my-app", Some(REGION)).await.expect("woken");
     assert_eq!(started.elapsed(), BOOT);
-    assert_eq!(platform.calls(Call::ProbeFront), 1);
+    // The first look (which sends the wake to the formation read) and the
+    // one after the scale (which sends it to the API's polls).
+    assert_eq!(platform.calls(Call::ProbeFront), 2);
+    assert_eq!(platform.calls(Call::Formation), 1);
     assert_eq!(platform.calls(Call::WaitOperation), 1);
     assert_eq!(platform.calls(Call::WaitWebRunning), 1);
 }
@@ -329,4 +339,38 @@ async fn a_slow_api_read_never_holds_the_probes_back() {
     waker.wake("my-app", Some(REGION)).await.expect("woken");
     // The read at 5 s is given up at 7 s; the probe then sees the app.
     assert_eq!(started.elapsed(), ready::CHECK_EVERY + ready::CHECK_WAIT);
+}
+
+#[tokio::test(start_paused = true)]
+async fn status_reads_without_budget_are_skipped_and_never_fail_the_wake() {
+    let platform = platform_with("my-app", &[("web", 0)]);
+    for call in [Call::OperationState, Call::AppStatus] {
+        for _ in 0..10 {
+            platform.fail_next(call, crate::platform::ScalingoError::BudgetExhausted);
+        }
+    }
+    let waker = waker_on(&platform, "");
+    let started = Instant::now();
+    waker.wake("my-app", Some(REGION)).await.expect("woken");
+    assert_eq!(started.elapsed(), BOOT, "seen up by its front");
+    assert_eq!(platform.calls(Call::Scale), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_crash_loop_for_the_whole_wake_costs_a_handful_of_calls() {
+    let platform = platform_with("crashy-app", &[("web", 0)]);
+    // `crashed` only after the wake's deadline (the platform's 12 boots).
+    platform.set_crash_loop("crashy-app", Duration::from_secs(600));
+    let waker = waker_on(&platform, "");
+    let err = waker.wake("crashy-app", Some(REGION)).await.unwrap_err();
+    assert!(matches!(err, WakeError::Timeout(_)), "{err:?}");
+    // The scale, then reads at 5, 15, 35 and 55 s.
+    assert_eq!(platform.api_calls(), 1 + 4);
+    assert_eq!(
+        (
+            platform.calls(Call::OperationState),
+            platform.calls(Call::AppStatus)
+        ),
+        (2, 2)
+    );
 }

@@ -433,6 +433,15 @@ impl Platform for InProcessPlatform {
         if sim.operation.as_ref().is_some_and(|o| o.running(now)) {
             return Err(ScalingoError::Busy("is scaling".to_owned()));
         }
+        // As Scalingo: a 404 about the container type, and nothing changes.
+        if changes
+            .iter()
+            .any(|change| !sim.formation.iter().any(|c| c.name == change.name))
+        {
+            return Err(ScalingoError::ResourceNotFound {
+                resource: "container_type".to_owned(),
+            });
+        }
         let web_before = web_amount(&sim.formation).unwrap_or(0);
         let mut changed = false;
         for change in changes {
@@ -441,13 +450,7 @@ impl Platform for InProcessPlatform {
                     c.amount = change.amount;
                     changed = true;
                 }
-                Some(_) => {}
-                None => {
-                    return Err(ScalingoError::Rejected {
-                        status: 422,
-                        message: format!("no process type {:?}", change.name),
-                    })
-                }
+                Some(_) | None => {}
             }
         }
         if !changed {
