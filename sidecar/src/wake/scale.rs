@@ -4,11 +4,13 @@
 //! operation (`is scaling`) is waited out, paced, within the wake's
 //! deadline.
 //!
-//! A cold wake costs one API call, the scale: the app's front is looked at
+//! A cold wake of an app the registry knows (woken, paused or discovered
+//! before) costs one API call, the scale: the app's front is looked at
 //! first (free: no API call), and an app that does not serve is scaled at
 //! once to the formation the registry remembers from its pause (or
-//! `web: 1`), without reading its formation. The formation is read only
-//! when the front cannot be reached from here, or when a remembered process
+//! `web: 1`), without reading its formation. The formation is read first
+//! for an app the registry does not know (the read tells whether it
+//! exists), when the front cannot be reached from here, or when a remembered process
 //! type no longer exists (the scale answers 404 `container_type`), or
 //! once after the first `is scaling` (an app booting or crash looping
 //! under its own operation is then waited for, not scaled again and again).
@@ -96,12 +98,12 @@ fn unknown_process_type(e: &ScalingoError) -> bool {
     matches!(e, ScalingoError::ResourceNotFound { resource } if resource == "container_type")
 }
 
-/// The formation and the autoscalers the registry remembers for `app`;
-/// nothing when it has none or cannot be read (the wake then restores
-/// `web: 1`).
-async fn remembered(registry: &dyn Registry, app: &str) -> (Vec<(String, u32)>, Vec<String>) {
+/// What the registry knows of `app`: whether it has a record at all, and
+/// the formation and the autoscalers it remembers (empty when none, or when
+/// the registry cannot be read: the wake then restores `web: 1`).
+async fn remembered(registry: &dyn Registry, app: &str) -> (bool, Vec<(String, u32)>, Vec<String>) {
     match registry.get(app).await {
-        Ok(Some(record)) => (record.formation, record.autoscalers),
+        Ok(Some(record)) => (true, record.formation, record.autoscalers),
         Ok(None) => Default::default(),
         Err(e) => {
             warn!(error = %e, "registry unavailable, waking with web=1");
@@ -169,12 +171,15 @@ pub async fn scale_up(
     let mut autoscalers = Vec::new();
     let started = Instant::now();
     let fail = |e| WakeError::provider(app, e);
-    let (formation_then, autoscalers_then) = remembered(registry, app).await;
-    // Read the formation at every try (the front tells nothing), or at
-    // the next try only (after the first `is scaling`: the app may be
-    // booting, or crash looping, under an operation of its own, rather
-    // than still stopping; then it is waited for, not scaled again).
-    let mut read_formation = false;
+    let (known, formation_then, autoscalers_then) = remembered(registry, app).await;
+    // Read the formation at every try: for an app the registry does not
+    // know (the read also tells that it exists: any front, even the
+    // router's page for an unknown domain, could pass for an app's answer),
+    // or when the front tells nothing. Or at the next try only: after the
+    // first `is scaling`, the app may be booting, or crash looping, under
+    // an operation of its own rather than still stopping; then it is
+    // waited for, not scaled again.
+    let mut read_formation = !known;
     let mut read_once = false;
     let mut busy = 0;
     loop {

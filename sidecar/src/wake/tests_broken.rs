@@ -26,6 +26,21 @@ fn waker_on(platform: &Arc<InProcessPlatform>, rules_text: &str) -> Arc<Waker> {
     )
 }
 
+/// Records `app` in the registry, as a pause or the scheduler's discovery
+/// does: its wakes then start from a look at its front.
+pub(super) async fn known(waker: &Waker, app: &str) {
+    let meta = AppMeta {
+        region: REGION.to_owned(),
+        max_idle_minutes: 15,
+        linked_apps: Vec::new(),
+    };
+    waker
+        .registry()
+        .register(app, meta, 0)
+        .await
+        .expect("registered");
+}
+
 fn platform_with(app: &str, formation: &[(&str, u32)]) -> Arc<InProcessPlatform> {
     let platform = Arc::new(InProcessPlatform::new(&[REGION]));
     platform.add_app(REGION, app, formation);
@@ -46,8 +61,8 @@ async fn a_cold_wake_of_a_20s_boot_costs_at_most_6_api_calls() {
     );
     let api = platform.api_calls();
     assert!(api <= 6, "{api} API calls");
-    // locate (no region known), the scale (no formation read: the front
-    // said it does not serve), then the checks at 5 and 15 s.
+    // An app never seen: locate, the formation (which also says it
+    // exists), the scale, then the checks at 5 and 15 s.
     assert_eq!(
         (
             platform.calls(Call::Locate),
@@ -56,11 +71,31 @@ async fn a_cold_wake_of_a_20s_boot_costs_at_most_6_api_calls() {
             platform.calls(Call::OperationState),
             platform.calls(Call::AppStatus),
         ),
-        (1, 0, 1, 1, 1)
+        (1, 1, 1, 1, 1)
     );
     assert_eq!(platform.calls(Call::WaitOperation), 0);
     assert_eq!(platform.calls(Call::WaitWebRunning), 0);
     assert!(platform.calls(Call::ProbeFront) > 20, "probed often");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_cold_wake_of_a_known_app_costs_its_scale_call_and_two_reads() {
+    let platform = platform_with("my-app", &[("web", 0)]);
+    let waker = waker_on(&platform, "");
+    known(&waker, "my-app").await;
+    waker.wake("my-app", None).await.expect("woken");
+    // The region from the registry, no formation read (its front said it
+    // does not serve), the scale, the checks at 5 and 15 s.
+    assert_eq!(
+        (
+            platform.calls(Call::Locate),
+            platform.calls(Call::Formation),
+            platform.calls(Call::Scale),
+            platform.calls(Call::OperationState),
+            platform.calls(Call::AppStatus),
+        ),
+        (0, 0, 1, 1, 1)
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -91,6 +126,7 @@ async fn a_wake_during_a_slow_scale_down_waits_it_out_paced() {
         .await
         .expect("paused");
     let waker = waker_on(&platform, "");
+    known(&waker, "my-app").await;
     let started = Instant::now();
     waker.wake("my-app", Some(REGION)).await.expect("woken");
     // Tries at 0, 1, 3, 6, 10, 15, 20, 25 and 30 s: the last one scales.
@@ -165,11 +201,11 @@ async fn a_crashed_app_ends_the_wake_and_backs_off_without_scalingo_calls() {
         waker.wake("crashy-app", Some(REGION)).await,
         Err(WakeError::AppFailed { .. })
     ));
-    // Its front says it does not serve: scaled at once, `is scaling` (its
-    // crash loop's operation runs), the formation read (web at 1), and
-    // from then on waited for, not scaled again.
-    assert_eq!(platform.calls(Call::Scale), 2);
-    assert_eq!(platform.calls(Call::Formation), 1);
+    assert_eq!(
+        platform.calls(Call::Scale),
+        1,
+        "still scaled up: no new scale"
+    );
     let active = waker.backoff("crashy-app").await.expect("backing off");
     assert_eq!(active.failures, 2);
 
@@ -232,10 +268,7 @@ async fn a_front_that_cannot_be_reached_falls_back_to_the_api() {
     let started = Instant::now();
     waker.wake("my-app", Some(REGION)).await.expect("woken");
     assert_eq!(started.elapsed(), BOOT);
-    // The first look (which sends the wake to the formation read) and the
-    // one after the scale (which sends it to the API's polls).
-    assert_eq!(platform.calls(Call::ProbeFront), 2);
-    assert_eq!(platform.calls(Call::Formation), 1);
+    assert_eq!(platform.calls(Call::ProbeFront), 1);
     assert_eq!(platform.calls(Call::WaitOperation), 1);
     assert_eq!(platform.calls(Call::WaitWebRunning), 1);
 }
@@ -362,6 +395,7 @@ async fn a_crash_loop_for_the_whole_wake_costs_a_handful_of_calls() {
     // `crashed` only after the wake's deadline (the platform's 12 boots).
     platform.set_crash_loop("crashy-app", Duration::from_secs(600));
     let waker = waker_on(&platform, "");
+    known(&waker, "crashy-app").await;
     let err = waker.wake("crashy-app", Some(REGION)).await.unwrap_err();
     assert!(matches!(err, WakeError::Timeout(_)), "{err:?}");
     // The scale, then reads at 5, 15, 35 and 55 s.
@@ -373,4 +407,21 @@ async fn a_crash_loop_for_the_whole_wake_costs_a_handful_of_calls() {
         ),
         (2, 2)
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_known_app_crash_looping_under_its_operation_is_waited_for_not_rescaled() {
+    let platform = platform_with("crashy-app", &[("web", 0)]);
+    platform.set_crash_loop("crashy-app", Duration::from_secs(8));
+    let waker = waker_on(&platform, "");
+    known(&waker, "crashy-app").await;
+    assert!(waker.wake("crashy-app", Some(REGION)).await.is_err());
+    tokio::time::sleep(FIRST_BACKOFF).await;
+    // Its front says it does not serve: scaled at once, `is scaling` (its
+    // crash loop's operation runs), the formation read (web at 1), and
+    // from then on waited for (and found crashed), not scaled again.
+    let err = waker.wake("crashy-app", Some(REGION)).await.unwrap_err();
+    assert!(matches!(err, WakeError::AppFailed { .. }), "{err:?}");
+    assert_eq!(platform.calls(Call::Scale), 2);
+    assert_eq!(platform.calls(Call::Formation), 1);
 }
