@@ -86,6 +86,12 @@ pub trait Platform: Send + Sync + 'static {
     async fn list_apps(&self, region: &str) -> Result<Vec<ListedApp>, ScalingoError>;
     /// The region of `app`, or `None` when no usable region has it.
     async fn locate(&self, app: &str) -> Result<Option<String>, ScalingoError>;
+    /// The region a listing or a locate of this process last found `app`
+    /// in, if any: no call (a cache). An app found there exists.
+    fn listed_region(&self, app: &str) -> Option<String> {
+        let _ = app;
+        None
+    }
     /// The formation (amount per process type); empty for a never-deployed app.
     async fn formation(&self, region: &str, app: &str)
         -> Result<Vec<ContainerType>, ScalingoError>;

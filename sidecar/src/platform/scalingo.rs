@@ -76,6 +76,10 @@ impl Platform for ScalingoPlatform {
         ScalingoClient::locate(&self.client, app).await
     }
 
+    fn listed_region(&self, app: &str) -> Option<String> {
+        self.client.cached_region(app)
+    }
+
     async fn formation(
         &self,
         region: &str,

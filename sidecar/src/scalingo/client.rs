@@ -190,6 +190,12 @@ impl ScalingoClient {
     /// `negative_ttl` after that scan, whatever the name, so bogus names cannot
     /// make us list the regions on every request. When a region could not be
     /// listed, the error is returned instead of `None` (for a shorter time).
+    /// The region the last listing (or scan) found `app` in, if any; no
+    /// call.
+    pub fn cached_region(&self, app: &str) -> Option<String> {
+        self.inner.locations.get(app)
+    }
+
     pub async fn locate(&self, app: &str) -> Result<Option<String>, ScalingoError> {
         check_app(app)?;
         let (inner, caller) = (&self.inner, self.caller.for_shared_fetch());

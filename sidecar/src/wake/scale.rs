@@ -4,13 +4,13 @@
 //! operation (`is scaling`) is waited out, paced, within the wake's
 //! deadline.
 //!
-//! A cold wake of an app the registry knows (woken, paused or discovered
-//! before) costs one API call, the scale: the app's front is looked at
+//! A cold wake of an app known to exist (the registry has it: woken,
+//! paused or discovered before; or a listing of its region, such as the
+//! scheduler's, found it there) costs one API call, the scale: the app's front is looked at
 //! first (free: no API call), and an app that does not serve is scaled at
 //! once to the formation the registry remembers from its pause (or
 //! `web: 1`), without reading its formation. The formation is read first
-//! for an app the registry does not know (the read tells whether it
-//! exists), when the front cannot be reached from here, or when a remembered process
+//! for an app not known to exist (the read tells whether it does), when the front cannot be reached from here, or when a remembered process
 //! type no longer exists (the scale answers 404 `container_type`), or
 //! once after the first `is scaling` (an app booting or crash looping
 //! under its own operation is then waited for, not scaled again and again).
@@ -171,9 +171,10 @@ pub async fn scale_up(
     let mut autoscalers = Vec::new();
     let started = Instant::now();
     let fail = |e| WakeError::provider(app, e);
-    let (known, formation_then, autoscalers_then) = remembered(registry, app).await;
-    // Read the formation at every try: for an app the registry does not
-    // know (the read also tells that it exists: any front, even the
+    let (recorded, formation_then, autoscalers_then) = remembered(registry, app).await;
+    let known = recorded || platform.listed_region(app).as_deref() == Some(region);
+    // Read the formation at every try: for an app neither the registry nor
+    // a listing knows (the read also tells that it exists: any front, even the
     // router's page for an unknown domain, could pass for an app's answer),
     // or when the front tells nothing. Or at the next try only: after the
     // first `is scaling`, the app may be booting, or crash looping, under

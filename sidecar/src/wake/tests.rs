@@ -56,7 +56,11 @@ async fn many_concurrent_wakes_make_one_scale_call() {
     let calls = platform.api_calls();
     waker.wake("my-app", None).await.expect("woken");
     assert_eq!(platform.api_calls(), calls);
-    assert_eq!(platform.calls(Call::Formation), 1, "a new app: read once");
+    assert_eq!(
+        platform.calls(Call::Formation),
+        0,
+        "located: known to exist, scaled at once"
+    );
     assert_eq!(waker.wakes_in_flight(), 0);
 }
 
@@ -187,8 +191,8 @@ async fn a_busy_app_is_retried_after_a_pause() {
     assert_eq!(platform.calls(Call::Scale), 2);
     assert_eq!(
         platform.calls(Call::Formation),
-        2,
-        "an app the registry does not know: read again after the pause"
+        1,
+        "read once after the first `is scaling`"
     );
     assert_eq!(
         started.elapsed(),

@@ -61,8 +61,9 @@ async fn a_cold_wake_of_a_20s_boot_costs_at_most_6_api_calls() {
     );
     let api = platform.api_calls();
     assert!(api <= 6, "{api} API calls");
-    // An app never seen: locate, the formation (which also says it
-    // exists), the scale, then the checks at 5 and 15 s.
+    // An app never seen: locate (which also says it exists), the scale
+    // (no formation read: its front said it does not serve), then the
+    // checks at 5 and 15 s.
     assert_eq!(
         (
             platform.calls(Call::Locate),
@@ -71,7 +72,7 @@ async fn a_cold_wake_of_a_20s_boot_costs_at_most_6_api_calls() {
             platform.calls(Call::OperationState),
             platform.calls(Call::AppStatus),
         ),
-        (1, 1, 1, 1, 1)
+        (1, 0, 1, 1, 1)
     );
     assert_eq!(platform.calls(Call::WaitOperation), 0);
     assert_eq!(platform.calls(Call::WaitWebRunning), 0);
@@ -424,4 +425,38 @@ async fn a_known_app_crash_looping_under_its_operation_is_waited_for_not_rescale
     assert!(matches!(err, WakeError::AppFailed { .. }), "{err:?}");
     assert_eq!(platform.calls(Call::Scale), 2);
     assert_eq!(platform.calls(Call::Formation), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_sleeping_app_a_listing_found_is_scaled_at_once_without_a_locate() {
+    let platform = platform_with("my-app", &[("web", 0)]);
+    let waker = waker_on(&platform, "");
+    // A scheduler pass listed the region: the app exists, stopped.
+    platform.list_apps(REGION).await.expect("listed");
+    waker.wake("my-app", None).await.expect("woken");
+    assert_eq!(
+        (
+            platform.calls(Call::Locate),
+            platform.calls(Call::Formation),
+            platform.calls(Call::Scale)
+        ),
+        (0, 0, 1)
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_app_known_only_by_a_region_hint_is_read_before_it_is_scaled() {
+    let platform = platform_with("my-app", &[("web", 0)]);
+    let waker = waker_on(&platform, "");
+    // Nothing says the app exists (an unknown domain's front could pass for
+    // an app's answer): the formation read does.
+    waker.wake("my-app", Some(REGION)).await.expect("woken");
+    assert_eq!(
+        (
+            platform.calls(Call::Locate),
+            platform.calls(Call::Formation),
+            platform.calls(Call::Scale)
+        ),
+        (0, 1, 1)
+    );
 }
