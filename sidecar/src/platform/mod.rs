@@ -95,6 +95,18 @@ pub trait Platform: Send + Sync + 'static {
     /// The formation (amount per process type); empty for a never-deployed app.
     async fn formation(&self, region: &str, app: &str)
         -> Result<Vec<ContainerType>, ScalingoError>;
+    /// [`formation`](Self::formation) for a caller that may wait for the
+    /// API budget until `deadline` (a wake: its own deadline). The default
+    /// ignores the deadline (a platform without a budget).
+    async fn formation_until(
+        &self,
+        region: &str,
+        app: &str,
+        deadline: Instant,
+    ) -> Result<Vec<ContainerType>, ScalingoError> {
+        let _ = deadline;
+        self.formation(region, app).await
+    }
     /// Sets the amounts of the given process types; others keep theirs.
     async fn scale(
         &self,

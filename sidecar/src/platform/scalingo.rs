@@ -97,6 +97,15 @@ impl Platform for ScalingoPlatform {
         ScalingoClient::scale(&self.client, region, app, changes).await
     }
 
+    async fn formation_until(
+        &self,
+        region: &str,
+        app: &str,
+        deadline: Instant,
+    ) -> Result<Vec<ContainerType>, ScalingoError> {
+        ScalingoClient::formation(&self.client.with_deadline(deadline), region, app).await
+    }
+
     async fn scale_until(
         &self,
         region: &str,

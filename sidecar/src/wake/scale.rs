@@ -156,7 +156,8 @@ pub async fn restore_autoscalers(
 
 /// Scales `app` back up (unless it serves, or `web` already runs or boots)
 /// and waits until it serves ([`wait_ready`]), at most until `deadline`.
-/// The scale call waits for a slot of the API budget until `deadline`.
+/// The formation read and the scale call wait for a slot of the API budget
+/// until `deadline`.
 pub async fn scale_up(
     platform: &dyn Platform,
     registry: &dyn Registry,
@@ -185,7 +186,10 @@ pub async fn scale_up(
     let mut busy = 0;
     loop {
         let changes = if read_formation || std::mem::take(&mut read_once) {
-            let formation = platform.formation(region, app).await.map_err(fail)?;
+            let formation = platform
+                .formation_until(region, app, deadline)
+                .await
+                .map_err(fail)?;
             let Some(web) = formation.iter().find(|c| c.name == "web") else {
                 return Err(WakeError::NoWebProcess(app.to_owned()));
             };
