@@ -377,12 +377,7 @@ impl Stream {
             }
             outcome => {
                 shared.sidecar_answered(host);
-                after_wake(
-                    &shared.config,
-                    &call.app,
-                    call.known_region(),
-                    outcome,
-                )
+                after_wake(&shared.config, &call.app, call.known_region(), outcome)
             }
         };
         if self.settle(host, shared, call, action) == Flow::Continue {
