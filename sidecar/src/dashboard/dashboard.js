@@ -7,7 +7,7 @@
   var KEY = "paastis-admin-token";
   var REFRESH_MS = 5000;
   var timer = null;
-  var busy = false;
+  var refreshFailed = false;
 
   function $(id) { return document.getElementById(id); }
   function token() { return sessionStorage.getItem(KEY); }
@@ -46,14 +46,14 @@
   function appState(a, now) {
     if (a.ignored) { return "ignored"; }
     var s = a.provider_status;
-    if (s === null || s === undefined) { return "unknown"; }
+    var sleeping = typeof a.asleep_since_ms === "number";
     if (s === "stopped" || s === "new") { return "asleep"; }
-    if (s === "running") {
-      // Paused a moment ago and Scalingo still scaling down.
-      if (typeof a.asleep_since_ms === "number" && now - a.asleep_since_ms < 120000) { return "pausing"; }
-      return "running";
-    }
-    return "waking";
+    // Scalingo's list may leave the status out: the log then decides.
+    if (s === null || s === undefined || s === "unknown") { return sleeping ? "asleep" : "unknown"; }
+    // Paused a moment ago and Scalingo still scaling down.
+    if (sleeping && now - a.asleep_since_ms < 120000) { return "pausing"; }
+    if (s === "running") { return "running"; }
+    return sleeping ? "asleep" : "waking";
   }
 
   function api(method, path) {
@@ -167,13 +167,21 @@
     }
   }
 
+  // [["web", 2], ["worker", 1]] -> "web=2 worker=1"; other values as JSON.
+  function detail(v) {
+    if (Array.isArray(v) && v.every(function (p) { return Array.isArray(p) && p.length === 2; })) {
+      return v.map(function (p) { return p[0] + "=" + p[1]; }).join(" ") || "none";
+    }
+    return typeof v === "string" ? v : JSON.stringify(v);
+  }
+
   function renderEvents(body) {
     var list = $("events");
     while (list.firstChild) { list.removeChild(list.firstChild); }
     (body.events || []).forEach(function (e) {
       var details = Object.keys(e).filter(function (k) {
         return ["at_ms", "app", "instance", "event"].indexOf(k) < 0;
-      }).map(function (k) { return k + " " + JSON.stringify(e[k]); }).join(", ");
+      }).map(function (k) { return k + " " + detail(e[k]); }).join(", ");
       list.appendChild(el("li", { "data-event": e.event, "data-app": e.app }, [
         el("time", { datetime: new Date(e.at_ms).toISOString(), text: new Date(e.at_ms).toLocaleTimeString() }),
         el("strong", { text: e.app }),
@@ -189,17 +197,20 @@
     return Promise.all([api("GET", "/admin/v1/apps"), api("GET", "/admin/v1/events?limit=20")])
       .then(function (answers) {
         $("login").hidden = true;
+        $("login-error").textContent = "";
         $("apps-section").hidden = false;
         $("events-section").hidden = false;
         $("sign-out").hidden = false;
         renderApps(answers[0]);
         renderEvents(answers[1]);
-        if (!answers[0].provider_error && !busy) { $("status").textContent = ""; }
+        if (refreshFailed && !answers[0].provider_error) { $("status").textContent = ""; }
+        refreshFailed = false;
         setState("ready");
       })
       .catch(function (e) {
         if (e.message !== "unauthorized") {
           $("status").textContent = "Refresh failed: " + e.message;
+          refreshFailed = true;
           setState("error");
         }
       })
@@ -211,7 +222,6 @@
   function act(button) {
     var action = button.getAttribute("data-action");
     var app = button.getAttribute("data-app");
-    busy = true;
     button.disabled = true;
     $("status").textContent = (action === "wake" ? "Waking " : "Pausing ") + app + "…";
     api("POST", "/admin/v1/apps/" + encodeURIComponent(app) + "/" + action)
@@ -221,7 +231,7 @@
       .catch(function (e) {
         if (e.message !== "unauthorized") { $("status").textContent = "Could not " + action + " " + app + ": " + e.message; }
       })
-      .then(function () { busy = false; return refresh(); });
+      .then(refresh);
   }
 
   document.addEventListener("DOMContentLoaded", function () {
