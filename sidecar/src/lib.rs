@@ -17,9 +17,9 @@
 //! proxy-wasm.
 //!
 //! Layering (no module imports one that imports it back): `clock`,
-//! `metrics`, `registry`, `scalingo`, `listener`, `hooks` and `dashboard` are leaves
-//! (`saved` on `registry`)
-//! (`auth` on `scalingo`'s `Secret`, `backoff` on `registry` and `clock`); `platform`
+//! `metrics`, `registry`, `scalingo`, `listener`, `hooks` and `dashboard`
+//! are leaves (`auth` on `scalingo`'s `Secret`, `backoff` on `registry` and
+//! `clock`, `saved` on `registry`); `platform`
 //! and `config` sit on those; `awake`, `activity` and `deps` on those (`deps`
 //! asks `config` which apps are managed); `wake`, `verify` and
 //! `scheduler` on `deps`; `server`, `waiting` and `admin` on top; this root

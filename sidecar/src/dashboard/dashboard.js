@@ -97,7 +97,7 @@
   }
 
   function lastWakes(a) {
-    var list = a.last_wakes || a.recent_wakes;
+    var list = a.last_wakes || a.recent_wakes || a.wakes;
     if (!Array.isArray(list) || list.length === 0) { return el("span", { "class": "muted", text: "—" }); }
     return el("ul", { "class": "wakes" }, list.slice(0, 5).map(function (w) {
       if (typeof w === "number") { return el("li", { text: (w / 1000).toFixed(1) + " s" }); }
