@@ -17,7 +17,7 @@
 //! proxy-wasm.
 //!
 //! Layering (no module imports one that imports it back): `clock`,
-//! `metrics`, `registry`, `scalingo`, `listener` and `hooks` are leaves
+//! `metrics`, `registry`, `scalingo`, `listener`, `hooks` and `keep_awake` are leaves
 //! (`auth` on `scalingo`'s `Secret`, `backoff` on `registry` and `clock`); `platform`
 //! and `config` sit on those; `awake`, `activity` and `deps` on those (`deps`
 //! asks `config` which apps are managed); `wake`, `verify` and
@@ -38,6 +38,7 @@ pub mod clock;
 pub mod config;
 pub mod deps;
 pub mod hooks;
+pub mod keep_awake;
 pub mod listener;
 pub mod metrics;
 pub mod platform;
