@@ -32,6 +32,7 @@ use tokio::net::TcpListener;
 
 use crate::clock::now_ms;
 use crate::deps::Deps;
+use crate::keep_awake::{self, NextWindow};
 use crate::registry::{AppRecord, EventKind, RegistryError, EVENTS_CAPACITY};
 use crate::scalingo::Secret;
 use crate::scheduler::{PassError, PauseError, Scheduler};
@@ -71,8 +72,12 @@ struct AdminApp {
     idle_seconds: Option<u64>,
     max_idle_minutes: u64,
     /// When the scheduler will pause it if nobody uses it; null for never
-    /// (max idle 0, ignored, not running or not registered).
+    /// (max idle 0, ignored, not running or not registered). Never inside
+    /// a keep-awake window: at the window's end at the earliest.
     pause_at_ms: Option<u64>,
+    /// The keep-awake window open now, else the next one to open; null when
+    /// its rules give none.
+    next_keep_awake: Option<NextWindow>,
     linked_apps: Vec<String>,
     /// Formation the next wake restores (amount per process type).
     formation: BTreeMap<String, u32>,
@@ -90,6 +95,13 @@ fn admin_app(
     let ignored = admin.waker.is_ignored(name);
     let running = provider.is_some_and(|(_, status)| status != "stopped" && status != "new");
     let last_access_ms = record.map(|r| r.last_access_ms);
+    let next_keep_awake = resolved
+        .as_ref()
+        .and_then(|r| keep_awake::next_window(&r.keep_awake, now));
+    let kept_until = next_keep_awake
+        .as_ref()
+        .filter(|w| w.open)
+        .map_or(0, |w| w.interval.end_ms);
     AdminApp {
         app: name.to_owned(),
         region: provider
@@ -103,10 +115,11 @@ fn admin_app(
         max_idle_minutes,
         pause_at_ms: match last_access_ms {
             Some(at) if running && !ignored && max_idle_minutes > 0 => {
-                Some(at + max_idle_minutes * 60_000)
+                Some((at + max_idle_minutes * 60_000).max(kept_until))
             }
             _ => None,
         },
+        next_keep_awake,
         linked_apps: record
             .map(|r| r.linked_apps.clone())
             .filter(|l| !l.is_empty())

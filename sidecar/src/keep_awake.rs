@@ -55,7 +55,7 @@ pub struct Window {
 
 /// One occurrence of a window, in milliseconds since the Unix epoch
 /// (`start_ms < end_ms`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Interval {
     pub start_ms: u64,
     pub end_ms: u64,
@@ -230,6 +230,49 @@ pub fn prewarm_due(windows: &[Window], prewarm_minutes: u64, now_ms: u64) -> boo
             .iter()
             .filter_map(|w| w.current_or_next(now_ms))
             .any(|i| i.start_ms.saturating_sub(ahead) <= now_ms)
+}
+
+/// The next keep-awake occurrence of a resolved rule, as the admin API
+/// and `check-config` show it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct NextWindow {
+    /// RFC 3339, UTC.
+    pub start: String,
+    /// RFC 3339, UTC.
+    pub end: String,
+    /// Whether it is open now (the app is not paused until `end`).
+    pub open: bool,
+    /// Milliseconds since the Unix epoch, for arithmetic.
+    #[serde(skip)]
+    pub interval: Interval,
+}
+
+/// The occurrence of `texts` that contains `now_ms`, else the next one;
+/// `None` without windows.
+pub fn next_window(texts: &[String], now_ms: u64) -> Option<NextWindow> {
+    let interval = next_interval(&parse_all(texts), now_ms)?;
+    Some(NextWindow {
+        start: rfc3339(interval.start_ms),
+        end: rfc3339(interval.end_ms),
+        open: interval.contains(now_ms),
+        interval,
+    })
+}
+
+/// One line for `check-config`: the next window of an app whose rules give
+/// `texts` and `prewarm_minutes`, or `None` without windows.
+pub fn describe(texts: &[String], prewarm_minutes: u64, now_ms: u64) -> Option<String> {
+    let next = next_window(texts, now_ms)?;
+    let prewarm = if prewarm_minutes > 0 {
+        format!(", woken {prewarm_minutes} min before")
+    } else {
+        String::new()
+    };
+    Some(if next.open {
+        format!("kept awake now, until {}{prewarm}", next.end)
+    } else {
+        format!("next keep-awake window {} to {}{prewarm}", next.start, next.end)
+    })
 }
 
 /// An instant as RFC 3339 (UTC), for the admin API and `check-config`.

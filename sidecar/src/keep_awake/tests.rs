@@ -127,3 +127,23 @@ fn malformed_windows_say_why() {
     assert!(Window::parse("mon,wed,fri 00:00-24:00 America/New_York").is_ok());
     assert!(Window::parse("* 09:00-10:00 UTC").is_ok());
 }
+
+#[test]
+fn check_config_and_the_admin_api_describe_the_next_window() {
+    let texts = ["Mon-Fri 08:30-19:00 Europe/Paris".to_owned()];
+    let saturday = utc(2026, 3, 28, 12, 0);
+    assert_eq!(
+        describe(&texts, 5, saturday).as_deref(),
+        Some("next keep-awake window 2026-03-30T06:30:00Z to 2026-03-30T17:00:00Z, woken 5 min before")
+    );
+    assert_eq!(
+        describe(&texts, 0, utc(2026, 3, 30, 7, 0)).as_deref(),
+        Some("kept awake now, until 2026-03-30T17:00:00Z")
+    );
+    let next = next_window(&texts, saturday).unwrap();
+    assert_eq!(
+        serde_json::to_value(&next).unwrap(),
+        serde_json::json!({ "start": "2026-03-30T06:30:00Z", "end": "2026-03-30T17:00:00Z", "open": false })
+    );
+    assert_eq!(describe(&[], 5, saturday), None);
+}
