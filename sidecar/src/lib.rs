@@ -21,7 +21,7 @@
 //! (`auth` on `scalingo`'s `Secret`, `backoff` on `registry` and `clock`); `platform`
 //! and `config` sit on those; `awake`, `activity` and `deps` on those (`deps`
 //! asks `config` which apps are managed); `wake`, `verify` and
-//! `scheduler` on `deps`; `server`, `waiting` and `admin` on top; this root
+//! `scheduler` on `deps` (`prewarm` on `wake`); `server`, `waiting` and `admin` on top; this root
 //! only wires them ([`build`]).
 //!
 //! Entry point: [`server::run`] over a bound listener, with a shutdown
@@ -42,6 +42,7 @@ pub mod keep_awake;
 pub mod listener;
 pub mod metrics;
 pub mod platform;
+pub mod prewarm;
 pub mod registry;
 pub mod scalingo;
 pub mod scheduler;
@@ -75,6 +76,8 @@ pub use registry::EVENTS_CAPACITY;
 pub struct Gateway {
     pub waker: Arc<Waker>,
     pub scheduler: Arc<Scheduler>,
+    /// Wakes apps before their keep-awake windows (background rank).
+    pub prewarm: Arc<prewarm::Prewarmer>,
     pub metrics: Arc<metrics::Metrics>,
 }
 
@@ -172,6 +175,11 @@ pub async fn build(config: &Config) -> Result<Gateway, String> {
         platform: Arc::new(platform.with_priority(Priority::Background)),
         ..deps
     };
+    // Prewarm wakes nobody waits on: the background rank too.
+    let prewarm = Arc::new(prewarm::Prewarmer::new(Waker::new(
+        scheduler_deps.clone(),
+        config.wake_timeout,
+    )));
     let scheduler = Arc::new(
         Scheduler::new(scheduler_deps, config.scheduler_calls_per_minute)
             .with_dry_run(config.dry_run),
@@ -179,6 +187,7 @@ pub async fn build(config: &Config) -> Result<Gateway, String> {
     Ok(Gateway {
         waker,
         scheduler,
+        prewarm,
         metrics,
     })
 }
