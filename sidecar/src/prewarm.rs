@@ -103,9 +103,13 @@ impl Prewarmer {
                 continue;
             }
             let ttl = Duration::from_millis(due.end_ms.saturating_sub(now_ms).max(1_000));
+            // A holder of its own, never the instance's name alone: a lease
+            // extends for the holder that has it, and a later pass of this
+            // instance must find the occurrence taken.
+            let holder = format!("{}:{}", deps.instance, fastrand::u64(..));
             match deps
                 .coordinator
-                .acquire(&due.lease(), &deps.instance, ttl)
+                .acquire(&due.lease(), &holder, ttl)
                 .await
             {
                 Ok(true) => {}
