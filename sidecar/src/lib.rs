@@ -87,6 +87,7 @@ struct Stores {
     registry: Arc<dyn Registry>,
     coordinator: Arc<dyn Coordinator>,
     events: Arc<dyn EventLog>,
+    wakes: Arc<dyn registry::WakeLog>,
     budget: Arc<Budget>,
 }
 
@@ -97,6 +98,7 @@ async fn stores(kind: &RegistryKind, budget_config: BudgetConfig) -> Result<Stor
             registry: Arc::new(InMemoryRegistry::new()),
             coordinator: Arc::new(InMemoryCoordinator::new()),
             events: Arc::new(InMemoryEventLog::new(EVENTS_CAPACITY)),
+            wakes: Arc::new(registry::InMemoryWakeLog::new()),
             budget: Arc::new(Budget::in_memory(budget_config).map_err(|e| e.to_string())?),
         },
         RegistryKind::Redis { url, prefix } => {
@@ -113,7 +115,8 @@ async fn stores(kind: &RegistryKind, budget_config: BudgetConfig) -> Result<Stor
             Stores {
                 registry: store.clone(),
                 coordinator: store.clone(),
-                events: store,
+                events: store.clone(),
+                wakes: store,
                 budget: Arc::new(budget),
             }
         }
@@ -132,6 +135,7 @@ pub async fn build(config: &Config) -> Result<Gateway, String> {
         registry,
         coordinator,
         events,
+        wakes,
         budget,
     } = stores(&config.registry, budget_config).await?;
     let client =
@@ -160,6 +164,7 @@ pub async fn build(config: &Config) -> Result<Gateway, String> {
         registry,
         coordinator,
         events,
+        wakes,
         hooks: HookRunner::new(config.hooks.clone(), metrics.clone()),
         metrics: metrics.clone(),
         rules: Arc::new(config.rules.clone()),
