@@ -33,7 +33,9 @@ use tokio::net::TcpListener;
 use crate::clock::now_ms;
 use crate::deps::Deps;
 use crate::keep_awake::{self, NextWindow};
-use crate::registry::{AppRecord, EventKind, RegistryError, EVENTS_CAPACITY};
+use crate::registry::{
+    expected_ms, AppRecord, EventKind, RegistryError, WakeSample, EVENTS_CAPACITY,
+};
 use crate::scalingo::Secret;
 use crate::scheduler::{PassError, PauseError, Scheduler};
 use crate::server::ApiError;
@@ -81,6 +83,12 @@ struct AdminApp {
     linked_apps: Vec<String>,
     /// Formation the next wake restores (amount per process type).
     formation: BTreeMap<String, u32>,
+    /// Its last wakes that scaled it up, newest first (at most
+    /// [`crate::registry::WAKE_SAMPLES`]), shared by the instances.
+    last_wakes: Vec<WakeSample>,
+    /// The usual wake time (their median), what the waiting page shows;
+    /// null without wakes.
+    expected_ms: Option<u64>,
 }
 
 fn admin_app(
@@ -88,6 +96,7 @@ fn admin_app(
     name: &str,
     record: Option<&AppRecord>,
     provider: Option<&(String, String)>,
+    last_wakes: Vec<WakeSample>,
     now: u64,
 ) -> AdminApp {
     let resolved = admin.waker.rules().resolve(name).ok();
@@ -128,7 +137,24 @@ fn admin_app(
         formation: record
             .map(|r| r.formation.iter().cloned().collect())
             .unwrap_or_default(),
+        expected_ms: expected_ms(&last_wakes),
+        last_wakes,
     }
+}
+
+/// The last wakes of `app`; none when the store cannot be read (logged:
+/// the rest of the answer is still worth having).
+async fn last_wakes(admin: &Admin, app: &str) -> Vec<WakeSample> {
+    admin
+        .waker
+        .deps()
+        .wakes
+        .recent_wakes(app)
+        .await
+        .unwrap_or_else(|e| {
+            tracing::warn!(app, error = %e, "admin: wake durations unavailable");
+            Vec::new()
+        })
 }
 
 fn error(status: StatusCode, code: &str, message: impl ToString) -> Response {
@@ -172,18 +198,18 @@ async fn list_apps(State(admin): State<Admin>) -> Response {
         .chain(provider.keys().map(String::as_str))
         .collect();
     let now = now_ms();
-    let apps: Vec<AdminApp> = names
-        .into_iter()
-        .map(|name| {
-            admin_app(
-                &admin,
-                name,
-                records.get(name).copied(),
-                provider.get(name),
-                now,
-            )
-        })
-        .collect();
+    let mut apps: Vec<AdminApp> = Vec::with_capacity(names.len());
+    for name in names {
+        let wakes = last_wakes(&admin, name).await;
+        apps.push(admin_app(
+            &admin,
+            name,
+            records.get(name).copied(),
+            provider.get(name),
+            wakes,
+            now,
+        ));
+    }
     Json(json!({ "apps": apps, "provider_error": provider_error })).into_response()
 }
 
@@ -206,11 +232,13 @@ async fn get_app(State(admin): State<Admin>, Path(app): Path<String>) -> Respons
             format!("no app named {app:?} in the registry or any region"),
         );
     }
+    let wakes = last_wakes(&admin, &app).await;
     Json(admin_app(
         &admin,
         &app,
         record.as_ref(),
         provider.as_ref(),
+        wakes,
         now_ms(),
     ))
     .into_response()

@@ -186,6 +186,10 @@ async fn operators_list_wake_pause_and_forget_apps() {
     let last = front["last_access_ms"].as_u64().unwrap();
     assert_eq!(front["pause_at_ms"].as_u64().unwrap(), last + 15 * 60_000);
     assert_eq!(front["next_keep_awake"], Value::Null);
+    // The wake scaled it up: its duration is kept and is the estimate.
+    let wakes = front["last_wakes"].as_array().unwrap();
+    assert_eq!(wakes.len(), 1, "{front}");
+    assert_eq!(front["expected_ms"], wakes[0]["duration_ms"]);
 
     // Force a pause of an app running with web=2: remembered, scaled to 0.
     let (status, paused) = a
