@@ -182,7 +182,9 @@ impl WaitingPage {
             out.push_str(&s.to_string());
             out.push_str(" s.");
         }
-        out.push_str("</p><div class=\"bar\" aria-hidden=\"true\"><span style=\"animation-duration:");
+        out.push_str(
+            "</p><div class=\"bar\" aria-hidden=\"true\"><span style=\"animation-duration:",
+        );
         out.push_str(&seconds.unwrap_or(0).to_string());
         out.push_str("s\"></span></div></div><ul id=\"paastis-apps\">");
         for app in &self.apps {
@@ -404,16 +406,30 @@ mod tests {
     #[test]
     fn the_page_carries_the_estimate_when_known() {
         let unknown = page().render(true).body;
-        assert!(unknown.contains("<div id=\"paastis-estimate\" class=\"hint\" hidden>"), "{unknown}");
-        assert!(unknown.contains("hidden><p></p>"), "no estimate shown before one is known");
+        assert!(
+            unknown.contains("<div id=\"paastis-estimate\" class=\"hint\" hidden>"),
+            "{unknown}"
+        );
+        assert!(
+            unknown.contains("hidden><p></p>"),
+            "no estimate shown before one is known"
+        );
         let known = WaitingPage {
             expected_ms: Some(4_600),
             ..page()
         }
         .render(true)
         .body;
-        assert!(known.contains("<div id=\"paastis-estimate\" class=\"hint\"><p>Usually ready in about 5 s.</p>"), "{known}");
-        assert!(known.contains("animation-duration:5s"), "the bar fills over the estimate without JS");
+        assert!(
+            known.contains(
+                "<div id=\"paastis-estimate\" class=\"hint\"><p>Usually ready in about 5 s.</p>"
+            ),
+            "{known}"
+        );
+        assert!(
+            known.contains("animation-duration:5s"),
+            "the bar fills over the estimate without JS"
+        );
         assert_eq!(bounded_estimate(0), None);
         assert_eq!(bounded_estimate(20), Some(1_000));
         assert_eq!(bounded_estimate(u64::MAX), Some(MAX_ESTIMATE_MS));

@@ -101,7 +101,9 @@ fn parse(
                 return Err(AnswerError::WrongApp(app));
             }
         }
-        let expected_ms = answer.expected_ms.and_then(crate::waiting::bounded_estimate);
+        let expected_ms = answer
+            .expected_ms
+            .and_then(crate::waiting::bounded_estimate);
         let mut apps = Vec::with_capacity(1 + answer.linked_apps.len());
         apps.push(answer.target);
         apps.extend(answer.linked_apps);

@@ -89,7 +89,10 @@ fn parse_days(text: &str) -> Result<[bool; 7], WindowError> {
         let bad = || WindowError::Day(part.to_owned());
         match part.split_once('-') {
             Some((from, to)) => {
-                let (from, to) = (day_index(from).ok_or_else(bad)?, day_index(to).ok_or_else(bad)?);
+                let (from, to) = (
+                    day_index(from).ok_or_else(bad)?,
+                    day_index(to).ok_or_else(bad)?,
+                );
                 let mut d = from;
                 loop {
                     days[d] = true;
@@ -271,7 +274,10 @@ pub fn describe(texts: &[String], prewarm_minutes: u64, now_ms: u64) -> Option<S
     Some(if next.open {
         format!("kept awake now, until {}{prewarm}", next.end)
     } else {
-        format!("next keep-awake window {} to {}{prewarm}", next.start, next.end)
+        format!(
+            "next keep-awake window {} to {}{prewarm}",
+            next.start, next.end
+        )
     })
 }
 

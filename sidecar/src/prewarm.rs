@@ -107,11 +107,7 @@ impl Prewarmer {
             // extends for the holder that has it, and a later pass of this
             // instance must find the occurrence taken.
             let holder = format!("{}:{}", deps.instance, fastrand::u64(..));
-            match deps
-                .coordinator
-                .acquire(&due.lease(), &holder, ttl)
-                .await
-            {
+            match deps.coordinator.acquire(&due.lease(), &holder, ttl).await {
                 Ok(true) => {}
                 Ok(false) => continue,
                 Err(e) => {
@@ -186,11 +182,21 @@ mod tests {
             .collect();
         let due = plan(&known, &rules, scope(), MONDAY_8);
         let names: Vec<&str> = due.iter().map(|d| d.app.as_str()).collect();
-        assert_eq!(names, ["early-app", "late-app"], "no prewarm, too far, no window: not due");
+        assert_eq!(
+            names,
+            ["early-app", "late-app"],
+            "no prewarm, too far, no window: not due"
+        );
         assert_eq!(due[0].start_ms, MONDAY_8 + 10 * MINUTE);
-        assert_eq!(due[0].lease(), format!("prewarm:early-app:{}", MONDAY_8 + 10 * MINUTE));
+        assert_eq!(
+            due[0].lease(),
+            format!("prewarm:early-app:{}", MONDAY_8 + 10 * MINUTE)
+        );
         // Still due once open (the lease keeps it to one wake per occurrence).
-        assert_eq!(plan(&known, &rules, scope(), MONDAY_8 + 60 * MINUTE).len(), 3);
+        assert_eq!(
+            plan(&known, &rules, scope(), MONDAY_8 + 60 * MINUTE).len(),
+            3
+        );
         // Saturday: nothing.
         assert!(plan(&known, &rules, scope(), MONDAY_8 + 5 * 24 * 60 * MINUTE).is_empty());
         let ignored: BTreeSet<String> = ["early-app".to_owned()].into();

@@ -161,7 +161,10 @@ async fn operators_list_wake_pause_and_forget_apps() {
     assert_eq!(busy["registered"], false);
     // Its rule keeps it awake all day, every day: the window is open now.
     assert_eq!(busy["next_keep_awake"]["open"], true, "{busy}");
-    assert!(busy["next_keep_awake"]["end"].as_str().unwrap().ends_with("T00:00:00Z"));
+    assert!(busy["next_keep_awake"]["end"]
+        .as_str()
+        .unwrap()
+        .ends_with("T00:00:00Z"));
     assert_eq!(list["provider_error"], Value::Null);
 
     // Force a wake: the app and its linked app run.

@@ -88,7 +88,10 @@ async fn two_instances_prewarm_each_app_once_and_only_apps_with_prewarm() {
         assert!(fake.app(app).unwrap().web_running, "{app}");
         assert_eq!(fake.scale_calls(app), 1, "{app}: one wake across instances");
     }
-    assert!(!fake.app("lazy-app").unwrap().web_running, "no prewarm, no wake");
+    assert!(
+        !fake.app("lazy-app").unwrap().web_running,
+        "no prewarm, no wake"
+    );
 
     // The same occurrence is not prewarmed again, even once the awake
     // cache has forgotten the apps.

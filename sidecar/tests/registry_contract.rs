@@ -564,7 +564,12 @@ async fn wake_durations_are_shared_bounded_newest_first(backend: impl Backend) {
     assert_eq!(seen.len(), WAKE_SAMPLES, "only the last ones are kept");
     let at: Vec<u64> = seen.iter().map(|s| s.at_ms).collect();
     let newest = 1_000 + WAKE_SAMPLES as u64 + 2;
-    assert_eq!(at, (newest - WAKE_SAMPLES as u64 + 1..=newest).rev().collect::<Vec<_>>());
+    assert_eq!(
+        at,
+        (newest - WAKE_SAMPLES as u64 + 1..=newest)
+            .rev()
+            .collect::<Vec<_>>()
+    );
     assert_eq!(seen[0].duration_ms, 100 * (WAKE_SAMPLES as u64 + 2));
     assert_eq!(
         one.recent_wakes("other-app").await.unwrap(),
@@ -574,7 +579,11 @@ async fn wake_durations_are_shared_bounded_newest_first(backend: impl Backend) {
         }]
     );
     let separate = backend.separate().await.wakes;
-    assert!(separate.recent_wakes("shop-front").await.unwrap().is_empty());
+    assert!(separate
+        .recent_wakes("shop-front")
+        .await
+        .unwrap()
+        .is_empty());
 }
 
 macro_rules! contract {

@@ -257,7 +257,10 @@ async fn chromium_shows_the_usual_wake_time_and_a_progress_bar() {
         stack.envoy.listen.port()
     );
     browser.goto(&url).await.expect("navigation");
-    assert_eq!(browser.title().await.expect("title"), "Waking up shop-front");
+    assert_eq!(
+        browser.title().await.expect("title"),
+        "Waking up shop-front"
+    );
     // Rendered by the filter with the page (no script needed), not hidden.
     let estimate = browser
         .execute(
@@ -273,7 +276,10 @@ async fn chromium_shows_the_usual_wake_time_and_a_progress_bar() {
     );
     let png = screenshot_path("waiting-page-estimate.png");
     browser.screenshot(&png).await.expect("screenshot");
-    println!("screenshot of the waiting page with its estimate: {}", png.display());
+    println!(
+        "screenshot of the waiting page with its estimate: {}",
+        png.display()
+    );
 
     // The page still lands on the app, and that wake joins the samples.
     let deadline = Instant::now() + Duration::from_secs(30);

@@ -260,7 +260,10 @@ mod tests {
         let e = parse_rules(file, "rules:\n  - pattern: x\n    prewarm: 5000\n", 15)
             .unwrap_err()
             .to_string();
-        assert_eq!(e, "conf/paastis.yml: rules[0].prewarm: 5000 minutes is more than 1440");
+        assert_eq!(
+            e,
+            "conf/paastis.yml: rules[0].prewarm: 5000 minutes is more than 1440"
+        );
         let rules = parse_rules(
             file,
             "rules:\n  - pattern: 'review-pr(\\d+)-front'\n    keep_awake:\n      - \"Mon-Fri 08:30-19:00 Europe/Paris\"\n    prewarm: 5\n",

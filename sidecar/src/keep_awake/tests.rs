@@ -30,8 +30,11 @@ fn office_hours_follow_paris_time_across_the_spring_change() {
     let friday = interval(utc(2026, 3, 27, 7, 30), utc(2026, 3, 27, 18, 0));
     assert_eq!(w.current_or_next(utc(2026, 3, 27, 6, 0)), friday);
     assert_eq!(w.current_or_next(utc(2026, 3, 27, 12, 0)), friday);
-    assert!(is_inside(&[w.clone()], utc(2026, 3, 27, 12, 0)));
-    assert!(!is_inside(&[w.clone()], utc(2026, 3, 27, 18, 0)), "the end is outside");
+    assert!(is_inside(std::slice::from_ref(&w), utc(2026, 3, 27, 12, 0)));
+    assert!(
+        !is_inside(std::slice::from_ref(&w), utc(2026, 3, 27, 18, 0)),
+        "the end is outside"
+    );
     // Over the weekend (the clocks change on Sunday) the next one is
     // Monday 30 March, summer time (UTC+2): 06:30Z-17:00Z.
     let monday = interval(utc(2026, 3, 30, 6, 30), utc(2026, 3, 30, 17, 0));
@@ -74,7 +77,7 @@ fn a_window_may_span_midnight() {
     assert_eq!(w.current_or_next(utc(2026, 1, 9, 12, 0)), night);
     // Saturday 00:30 local: inside Friday's occurrence.
     assert_eq!(w.current_or_next(utc(2026, 1, 9, 23, 30)), night);
-    assert!(is_inside(&[w.clone()], utc(2026, 1, 9, 23, 30)));
+    assert!(is_inside(std::slice::from_ref(&w), utc(2026, 1, 9, 23, 30)));
     assert!(!is_inside(&[w], utc(2026, 1, 10, 1, 0)));
     // 24:00 is the end of the day; a range may wrap round the week.
     let w = window("Sat-Sun 20:00-24:00 UTC");
@@ -104,9 +107,15 @@ fn the_earliest_window_wins_and_prewarm_looks_ahead() {
         interval(utc(2026, 1, 9, 7, 0), utc(2026, 1, 9, 7, 30))
     );
     assert!(!prewarm_due(&windows, 5, now));
-    assert!(!prewarm_due(&windows, 0, utc(2026, 1, 9, 7, 10)), "no prewarm, no wake");
+    assert!(
+        !prewarm_due(&windows, 0, utc(2026, 1, 9, 7, 10)),
+        "no prewarm, no wake"
+    );
     assert!(prewarm_due(&windows, 5, utc(2026, 1, 9, 6, 55)));
-    assert!(prewarm_due(&windows, 5, utc(2026, 1, 9, 7, 10)), "open: still due");
+    assert!(
+        prewarm_due(&windows, 5, utc(2026, 1, 9, 7, 10)),
+        "open: still due"
+    );
     assert_eq!(next_interval(&[], now), None);
     assert_eq!(rfc3339(utc(2026, 1, 9, 7, 0)), "2026-01-09T07:00:00Z");
 }
@@ -115,12 +124,27 @@ fn the_earliest_window_wins_and_prewarm_looks_ahead() {
 fn malformed_windows_say_why() {
     for (text, error) in [
         ("Mon-Fri 08:30-19:00", WindowError::Shape),
-        ("Mon-Fry 08:30-19:00 UTC", WindowError::Day("Mon-Fry".into())),
-        ("Mon 8:30-19:00 UTC", WindowError::Times("8:30-19:00".into())),
-        ("Mon 08:30-25:00 UTC", WindowError::Times("08:30-25:00".into())),
-        ("Mon 24:00-08:00 UTC", WindowError::Times("24:00-08:00".into())),
+        (
+            "Mon-Fry 08:30-19:00 UTC",
+            WindowError::Day("Mon-Fry".into()),
+        ),
+        (
+            "Mon 8:30-19:00 UTC",
+            WindowError::Times("8:30-19:00".into()),
+        ),
+        (
+            "Mon 08:30-25:00 UTC",
+            WindowError::Times("08:30-25:00".into()),
+        ),
+        (
+            "Mon 24:00-08:00 UTC",
+            WindowError::Times("24:00-08:00".into()),
+        ),
         ("Mon 08:30-08:30 UTC", WindowError::Empty),
-        ("Mon 08:30-19:00 Europe/Parus", WindowError::Zone("Europe/Parus".into())),
+        (
+            "Mon 08:30-19:00 Europe/Parus",
+            WindowError::Zone("Europe/Parus".into()),
+        ),
     ] {
         assert_eq!(Window::parse(text), Err(error), "{text}");
     }

@@ -78,7 +78,8 @@ pub fn max_idle_minutes(rules: &AppRules, app: &str) -> u64 {
 /// `keep_awake` windows).
 pub fn kept_awake(rules: &AppRules, app: &str, now_ms: u64) -> bool {
     rules.resolve(app).is_ok_and(|r| {
-        !r.keep_awake.is_empty() && keep_awake::is_inside(&keep_awake::parse_all(&r.keep_awake), now_ms)
+        !r.keep_awake.is_empty()
+            && keep_awake::is_inside(&keep_awake::parse_all(&r.keep_awake), now_ms)
     })
 }
 
@@ -310,7 +311,11 @@ mod tests {
         )
         .expect("rules");
         let plan = plan_pass(
-            &listing(&[("office-app", true), ("evening-app", true), ("night-app", true)]),
+            &listing(&[
+                ("office-app", true),
+                ("evening-app", true),
+                ("night-app", true),
+            ]),
             &[
                 record("office-app", 600, &[]),
                 record("evening-app", 600, &[]),

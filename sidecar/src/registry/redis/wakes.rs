@@ -9,7 +9,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use tracing::warn;
 
-use super::{Retry, RedisStore};
+use super::{RedisStore, Retry};
 use crate::registry::wakes::{WakeLog, WakeSample, WAKE_SAMPLES};
 use crate::registry::RegistryError;
 
@@ -52,9 +52,7 @@ impl WakeLog for RedisStore {
 
     async fn recent_wakes(&self, app: &str) -> Result<Vec<WakeSample>, RegistryError> {
         let mut cmd = redis::cmd("LRANGE");
-        cmd.arg(self.wakes_key(app))
-            .arg(0)
-            .arg(WAKE_SAMPLES - 1);
+        cmd.arg(self.wakes_key(app)).arg(0).arg(WAKE_SAMPLES - 1);
         let items: Vec<String> = self.query("recent_wakes", Retry::Idempotent, &cmd).await?;
         Ok(items
             .iter()
