@@ -71,6 +71,11 @@ pub struct StatusAnswer {
     /// scale operation's error, "crashed", ...; with `error` only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// How long a wake of the target usually takes (the median of its
+    /// recent wakes, shared by the instances), in milliseconds; absent
+    /// while none was measured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expected_ms: Option<u64>,
 }
 
 /// The filter's answer on the public status path (`PUBLIC_STATUS_PATH`),
@@ -93,6 +98,10 @@ pub struct PublicStatus {
     /// as text by the page).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// How long a wake usually takes, in milliseconds (the sidecar's
+    /// estimate); the page's progress bar follows it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expected_ms: Option<u64>,
 }
 
 #[cfg(test)]
@@ -115,6 +124,7 @@ mod tests {
             }],
             error: Some(ErrorCode::WakeFailed),
             reason: None,
+            expected_ms: None,
         };
         let value = serde_json::to_value(&s).unwrap();
         assert_eq!(
@@ -124,10 +134,12 @@ mod tests {
         assert_eq!(serde_json::from_value::<StatusAnswer>(value).unwrap(), s);
         let with_reason = StatusAnswer {
             reason: Some("the app crashed".into()),
+            expected_ms: Some(3_500),
             ..s
         };
         let value = serde_json::to_value(&with_reason).unwrap();
         assert_eq!(value["reason"], "the app crashed");
+        assert_eq!(value["expected_ms"], 3_500);
         assert_eq!(
             serde_json::from_value::<StatusAnswer>(value).unwrap(),
             with_reason
@@ -149,6 +161,7 @@ mod tests {
             apps: Vec::new(),
             error: Some(ErrorCode::Unavailable),
             reason: None,
+            expected_ms: None,
         };
         let value = serde_json::to_value(&p).unwrap();
         assert_eq!(

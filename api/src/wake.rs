@@ -85,6 +85,10 @@ pub struct WaitingAnswer {
     /// The linked apps woken with it (followed recursively).
     #[serde(default)]
     pub linked_apps: Vec<String>,
+    /// How long a wake of the target usually takes (the median of its
+    /// recent wakes), in milliseconds; absent while none was measured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expected_ms: Option<u64>,
 }
 
 #[cfg(test)]
@@ -172,6 +176,7 @@ mod tests {
             app: Some("shop-front".into()),
             target: "shop-front".into(),
             linked_apps: vec!["shop-api-1".into()],
+            expected_ms: None,
         };
         let value = serde_json::to_value(&w).unwrap();
         assert_eq!(
@@ -179,5 +184,15 @@ mod tests {
             json!({"waiting": true, "app": "shop-front", "target": "shop-front", "linked_apps": ["shop-api-1"]})
         );
         assert_eq!(serde_json::from_value::<WaitingAnswer>(value).unwrap(), w);
+        let estimated = WaitingAnswer {
+            expected_ms: Some(4_200),
+            ..w
+        };
+        let value = serde_json::to_value(&estimated).unwrap();
+        assert_eq!(value["expected_ms"], 4_200);
+        assert_eq!(
+            serde_json::from_value::<WaitingAnswer>(value).unwrap(),
+            estimated
+        );
     }
 }

@@ -484,7 +484,7 @@ fn log_outcome(app: &str, outcome: &WakeOutcome) {
             "{app} is awake in {} at {}",
             awake.region, awake.upstream_host
         ),
-        WakeOutcome::Waiting { apps } => debug!("{app} is waking ({apps:?}): waiting page"),
+        WakeOutcome::Waiting { apps, .. } => debug!("{app} is waking ({apps:?}): waiting page"),
         WakeOutcome::NotReady { timed_out, .. } => info!(
             "{app} is not ready ({})",
             if *timed_out {

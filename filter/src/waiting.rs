@@ -56,6 +56,25 @@ pub struct WaitingPage {
     pub apps: Vec<String>,
     /// `Retry-After` and the no-JS refresh period, in seconds.
     pub retry_after: u32,
+    /// How long a wake usually takes (the sidecar's estimate, bounded):
+    /// the page says "usually ready in about N s" and its progress bar
+    /// fills over that time, with or without JavaScript.
+    pub expected_ms: Option<u64>,
+}
+
+/// Longest estimate the page shows (the sidecar's own wake bound is 60 s;
+/// a longer one is a store gone wrong).
+pub const MAX_ESTIMATE_MS: u64 = 10 * 60_000;
+
+/// An estimate the page may show: at least a second, at most
+/// [`MAX_ESTIMATE_MS`]; `None` for 0.
+pub fn bounded_estimate(ms: u64) -> Option<u64> {
+    (ms > 0).then(|| ms.clamp(1_000, MAX_ESTIMATE_MS))
+}
+
+/// Whole seconds of an estimate, rounded to the nearest, at least 1.
+fn estimate_seconds(ms: u64) -> u64 {
+    ((ms + 500) / 1_000).max(1)
 }
 
 /// The content security policy of the page: nothing but itself.
@@ -75,14 +94,19 @@ li .name{font-family:ui-monospace,monospace}\
 li[data-state=running] .state{background:#dcf5e7;color:#1a6b45}\
 li[data-state=failed] .state{background:#fde2e2;color:#a3242a}\
 li[data-state=asleep] .state{background:#eceff3;color:#52606d}\
-.hint{color:#52606d;font-size:.9em}";
+.hint{color:#52606d;font-size:.9em}\
+.bar{height:8px;background:#e4e7eb;border-radius:4px;overflow:hidden;margin:.6em 0 0}\
+.bar span{display:block;height:100%;width:0;background:#3b6fd8;animation:fill linear forwards}\
+@keyframes fill{to{width:95%}}\
+main[data-state=ready] .bar span{width:100%;animation:none}\
+main[data-state=failed] .bar span{background:#e5484d;animation-play-state:paused}";
 
 /// Polls the status every second; reloads when ready; shows an error when
 /// the wake failed or the gateway stops answering (30 polls in a row).
 /// Three "asleep" in a row (the sidecar lost the wake) reload the page,
 /// which starts a wake again. Values go to the page with `textContent`.
 const PAGE_SCRIPT: &str = r#"(function(){
-var S="/.well-known/paastis/status",m=document.getElementById("paastis-waiting"),msg=document.getElementById("paastis-message"),list=document.getElementById("paastis-apps"),h=document.getElementById("paastis-title"),app=m.getAttribute("data-app"),fails=0,asleep=0,done=false;
+var S="/.well-known/paastis/status",m=document.getElementById("paastis-waiting"),msg=document.getElementById("paastis-message"),list=document.getElementById("paastis-apps"),h=document.getElementById("paastis-title"),est=document.getElementById("paastis-estimate"),bar=est.lastChild.firstChild,app=m.getAttribute("data-app"),fails=0,asleep=0,done=false;
 var E={unknown_app:"There is no app named "+app+".",invalid_app:"There is no app named "+app+".",wake_timeout:app+" is taking too long to start.",wake_failed:app+" could not be started.",unavailable:"The gateway does not answer."};
 function show(apps){for(var i=0;i<apps.length;i++){var a=apps[i];if(!a||typeof a.app!=="string")continue;var li=null;for(var j=0;j<list.children.length;j++){if(list.children[j].getAttribute("data-app")===a.app){li=list.children[j];}}
 if(!li){li=document.createElement("li");li.setAttribute("data-app",a.app);var n=document.createElement("span");n.className="name";n.textContent=a.app;var s=document.createElement("span");s.className="state";li.appendChild(n);li.appendChild(s);list.appendChild(li);}
@@ -91,6 +115,7 @@ function fail(code,why){done=true;m.setAttribute("data-state","failed");document
 function next(){if(done)return;if(fails>=30){fail("unavailable");return;}setTimeout(poll,1000);}
 function poll(){fetch(S,{cache:"no-store",credentials:"same-origin",headers:{accept:"application/json"}}).then(function(r){return r.json();}).then(function(s){
 if(s&&s.apps)show(s.apps);
+if(s&&typeof s.expected_ms==="number"&&est.hidden&&s.expected_ms>0){var n=Math.max(1,Math.round(Math.min(s.expected_ms,600000)/1000));est.firstChild.textContent="Usually ready in about "+n+" s.";bar.style.animationDuration=n+"s";est.hidden=false;}
 if(s&&s.ready){done=true;m.setAttribute("data-state","ready");msg.textContent=app+" is running. Opening it\u2026";location.reload();return;}
 if(s&&s.error&&s.error!=="unavailable"){fail(s.error,s.reason);return;}
 fails=(s&&s.error)?fails+1:0;asleep=(s&&s.apps&&s.apps[0]&&s.apps[0].state==="asleep")?asleep+1:0;
@@ -142,7 +167,26 @@ impl WaitingPage {
         escape_html_into(&mut out, &self.app);
         out.push_str("</h1><p id=\"paastis-message\" role=\"status\">");
         escape_html_into(&mut out, &self.app);
-        out.push_str(" was asleep and is starting. This page opens it as soon as it runs.</p><ul id=\"paastis-apps\">");
+        out.push_str(" was asleep and is starting. This page opens it as soon as it runs.</p>");
+        // The estimate, known or not: the script fills it in from the
+        // status when the page came without one. The bar is a CSS
+        // animation over the estimate, so it moves without JavaScript too.
+        let seconds = self.expected_ms.map(estimate_seconds);
+        out.push_str("<div id=\"paastis-estimate\" class=\"hint\"");
+        if seconds.is_none() {
+            out.push_str(" hidden");
+        }
+        out.push_str("><p>");
+        if let Some(s) = seconds {
+            out.push_str("Usually ready in about ");
+            out.push_str(&s.to_string());
+            out.push_str(" s.");
+        }
+        out.push_str(
+            "</p><div class=\"bar\" aria-hidden=\"true\"><span style=\"animation-duration:",
+        );
+        out.push_str(&seconds.unwrap_or(0).to_string());
+        out.push_str("s\"></span></div></div><ul id=\"paastis-apps\">");
         for app in &self.apps {
             out.push_str("<li data-app=\"");
             escape_html_into(&mut out, app);
@@ -185,6 +229,8 @@ pub struct StatusReport {
     pub reason: Option<String>,
     /// Never shown: where the app runs is the gateway's business.
     pub awake: Option<Awake>,
+    /// The usual wake time, bounded ([`bounded_estimate`]).
+    pub expected_ms: Option<u64>,
 }
 
 impl StatusReport {
@@ -200,6 +246,7 @@ impl StatusReport {
             error: None,
             reason: None,
             awake: None,
+            expected_ms: None,
         }
     }
 
@@ -212,6 +259,7 @@ impl StatusReport {
             error: Some(ErrorCode::Unavailable),
             reason: None,
             awake: None,
+            expected_ms: None,
         }
     }
 
@@ -237,6 +285,7 @@ impl StatusReport {
                 apps: self.apps.clone(),
                 error: self.error,
                 reason: self.reason.clone(),
+                expected_ms: self.expected_ms,
             })
             .unwrap_or_default(),
         }
@@ -266,6 +315,7 @@ pub fn parse_status_answer(
                 error: Some(answer.error),
                 reason: None,
                 awake: None,
+                expected_ms: None,
             }),
             _ => Err(AnswerError::UnexpectedCode {
                 status,
@@ -311,6 +361,7 @@ pub fn parse_status_answer(
             .and(answer.reason.as_deref())
             .and_then(shown_reason),
         awake,
+        expected_ms: answer.expected_ms.and_then(bounded_estimate),
     })
 }
 
@@ -348,7 +399,40 @@ mod tests {
             app: "shop-front".into(),
             apps: vec!["shop-front".into(), "shop-api-1".into()],
             retry_after: 5,
+            expected_ms: None,
         }
+    }
+
+    #[test]
+    fn the_page_carries_the_estimate_when_known() {
+        let unknown = page().render(true).body;
+        assert!(
+            unknown.contains("<div id=\"paastis-estimate\" class=\"hint\" hidden>"),
+            "{unknown}"
+        );
+        assert!(
+            unknown.contains("hidden><p></p>"),
+            "no estimate shown before one is known"
+        );
+        let known = WaitingPage {
+            expected_ms: Some(4_600),
+            ..page()
+        }
+        .render(true)
+        .body;
+        assert!(
+            known.contains(
+                "<div id=\"paastis-estimate\" class=\"hint\"><p>Usually ready in about 5 s.</p>"
+            ),
+            "{known}"
+        );
+        assert!(
+            known.contains("animation-duration:5s"),
+            "the bar fills over the estimate without JS"
+        );
+        assert_eq!(bounded_estimate(0), None);
+        assert_eq!(bounded_estimate(20), Some(1_000));
+        assert_eq!(bounded_estimate(u64::MAX), Some(MAX_ESTIMATE_MS));
     }
 
     #[test]
@@ -491,6 +575,7 @@ mod tests {
             app: "shop-front".into(),
             apps: Vec::new(),
             retry_after: 5,
+            expected_ms: None,
         }
         .render(true)
         .body;
@@ -546,7 +631,7 @@ mod tests {
     proptest! {
         #[test]
         fn names_are_escaped(app in "\\PC{0,40}") {
-            let p = WaitingPage { app: app.clone(), apps: vec![app.clone()], retry_after: 5 };
+            let p = WaitingPage { app: app.clone(), apps: vec![app.clone()], retry_after: 5, expected_ms: None };
             let body = p.render(true).body;
             let start = body.find("<title>").unwrap() + 7;
             let end = body.find("</title>").unwrap();

@@ -38,7 +38,11 @@ pub enum WakeOutcome {
     /// 202: the app is being woken in the background; show the waiting
     /// page. `apps`: the app woken (the rules' target) then its linked apps,
     /// all valid app names, at most `MAX_LINKED_APPS`.
-    Waiting { apps: Vec<String> },
+    Waiting {
+        apps: Vec<String>,
+        /// The sidecar's usual wake time, bounded ([`crate::waiting::bounded_estimate`]).
+        expected_ms: Option<u64>,
+    },
     /// 404 `unknown_app`.
     UnknownApp,
     /// 400 `invalid_app`.
@@ -97,6 +101,9 @@ fn parse(
                 return Err(AnswerError::WrongApp(app));
             }
         }
+        let expected_ms = answer
+            .expected_ms
+            .and_then(crate::waiting::bounded_estimate);
         let mut apps = Vec::with_capacity(1 + answer.linked_apps.len());
         apps.push(answer.target);
         apps.extend(answer.linked_apps);
@@ -113,7 +120,7 @@ fn parse(
         if let Some(name) = apps.iter().find(|a| !is_valid_app_name(a)) {
             return Err(bad(format!("{name:?} is not a valid app name")));
         }
-        return Ok(WakeOutcome::Waiting { apps });
+        return Ok(WakeOutcome::Waiting { apps, expected_ms });
     }
     let answer: ErrorAnswer = serde_json::from_slice(body).map_err(bad_body)?;
     match (status, answer.error) {
@@ -166,10 +173,11 @@ pub fn after_wake(
             upstream_host: awake.upstream_host,
             cache: true,
         },
-        WakeOutcome::Waiting { apps } => WakeAction::Waiting(WaitingPage {
+        WakeOutcome::Waiting { apps, expected_ms } => WakeAction::Waiting(WaitingPage {
             app: app.to_owned(),
             apps,
             retry_after: config.retry_after_s,
+            expected_ms,
         }),
         WakeOutcome::UnknownApp => {
             WakeAction::Reply(LocalReply::for_app(ReplyKind::UnknownApp, app))
@@ -301,7 +309,8 @@ mod tests {
         assert_eq!(
             outcome,
             WakeOutcome::Waiting {
-                apps: vec!["my-app".into(), "my-api-1".into()]
+                apps: vec!["my-app".into(), "my-api-1".into()],
+                expected_ms: None,
             }
         );
         assert_eq!(
@@ -310,7 +319,19 @@ mod tests {
                 app: "my-app".into(),
                 apps: vec!["my-app".into(), "my-api-1".into()],
                 retry_after: 3,
+                expected_ms: None,
             })
+        );
+        let estimated = answer(
+            "202",
+            r#"{"waiting":true,"app":"my-app","target":"my-app","expected_ms":4200}"#,
+        );
+        assert_eq!(
+            estimated,
+            WakeOutcome::Waiting {
+                apps: vec!["my-app".into()],
+                expected_ms: Some(4_200),
+            }
         );
         let too_many: Vec<String> = (0..MAX_LINKED_APPS)
             .map(|i| format!("app-{i:03}"))

@@ -24,5 +24,5 @@ pub use host::{
 };
 pub use paastis::{
     is_valid_health_path, AppRule, AppRuleError, AppRules, ResolveError, ResolvedApp, Strategy,
-    DEFAULT_HEALTH_PATH, MAX_HEALTH_PATH, MAX_LINKED_APPS,
+    DEFAULT_HEALTH_PATH, MAX_HEALTH_PATH, MAX_LINKED_APPS, MAX_PREWARM_MINUTES,
 };

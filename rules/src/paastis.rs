@@ -54,9 +54,21 @@ pub enum AppRuleError {
     InvalidStrategy { index: usize, value: String },
     #[error("rules[{index}].health_path: {value:?} is not a path (it starts with `/`, at most {MAX_HEALTH_PATH} visible ASCII characters)")]
     InvalidHealthPath { index: usize, value: String },
+    #[error("rules[{index}].keep_awake[{position}]: {value:?} is not a window ({message}); write e.g. \"Mon-Fri 08:30-19:00 Europe/Paris\"")]
+    InvalidKeepAwake {
+        index: usize,
+        position: usize,
+        value: String,
+        message: String,
+    },
+    #[error("rules[{index}].prewarm: {value} minutes is more than {MAX_PREWARM_MINUTES}")]
+    InvalidPrewarm { index: usize, value: u64 },
     #[error(transparent)]
     Region(#[from] RuleError),
 }
+
+/// Longest `prewarm` accepted, in minutes (a day).
+pub const MAX_PREWARM_MINUTES: u64 = 24 * 60;
 
 /// How a request for a sleeping app is answered while the app wakes.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
@@ -118,6 +130,11 @@ pub struct AppRule {
     region: Option<String>,
     strategy: Option<Strategy>,
     health_path: Option<String>,
+    /// Keep-awake window texts, checked by whoever builds the rule (this
+    /// crate knows no calendar: the filter never needs one).
+    keep_awake: Option<Vec<String>>,
+    /// Minutes.
+    prewarm: Option<u64>,
 }
 
 impl AppRule {
@@ -173,6 +190,8 @@ impl AppRule {
             region: region.map(str::to_owned),
             strategy: None,
             health_path: None,
+            keep_awake: None,
+            prewarm: None,
         })
     }
 
@@ -200,6 +219,23 @@ impl AppRule {
         self.health_path = path.map(str::to_owned);
         Ok(self)
     }
+
+    /// Sets the rule's `keep_awake` windows, as written (the caller has
+    /// checked each text), and its `prewarm` minutes (at most
+    /// [`MAX_PREWARM_MINUTES`]); none: the rule leaves them as they were.
+    pub fn with_keep_awake(
+        mut self,
+        index: usize,
+        windows: Option<Vec<String>>,
+        prewarm: Option<u64>,
+    ) -> Result<Self, AppRuleError> {
+        if let Some(value) = prewarm.filter(|m| *m > MAX_PREWARM_MINUTES) {
+            return Err(AppRuleError::InvalidPrewarm { index, value });
+        }
+        self.keep_awake = windows;
+        self.prewarm = prewarm;
+        Ok(self)
+    }
 }
 
 /// What the rules say about one requested app.
@@ -218,6 +254,10 @@ pub struct ResolvedApp {
     /// The path probed on its front to tell that it is up
     /// ([`DEFAULT_HEALTH_PATH`] unless a rule says otherwise).
     pub health_path: String,
+    /// Keep-awake windows, as written (the last rule that gives some wins).
+    pub keep_awake: Vec<String>,
+    /// Minutes before a keep-awake window opens when a sleeping app is woken.
+    pub prewarm_minutes: u64,
 }
 
 /// The ordered rule list plus the default idle time and strategy.
@@ -264,6 +304,8 @@ impl AppRules {
             region: None,
             strategy: self.default_strategy,
             health_path: DEFAULT_HEALTH_PATH.to_owned(),
+            keep_awake: Vec::new(),
+            prewarm_minutes: 0,
         };
         for (index, rule) in self.rules.iter().enumerate() {
             let Some(captures) = rule.pattern.captures(requested) else {
@@ -301,6 +343,12 @@ impl AppRules {
             }
             if let Some(path) = &rule.health_path {
                 resolved.health_path = path.clone();
+            }
+            if let Some(windows) = &rule.keep_awake {
+                resolved.keep_awake = windows.clone();
+            }
+            if let Some(minutes) = rule.prewarm {
+                resolved.prewarm_minutes = minutes;
             }
         }
         let mut seen = HashSet::new();

@@ -38,7 +38,10 @@ use tokio::net::TcpListener;
 
 use crate::clock::now_ms;
 use crate::deps::Deps;
-use crate::registry::{AppRecord, EventKind, RegistryError, EVENTS_CAPACITY};
+use crate::keep_awake::{self, NextWindow};
+use crate::registry::{
+    expected_ms, AppRecord, EventKind, RegistryError, WakeSample, EVENTS_CAPACITY,
+};
 use crate::saved::{container_hours_saved, hours, AppSaved};
 use crate::scalingo::Secret;
 use crate::scheduler::{PassError, PauseError, Scheduler};
@@ -78,8 +81,12 @@ struct AdminApp {
     idle_seconds: Option<u64>,
     max_idle_minutes: u64,
     /// When the scheduler will pause it if nobody uses it; null for never
-    /// (max idle 0, ignored, not running or not registered).
+    /// (max idle 0, ignored, not running or not registered). Never inside
+    /// a keep-awake window: at the window's end at the earliest.
     pause_at_ms: Option<u64>,
+    /// The keep-awake window open now, else the next one to open; null when
+    /// its rules give none.
+    next_keep_awake: Option<NextWindow>,
     linked_apps: Vec<String>,
     /// Formation the next wake restores (amount per process type).
     formation: BTreeMap<String, u32>,
@@ -88,6 +95,12 @@ struct AdminApp {
     container_hours_saved: f64,
     /// When its current sleep began, per the event log; null when awake.
     asleep_since_ms: Option<u64>,
+    /// Its last wakes that scaled it up, newest first (at most
+    /// [`crate::registry::WAKE_SAMPLES`]), shared by the instances.
+    last_wakes: Vec<WakeSample>,
+    /// The usual wake time (their median), what the waiting page shows;
+    /// null without wakes.
+    expected_ms: Option<u64>,
 }
 
 fn admin_app(
@@ -96,6 +109,7 @@ fn admin_app(
     record: Option<&AppRecord>,
     provider: Option<&(String, String)>,
     saved: Option<&AppSaved>,
+    last_wakes: Vec<WakeSample>,
     now: u64,
 ) -> AdminApp {
     let resolved = admin.waker.rules().resolve(name).ok();
@@ -103,6 +117,13 @@ fn admin_app(
     let ignored = admin.waker.is_ignored(name);
     let running = provider.is_some_and(|(_, status)| status != "stopped" && status != "new");
     let last_access_ms = record.map(|r| r.last_access_ms);
+    let next_keep_awake = resolved
+        .as_ref()
+        .and_then(|r| keep_awake::next_window(&r.keep_awake, now));
+    let kept_until = next_keep_awake
+        .as_ref()
+        .filter(|w| w.open)
+        .map_or(0, |w| w.interval.end_ms);
     AdminApp {
         app: name.to_owned(),
         region: provider
@@ -116,10 +137,11 @@ fn admin_app(
         max_idle_minutes,
         pause_at_ms: match last_access_ms {
             Some(at) if running && !ignored && max_idle_minutes > 0 => {
-                Some(at + max_idle_minutes * 60_000)
+                Some((at + max_idle_minutes * 60_000).max(kept_until))
             }
             _ => None,
         },
+        next_keep_awake,
         linked_apps: record
             .map(|r| r.linked_apps.clone())
             .filter(|l| !l.is_empty())
@@ -130,6 +152,8 @@ fn admin_app(
             .unwrap_or_default(),
         container_hours_saved: saved.map_or(0.0, AppSaved::container_hours),
         asleep_since_ms: saved.and_then(|s| s.asleep_since_ms),
+        expected_ms: expected_ms(&last_wakes),
+        last_wakes,
     }
 }
 
@@ -140,6 +164,21 @@ async fn saved_by_app(
 ) -> Result<BTreeMap<String, AppSaved>, RegistryError> {
     let events = admin.waker.events().recent(EVENTS_CAPACITY).await?;
     Ok(container_hours_saved(&events, now))
+}
+
+/// The last wakes of `app`; none when the store cannot be read (logged:
+/// the rest of the answer is still worth having).
+async fn last_wakes(admin: &Admin, app: &str) -> Vec<WakeSample> {
+    admin
+        .waker
+        .deps()
+        .wakes
+        .recent_wakes(app)
+        .await
+        .unwrap_or_else(|e| {
+            tracing::warn!(app, error = %e, "admin: wake durations unavailable");
+            Vec::new()
+        })
 }
 
 fn error(status: StatusCode, code: &str, message: impl ToString) -> Response {
@@ -187,19 +226,19 @@ async fn list_apps(State(admin): State<Admin>) -> Response {
         .copied()
         .chain(provider.keys().map(String::as_str))
         .collect();
-    let apps: Vec<AdminApp> = names
-        .into_iter()
-        .map(|name| {
-            admin_app(
-                &admin,
-                name,
-                records.get(name).copied(),
-                provider.get(name),
-                saved.get(name),
-                now,
-            )
-        })
-        .collect();
+    let mut apps: Vec<AdminApp> = Vec::with_capacity(names.len());
+    for name in names {
+        let wakes = last_wakes(&admin, name).await;
+        apps.push(admin_app(
+            &admin,
+            name,
+            records.get(name).copied(),
+            provider.get(name),
+            saved.get(name),
+            wakes,
+            now,
+        ));
+    }
     let total: u64 = saved.values().map(|s| s.container_seconds).sum();
     Json(json!({
         "apps": apps,
@@ -233,12 +272,14 @@ async fn get_app(State(admin): State<Admin>, Path(app): Path<String>) -> Respons
         Ok(s) => s,
         Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, "registry_unavailable", e),
     };
+    let wakes = last_wakes(&admin, &app).await;
     Json(admin_app(
         &admin,
         &app,
         record.as_ref(),
         provider.as_ref(),
         saved.get(&app),
+        wakes,
         now,
     ))
     .into_response()

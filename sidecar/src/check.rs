@@ -13,8 +13,10 @@ use std::fmt::Write as _;
 use paastis_rules::{normalize_host, HostMatch, HostRules};
 use thiserror::Error;
 
+use crate::clock::now_ms;
 use crate::config::paastis::check_regions;
 use crate::config::{Config, ConfigError, LogFormat, RegistryKind, KNOWN_REGIONS};
+use crate::keep_awake;
 use crate::platform::scalingo::{listed_apps, region_names};
 use crate::scalingo::{ScalingoClient, ScalingoError};
 use crate::scheduler::plan::max_idle_minutes;
@@ -233,8 +235,11 @@ fn describe_sample(config: &Config, hosts: &HostView, sample: &str) -> String {
     } else {
         format!(" (host names {app})")
     };
+    let window = keep_awake::describe(&main.keep_awake, main.prewarm_minutes, now_ms())
+        .map(|w| format!(", {w}"))
+        .unwrap_or_default();
     format!(
-        "app {}{renamed}, region {region}, wakes with [{}], {idle}, strategy {}",
+        "app {}{renamed}, region {region}, wakes with [{}], {idle}, strategy {}{window}",
         main.name,
         linked.join(", "),
         main.strategy.as_str()
@@ -316,11 +321,14 @@ pub async fn apps_report(config: &Config) -> Result<String, AppsError> {
         apps.sort_by(|a, b| a.name.cmp(&b.name));
         let _ = writeln!(out, "region {region}: {} apps", apps.len());
         for app in apps {
-            let strategy = config
-                .rules
-                .resolve(&app.name)
-                .map(|r| r.strategy)
-                .unwrap_or(config.rules.default_strategy());
+            let resolved = config.rules.resolve(&app.name).ok();
+            let strategy = resolved
+                .as_ref()
+                .map_or(config.rules.default_strategy(), |r| r.strategy);
+            let window = resolved
+                .and_then(|r| keep_awake::describe(&r.keep_awake, r.prewarm_minutes, now_ms()))
+                .map(|w| format!(", {w}"))
+                .unwrap_or_default();
             let managed = match scope.unmanaged(&app.name) {
                 Some(why) => format!("not managed ({why})"),
                 None => match max_idle_minutes(&config.rules, &app.name) {
@@ -330,7 +338,7 @@ pub async fn apps_report(config: &Config) -> Result<String, AppsError> {
             };
             let _ = writeln!(
                 out,
-                "  {} [{}] {managed}, strategy {}",
+                "  {} [{}] {managed}, strategy {}{window}",
                 app.name,
                 app.status,
                 strategy.as_str()

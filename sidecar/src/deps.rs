@@ -32,6 +32,8 @@ pub struct Deps {
     pub registry: Arc<dyn Registry>,
     pub coordinator: Arc<dyn Coordinator>,
     pub events: Arc<dyn EventLog>,
+    /// Each app's recent wake durations, shared like the registry.
+    pub wakes: Arc<dyn crate::registry::WakeLog>,
     pub metrics: Arc<Metrics>,
     pub hooks: Arc<HookRunner>,
     pub rules: Arc<AppRules>,
@@ -63,6 +65,7 @@ impl Deps {
             registry,
             coordinator: Arc::new(InMemoryCoordinator::new()),
             events: Arc::new(InMemoryEventLog::new(EVENTS_CAPACITY)),
+            wakes: Arc::new(crate::registry::InMemoryWakeLog::new()),
             hooks: HookRunner::new(Hooks::default(), metrics.clone()),
             metrics,
             rules: Arc::new(rules),

@@ -17,12 +17,12 @@
 //! proxy-wasm.
 //!
 //! Layering (no module imports one that imports it back): `clock`,
-//! `metrics`, `registry`, `scalingo`, `listener`, `hooks` and `dashboard`
-//! are leaves (`auth` on `scalingo`'s `Secret`, `backoff` on `registry` and
-//! `clock`, `saved` on `registry`); `platform`
+//! `metrics`, `registry`, `scalingo`, `listener`, `hooks`, `keep_awake`
+//! and `dashboard` are leaves (`auth` on `scalingo`'s `Secret`, `backoff`
+//! on `registry` and `clock`, `saved` on `registry`); `platform`
 //! and `config` sit on those; `awake`, `activity` and `deps` on those (`deps`
 //! asks `config` which apps are managed); `wake`, `verify` and
-//! `scheduler` on `deps`; `server`, `waiting` and `admin` on top; this root
+//! `scheduler` on `deps` (`prewarm` on `wake`); `server`, `waiting` and `admin` on top; this root
 //! only wires them ([`build`]).
 //!
 //! Entry point: [`server::run`] over a bound listener, with a shutdown
@@ -40,9 +40,11 @@ pub mod config;
 pub mod dashboard;
 pub mod deps;
 pub mod hooks;
+pub mod keep_awake;
 pub mod listener;
 pub mod metrics;
 pub mod platform;
+pub mod prewarm;
 pub mod registry;
 pub mod saved;
 pub mod scalingo;
@@ -77,6 +79,8 @@ pub use registry::EVENTS_CAPACITY;
 pub struct Gateway {
     pub waker: Arc<Waker>,
     pub scheduler: Arc<Scheduler>,
+    /// Wakes apps before their keep-awake windows (background rank).
+    pub prewarm: Arc<prewarm::Prewarmer>,
     pub metrics: Arc<metrics::Metrics>,
 }
 
@@ -86,6 +90,7 @@ struct Stores {
     registry: Arc<dyn Registry>,
     coordinator: Arc<dyn Coordinator>,
     events: Arc<dyn EventLog>,
+    wakes: Arc<dyn registry::WakeLog>,
     budget: Arc<Budget>,
 }
 
@@ -96,6 +101,7 @@ async fn stores(kind: &RegistryKind, budget_config: BudgetConfig) -> Result<Stor
             registry: Arc::new(InMemoryRegistry::new()),
             coordinator: Arc::new(InMemoryCoordinator::new()),
             events: Arc::new(InMemoryEventLog::new(EVENTS_CAPACITY)),
+            wakes: Arc::new(registry::InMemoryWakeLog::new()),
             budget: Arc::new(Budget::in_memory(budget_config).map_err(|e| e.to_string())?),
         },
         RegistryKind::Redis { url, prefix } => {
@@ -112,7 +118,8 @@ async fn stores(kind: &RegistryKind, budget_config: BudgetConfig) -> Result<Stor
             Stores {
                 registry: store.clone(),
                 coordinator: store.clone(),
-                events: store,
+                events: store.clone(),
+                wakes: store,
                 budget: Arc::new(budget),
             }
         }
@@ -131,6 +138,7 @@ pub async fn build(config: &Config) -> Result<Gateway, String> {
         registry,
         coordinator,
         events,
+        wakes,
         budget,
     } = stores(&config.registry, budget_config).await?;
     let client =
@@ -159,6 +167,7 @@ pub async fn build(config: &Config) -> Result<Gateway, String> {
         registry,
         coordinator,
         events,
+        wakes,
         hooks: HookRunner::new(config.hooks.clone(), metrics.clone()),
         metrics: metrics.clone(),
         rules: Arc::new(config.rules.clone()),
@@ -174,6 +183,11 @@ pub async fn build(config: &Config) -> Result<Gateway, String> {
         platform: Arc::new(platform.with_priority(Priority::Background)),
         ..deps
     };
+    // Prewarm wakes nobody waits on: the background rank too.
+    let prewarm = Arc::new(prewarm::Prewarmer::new(Waker::new(
+        scheduler_deps.clone(),
+        config.wake_timeout,
+    )));
     let scheduler = Arc::new(
         Scheduler::new(scheduler_deps, config.scheduler_calls_per_minute)
             .with_dry_run(config.dry_run),
@@ -181,6 +195,7 @@ pub async fn build(config: &Config) -> Result<Gateway, String> {
     Ok(Gateway {
         waker,
         scheduler,
+        prewarm,
         metrics,
     })
 }

@@ -231,6 +231,7 @@ fn serve(config: Config) -> ExitCode {
                 .clone()
                 .run(config.scheduler_schedule.clone(), background.clone()),
         );
+        tasks.spawn(gateway.prewarm.clone().run(background.clone()));
         tasks.spawn(
             gateway
                 .waker

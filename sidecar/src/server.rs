@@ -155,7 +155,11 @@ async fn wake(
         }
         if req.client == Some(Client::Browser) {
             match waiting.begin(&waker, &req.app, req.region.as_deref()) {
-                Ok(Some(answer)) => return (StatusCode::ACCEPTED, Json(answer)).into_response(),
+                Ok(Some(mut answer)) => {
+                    // The page is rendered with the estimate when one is known.
+                    answer.expected_ms = crate::waiting::expected(&waker, &answer.target).await;
+                    return (StatusCode::ACCEPTED, Json(answer)).into_response();
+                }
                 Ok(None) => {}
                 Err(e) => return ApiError(e).into_response(),
             }

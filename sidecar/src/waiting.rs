@@ -165,6 +165,8 @@ impl Waiting {
             app: Some(requested.to_owned()),
             target: main.name.clone(),
             linked_apps: set.iter().skip(1).map(|a| a.name.clone()).collect(),
+            // Filled in by the caller (`expected`: a store read).
+            expected_ms: None,
         }))
     }
 
@@ -241,7 +243,24 @@ impl Waiting {
             apps,
             error,
             reason,
+            expected_ms: match set.first() {
+                Some(target) => expected(waker, &target.name).await,
+                None => None,
+            },
         })
+    }
+}
+
+/// The usual wake time of `app` (the median of its recent wakes), `None`
+/// when none was measured or the store cannot be read (the page then shows
+/// no estimate: never a wrong one).
+pub async fn expected(waker: &Waker, app: &str) -> Option<u64> {
+    match waker.deps().wakes.recent_wakes(app).await {
+        Ok(samples) => crate::registry::expected_ms(&samples),
+        Err(e) => {
+            tracing::debug!(error = %e, "no wake-time estimate");
+            None
+        }
     }
 }
 
@@ -316,6 +335,7 @@ mod tests {
             app: Some("shop-front".into()),
             target: "shop-front".into(),
             linked_apps: vec!["shop-api-1".into()],
+            expected_ms: None,
         };
         assert_eq!(
             serde_json::to_value(&a).unwrap(),
@@ -333,6 +353,7 @@ mod tests {
             }],
             error: Some(ErrorCode::WakeFailed),
             reason: None,
+            expected_ms: None,
         };
         assert_eq!(
             serde_json::to_value(&s).unwrap(),

@@ -31,7 +31,7 @@ impl Admin {
         let rules = dir.path().join("paastis.yml");
         std::fs::write(
             &rules,
-            "rules:\n  - pattern: '^shop-front$'\n    linked_apps: [shop-api-1]\n",
+            "rules:\n  - pattern: '^shop-front$'\n    linked_apps: [shop-api-1]\n  - pattern: '^busy-app$'\n    keep_awake: ['Daily 00:00-24:00 UTC']\n",
         )
         .unwrap();
         let mut extra = extra.to_vec();
@@ -208,6 +208,12 @@ async fn operators_list_wake_pause_and_forget_apps() {
     assert_eq!(busy["provider_status"], "running");
     assert_eq!(busy["region"], "osc-secnum-fr1");
     assert_eq!(busy["registered"], false);
+    // Its rule keeps it awake all day, every day: the window is open now.
+    assert_eq!(busy["next_keep_awake"]["open"], true, "{busy}");
+    assert!(busy["next_keep_awake"]["end"]
+        .as_str()
+        .unwrap()
+        .ends_with("T00:00:00Z"));
     assert_eq!(list["provider_error"], Value::Null);
 
     // Force a wake: the app and its linked app run.
@@ -231,6 +237,11 @@ async fn operators_list_wake_pause_and_forget_apps() {
     assert_eq!(front["linked_apps"], serde_json::json!(["shop-api-1"]));
     let last = front["last_access_ms"].as_u64().unwrap();
     assert_eq!(front["pause_at_ms"].as_u64().unwrap(), last + 15 * 60_000);
+    assert_eq!(front["next_keep_awake"], Value::Null);
+    // The wake scaled it up: its duration is kept and is the estimate.
+    let wakes = front["last_wakes"].as_array().unwrap();
+    assert_eq!(wakes.len(), 1, "{front}");
+    assert_eq!(front["expected_ms"], wakes[0]["duration_ms"]);
 
     // Force a pause of an app running with web=2: remembered, scaled to 0.
     let (status, paused) = a

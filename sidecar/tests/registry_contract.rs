@@ -19,7 +19,7 @@ use paastis_e2e::redis::{unique_prefix, TestRedis};
 use paastis_sidecar::registry::redis::RedisStore;
 use paastis_sidecar::registry::{
     AppRecord, Coordinator, Event, EventKind, EventLog, InMemoryCoordinator, InMemoryEventLog,
-    InMemoryRegistry, Registry,
+    InMemoryRegistry, InMemoryWakeLog, Registry, WakeLog, WakeSample, WAKE_SAMPLES,
 };
 use tokio::task::JoinSet;
 use tokio::time::Instant;
@@ -30,6 +30,7 @@ struct Stores {
     registry: Arc<dyn Registry>,
     coordinator: Arc<dyn Coordinator>,
     events: Arc<dyn EventLog>,
+    wakes: Arc<dyn WakeLog>,
 }
 
 /// A store under test.
@@ -61,6 +62,7 @@ impl Memory {
             registry: Arc::new(InMemoryRegistry::new()),
             coordinator: Arc::new(InMemoryCoordinator::new()),
             events: Arc::new(InMemoryEventLog::new(events_capacity)),
+            wakes: Arc::new(InMemoryWakeLog::new()),
         }
     }
 }
@@ -98,7 +100,8 @@ impl Redis {
         Stores {
             registry: Arc::new(store.clone()),
             coordinator: Arc::new(store.clone()),
-            events: Arc::new(store),
+            events: Arc::new(store.clone()),
+            wakes: Arc::new(store),
         }
     }
 }
@@ -540,6 +543,58 @@ async fn instances_share_one_store_and_separate_stores_isolate(backend: impl Bac
 
 /// One test per store for each `case(events_capacity)`: the in-memory
 /// stores on a paused clock, Redis on a private server with real time.
+async fn wake_durations_are_shared_bounded_newest_first(backend: impl Backend) {
+    let one = backend.instance().await.wakes;
+    let two = backend.instance().await.wakes;
+    assert!(one.recent_wakes("shop-front").await.unwrap().is_empty());
+    for i in 0..(WAKE_SAMPLES as u64 + 3) {
+        let writer = if i % 2 == 0 { &one } else { &two };
+        writer
+            .record_wake(
+                "shop-front",
+                WakeSample {
+                    at_ms: 1_000 + i,
+                    duration_ms: 100 * i,
+                },
+            )
+            .await
+            .unwrap();
+    }
+    one.record_wake(
+        "other-app",
+        WakeSample {
+            at_ms: 5,
+            duration_ms: 7,
+        },
+    )
+    .await
+    .unwrap();
+    let seen = two.recent_wakes("shop-front").await.unwrap();
+    assert_eq!(seen.len(), WAKE_SAMPLES, "only the last ones are kept");
+    let at: Vec<u64> = seen.iter().map(|s| s.at_ms).collect();
+    let newest = 1_000 + WAKE_SAMPLES as u64 + 2;
+    assert_eq!(
+        at,
+        (newest - WAKE_SAMPLES as u64 + 1..=newest)
+            .rev()
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(seen[0].duration_ms, 100 * (WAKE_SAMPLES as u64 + 2));
+    assert_eq!(
+        one.recent_wakes("other-app").await.unwrap(),
+        [WakeSample {
+            at_ms: 5,
+            duration_ms: 7
+        }]
+    );
+    let separate = backend.separate().await.wakes;
+    assert!(separate
+        .recent_wakes("shop-front")
+        .await
+        .unwrap()
+        .is_empty());
+}
+
 macro_rules! contract {
     ($($case:ident($capacity:expr)),* $(,)?) => {
         mod memory {
@@ -575,4 +630,5 @@ contract! {
     the_event_log_is_bounded_newest_first(2),
     events_round_trip(100),
     instances_share_one_store_and_separate_stores_isolate(10),
+    wake_durations_are_shared_bounded_newest_first(10),
 }

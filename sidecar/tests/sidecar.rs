@@ -349,6 +349,69 @@ fn the_binary_refuses_a_bad_configuration_with_exit_code_64() {
         .contains("invalid configuration: PROVIDER_SCALINGO_API_TOKEN"));
 }
 
+#[test]
+fn keep_awake_windows_exit_64_when_malformed_and_check_config_prints_the_next_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("paastis.yml");
+    let run = |args: &[&str]| {
+        std::process::Command::new(sidecar_bin())
+            .env_clear()
+            .env("PROVIDER_SCALINGO_API_TOKEN", "tk-us-secret-token-value")
+            .env("PAASTIS_RULES_FILE", &rules)
+            .env("PAASTIS_LISTEN", "127.0.0.1:0")
+            .args(args)
+            .output()
+            .expect("the sidecar binary runs (make build)")
+    };
+    std::fs::write(
+        &rules,
+        "rules:\n  - pattern: x\n  - pattern: '^office-'\n    keep_awake: ['Mon-Fri 08:30-19:00 Europe/Parsi']\n",
+    )
+    .unwrap();
+    for args in [&[][..], &["check-config"][..]] {
+        let out = run(args);
+        assert_eq!(out.status.code(), Some(64), "{args:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let expected = format!(
+            "invalid configuration: {}: rules[1].keep_awake[0]: \"Mon-Fri 08:30-19:00 Europe/Parsi\" is not a window (\"Europe/Parsi\" is not an IANA time zone)",
+            rules.display()
+        );
+        assert!(stderr.contains(&expected), "{stderr}");
+        assert!(out.stdout.is_empty(), "nothing was bound");
+    }
+    std::fs::write(
+        &rules,
+        "rules:\n  - pattern: '^office-'\n    keep_awake: ['Daily 00:00-24:00 UTC']\n    prewarm: 5\n",
+    )
+    .unwrap();
+    let out = run(&[
+        "check-config",
+        "office-app.example.com",
+        "other-app.example.com",
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    let office = stdout
+        .lines()
+        .skip_while(|l| !l.contains("office-app.example.com"))
+        .nth(1)
+        .unwrap_or_default();
+    assert!(
+        office.contains(", kept awake now, until ")
+            && office.ends_with("T00:00:00Z, woken 5 min before"),
+        "{stdout}"
+    );
+    let other = stdout
+        .lines()
+        .skip_while(|l| !l.contains("other-app.example.com"))
+        .nth(1)
+        .unwrap_or_default();
+    assert!(
+        !other.contains("keep-awake") && !other.contains("kept awake"),
+        "{stdout}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_scheduler_pauses_idle_apps_and_the_next_wake_restores_their_formation() {
     let s = setup(

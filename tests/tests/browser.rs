@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use paastis_e2e::browser::{Browser, BrowserOptions};
 use paastis_e2e::fake::{Endpoint, FakeApp, FakeConfig, Fault, FaultKind};
 use paastis_e2e::harness::{workspace_root, Stack, StackOptions};
+use paastis_e2e::redis::{unique_prefix, TestRedis};
 use serde_json::Value;
 
 const FRONT: &str = "shop-front";
@@ -49,6 +50,34 @@ async fn shop_stack() -> Stack {
     strategy: waiting_page
 "
         .to_owned(),
+        ..StackOptions::default()
+    })
+    .await
+}
+
+/// The shop stack on a Redis registry under `prefix`, so that a test can
+/// write what earlier wakes left (their durations) before opening the page.
+async fn shop_stack_on_redis(redis: &TestRedis, prefix: &str) -> Stack {
+    Stack::start(StackOptions {
+        fake: FakeConfig {
+            boot_delay: Duration::from_millis(2500),
+            ..FakeConfig::default()
+        },
+        apps: vec![
+            FakeApp::web(FRONT, "osc-fr1", 0),
+            FakeApp::web(API, "osc-fr1", 0),
+        ],
+        rules_yaml: "rules:
+  - pattern: '^(.*)-front$'
+    linked_apps: ['$1-api-1']
+    strategy: waiting_page
+"
+        .to_owned(),
+        sidecar_env: vec![
+            ("REGISTRY_TYPE".to_owned(), "redis".to_owned()),
+            ("REGISTRY_REDIS_URL".to_owned(), redis.url()),
+            ("REGISTRY_REDIS_KEY_PREFIX".to_owned(), prefix.to_owned()),
+        ],
         ..StackOptions::default()
     })
     .await
@@ -212,4 +241,65 @@ async fn chromium_shows_a_failed_wake_as_an_error_instead_of_spinning() {
     tokio::time::sleep(Duration::from_millis(2500)).await;
     assert_eq!(stack.envoy.counter("paastis.status_callout"), polls);
     assert_eq!(stack.fake.front_hits(FRONT), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chromium_shows_the_usual_wake_time_and_a_progress_bar() {
+    let redis = TestRedis::start();
+    let prefix = unique_prefix("browser_estimate");
+    // Three earlier wakes of shop-front, as the sidecar keeps them (newest
+    // first): the estimate is their median, 6 s.
+    for (at, duration) in [(1_000, 9_000), (2_000, 6_000), (3_000, 4_000)] {
+        let sample = format!(r#"{{"at_ms":{at},"duration_ms":{duration}}}"#);
+        let pushed = std::process::Command::new("redis-cli")
+            .args(["-p", &redis.port().to_string(), "LPUSH"])
+            .arg(format!("{prefix}wakes:{FRONT}"))
+            .arg(sample)
+            .output()
+            .expect("redis-cli");
+        assert!(pushed.status.success());
+    }
+    let stack = shop_stack_on_redis(&redis, &prefix).await;
+    let browser = chromium(&stack).await;
+    let url = format!(
+        "http://{FRONT}.gateway.example.com:{}/",
+        stack.envoy.listen.port()
+    );
+    browser.goto(&url).await.expect("navigation");
+    assert_eq!(
+        browser.title().await.expect("title"),
+        "Waking up shop-front"
+    );
+    // Rendered by the filter with the page (no script needed), not hidden.
+    let estimate = browser
+        .execute(
+            "var e=document.getElementById('paastis-estimate');\
+             var b=e.querySelector('.bar span');\
+             return [e.hidden, e.firstChild.textContent, getComputedStyle(b).animationDuration];",
+        )
+        .await
+        .expect("estimate");
+    assert_eq!(
+        estimate,
+        serde_json::json!([false, "Usually ready in about 6 s.", "6s"])
+    );
+    let png = screenshot_path("waiting-page-estimate.png");
+    browser.screenshot(&png).await.expect("screenshot");
+    println!(
+        "screenshot of the waiting page with its estimate: {}",
+        png.display()
+    );
+
+    // The page still lands on the app, and that wake joins the samples.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while app_answer(&browser).await.is_none() {
+        assert!(Instant::now() < deadline, "still not on the app after 30 s");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let kept = std::process::Command::new("redis-cli")
+        .args(["-p", &redis.port().to_string(), "LLEN"])
+        .arg(format!("{prefix}wakes:{FRONT}"))
+        .output()
+        .expect("redis-cli");
+    assert_eq!(String::from_utf8_lossy(&kept.stdout).trim(), "4");
 }

@@ -9,10 +9,11 @@
 use std::io::Read;
 use std::path::Path;
 
-use paastis_rules::{AppRule, AppRules, Strategy};
+use paastis_rules::{AppRule, AppRuleError, AppRules, Strategy};
 use serde::Deserialize;
 
 use super::error::ConfigError;
+use crate::keep_awake::Window;
 
 /// `paastis.yml` as written by users of the Node.js Paastis.
 #[derive(Debug, Deserialize)]
@@ -35,6 +36,23 @@ struct RawRule {
     strategy: Option<String>,
     /// The path probed on the app's front to tell that it is up (`/`).
     health_path: Option<String>,
+    /// Windows the app must not sleep in (`Mon-Fri 08:30-19:00 Europe/Paris`).
+    keep_awake: Option<Vec<String>>,
+    /// Minutes before a keep-awake window opens when a sleeping app is woken.
+    prewarm: Option<u64>,
+}
+
+/// Checks every keep-awake window of rule `index`.
+fn check_windows(index: usize, windows: &[String]) -> Result<(), AppRuleError> {
+    for (position, text) in windows.iter().enumerate() {
+        Window::parse(text).map_err(|e| AppRuleError::InvalidKeepAwake {
+            index,
+            position,
+            value: text.clone(),
+            message: e.to_string(),
+        })?;
+    }
+    Ok(())
 }
 
 /// Largest rules file read (1 MiB: thousands of rules).
@@ -158,6 +176,10 @@ pub fn parse_rules(
                     )
                     .map(|rule| rule.with_strategy(strategy))
                     .and_then(|rule| rule.with_health_path(index, raw.health_path.as_deref()))
+                    .and_then(|rule| {
+                        check_windows(index, raw.keep_awake.as_deref().unwrap_or_default())?;
+                        rule.with_keep_awake(index, raw.keep_awake, raw.prewarm)
+                    })
                 })
                 .map_err(|source| ConfigError::Rule {
                     file: file.to_owned(),
@@ -219,6 +241,39 @@ mod tests {
             e,
             "conf/paastis.yml: rules[1].strategy: \"page\" is not a strategy (blocking or waiting_page)"
         );
+    }
+
+    #[test]
+    fn keep_awake_windows_are_checked_naming_the_rule_and_the_text() {
+        let file = Path::new("conf/paastis.yml");
+        let e = parse_rules(
+            file,
+            "rules:\n  - pattern: x\n  - pattern: y\n    keep_awake: ['Mon-Fri 08:30-19:00 UTC', 'Mon-Fry 08:30-19:00 Europe/Paris']\n",
+            15,
+        )
+        .unwrap_err()
+        .to_string();
+        assert_eq!(
+            e,
+            "conf/paastis.yml: rules[1].keep_awake[1]: \"Mon-Fry 08:30-19:00 Europe/Paris\" is not a window (\"Mon-Fry\" is not a day (Mon..Sun), a range (Mon-Fri) nor Daily); write e.g. \"Mon-Fri 08:30-19:00 Europe/Paris\""
+        );
+        let e = parse_rules(file, "rules:\n  - pattern: x\n    prewarm: 5000\n", 15)
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            "conf/paastis.yml: rules[0].prewarm: 5000 minutes is more than 1440"
+        );
+        let rules = parse_rules(
+            file,
+            "rules:\n  - pattern: 'review-pr(\\d+)-front'\n    keep_awake:\n      - \"Mon-Fri 08:30-19:00 Europe/Paris\"\n    prewarm: 5\n",
+            15,
+        )
+        .unwrap();
+        let app = rules.resolve("review-pr7-front").unwrap();
+        assert_eq!(app.keep_awake, ["Mon-Fri 08:30-19:00 Europe/Paris"]);
+        assert_eq!(app.prewarm_minutes, 5);
+        assert!(rules.resolve("other-app").unwrap().keep_awake.is_empty());
     }
 
     #[test]

@@ -185,3 +185,13 @@ impl EventLog for LazyRedis {
         self.store().await?.recent(limit).await
     }
 }
+
+#[async_trait]
+impl super::WakeLog for LazyRedis {
+    async fn record_wake(&self, app: &str, sample: super::WakeSample) -> Result<(), RegistryError> {
+        self.store().await?.record_wake(app, sample).await
+    }
+    async fn recent_wakes(&self, app: &str) -> Result<Vec<super::WakeSample>, RegistryError> {
+        self.store().await?.recent_wakes(app).await
+    }
+}

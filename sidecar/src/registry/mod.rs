@@ -14,12 +14,15 @@
 pub mod lazy;
 pub mod memory;
 pub mod redis;
+pub mod wakes;
 
 use std::time::Duration;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
+
+pub use wakes::{expected_ms, InMemoryWakeLog, WakeLog, WakeSample, WAKE_SAMPLES};
 
 pub use memory::{InMemoryCoordinator, InMemoryEventLog, InMemoryRegistry};
 

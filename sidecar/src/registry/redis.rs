@@ -57,6 +57,7 @@
 pub mod connection;
 pub mod layout;
 pub mod scripts;
+pub mod wakes;
 
 use std::collections::HashMap;
 use std::fmt;

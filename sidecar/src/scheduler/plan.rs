@@ -10,6 +10,9 @@
 //! - a running app last accessed at least its max idle time ago is paused,
 //!   oldest first. Max idle `0` (or a name the rules cannot resolve) means
 //!   never;
+//! - an app inside one of its rules' keep-awake windows is never paused
+//!   (checked at the pass's instant; the next pass after the window closes
+//!   pauses it if it is idle);
 //! - unmanaged apps (ignored, or not matching `PAASTIS_MANAGED_APPS`) are
 //!   never discovered, forgotten nor paused, even when the registry knows
 //!   them (registered before the setting changed);
@@ -23,6 +26,7 @@ use std::collections::{BTreeMap, HashMap};
 use paastis_rules::AppRules;
 
 use crate::config::AppScope;
+use crate::keep_awake;
 use crate::platform::{ContainerAmount, ContainerType};
 use crate::registry::{AppMeta, AppRecord};
 
@@ -68,6 +72,15 @@ pub struct PassPlan {
 /// resolve it: keeping an app is the safe side.
 pub fn max_idle_minutes(rules: &AppRules, app: &str) -> u64 {
     rules.resolve(app).map_or(0, |r| r.max_idle_minutes)
+}
+
+/// Whether `app`'s rules keep it awake at `now_ms` (inside one of its
+/// `keep_awake` windows).
+pub fn kept_awake(rules: &AppRules, app: &str, now_ms: u64) -> bool {
+    rules.resolve(app).is_ok_and(|r| {
+        !r.keep_awake.is_empty()
+            && keep_awake::is_inside(&keep_awake::parse_all(&r.keep_awake), now_ms)
+    })
 }
 
 /// Whether an app last accessed at `last_access_ms` is idle beyond
@@ -129,7 +142,9 @@ pub fn plan_pass(
             continue;
         }
         let max_idle = max_idle_minutes(rules, &record.app);
-        if is_idle(record.last_access_ms, now_ms, max_idle) {
+        if is_idle(record.last_access_ms, now_ms, max_idle)
+            && !kept_awake(rules, &record.app, now_ms)
+        {
             plan.pause.push(PauseCandidate {
                 app: record.app.clone(),
                 region: region.clone(),
@@ -284,6 +299,47 @@ mod tests {
         assert_eq!(names(&plan.pause), ["older-app", "idle-app", "quick-app"]);
         assert_eq!(plan.pause[2].max_idle_minutes, 5);
         assert!(plan.discover.is_empty() && plan.forget.is_empty());
+    }
+
+    #[test]
+    fn an_app_inside_a_keep_awake_window_is_never_paused() {
+        // NOW is Thursday 1 January 1970, 16:40 UTC.
+        let rules = crate::config::parse_rules(
+            Path::new("paastis.yml"),
+            "rules:\n  - pattern: '^office-'\n    keep_awake: ['Mon-Fri 16:00-17:00 UTC']\n  - pattern: '^evening-'\n    keep_awake: ['Thu 17:00-18:00 UTC', 'Wed 16:00-17:00 Europe/Paris']\n  - pattern: '^night-'\n    keep_awake: ['Thu 01:00-00:30 UTC']\n",
+            15,
+        )
+        .expect("rules");
+        let plan = plan_pass(
+            &listing(&[
+                ("office-app", true),
+                ("evening-app", true),
+                ("night-app", true),
+            ]),
+            &[
+                record("office-app", 600, &[]),
+                record("evening-app", 600, &[]),
+                record("night-app", 600, &[]),
+            ],
+            &rules,
+            all(),
+            &SeenAsleep::new(),
+            NOW,
+        );
+        assert_eq!(
+            names(&plan.pause),
+            ["evening-app"],
+            "inside a window (one spanning midnight too): kept"
+        );
+        let later = plan_pass(
+            &listing(&[("office-app", true)]),
+            &[record("office-app", 600, &[])],
+            &rules,
+            all(),
+            &SeenAsleep::new(),
+            NOW + 20 * MINUTE,
+        );
+        assert_eq!(names(&later.pause), ["office-app"], "the window has closed");
     }
 
     #[test]

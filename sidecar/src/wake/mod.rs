@@ -40,7 +40,7 @@ use tracing::{warn, Instrument};
 use crate::deps::Deps;
 use crate::hooks::Hook;
 use crate::metrics::Metrics;
-use crate::registry::{AppMeta, EventKind, EventLog, Registry, RegistryError};
+use crate::registry::{AppMeta, EventKind, EventLog, Registry, RegistryError, WakeSample};
 use lease::{Role, WakeLease};
 
 pub use crate::activity::{MAX_ACTIVITY_BATCH, MAX_PENDING_APPS};
@@ -392,6 +392,16 @@ impl Waker {
                     if !autoscalers.is_empty() {
                         deps.record(app, EventKind::AutoscalersRestored { autoscalers })
                             .await;
+                    }
+                }
+                if up.scaled {
+                    let sample = WakeSample {
+                        at_ms: now_ms(),
+                        duration_ms: u64::try_from(started.elapsed().as_millis())
+                            .unwrap_or(u64::MAX),
+                    };
+                    if let Err(e) = deps.wakes.record_wake(app, sample).await {
+                        warn!(error = %e, "wake duration not recorded");
                     }
                 }
                 Ok(up.awake)

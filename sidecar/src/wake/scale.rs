@@ -119,6 +119,9 @@ pub struct ScaledUp {
     /// The autoscalers its pause recorded, to turn back on now that this
     /// wake scaled it up (empty when the wake found it up already).
     pub autoscalers: Vec<String>,
+    /// Whether this wake scaled it up (false: it ran or booted already), so
+    /// that only real wakes feed the wake-time estimate.
+    pub scaled: bool,
 }
 
 /// Turns the recorded autoscalers of `app` back on, then forgets them.
@@ -184,6 +187,7 @@ pub async fn scale_up(
     let mut read_formation = !known;
     let mut read_once = false;
     let mut busy = 0;
+    let mut scaled = false;
     loop {
         let changes = if read_formation || std::mem::take(&mut read_once) {
             let formation = platform
@@ -215,11 +219,13 @@ pub async fn scale_up(
             Ok(ScaleOutcome::Started { operation_id, .. }) => {
                 wait_ready(platform, target, Some(&operation_id), FIRST_PROBE, deadline).await?;
                 autoscalers = autoscalers_then;
+                scaled = true;
                 break;
             }
             Ok(ScaleOutcome::Done { .. } | ScaleOutcome::NoChange) => {
                 wait_ready(platform, target, None, FIRST_PROBE, deadline).await?;
                 autoscalers = autoscalers_then;
+                scaled = true;
                 break;
             }
             Err(ScalingoError::Busy(reason)) => {
@@ -243,6 +249,7 @@ pub async fn scale_up(
     Ok(ScaledUp {
         awake: Awake::new(app, region),
         autoscalers,
+        scaled,
     })
 }
 
