@@ -11,10 +11,21 @@
 //!    starts now) and forgets stopped apps that it has no formation to
 //!    restore for;
 //! 4. pauses every running app whose last access is older than its max idle
-//!    time: it re-reads the last access right before (activity that arrived
-//!    meanwhile wins), remembers the formation and the enabled autoscalers
-//!    (the manual scale turns them off; the wake turns them back on), then
-//!    scales every type to 0.
+//!    time: it remembers the formation and the enabled autoscalers (the
+//!    manual scale turns them off; the wake turns them back on), then scales
+//!    every type to 0.
+//!
+//! Wakes and pauses exclude each other, across instances: a pause (and a
+//! forget) holds the app's wake lease ([`crate::wake::lease`]) from before
+//! its first Scalingo call to its scale to 0, and re-reads the last access
+//! once it got its turn to call Scalingo, right before the scale; a wake
+//! marks its apps used when it starts, before it takes their leases. So a
+//! pause either sees a wake's access (and keeps the app), or holds the lease
+//! the wake then waits for (and the wake scales the app back up after it).
+//! A pause or a forget leaves the stop note ([`crate::awake`]) before it
+//! scales to 0: no instance answers the app awake afterwards until a wake
+//! ran again. A forget acts only on an app whose last access is older than
+//! the pass (so older than the listing it is based on).
 //!
 //! Before all that, the instance writes the activity it kept in memory while
 //! the registry was unreachable. A pass that cannot read or write the
@@ -56,14 +67,28 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use crate::awake::mark_stopped;
 use crate::clock::now_ms;
 use crate::config::{PassSchedule, Unmanaged};
 use crate::deps::Deps;
 use crate::hooks::Hook;
 use crate::platform::{AppStatus, ScaleOutcome, ScalingoError};
-use crate::registry::{EventKind, RegistryError};
+use crate::registry::{AppMeta, EventKind, RegistryError};
+use crate::wake::lease::{pause_holder, WakeLease};
 use pacer::Pacer;
-use plan::{is_idle, pause_changes, plan_pass, Listed, Listing, SeenAsleep};
+use plan::{is_idle, max_idle_minutes, pause_changes, plan_pass, Listed, Listing, SeenAsleep};
+
+/// What a pause did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Paused {
+    /// Scaled to 0; the formation the next wake restores.
+    Stopped(Vec<(String, u32)>),
+    /// Nothing ran.
+    NothingRunning,
+    /// A wake of the app runs, or it was used since it was found idle:
+    /// kept running.
+    Kept,
+}
 
 /// How long a pass may hold the lease before another instance may take over.
 pub const LEASE_TTL: Duration = Duration::from_secs(120);
@@ -248,10 +273,13 @@ impl Scheduler {
             report.discovered.push(app);
         }
         for app in plan.forget {
-            // Stopped by someone else: nothing of ours to restore.
-            deps.registry.forget(&app).await?;
-            deps.record(&app, EventKind::Forgotten).await;
-            report.forgotten.push(app);
+            // Stopped by someone else: nothing of ours to restore. Not if a
+            // wake of it runs or ran since the pass began (the listing is
+            // older than that wake).
+            if self.forget_stopped(&app, now).await? {
+                deps.record(&app, EventKind::Forgotten).await;
+                report.forgotten.push(app);
+            }
         }
 
         if !may_pause {
@@ -290,11 +318,21 @@ impl Scheduler {
                 report.would_pause.push(app);
                 continue;
             }
-            match self.pause(&app, &candidate.region).await {
+            match self
+                .pause(
+                    &app,
+                    &candidate.region,
+                    Some((now, candidate.max_idle_minutes)),
+                )
+                .await
+            {
+                Ok(Paused::Kept) => {
+                    debug!(%app, "used or being woken: kept running");
+                }
                 // Nothing ran: the listing said running only because its
                 // entry lacked a status (Scalingo may leave it out), e.g.
                 // an app this gateway paused already. Not a pause.
-                Ok(formation) if formation.is_empty() => {
+                Ok(Paused::NothingRunning) => {
                     // Not read again until its next access.
                     debug!(%app, "nothing to pause: no container runs");
                     if let Some(at) = last_access_ms {
@@ -304,7 +342,7 @@ impl Scheduler {
                             .insert(app, at);
                     }
                 }
-                Ok(formation) => {
+                Ok(Paused::Stopped(formation)) => {
                     deps.metrics.pause("paused");
                     info!(%app, region = %candidate.region, ?formation, "paused");
                     deps.record(&app, EventKind::Paused { formation }).await;
@@ -366,7 +404,18 @@ impl Scheduler {
             .await
             .map_err(PassError::from)?
             .ok_or_else(|| PauseError::UnknownApp(app.to_owned()))?;
-        match self.pause(app, &region).await {
+        let paused = loop {
+            match self.pause(app, &region, None).await {
+                // A wake runs: the operator's pause comes after it.
+                Ok(Paused::Kept) => {
+                    tokio::time::sleep(crate::wake::lease::NOTE_POLL).await;
+                }
+                Ok(Paused::NothingRunning) => break Ok(Vec::new()),
+                Ok(Paused::Stopped(formation)) => break Ok(formation),
+                Err(e) => break Err(e),
+            }
+        };
+        match paused {
             Ok(formation) => {
                 deps.metrics.pause("paused");
                 info!(%app, %region, ?formation, "paused on request");
@@ -386,15 +435,71 @@ impl Scheduler {
         }
     }
 
-    /// Remembers the formation and the enabled autoscalers, then scales
-    /// every type to 0.
-    async fn pause(&self, app: &str, region: &str) -> Result<Vec<(String, u32)>, PassError> {
+    /// Forgets `app`, listed stopped, unless it was used at or after `now`
+    /// (the start of the pass, before its listing) or a wake of it runs:
+    /// under its wake lease, with the stop note left for every instance.
+    /// True when forgotten.
+    async fn forget_stopped(&self, app: &str, now: u64) -> Result<bool, PassError> {
+        let deps = &self.deps;
+        let holder = pause_holder(&deps.instance);
+        let lease = WakeLease::new(deps.coordinator.as_ref(), &holder, app);
+        if !lease.hold_to_stop().await? {
+            return Ok(false);
+        }
+        let result = async {
+            if !deps.registry.forget_if_accessed_before(app, now).await? {
+                return Ok(false);
+            }
+            mark_stopped(deps.coordinator.as_ref(), app, deps.awake.stop_ttl()).await?;
+            deps.awake.forget(app);
+            deps.activity.forget(app);
+            Ok(true)
+        }
+        .await;
+        lease.release().await;
+        result
+    }
+
+    /// Pauses `app`: holds its wake lease (a wake running keeps the app:
+    /// [`Paused::Kept`]), remembers the formation and the enabled
+    /// autoscalers, then, once it is its turn to call Scalingo, re-reads the
+    /// last access (with `idle`, `(now, max idle minutes)`: a pass's pause,
+    /// an app used since is kept), leaves the stop note and scales every
+    /// type to 0.
+    async fn pause(
+        &self,
+        app: &str,
+        region: &str,
+        idle: Option<(u64, u64)>,
+    ) -> Result<Paused, PassError> {
         let deps = &self.deps;
         self.pacer.ready().await;
+        let holder = pause_holder(&deps.instance);
+        let lease = WakeLease::new(deps.coordinator.as_ref(), &holder, app);
+        if !lease.hold_to_stop().await? {
+            return Ok(Paused::Kept);
+        }
+        let result = lease
+            .renewing(self.pause_holding_lease(app, region, idle))
+            .await;
+        lease.release().await;
+        result
+    }
+
+    async fn pause_holding_lease(
+        &self,
+        app: &str,
+        region: &str,
+        idle: Option<(u64, u64)>,
+    ) -> Result<Paused, PassError> {
+        let deps = &self.deps;
         let formation = deps.platform.formation(region, app).await?;
         let (running, changes) = pause_changes(&formation);
         if running.is_empty() {
-            return Ok(running);
+            // Not running: no instance may answer it awake either.
+            mark_stopped(deps.coordinator.as_ref(), app, deps.awake.stop_ttl()).await?;
+            deps.awake.forget(app);
+            return Ok(Paused::NothingRunning);
         }
         // The manual scale below turns the app's autoscalers off (Scalingo
         // does): the enabled ones are recorded for the wake to turn back on.
@@ -413,6 +518,16 @@ impl Scheduler {
                 Vec::new()
             }
         };
+        // The record keeps what the gateway knows of the app (region, idle
+        // time, linked apps) even if it was not registered: a later access
+        // finds it whole. Its last access does not move.
+        let resolved = deps.rules.resolve(app).ok();
+        let meta = AppMeta {
+            region: region.to_owned(),
+            max_idle_minutes: max_idle_minutes(&deps.rules, app),
+            linked_apps: resolved.map(|r| r.linked_apps).unwrap_or_default(),
+        };
+        deps.registry.register(app, meta, 0).await?;
         // Written first: a crash between the two steps leaves a record from
         // which the next wake restores the app, never an app without one.
         deps.registry
@@ -425,13 +540,25 @@ impl Scheduler {
             deps.record(app, EventKind::AutoscalersRecorded { autoscalers })
                 .await;
         }
-        deps.awake.forget(app);
         deps.hooks.run(Hook::BeforeStop, app).await;
         self.pacer.ready().await;
+        // Its turn to call Scalingo: the last word goes to the activity that
+        // arrived meanwhile (a wake marks its apps when it starts).
+        if let Some((now, max_idle)) = idle {
+            let used = match deps.registry.get(app).await? {
+                Some(fresh) => !is_idle(fresh.last_access_ms, now, max_idle),
+                None => true,
+            };
+            if used {
+                return Ok(Paused::Kept);
+            }
+        }
+        mark_stopped(deps.coordinator.as_ref(), app, deps.awake.stop_ttl()).await?;
+        deps.awake.forget(app);
         match deps.platform.scale(region, app, &changes).await? {
             ScaleOutcome::Started { .. } | ScaleOutcome::Done { .. } | ScaleOutcome::NoChange => {
                 deps.hooks.spawn(Hook::AfterStop, app);
-                Ok(running)
+                Ok(Paused::Stopped(running))
             }
         }
     }
