@@ -596,6 +596,8 @@ impl Scheduler {
 }
 
 #[cfg(test)]
+mod lifecycle_tests;
+#[cfg(test)]
 mod scope_tests;
 #[cfg(test)]
 mod tests;
