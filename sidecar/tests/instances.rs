@@ -312,9 +312,52 @@ async fn an_instance_sees_the_wake_another_instance_leads() {
         WakeState::Waking
     );
     wake.await.unwrap().expect("woken");
+    // The note for the other instances is written right after the answer.
+    one.waker.settled().await;
     assert!(matches!(
         two.waker.wake_state_shared("shop-front").await,
         WakeState::Running(a) if a.region == "osc-fr1"
     ));
     assert_eq!(fake.scale_calls("shop-front"), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pause_through_one_instance_reaches_the_memory_of_the_other() {
+    let redis = TestRedis::start();
+    let prefix = unique_prefix("pause_reaches");
+    let fake = fake_with(
+        vec![FakeApp::web("shop-front", "osc-fr1", 0)],
+        Duration::from_millis(300),
+    )
+    .await;
+    // A real scale-down's behaviour, 3 s long instead of up to 30 s (this
+    // suite's wake timeout is 20 s).
+    fake.set_stop_delay(Duration::from_secs(3));
+    let one = instance(&fake, &redis, &prefix, "one").await;
+    let two = instance(&fake, &redis, &prefix, "two").await;
+    let batch = vec!["shop-front".to_owned()];
+
+    two.waker.wake("shop-front", None).await.expect("woken");
+    two.waker.settled().await;
+    assert_eq!(two.waker.activity(&batch).await.len(), 1, "awake on two");
+
+    // Paused through one (the admin API's pause).
+    one.scheduler.pause_now("shop-front").await.expect("paused");
+    assert!(
+        two.waker.activity(&batch).await.is_empty(),
+        "two no longer answers it awake"
+    );
+    let scales = fake.scale_calls("shop-front");
+    let answer = two.waker.wake("shop-front", None).await.expect("woken");
+    assert!(
+        answer.waited_ms > 0,
+        "a real wake, not a memory: {answer:?}"
+    );
+    assert!(fake.scale_calls("shop-front") > scales, "scaled up again");
+    assert!(fake.app("shop-front").unwrap().web_running);
+    two.waker.settled().await;
+    let record = one.waker.registry().get("shop-front").await.unwrap();
+    let record = record.expect("registered");
+    assert_eq!(record.region.as_deref(), Some("osc-fr1"));
+    assert_eq!(two.waker.activity(&batch).await.len(), 1, "awake again");
 }

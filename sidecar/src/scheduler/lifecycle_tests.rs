@@ -151,11 +151,17 @@ async fn a_forget_never_acts_on_a_listing_older_than_a_wake() {
         async move { waker.wake("lazy-app", None).await }
     });
     tokio::time::sleep(Duration::from_secs(1)).await;
-    assert!(!scheduler.forget_stopped("lazy-app", now_ms()).await.unwrap());
+    assert!(!scheduler
+        .forget_stopped("lazy-app", now_ms())
+        .await
+        .unwrap());
     wake.await.unwrap().expect("woken");
     waker.settled().await;
     // A pass that began (and listed the app stopped) before the wake.
-    assert!(!scheduler.forget_stopped("lazy-app", pass_began).await.unwrap());
+    assert!(!scheduler
+        .forget_stopped("lazy-app", pass_began)
+        .await
+        .unwrap());
     assert!(deps.registry.get("lazy-app").await.unwrap().is_some());
 }
 
