@@ -5,24 +5,32 @@
 //!
 //! A call that does not answer in time is an [`RegistryError`], which the
 //! waker already treats as "registry unavailable" (wake without
-//! coordination, region from the platform, access kept in memory).
+//! coordination, region from the platform, access kept in memory). After
+//! such a timeout the calls fail at once for [`HOLD_OFF`]: a wake makes
+//! several calls one after another, and a hung Redis then costs it one
+//! timeout, not one per call.
 
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use tokio::time::Instant;
 
 use super::{AppMeta, AppRecord, Coordinator, Registry, RegistryError};
 
 /// Bound on one registry or coordinator call on the request path.
 pub const REQUEST_PATH_TIMEOUT: Duration = Duration::from_millis(250);
+/// How long calls fail at once after one timed out.
+pub const HOLD_OFF: Duration = Duration::from_secs(2);
 
 /// A registry and a coordinator whose calls each last at most `timeout`.
 pub struct Bounded {
     registry: Arc<dyn Registry>,
     coordinator: Arc<dyn Coordinator>,
     timeout: Duration,
+    /// Until when calls fail at once (a call timed out).
+    held_off_until: Mutex<Option<Instant>>,
 }
 
 impl Bounded {
@@ -35,6 +43,7 @@ impl Bounded {
             registry,
             coordinator,
             timeout,
+            held_off_until: Mutex::new(None),
         }
     }
 
@@ -43,9 +52,29 @@ impl Bounded {
         op: &str,
         call: impl Future<Output = Result<T, RegistryError>>,
     ) -> Result<T, RegistryError> {
-        tokio::time::timeout(self.timeout, call)
-            .await
-            .map_err(|_| RegistryError(format!("{op}: no answer within {:?}", self.timeout)))?
+        let held_off = |m: &Mutex<Option<Instant>>| {
+            // One assignment per critical section: a poisoned lock is
+            // still consistent.
+            *m.lock().unwrap_or_else(|p| p.into_inner())
+        };
+        if held_off(&self.held_off_until).is_some_and(|until| Instant::now() < until) {
+            return Err(RegistryError(format!(
+                "{op}: not asked, the store did not answer in time just before"
+            )));
+        }
+        match tokio::time::timeout(self.timeout, call).await {
+            Ok(result) => result,
+            Err(_) => {
+                *self
+                    .held_off_until
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner()) = Some(Instant::now() + HOLD_OFF);
+                Err(RegistryError(format!(
+                    "{op}: no answer within {:?}",
+                    self.timeout
+                )))
+            }
+        }
     }
 }
 
