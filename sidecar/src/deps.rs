@@ -2,7 +2,8 @@
 //! one place instead of long argument lists.
 //!
 //! Holds shared handles only (cheap to clone); no logic beyond recording an
-//! event. Must not depend on the waker or the scheduler.
+//! event and registering an app within the registry's cap. Must not depend
+//! on the waker or the scheduler.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;

@@ -194,3 +194,22 @@ async fn a_pause_on_one_instance_stops_the_other_answering_awake() {
     let record = one.registry.get("my-app-1").await.unwrap().unwrap();
     assert_eq!(record.region.as_deref(), Some(REGION));
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_registry_never_holds_more_apps_than_its_cap() {
+    let (_platform, mut deps) = deps(&[
+        ("run-app-1", &[("web", 1)], Duration::ZERO),
+        ("run-app-2", &[("web", 1)], Duration::ZERO),
+        ("run-app-3", &[("web", 1)], Duration::ZERO),
+    ]);
+    deps.registry_cap = 2;
+    let scheduler = Scheduler::new(deps.clone(), 600);
+    let report = scheduler.pass(now_ms()).await.unwrap();
+    assert_eq!(report.discovered, ["run-app-1", "run-app-2"]);
+    assert_eq!(deps.registry.len().await.unwrap(), 2);
+    let metrics = deps.metrics.encode();
+    assert!(
+        metrics.contains(r#"paastis_registry_refused_total{reason="cap"} 1"#),
+        "{metrics}"
+    );
+}

@@ -268,9 +268,11 @@ impl Scheduler {
         let plan = plan_pass(&listing, &known, &deps.rules, deps.scope(), &asleep, now);
 
         for (app, meta) in plan.discover {
-            deps.registry.register(&app, meta, now).await?;
-            deps.record(&app, EventKind::Discovered).await;
-            report.discovered.push(app);
+            // Within the registry's cap (refusals are counted and logged).
+            if deps.register(&app, meta, now).await? {
+                deps.record(&app, EventKind::Discovered).await;
+                report.discovered.push(app);
+            }
         }
         for app in plan.forget {
             // Stopped by someone else: nothing of ours to restore. Not if a
