@@ -17,7 +17,10 @@ const REGION: &str = "osc-fr1";
 const MINUTE: u64 = 60_000;
 const TIMEOUT: Duration = Duration::from_secs(60);
 
-fn deps(apps: &[(&str, &[(&str, u32)], Duration)]) -> (Arc<InProcessPlatform>, Deps) {
+/// An app of the platform: name, formation, boot time.
+type App<'a> = (&'a str, &'a [(&'a str, u32)], Duration);
+
+fn deps(apps: &[App<'_>]) -> (Arc<InProcessPlatform>, Deps) {
     let platform = Arc::new(InProcessPlatform::new(&[REGION]));
     for (app, formation, boot) in apps {
         platform.add_app(REGION, app, formation);
