@@ -4,9 +4,10 @@
 //! traffic through Envoy (cold wakes served, no active app paused). Each
 //! asserts an invariant, never a timing.
 
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use paastis_e2e::fake::FakeApp;
+use paastis_e2e::fake::{Endpoint, FakeApp, FakeConfig, Fault, FaultKind};
 use paastis_e2e::harness::{Sidecar, Stack, StackOptions};
 use paastis_e2e::redis::{free_port, unique_prefix, TestRedis};
 use serde_json::{json, Value};
@@ -226,6 +227,90 @@ async fn redis_hung_then_restarted_empty_during_traffic() {
         assert_eq!(stack.get(&host("busy-app-1"), "/").await.status, 200);
     }
     for app in ["busy-app-1", "cold-app-1"] {
+        assert!(stack.fake.app(app).unwrap().web_running, "{app} paused");
+        assert_eq!(stack.fake.scale_calls(app), 1, "{app}: its wake only");
+    }
+}
+
+/// Writes a registry record as a pause by the gateway leaves it (see the
+/// Redis layout in `sidecar/src/registry/redis/layout.rs`): last used
+/// `idle_minutes` ago, `web: 1` to restore.
+fn paused_long_ago(redis: &TestRedis, prefix: &str, app: &str, idle_minutes: u64) {
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let port = redis.port().to_string();
+    let cli = |args: &[&str]| {
+        let out = Command::new("redis-cli")
+            .args(["-p", &port])
+            .args(args)
+            .output()
+            .expect("redis-cli runs");
+        assert!(out.status.success(), "{out:?}");
+    };
+    let at = (now_ms - idle_minutes * 60_000).to_string();
+    cli(&["ZADD", &format!("{prefix}last_access"), &at, app]);
+    cli(&[
+        "HSET",
+        &format!("{prefix}app:{app}"),
+        "region",
+        "osc-fr1",
+        "max_idle_minutes",
+        "15",
+        "formation",
+        r#"[["web",1]]"#,
+    ]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn passes_during_a_wake_with_a_slow_ps_and_a_slow_linked_app_pause_nothing() {
+    let redis = TestRedis::start();
+    let prefix = unique_prefix("fault_mid_wake");
+    let mut env = redis_env(&redis, &prefix, "solo");
+    // A pass every second, so that several run during the wake. The budget
+    // (and the fake's limit) are raised so that they all run: what is under
+    // test is what a pass decides, not the pacing.
+    env.push(("PAASTIS_SCHEDULER_INTERVAL".into(), "1".into()));
+    env.push(("PAASTIS_SCALINGO_CALLS_PER_MINUTE".into(), "6000".into()));
+    // Both asleep for an hour, paused by the gateway.
+    paused_long_ago(&redis, &prefix, "shop-front", 60);
+    paused_long_ago(&redis, &prefix, "shop-api-1", 60);
+    let stack = Stack::start(StackOptions {
+        fake: FakeConfig {
+            boot_delay: Duration::from_millis(300),
+            rate_limit_per_minute: None,
+            ..FakeConfig::default()
+        },
+        apps: vec![
+            FakeApp::web("shop-front", "osc-fr1", 0),
+            FakeApp::web("shop-api-1", "osc-fr1", 0),
+        ],
+        rules_yaml: "rules:\n  - pattern: '^shop-front$'\n    linked_apps: ['shop-api-1']\n"
+            .into(),
+        sidecar_env: env,
+        ..StackOptions::default()
+    })
+    .await;
+    // `ps` and the formation answer after 2 s; the linked app's scale after 4 s.
+    for endpoint in [Endpoint::Ps, Endpoint::Containers] {
+        let slow = Fault::new(endpoint, FaultKind::Delay(Duration::from_secs(2))).times(100);
+        stack.fake.inject(slow);
+    }
+    let slow_api = Fault::new(Endpoint::Scale, FaultKind::Delay(Duration::from_secs(4)))
+        .for_app("shop-api-1");
+    stack.fake.inject(slow_api);
+
+    let reply = stack.get(&host("shop-front"), "/").await;
+    assert_eq!(reply.status, 200, "{reply:?}");
+    assert_eq!(reply.json()["app"], "shop-front");
+    // Three more passes list the apps running (each lists every region).
+    let listed = stack.fake.calls(Endpoint::ListApps);
+    until("three more passes", || async {
+        stack.fake.calls(Endpoint::ListApps) >= listed + 6
+    })
+    .await;
+    for app in ["shop-front", "shop-api-1"] {
         assert!(stack.fake.app(app).unwrap().web_running, "{app} paused");
         assert_eq!(stack.fake.scale_calls(app), 1, "{app}: its wake only");
     }
