@@ -286,8 +286,7 @@ async fn passes_during_a_wake_with_a_slow_ps_and_a_slow_linked_app_pause_nothing
             FakeApp::web("shop-front", "osc-fr1", 0),
             FakeApp::web("shop-api-1", "osc-fr1", 0),
         ],
-        rules_yaml: "rules:\n  - pattern: '^shop-front$'\n    linked_apps: ['shop-api-1']\n"
-            .into(),
+        rules_yaml: "rules:\n  - pattern: '^shop-front$'\n    linked_apps: ['shop-api-1']\n".into(),
         sidecar_env: env,
         ..StackOptions::default()
     })
@@ -297,8 +296,8 @@ async fn passes_during_a_wake_with_a_slow_ps_and_a_slow_linked_app_pause_nothing
         let slow = Fault::new(endpoint, FaultKind::Delay(Duration::from_secs(2))).times(100);
         stack.fake.inject(slow);
     }
-    let slow_api = Fault::new(Endpoint::Scale, FaultKind::Delay(Duration::from_secs(4)))
-        .for_app("shop-api-1");
+    let slow_api =
+        Fault::new(Endpoint::Scale, FaultKind::Delay(Duration::from_secs(4))).for_app("shop-api-1");
     stack.fake.inject(slow_api);
 
     let reply = stack.get(&host("shop-front"), "/").await;

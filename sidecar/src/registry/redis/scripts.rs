@@ -1,6 +1,7 @@
-//! The Lua scripts behind leases: each runs atomically on the server, so a
-//! lease is taken, extended or released in one round trip without racing
-//! another instance.
+//! The Lua scripts behind leases and the conditional forget: each runs
+//! atomically on the server, so a lease is taken, extended or released, and
+//! an app forgotten only if nobody used it since, in one round trip without
+//! racing another instance.
 
 use std::sync::LazyLock;
 
