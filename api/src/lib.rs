@@ -27,9 +27,22 @@
 //!
 //! | method | path | request | answers |
 //! |---|---|---|---|
-//! | POST | [`WAKE_PATH`] | [`WakeRequest`] `{"app", "region": name \| null, "client"?: "browser" \| "api"}` | 200 [`WakeAnswer`] (the app runs); 202 [`WaitingAnswer`] (a browser, `waiting_page` strategy: the wake goes on in the background); 400 `invalid_app`; 404 `unknown_app`; 503 `wake_failed`; 504 `wake_timeout` |
+//! | POST | [`WAKE_PATH`] | [`WakeRequest`] `{"app", "region": name \| null, "client"?: "browser" \| "api", "verify"?: true}` | 200 [`WakeAnswer`] (the app runs); 202 [`WaitingAnswer`] (a browser, `waiting_page` strategy: the wake goes on in the background); 400 `invalid_app`; 404 `unknown_app`; 503 `wake_failed`; 504 `wake_timeout` |
 //! | GET | [`STATUS_PATH`]`?app=NAME` ([`StatusQuery`]) | | 200 [`StatusAnswer`] (where the wake of a waiting page stands; a failed wake carries `error` and its human `reason`); 400 `invalid_app`; 503 `wake_failed` (the rules cannot resolve the app) |
-//! | POST | [`ACTIVITY_PATH`] | [`ActivityRequest`] `{"apps": [names]}` | 200 [`ActivityAnswer`] `{"awake": [{"app", "region", "upstream_host"}]}` |
+//! | POST | [`ACTIVITY_PATH`] | [`ActivityRequest`] `{"apps": [names], "not_running"?: [names]}` | 200 [`ActivityAnswer`] `{"awake": [{"app", "region", "upstream_host"}], "asleep": [names]}` |
+//!
+//! # The traffic tells the truth
+//!
+//! The filter watches the answers to the requests it routed: a 502, 503 or
+//! 504 is what the platform's router answers for an app with no serving
+//! container (stopped, crashed, booting). The filter then drops the app from
+//! its cache at once, reports it in the next activity flush
+//! (`not_running`), and marks its next wake `"verify": true`; the sidecar
+//! checks the app once per period (its front, then one status read) before
+//! it trusts its memory of "awake" again, and forgets the app when it does
+//! not run. The cost of the choice: an app that answers 503 itself gets one
+//! deduplicated check per period, and its requests a wake callout each
+//! (answered from the sidecar's memory) while that period lasts.
 //!
 //! # Public status (filter, called by the waiting page)
 //!

@@ -13,9 +13,9 @@ pub enum Client {
     Api,
 }
 
-/// The body of `POST /v1/wake`: `{"app", "region", "client"?}`.
+/// The body of `POST /v1/wake`: `{"app", "region", "client"?, "verify"?}`.
 /// `region` is always written (`null` when the host rule pins none);
-/// `client` only for a browser.
+/// `client` only for a browser; `verify` only when true.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WakeRequest {
@@ -28,6 +28,12 @@ pub struct WakeRequest {
     /// `browser` when the filter may show the waiting page.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client: Option<Client>,
+    /// True when the filter's traffic just showed the app not running (the
+    /// platform's router answered 502/503/504 for it): the sidecar must not
+    /// answer from its memory of "awake" before it checked the app (once per
+    /// app per period, see the sidecar's `verify`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub verify: bool,
 }
 
 /// 200 answer of `POST /v1/wake`: the app runs.
@@ -92,15 +98,21 @@ mod tests {
             app: "my-app".into(),
             region: None,
             client: None,
+            verify: false,
         };
         assert_eq!(
             serde_json::to_string(&r).unwrap(),
             r#"{"app":"my-app","region":null}"#
         );
+        let checked = WakeRequest { verify: true, ..r };
+        let text = serde_json::to_string(&checked).unwrap();
+        assert_eq!(text, r#"{"app":"my-app","region":null,"verify":true}"#);
+        assert_eq!(serde_json::from_str::<WakeRequest>(&text).unwrap(), checked);
         let r = WakeRequest {
             app: "my-app".into(),
             region: Some("osc-fr1".into()),
             client: Some(Client::Browser),
+            verify: false,
         };
         let text = serde_json::to_string(&r).unwrap();
         assert_eq!(
@@ -113,7 +125,8 @@ mod tests {
             WakeRequest {
                 app: "a-b".into(),
                 region: None,
-                client: Some(Client::Api)
+                client: Some(Client::Api),
+                verify: false,
             }
         );
         for bad in [

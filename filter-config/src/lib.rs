@@ -19,6 +19,7 @@
 //! | `routing_header` | string, `"x-paastis-cluster"` | lower-case header name, not a pseudo-header nor a header requests need |
 //! | `cache_ttl_ms` | u64, `30000` | lifetime of "awake" cache entries, `1..=86400000` |
 //! | `activity_flush_ms` | u64, `1000` | activity tick period, `1..=3600000` (should be below `cache_ttl_ms`) |
+//! | `stale_ttl_ms` | u64, `300000` | while the sidecar is unreachable, apps known awake keep being routed this long past their cache entry's expiry; `0` = off, at most `86400000` |
 //! | `domains` | \[string\], `[]` | default rule: the single label right under one of these is the app |
 //! | `host_rules` | \[{`pattern`, `app`, `region`?}\], `[]` | explicit rules tried first (anchored regex over the normalised host, `$1..$9` in `app`) |
 //! | `unmatched_hosts` | `"reject"`\|`"pass"`, `"reject"` | reject: local 404; pass: continue untouched, no routing header |
@@ -61,6 +62,10 @@ pub const MAX_CACHE_TTL_MS: u64 = 86_400_000;
 pub const DEFAULT_ACTIVITY_FLUSH_MS: u64 = 1_000;
 /// Upper bound of `activity_flush_ms` (one hour).
 pub const MAX_ACTIVITY_FLUSH_MS: u64 = 3_600_000;
+/// Default `stale_ttl_ms` (five minutes).
+pub const DEFAULT_STALE_TTL_MS: u64 = 300_000;
+/// Upper bound of `stale_ttl_ms` (one day).
+pub const MAX_STALE_TTL_MS: u64 = 86_400_000;
 /// Default `default_region`.
 pub const DEFAULT_REGION: &str = "osc-fr1";
 /// Default `retry_after_s`.
@@ -99,6 +104,7 @@ const FIELDS: &[&str] = &[
     "routing_header",
     "cache_ttl_ms",
     "activity_flush_ms",
+    "stale_ttl_ms",
     "domains",
     "host_rules",
     "unmatched_hosts",
@@ -197,6 +203,10 @@ pub struct Config {
     pub cache_ttl_ms: u64,
     /// Period of the activity flush tick, in `1..=3_600_000` ms.
     pub activity_flush_ms: u64,
+    /// How long past its expiry a cache entry may still route while the
+    /// sidecar is unreachable (serve stale), in `0..=86_400_000` ms; `0`:
+    /// never.
+    pub stale_ttl_ms: u64,
     /// Host rules then domains, compiled.
     pub rules: HostRules,
     pub unmatched_hosts: UnmatchedHosts,
@@ -264,6 +274,11 @@ impl Config {
             MAX_ACTIVITY_FLUSH_MS,
         )?;
 
+        let stale_ttl_ms = fields
+            .optional("stale_ttl_ms")?
+            .unwrap_or(DEFAULT_STALE_TTL_MS);
+        check_range("stale_ttl_ms", stale_ttl_ms, 0, MAX_STALE_TTL_MS)?;
+
         let domains: Vec<String> = fields.optional("domains")?.unwrap_or_default();
         let raw_rules: Vec<Value> = fields.optional("host_rules")?.unwrap_or_default();
         if domains.is_empty() && raw_rules.is_empty() {
@@ -317,6 +332,7 @@ impl Config {
             routing_header,
             cache_ttl_ms,
             activity_flush_ms,
+            stale_ttl_ms,
             rules,
             unmatched_hosts,
             region_clusters,
@@ -488,6 +504,7 @@ mod tests {
         assert_eq!(c.routing_header, "x-paastis-cluster");
         assert_eq!(c.cache_ttl_ms, 30_000);
         assert_eq!(c.activity_flush_ms, 1_000);
+        assert_eq!(c.stale_ttl_ms, 300_000);
         assert_eq!(c.unmatched_hosts, UnmatchedHosts::Reject);
         assert!(c.region_clusters.is_empty());
         assert_eq!(c.failure_policy, FailurePolicy::Closed);
@@ -508,6 +525,7 @@ mod tests {
                 "routing_header": "x-upstream-cluster",
                 "cache_ttl_ms": 5000,
                 "activity_flush_ms": 250,
+                "stale_ttl_ms": 0,
                 "domains": ["gateway.example.com"],
                 "host_rules": [
                     {"pattern": "([a-z0-9-]+)\\.secure\\.example\\.org", "app": "$1", "region": "osc-secnum-fr1"},
@@ -527,6 +545,7 @@ mod tests {
         assert_eq!(c.unmatched_hosts, UnmatchedHosts::Pass);
         assert_eq!(c.failure_policy, FailurePolicy::Open);
         assert_eq!(c.upstream_scheme, Scheme::Http);
+        assert_eq!(c.stale_ttl_ms, 0);
         assert_eq!(
             c.rules.match_host("my-bank.secure.example.org"),
             HostMatch::App {
@@ -560,6 +579,8 @@ mod tests {
             (format!(r#"{{{base},"routing_header":""}}"#), "routing_header:"),
             (format!(r#"{{{base},"cache_ttl_ms":0}}"#), "cache_ttl_ms: must be between"),
             (format!(r#"{{{base},"activity_flush_ms":0}}"#), "activity_flush_ms: must be between"),
+            (format!(r#"{{{base},"stale_ttl_ms":86400001}}"#), "stale_ttl_ms: must be between 0 and 86400000"),
+            (format!(r#"{{{base},"stale_ttl_ms":-1}}"#), "stale_ttl_ms: invalid value"),
             (format!(r#"{{{base},"unmatched_hosts":"drop"}}"#), "unmatched_hosts: unknown variant `drop`"),
             (format!(r#"{{{base},"failure_policy":"Open"}}"#), "failure_policy: unknown variant"),
             (format!(r#"{{{base},"upstream_scheme":"ftp"}}"#), "upstream_scheme: unknown variant"),

@@ -5,6 +5,12 @@
 //! An app is active when a request was routed to it since the last flush, or
 //! while it has an open stream (a long download, a WebSocket): at each tick
 //! every app with open streams is reported again.
+//!
+//! The batch also carries the apps whose routed traffic showed them not
+//! running (`not_running`: the router answered 502/503/504), each once,
+//! bounded like the served ones; the answer names the apps of the batch the
+//! sidecar knows awake (their cache entries are refreshed) and those it
+//! does not (`asleep`: their entries are dropped).
 
 use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
@@ -33,6 +39,10 @@ pub struct Activity {
     open: HashMap<String, u32>,
     /// Apps dropped because `served` was full, since the last flush.
     dropped: usize,
+    /// Apps seen not running since the last flush (at most
+    /// [`MAX_PENDING_APPS`]; beyond it the report is lost, the app's cache
+    /// entry is dropped all the same).
+    not_running: HashSet<String>,
 }
 
 impl Activity {
@@ -112,12 +122,35 @@ impl Activity {
     pub fn pending(&self) -> usize {
         self.served.len()
     }
+
+    /// Records that the traffic showed `app` not running.
+    pub fn not_running(&mut self, app: &str) {
+        if self.not_running.len() < MAX_PENDING_APPS && !self.not_running.contains(app) {
+            self.not_running.insert(app.to_owned());
+        }
+    }
+
+    /// Takes the apps seen not running since the last flush, sorted.
+    pub fn take_not_running(&mut self) -> Vec<String> {
+        let mut apps: Vec<String> = self.not_running.drain().collect();
+        apps.sort_unstable();
+        apps
+    }
+
+    /// Merges back reports whose flush failed (bounded).
+    pub fn restore_not_running(&mut self, apps: Vec<String>) {
+        for app in apps {
+            self.not_running(&app);
+        }
+    }
 }
 
-/// The JSON body of `POST /v1/activity`: `{"apps":[...]}`.
-pub fn activity_body(apps: &[String]) -> Vec<u8> {
+/// The JSON body of `POST /v1/activity`: `{"apps":[...]}`, plus
+/// `"not_running":[...]` when some apps were seen not running.
+pub fn activity_body(apps: &[String], not_running: &[String]) -> Vec<u8> {
     serde_json::to_vec(&ActivityRequest {
         apps: Cow::Borrowed(apps),
+        not_running: Cow::Borrowed(not_running),
     })
     .unwrap_or_default()
 }
@@ -130,16 +163,26 @@ pub struct AwakeApp {
     pub awake: Awake,
 }
 
+/// What an activity answer says about the apps of the batch.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ActivityOutcome {
+    /// Known awake: their cache entries are refreshed.
+    pub awake: Vec<AwakeApp>,
+    /// Not known awake: their cache entries are dropped.
+    pub asleep: Vec<String>,
+}
+
 /// Reads the answer to a flush of `batch`: `200 {"awake":[{"app","region",
-/// "upstream_host"}]}`. Only apps of the batch with a valid region and
-/// upstream host are kept (the sidecar cannot fill the cache with apps the
-/// filter did not ask about); invalid items are skipped, not fatal.
+/// "upstream_host"}], "asleep": [names]}`. Only apps of the batch are kept
+/// (the sidecar cannot touch cache entries the filter did not ask about),
+/// awake ones only with a valid region and upstream host; invalid items are
+/// skipped, not fatal.
 pub fn parse_activity_answer(
     batch: &[String],
     status: Option<&[u8]>,
     content_type: Option<&[u8]>,
     body: &[u8],
-) -> Result<Vec<AwakeApp>, AnswerError> {
+) -> Result<ActivityOutcome, AnswerError> {
     let status = status.and_then(parse_status).ok_or(AnswerError::NoStatus)?;
     if status != 200 {
         return Err(AnswerError::UnexpectedStatus(status));
@@ -152,10 +195,11 @@ pub fn parse_activity_answer(
             status,
             message: e.to_string(),
         })?;
-    Ok(answer
+    let asked = |app: &String| is_valid_app_name(app) && batch.binary_search(app).is_ok();
+    let awake: Vec<AwakeApp> = answer
         .awake
         .into_iter()
-        .filter(|item| is_valid_app_name(&item.app) && batch.binary_search(&item.app).is_ok())
+        .filter(|item| asked(&item.app))
         .filter_map(|item| {
             Awake::checked(item.region, item.upstream_host)
                 .ok()
@@ -164,7 +208,13 @@ pub fn parse_activity_answer(
                     awake,
                 })
         })
-        .collect())
+        .collect();
+    let asleep = answer
+        .asleep
+        .into_iter()
+        .filter(|app| asked(app) && !awake.iter().any(|a| a.app == *app))
+        .collect();
+    Ok(ActivityOutcome { awake, asleep })
 }
 
 #[cfg(test)]
@@ -214,9 +264,31 @@ mod tests {
     #[test]
     fn body() {
         assert_eq!(
-            activity_body(&["app-one".into(), "app-two".into()]),
+            activity_body(&["app-one".into(), "app-two".into()], &[]),
             br#"{"apps":["app-one","app-two"]}"#
         );
+        assert_eq!(
+            activity_body(&[], &["app-two".into()]),
+            br#"{"apps":[],"not_running":["app-two"]}"#
+        );
+    }
+
+    #[test]
+    fn not_running_reports_are_deduplicated_and_bounded() {
+        let mut a = Activity::default();
+        a.not_running("app-two");
+        a.not_running("app-one");
+        a.not_running("app-two");
+        let taken = a.take_not_running();
+        assert_eq!(taken, ["app-one", "app-two"]);
+        assert!(a.take_not_running().is_empty());
+        a.restore_not_running(taken);
+        a.restore_not_running(
+            (0..MAX_PENDING_APPS + 5)
+                .map(|i| format!("app-{i:06}"))
+                .collect(),
+        );
+        assert_eq!(a.take_not_running().len(), MAX_PENDING_APPS);
     }
 
     #[test]
@@ -227,14 +299,16 @@ mod tests {
             {"app":"app-one","region":"osc-fr1","upstream_host":"app-one.osc-fr1.scalingo.io"},
             {"app":"not-asked","region":"osc-fr1","upstream_host":"x.osc-fr1.scalingo.io"},
             {"app":"app-two","region":"osc-fr1","upstream_host":"bad host"}
-        ]}"#;
-        let awake = parse_activity_answer(&batch, Some(b"200"), json, body).unwrap();
+        ], "asleep": ["app-two", "not-asked", "app-one", "Bad_Name"]}"#;
+        let outcome = parse_activity_answer(&batch, Some(b"200"), json, body).unwrap();
+        let awake = outcome.awake;
         assert_eq!(awake.len(), 1);
         assert_eq!(awake[0].app, "app-one");
         assert_eq!(awake[0].awake.upstream_host, "app-one.osc-fr1.scalingo.io");
+        assert_eq!(outcome.asleep, ["app-two"], "asked, and not also awake");
         assert_eq!(
             parse_activity_answer(&batch, Some(b"200"), json, b"{}").unwrap(),
-            []
+            ActivityOutcome::default()
         );
         assert!(parse_activity_answer(&batch, Some(b"503"), json, b"{}").is_err());
         assert!(parse_activity_answer(&batch, Some(b"200"), None, b"{}").is_err());

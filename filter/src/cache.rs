@@ -9,6 +9,16 @@
 //! Entries are written only from a validated sidecar answer (wake or
 //! activity), and every read validates again, so a corrupt or foreign value
 //! is a miss, never a route.
+//!
+//! Shared data cannot be deleted; an entry is dropped by overwriting it:
+//! - with an empty value when the sidecar says the app is not awake (an
+//!   activity answer's `asleep`): a plain miss;
+//! - with a tombstone `!<dropped_ms>` ([`tombstone`]) when the traffic
+//!   showed the app not running (the router answered 502/503/504 for a
+//!   routed request): a miss whose wake asks the sidecar to verify the app
+//!   before trusting its memory ([`CacheError::Dropped`]).
+//!
+//! Neither is ever routed, not even stale.
 
 use std::fmt::Write as _;
 use std::str;
@@ -34,6 +44,20 @@ pub enum CacheError {
     Cluster,
     #[error("cache value has an invalid upstream host")]
     UpstreamHost,
+    /// Dropped on the sidecar's word (a plain miss, not a corruption).
+    #[error("cache entry dropped")]
+    Empty,
+    /// Dropped because the traffic showed the app not running.
+    #[error("cache entry dropped by the traffic")]
+    Dropped,
+}
+
+impl CacheError {
+    /// True for a value the filter itself wrote to drop the entry (not
+    /// worth a warning).
+    pub fn is_drop(self) -> bool {
+        matches!(self, Self::Empty | Self::Dropped)
+    }
 }
 
 /// One decoded entry, borrowed from the stored bytes.
@@ -51,6 +75,26 @@ impl CacheEntry<'_> {
     pub fn is_fresh(&self, now_ms: u64) -> bool {
         now_ms < self.expiry_ms
     }
+
+    /// True while an expired entry may still route when the sidecar cannot
+    /// be reached (strictly before `expiry + stale_ttl_ms`; never with a
+    /// `stale_ttl_ms` of 0).
+    pub fn is_usable_stale(&self, now_ms: u64, stale_ttl_ms: u64) -> bool {
+        now_ms < self.expiry_ms.saturating_add(stale_ttl_ms)
+    }
+
+    /// True when the entry was written before `at_ms` (entries live
+    /// `cache_ttl_ms` from their write): an answer computed after `at_ms`
+    /// may overrule it, not a newer entry.
+    pub fn written_before(&self, at_ms: u64, cache_ttl_ms: u64) -> bool {
+        self.expiry_ms < at_ms.saturating_add(cache_ttl_ms)
+    }
+}
+
+/// The value that drops an entry because the traffic showed the app not
+/// running (see the module's documentation).
+pub fn tombstone(now_ms: u64) -> String {
+    format!("!{now_ms}")
 }
 
 /// Writes the key of `app` into `buf` (cleared first), so that the hot path
@@ -79,6 +123,12 @@ pub fn encode(expiry_ms: u64, cluster: &str, upstream_host: &str) -> String {
 
 /// Decodes and validates an entry, whatever the bytes.
 pub fn decode(bytes: &[u8]) -> Result<CacheEntry<'_>, CacheError> {
+    if bytes.is_empty() {
+        return Err(CacheError::Empty);
+    }
+    if bytes.first() == Some(&b'!') {
+        return Err(CacheError::Dropped);
+    }
     let text = str::from_utf8(bytes).map_err(|_| CacheError::NotUtf8)?;
     let mut lines = text.split('\n');
     let (Some(expiry), Some(cluster), Some(upstream_host), None) =
@@ -133,8 +183,9 @@ mod tests {
 
     #[test]
     fn refuses_corrupt_values() {
-        let cases: [(&[u8], CacheError); 9] = [
-            (b"", CacheError::Shape),
+        let cases: [(&[u8], CacheError); 10] = [
+            (b"", CacheError::Empty),
+            (b"!1700000000000", CacheError::Dropped),
             (b"1\nc", CacheError::Shape),
             (b"1\nc\nh.io\nextra", CacheError::Shape),
             (b"x\nc\nh.io", CacheError::Expiry),
@@ -149,6 +200,22 @@ mod tests {
         }
         assert_eq!(decode(b"1\nc\nH.io"), Err(CacheError::UpstreamHost));
         assert_eq!(decode(b"1\nc d\nh.io"), Err(CacheError::Cluster));
+    }
+
+    #[test]
+    fn stale_and_write_time() {
+        let value = encode(10_000, "osc-fr1", "my-app.osc-fr1.scalingo.io");
+        let entry = decode(value.as_bytes()).unwrap();
+        assert!(!entry.is_usable_stale(10_000, 0), "0 turns stale off");
+        assert!(entry.is_usable_stale(10_000, 5_000));
+        assert!(entry.is_usable_stale(14_999, 5_000));
+        assert!(!entry.is_usable_stale(15_000, 5_000));
+        // Written at 9,000 with a TTL of 1,000.
+        assert!(entry.written_before(9_001, 1_000));
+        assert!(!entry.written_before(9_000, 1_000));
+        assert_eq!(decode(tombstone(5).as_bytes()), Err(CacheError::Dropped));
+        assert!(CacheError::Dropped.is_drop() && CacheError::Empty.is_drop());
+        assert!(!CacheError::Shape.is_drop());
     }
 
     #[test]

@@ -25,6 +25,12 @@ pub struct WakeCall {
     pub wants_html: bool,
     /// A browser navigating: the sidecar may answer with the waiting page.
     pub browser: bool,
+    /// The cache held a tombstone (the traffic showed the app not running):
+    /// the sidecar must verify the app before answering from memory.
+    pub verify: bool,
+    /// The expired entry (cluster, upstream host) that may still route if
+    /// the sidecar cannot be reached (serve stale).
+    pub stale: Option<(String, String)>,
 }
 
 /// One callout to the sidecar.
@@ -40,6 +46,9 @@ pub enum Callout {
     Activity {
         /// Sorted (the answer is checked against it by binary search).
         batch: Vec<String>,
+        /// Apps the traffic showed not running (reported, never refreshed
+        /// from this answer).
+        not_running: Vec<String>,
         started_ms: u64,
     },
 }
@@ -97,12 +106,21 @@ pub fn dispatch(
         Callout::Wake(w) => (
             "POST",
             WAKE_PATH.to_owned(),
-            Some(wake_body(&w.app, w.rule_region.as_deref(), w.browser)),
+            Some(wake_body(
+                &w.app,
+                w.rule_region.as_deref(),
+                w.browser,
+                w.verify,
+            )),
         ),
         Callout::Status { app } => ("GET", StatusQuery::path(app), None),
-        Callout::Activity { batch, .. } => {
-            ("POST", ACTIVITY_PATH.to_owned(), Some(activity_body(batch)))
-        }
+        Callout::Activity {
+            batch, not_running, ..
+        } => (
+            "POST",
+            ACTIVITY_PATH.to_owned(),
+            Some(activity_body(batch, not_running)),
+        ),
     };
     let mut headers = vec![
         (":method", method),

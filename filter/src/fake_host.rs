@@ -61,6 +61,8 @@ pub struct FakeHost {
     pub refuse_dispatch: Cell<bool>,
     answer: RefCell<Option<CallAnswer>>,
     calls: RefCell<Vec<Call>>,
+    /// The upstream's response status `response_status` reads.
+    pub response: Cell<Option<u32>>,
 }
 
 impl FakeHost {
@@ -249,6 +251,10 @@ impl Host for FakeHost {
         let token = self.next_token.get();
         self.next_token.set(token + 1);
         Ok(token)
+    }
+
+    fn response_status(&self) -> Option<u32> {
+        self.response.get()
     }
 
     fn call_answer(&self, num_headers: usize, _body_size: usize) -> Option<CallAnswer> {

@@ -22,6 +22,8 @@ mod raw {
     pub const REQUEST_HEADERS: u32 = 0;
     /// `proxy_wasm::types::MapType::HttpCallResponseHeaders`.
     pub const CALL_RESPONSE_HEADERS: u32 = 6;
+    /// `proxy_wasm::types::MapType::HttpResponseHeaders`.
+    pub const RESPONSE_HEADERS: u32 = 2;
     const OK: u32 = 0;
 
     #[link(wasm_import_module = "env")]
@@ -43,6 +45,31 @@ mod raw {
             key_data: *const u8,
             key_size: usize,
         ) -> u32;
+        fn proxy_get_header_map_value(
+            map_type: u32,
+            key_data: *const u8,
+            key_size: usize,
+            return_value_data: *mut *mut u8,
+            return_value_size: *mut usize,
+        ) -> u32;
+    }
+
+    /// The value of `name` in a header map (`None`: absent, or the host's
+    /// error).
+    pub fn header_value(map_type: u32, name: &[u8]) -> Option<Vec<u8>> {
+        let mut data: *mut u8 = null_mut();
+        let mut size: usize = 0;
+        // SAFETY: the host only reads `name` during the call; both
+        // out-pointers point to live locals for the whole call.
+        let status = unsafe {
+            proxy_get_header_map_value(map_type, name.as_ptr(), name.len(), &mut data, &mut size)
+        };
+        if status != OK || data.is_null() {
+            return None;
+        }
+        // SAFETY: as in `header_map`: `size` bytes the host allocated
+        // through this module's allocator, now owned here.
+        Some(unsafe { Vec::from_raw_parts(data, size, size) })
     }
 
     /// The serialized pairs of a header map (see `headers::HeaderPairs`), or
@@ -197,6 +224,11 @@ impl Host for WasmHost {
     ) -> Result<u32, HostError> {
         hostcalls::dispatch_http_call(cluster, headers.to_vec(), body, Vec::new(), timeout)
             .map_err(status_error)
+    }
+
+    fn response_status(&self) -> Option<u32> {
+        let value = raw::header_value(raw::RESPONSE_HEADERS, b":status")?;
+        std::str::from_utf8(&value).ok()?.parse().ok()
     }
 
     fn call_answer(&self, num_headers: usize, body_size: usize) -> Option<CallAnswer> {

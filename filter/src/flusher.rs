@@ -1,11 +1,14 @@
 //! The glue of the activity flush (the root context): on each tick, sends
-//! the batch of apps served to the sidecar, refreshes the cache from its
-//! answer, and merges a failed batch back for the next tick.
+//! the batch of apps served (and of apps seen not running) to the sidecar,
+//! refreshes the cache from its answer (drops the entries of the apps it
+//! does not know awake), and merges a failed batch back for the next tick.
+//! While the sidecar is down the flush is also what sees it come back.
 
 use log::{debug, warn};
 
 use crate::activity::parse_activity_answer;
 use crate::answer::AnswerError;
+use crate::cache;
 use crate::callout::{answered, dispatch, Callout, InFlight};
 use crate::host::Host;
 use crate::metrics::Metric;
@@ -20,8 +23,6 @@ const LOST_ANSWER_MARGIN_MS: u64 = 5_000;
 pub struct Flusher {
     /// The flush waiting for its answer (at most one at a time).
     inflight: Option<InFlight>,
-    /// Consecutive failed flushes, to log a down sidecar without flooding.
-    failed_flushes: u64,
 }
 
 impl Flusher {
@@ -44,24 +45,31 @@ impl Flusher {
                 return;
             }
             if let Some(InFlight {
-                callout: Callout::Activity { batch, .. },
+                callout:
+                    Callout::Activity {
+                        batch, not_running, ..
+                    },
                 ..
             }) = self.inflight.take()
             {
-                self.failed(host, shared, batch, "no answer");
+                self.failed(host, shared, batch, not_running, "no answer");
             }
         }
-        let mut taken = (Vec::new(), 0);
-        shared.with_activity(|a| taken = a.take_batch());
-        let (batch, dropped) = taken;
+        let mut taken = (Vec::new(), 0, Vec::new());
+        shared.with_activity(|a| {
+            let (batch, dropped) = a.take_batch();
+            taken = (batch, dropped, a.take_not_running());
+        });
+        let (batch, dropped, not_running) = taken;
         if dropped > 0 {
             warn!("activity of {dropped} apps dropped: more than the pending limit");
         }
-        if batch.is_empty() {
+        if batch.is_empty() && not_running.is_empty() {
             return;
         }
         let flush = Callout::Activity {
             batch,
+            not_running,
             started_ms: now,
         };
         match dispatch(host, &shared.config, flush, None) {
@@ -72,8 +80,13 @@ impl Flusher {
                 }
                 self.inflight = Some(inflight);
             }
-            Err((Callout::Activity { batch, .. }, e)) => {
-                self.failed(host, shared, batch, &format!("dispatch: {e}"));
+            Err((
+                Callout::Activity {
+                    batch, not_running, ..
+                },
+                e,
+            )) => {
+                self.failed(host, shared, batch, not_running, &format!("dispatch: {e}"));
             }
             Err((other, e)) => warn!("{} callout not sent ({e})", other.kind()),
         }
@@ -88,8 +101,12 @@ impl Flusher {
         num_headers: usize,
         body_size: usize,
     ) {
-        let batch = match answered(&mut self.inflight, token) {
-            Some(Callout::Activity { batch, .. }) => batch,
+        let (batch, not_running, started_ms) = match answered(&mut self.inflight, token) {
+            Some(Callout::Activity {
+                batch,
+                not_running,
+                started_ms,
+            }) => (batch, not_running, started_ms),
             Some(other) => {
                 warn!("{} answer on the root context ({token})", other.kind());
                 return;
@@ -109,38 +126,72 @@ impl Flusher {
             ),
         };
         match result {
-            Ok(awake) => {
-                self.failed_flushes = 0;
+            Ok(outcome) => {
+                shared.sidecar_answered(host);
                 let now = host.now_ms();
-                for item in &awake {
+                let mut refreshed = 0;
+                for item in &outcome.awake {
+                    // Never refreshed from an answer to their own report.
+                    if not_running.binary_search(&item.app).is_ok() {
+                        continue;
+                    }
                     let cluster = shared.config.cluster_for(&item.awake.region);
                     shared.write_cache(host, &item.app, cluster, &item.awake.upstream_host, now);
+                    refreshed += 1;
+                }
+                let mut dropped = 0;
+                for app in &outcome.asleep {
+                    if drop_if_older(host, shared, app, started_ms) {
+                        dropped += 1;
+                    }
                 }
                 debug!(
-                    "activity flush of {} apps acknowledged, {} refreshed",
+                    "activity flush of {} apps acknowledged, {refreshed} refreshed, {dropped} dropped",
                     batch.len(),
-                    awake.len()
                 );
             }
-            Err(e) => self.failed(host, shared, batch, &e.to_string()),
+            Err(e) => self.failed(host, shared, batch, not_running, &e.to_string()),
         }
     }
 
-    fn failed(&mut self, host: &impl Host, shared: &Shared, batch: Vec<String>, why: &str) {
+    fn failed(
+        &mut self,
+        host: &impl Host,
+        shared: &Shared,
+        batch: Vec<String>,
+        not_running: Vec<String>,
+        why: &str,
+    ) {
         host.count(Metric::ActivityFlushError);
-        self.failed_flushes += 1;
         let apps = batch.len();
         let mut dropped = 0;
-        shared.with_activity(|a| dropped = a.restore(batch));
-        // Logged at 1, 2, 4, 8... failures in a row.
-        if self.failed_flushes.is_power_of_two() {
-            warn!(
-                "activity flush of {apps} apps failed ({why}; {} in a row); kept for the next flush",
-                self.failed_flushes
-            );
-        }
+        shared.with_activity(|a| {
+            dropped = a.restore(batch);
+            a.restore_not_running(not_running);
+        });
+        shared.sidecar_failed(
+            host,
+            &format_args!("activity flush of {apps} apps: {why}; kept for the next flush"),
+        );
         if dropped > 0 {
             warn!("activity of {dropped} apps dropped: more than the pending limit");
         }
+    }
+}
+
+/// Drops the cache entry of `app` (the sidecar does not know it awake)
+/// unless it was written after the flush started at `started_ms` (a wake
+/// that ended meanwhile is newer than the answer). A tombstone stays (its
+/// wake must still verify). True when dropped.
+fn drop_if_older(host: &impl Host, shared: &Shared, app: &str, started_ms: u64) -> bool {
+    let Some(value) = shared.cached(host, app) else {
+        return false;
+    };
+    match cache::decode(&value) {
+        Ok(entry) if entry.written_before(started_ms, shared.config.cache_ttl_ms) => {
+            shared.drop_cache(host, app, "");
+            true
+        }
+        _ => false,
     }
 }

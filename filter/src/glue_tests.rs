@@ -15,17 +15,17 @@ use crate::shared::Shared;
 use crate::stream::Stream;
 use crate::waiting::STATUS_PATH;
 
-const NOW: u64 = 1_700_000_000_000;
-const JSON: &str = "application/json";
+pub(crate) const NOW: u64 = 1_700_000_000_000;
+pub(crate) const JSON: &str = "application/json";
 
-fn shared(extra: &str) -> Rc<Shared> {
+pub(crate) fn shared(extra: &str) -> Rc<Shared> {
     let json = format!(
         r#"{{"sidecar_cluster":"sidecar","domains":["gw.example.com"],"region_clusters":{{"osc-fr1":"fr1"}}{extra}}}"#
     );
     Rc::new(Shared::configure(json.as_bytes(), None).unwrap())
 }
 
-fn get(host: &FakeHost, authority: &str, extra: &[(&str, &str)]) {
+pub(crate) fn get(host: &FakeHost, authority: &str, extra: &[(&str, &str)]) {
     let mut headers = vec![
         (":method", "GET"),
         (":path", "/"),

@@ -87,6 +87,9 @@ pub trait Host {
         body: Option<&[u8]>,
         timeout: Duration,
     ) -> Result<u32, HostError>;
+    /// The `:status` of the upstream's response (read in the response
+    /// headers' event); `None` when absent or unreadable.
+    fn response_status(&self) -> Option<u32>;
     /// Reads the answer of the callout being answered (`num_headers` and
     /// `body_size` as the host reported them). `None` when the callout
     /// failed without a response: the host then reports zero headers.

@@ -47,8 +47,17 @@
 //!    sidecar (a ready answer writes the cache).
 //! 8. Activity ([`activity`]): apps routed since the last tick, plus apps
 //!    with open streams, are sent in one `POST /v1/activity {"apps":[...]}`
-//!    per tick; the answer refreshes their cache entries. A failed flush is
+//!    per tick; the answer refreshes the cache entries of the apps the
+//!    sidecar knows awake and drops the others (`asleep`). A failed flush is
 //!    merged back (at most 10,000 apps).
+//! 9. The response to a routed request ([`stream`]): a 502/503/504 is the
+//!    platform's router answering for an app with no serving container; the
+//!    app's entry is dropped (a tombstone: its next wake asks the sidecar to
+//!    verify) and it is reported in the next flush (`not_running`).
+//! 10. Sidecar outage ([`outage`]): once a callout got no usable answer,
+//!     apps whose entry expired less than `stale_ttl_ms` ago are routed
+//!     without a callout until a callout succeeds again; the warnings are
+//!     rate-limited (one line per period, with a count).
 //!
 //! # Metrics
 //!
@@ -57,7 +66,7 @@
 //! `paastis.callout_error`, `paastis.wake_failed`, `paastis.host_rejected`,
 //! `paastis.unmatched`, `paastis.activity_flush`,
 //! `paastis.activity_flush_error`, `paastis.waiting_page`,
-//! `paastis.status_callout`.
+//! `paastis.status_callout`, `paastis.stale_hit`, `paastis.not_running`.
 //!
 //! # Layout
 //!
@@ -86,6 +95,7 @@ pub use paastis_filter_config as config;
 pub mod decide;
 pub mod headers;
 pub mod metrics;
+pub mod outage;
 pub mod reply;
 pub mod waiting;
 pub mod wake;
@@ -105,6 +115,8 @@ mod plugin;
 mod fake_host;
 #[cfg(test)]
 mod glue_tests;
+#[cfg(test)]
+mod glue_tests_truth;
 
 pub use config::{Config, ConfigError, FailurePolicy, Scheme, UnmatchedHosts};
 pub use decide::{decide, route_edits, Decision, RouteEdits, Target};

@@ -33,12 +33,18 @@ pub enum Metric {
     /// A status-path request answered through a sidecar callout (not from
     /// the cache).
     StatusCallout,
+    /// A request routed from an expired cache entry because the sidecar
+    /// could not be reached (serve stale).
+    StaleHit,
+    /// A routed request answered 502/503/504 by the upstream (the platform's
+    /// router: no container serves the app); its cache entry was dropped.
+    NotRunning,
 }
 
 impl Metric {
     /// Every metric, in a fixed order (the index of the metric in this array
     /// is [`Metric::index`]).
-    pub const ALL: [Metric; 11] = [
+    pub const ALL: [Metric; 13] = [
         Metric::CacheHit,
         Metric::CacheMiss,
         Metric::Callout,
@@ -50,6 +56,8 @@ impl Metric {
         Metric::ActivityFlushError,
         Metric::WaitingPage,
         Metric::StatusCallout,
+        Metric::StaleHit,
+        Metric::NotRunning,
     ];
 
     /// The name given to `define_metric`.
@@ -66,6 +74,8 @@ impl Metric {
             Metric::ActivityFlushError => "paastis.activity_flush_error",
             Metric::WaitingPage => "paastis.waiting_page",
             Metric::StatusCallout => "paastis.status_callout",
+            Metric::StaleHit => "paastis.stale_hit",
+            Metric::NotRunning => "paastis.not_running",
         }
     }
 

@@ -132,6 +132,11 @@ impl HttpContext for Http {
         action(self.stream.on_request_headers(&*self.host))
     }
 
+    fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        self.stream.on_response_headers(&*self.host);
+        Action::Continue
+    }
+
     fn on_log(&mut self) {
         self.stream.close();
     }

@@ -10,6 +10,7 @@ use crate::activity::Activity;
 use crate::cache;
 use crate::config::Config;
 use crate::host::Host;
+use crate::outage::{Outage, OutageLine};
 use crate::reply::{LocalReply, RenderedReply};
 
 /// Per-VM state (one VM per worker thread: no locking, only `RefCell`s).
@@ -20,6 +21,8 @@ pub struct Shared {
     key_buf: RefCell<String>,
     /// False once the host said it has no `clear_route_cache` function.
     clear_route_cache: Cell<bool>,
+    /// Whether the sidecar answers (see [`crate::outage`]).
+    outage: RefCell<Outage>,
 }
 
 impl Shared {
@@ -31,6 +34,7 @@ impl Shared {
             activity: RefCell::new(activity),
             key_buf: RefCell::new(String::with_capacity(64)),
             clear_route_cache: Cell::new(true),
+            outage: RefCell::new(Outage::default()),
         }
     }
 
@@ -105,6 +109,58 @@ impl Shared {
         if let Err(e) = host.clear_route_cache() {
             self.clear_route_cache.set(false);
             info!("the host has no clear_route_cache function ({e}); relying on its automatic route cache clearing");
+        }
+    }
+
+    /// Drops the cache entry of `app` by overwriting it with `value` (empty,
+    /// or a [`cache::tombstone`]).
+    pub fn drop_cache(&self, host: &impl Host, app: &str, value: &str) {
+        if let Err(e) = host.set_shared_data(&cache::key(app), value.as_bytes()) {
+            warn!("cannot drop the cache entry of {app}: {e}");
+        }
+    }
+
+    /// True while the sidecar is taken as unreachable (serve stale).
+    pub fn sidecar_down(&self) -> bool {
+        self.outage.try_borrow().is_ok_and(|o| o.is_down())
+    }
+
+    /// A callout got no usable answer (`what`: which, and why); logged at
+    /// most once per period with a count.
+    pub fn sidecar_failed(&self, host: &impl Host, what: &dyn std::fmt::Display) {
+        let line = self
+            .outage
+            .try_borrow_mut()
+            .ok()
+            .and_then(|mut o| o.failed(host.now_ms()));
+        if let Some(OutageLine::Failing {
+            failures,
+            down_for_ms,
+        }) = line
+        {
+            warn!(
+                "sidecar unreachable for {down_for_ms} ms: {failures} callouts failed since the last line (last: {what}); known-awake apps served stale for up to {} ms, failure policy {:?} for the others",
+                self.config.stale_ttl_ms, self.config.failure_policy
+            );
+        }
+    }
+
+    /// A callout got a usable answer.
+    pub fn sidecar_answered(&self, host: &impl Host) {
+        if !self.sidecar_down() {
+            return;
+        }
+        let line = self
+            .outage
+            .try_borrow_mut()
+            .ok()
+            .and_then(|mut o| o.answered(host.now_ms()));
+        if let Some(OutageLine::Recovered {
+            failures,
+            down_for_ms,
+        }) = line
+        {
+            info!("sidecar answers again after {down_for_ms} ms ({failures} callouts failed)");
         }
     }
 

@@ -2,13 +2,22 @@
 //! the [`Host`] seam, applies the pure decisions of the other modules, and
 //! carries them out (headers set, local replies, callouts, counters). No
 //! decision is taken here.
+//!
+//! Besides the request, it watches the answer to a request it routed: a
+//! 502, 503 or 504 is what the platform's router answers for an app with no
+//! serving container, so the app's cache entry is dropped at once (a
+//! tombstone: the next wake asks the sidecar to verify the app) and the app
+//! is reported in the next activity flush. An app that answers 503 itself
+//! costs one deduplicated check per period on the sidecar and a callout per
+//! request while that lasts; a cache hit costs nothing more (one host call
+//! to read `:status`, only for routed requests).
 
 use std::rc::Rc;
 
 use log::{debug, error, info, warn};
 
 use crate::answer::AnswerError;
-use crate::cache;
+use crate::cache::{self, CacheError};
 use crate::callout::{answered, dispatch, Callout, InFlight, WakeCall};
 use crate::config::DEFAULT_RETRY_AFTER_S;
 use crate::decide::{decide, route_edits, Decision, RouteEdits, Target};
@@ -104,6 +113,22 @@ impl Stream {
         }
     }
 
+    /// The upstream's response headers arrived. For a request routed to an
+    /// app, a 502/503/504 (the platform's router: no container serves it)
+    /// drops the app from the cache and reports it.
+    pub fn on_response_headers(&mut self, host: &impl Host) {
+        let (Some(app), Some(shared)) = (&self.open_app, &self.shared) else {
+            return;
+        };
+        if !matches!(host.response_status(), Some(502..=504)) {
+            return;
+        }
+        host.count(Metric::NotRunning);
+        shared.drop_cache(host, app, &cache::tombstone(host.now_ms()));
+        shared.with_activity(|a| a.not_running(app));
+        debug!("{app} answered by the router: dropped from the cache, reported");
+    }
+
     /// The stream ended: it no longer keeps its app active.
     pub fn close(&mut self) {
         if let Some(app) = self.open_app.take() {
@@ -182,24 +207,40 @@ impl Stream {
                 view.wants_html,
             );
         };
+        let mut verify = false;
+        let mut stale = None;
         if let Some(value) = shared.cached(host, &target.app) {
+            let now = host.now_ms();
             match cache::decode(&value) {
-                Ok(entry) if entry.is_fresh(host.now_ms()) => {
+                Ok(entry) if entry.is_fresh(now) => {
                     host.count(Metric::CacheHit);
-                    let edits = route_edits(
-                        &shared.config,
+                    return self.route_entry(
+                        host,
+                        shared,
+                        view,
+                        &target.app,
                         original_host,
-                        view.origin,
-                        entry.cluster,
-                        entry.upstream_host,
+                        &entry,
                     );
-                    return if self.route(host, shared, &target.app, &edits) {
-                        Flow::Continue
-                    } else {
-                        self.unavailable(host, view.wants_html)
-                    };
                 }
-                Ok(_) => {}
+                Ok(entry) if entry.is_usable_stale(now, shared.config.stale_ttl_ms) => {
+                    if shared.sidecar_down() {
+                        // No callout while the sidecar is down: the flush
+                        // sees it come back.
+                        host.count(Metric::StaleHit);
+                        return self.route_entry(
+                            host,
+                            shared,
+                            view,
+                            &target.app,
+                            original_host,
+                            &entry,
+                        );
+                    }
+                    stale = Some((entry.cluster.to_owned(), entry.upstream_host.to_owned()));
+                }
+                Ok(_) | Err(CacheError::Empty) => {}
+                Err(CacheError::Dropped) => verify = true,
                 Err(e) => warn!("ignoring the cache entry of {}: {e}", target.app),
             }
         }
@@ -211,6 +252,8 @@ impl Stream {
             origin: view.origin.map(str::to_owned),
             wants_html: view.wants_html,
             browser: view.is_browser_get(),
+            verify,
+            stale,
         }));
         match dispatch(host, &shared.config, call, view.request_id) {
             Ok(inflight) => {
@@ -223,12 +266,8 @@ impl Stream {
             }
             Err((Callout::Wake(call), e)) => {
                 host.count(Metric::CalloutError);
-                let config = &shared.config;
-                warn!(
-                    "cannot call the sidecar to wake {} ({e}): failure policy {:?}",
-                    call.app, config.failure_policy
-                );
-                let action = failure_action(config, &call.app, call.rule_region.as_deref());
+                shared.sidecar_failed(host, &format_args!("wake of {}: {e}", call.app));
+                let action = unreachable_action(host, shared, &call);
                 self.settle(host, shared, &call, action)
             }
             Err((other, e)) => {
@@ -236,6 +275,31 @@ impl Stream {
                 error!("{} callout not sent ({e})", other.kind());
                 self.unavailable(host, view.wants_html)
             }
+        }
+    }
+
+    /// Routes the request from a cache entry (fresh, or stale while the
+    /// sidecar is down).
+    fn route_entry(
+        &mut self,
+        host: &impl Host,
+        shared: &Shared,
+        view: &RequestView<'_>,
+        app: &str,
+        original_host: &str,
+        entry: &cache::CacheEntry<'_>,
+    ) -> Flow {
+        let edits = route_edits(
+            &shared.config,
+            original_host,
+            view.origin,
+            entry.cluster,
+            entry.upstream_host,
+        );
+        if self.route(host, shared, app, &edits) {
+            Flow::Continue
+        } else {
+            self.unavailable(host, view.wants_html)
         }
     }
 
@@ -296,13 +360,23 @@ impl Stream {
                 &answer.body,
             ),
         };
-        log_outcome(host, shared, &call.app, &outcome);
-        let action = after_wake(
-            &shared.config,
-            &call.app,
-            call.rule_region.as_deref(),
-            outcome,
-        );
+        log_outcome(&call.app, &outcome);
+        let action = match outcome {
+            WakeOutcome::Unusable(e) => {
+                host.count(Metric::CalloutError);
+                shared.sidecar_failed(host, &format_args!("wake of {}: {e}", call.app));
+                unreachable_action(host, shared, call)
+            }
+            outcome => {
+                shared.sidecar_answered(host);
+                after_wake(
+                    &shared.config,
+                    &call.app,
+                    call.rule_region.as_deref(),
+                    outcome,
+                )
+            }
+        };
         if self.settle(host, shared, call, action) == Flow::Continue {
             // Headers are set: only now let the request go.
             if let Err(e) = host.resume_request() {
@@ -338,7 +412,7 @@ impl Stream {
             }
             Err((_, e)) => {
                 host.count(Metric::CalloutError);
-                warn!("cannot call the sidecar for the status of {app} ({e})");
+                shared.sidecar_failed(host, &format_args!("status of {app}: {e}"));
                 send_rendered(host, &StatusReport::unavailable(app).render(retry_after));
             }
         }
@@ -366,6 +440,7 @@ impl Stream {
         };
         let report = match parsed {
             Ok(report) => {
+                shared.sidecar_answered(host);
                 if let Some(awake) = &report.awake {
                     let cluster = shared.config.cluster_for(&awake.region);
                     shared.write_cache(host, app, cluster, &awake.upstream_host, host.now_ms());
@@ -374,7 +449,7 @@ impl Stream {
             }
             Err(e) => {
                 host.count(Metric::CalloutError);
-                warn!("status of {app}: {e}");
+                shared.sidecar_failed(host, &format_args!("status of {app}: {e}"));
                 StatusReport::unavailable(app)
             }
         };
@@ -382,8 +457,25 @@ impl Stream {
     }
 }
 
-/// Logs the sidecar's outcome for `app`; counts an unusable answer.
-fn log_outcome(host: &impl Host, shared: &Shared, app: &str, outcome: &WakeOutcome) {
+/// What a wake does when the sidecar gave no usable answer: route from the
+/// expired entry it had (serve stale), else the failure policy.
+fn unreachable_action(host: &impl Host, shared: &Shared, call: &WakeCall) -> WakeAction {
+    match &call.stale {
+        Some((cluster, upstream_host)) => {
+            host.count(Metric::StaleHit);
+            WakeAction::Route {
+                cluster: cluster.clone(),
+                upstream_host: upstream_host.clone(),
+                cache: false,
+            }
+        }
+        None => failure_action(&shared.config, &call.app, call.rule_region.as_deref()),
+    }
+}
+
+/// Logs the sidecar's outcome for `app` (an unusable answer is the
+/// outage's, logged with a rate limit by the caller).
+fn log_outcome(app: &str, outcome: &WakeOutcome) {
     match outcome {
         WakeOutcome::Awake(awake) => debug!(
             "{app} is awake in {} at {}",
@@ -401,12 +493,6 @@ fn log_outcome(host: &impl Host, shared: &Shared, app: &str, outcome: &WakeOutco
         WakeOutcome::UnknownApp | WakeOutcome::InvalidApp => {
             debug!("the sidecar refused {app}: {outcome:?}");
         }
-        WakeOutcome::Unusable(e) => {
-            host.count(Metric::CalloutError);
-            warn!(
-                "wake of {app}: {e}; failure policy {:?}",
-                shared.config.failure_policy
-            );
-        }
+        WakeOutcome::Unusable(e) => debug!("wake of {app}: {e}"),
     }
 }

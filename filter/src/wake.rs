@@ -16,14 +16,16 @@ use crate::waiting::WaitingPage;
 pub use paastis_api::WAKE_PATH;
 /// The JSON body of `POST /v1/wake`: `{"app":...,"region":...|null}`, plus
 /// `"client":"browser"` for a browser navigating (which the sidecar may
-/// answer with 202: show the waiting page).
-pub fn wake_body(app: &str, region: Option<&str>, browser: bool) -> Vec<u8> {
+/// answer with 202: show the waiting page), and `"verify":true` when the
+/// traffic showed the app not running (its cache entry is a tombstone).
+pub fn wake_body(app: &str, region: Option<&str>, browser: bool, verify: bool) -> Vec<u8> {
     // Serializing two strings cannot fail; an empty body (refused by the
     // sidecar, then handled as a failure) is the fallback rather than a panic.
     serde_json::to_vec(&WakeRequest {
         app: app.to_owned(),
         region: region.map(str::to_owned),
         client: browser.then_some(Client::Browser),
+        verify,
     })
     .unwrap_or_default()
 }
@@ -237,16 +239,20 @@ mod tests {
     #[test]
     fn body() {
         assert_eq!(
-            wake_body("my-app", None, false),
+            wake_body("my-app", None, false, false),
             br#"{"app":"my-app","region":null}"#
         );
         assert_eq!(
-            wake_body("my-app", Some("osc-fr1"), false),
+            wake_body("my-app", Some("osc-fr1"), false, false),
             br#"{"app":"my-app","region":"osc-fr1"}"#
         );
         assert_eq!(
-            wake_body("my-app", None, true),
+            wake_body("my-app", None, true, false),
             br#"{"app":"my-app","region":null,"client":"browser"}"#
+        );
+        assert_eq!(
+            wake_body("my-app", None, false, true),
+            br#"{"app":"my-app","region":null,"verify":true}"#
         );
     }
 

@@ -20,7 +20,7 @@
 //! `metrics`, `registry`, `scalingo` and `hooks` are leaves (`backoff` on
 //! `registry` and `clock`); `platform`
 //! and `config` sit on those; `awake`, `activity` and `deps` on those (`deps`
-//! asks `config` which apps are managed); `wake` and
+//! asks `config` which apps are managed); `wake`, `verify` and
 //! `scheduler` on `deps`; `server`, `waiting` and `admin` on top; this root
 //! only wires them ([`build`]).
 //!
@@ -43,6 +43,7 @@ pub mod registry;
 pub mod scalingo;
 pub mod scheduler;
 pub mod server;
+pub mod verify;
 pub mod waiting;
 pub mod wake;
 

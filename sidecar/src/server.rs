@@ -2,7 +2,10 @@
 //!
 //! The endpoints the filter calls (`/v1/wake`, `/v1/status`,
 //! `/v1/activity`) are the contract of the `paastis_api` crate, whose docs
-//! describe them; their types come from there. The others are for operators
+//! describe them; their types come from there. The apps the filter reports
+//! not running (`not_running` in an activity batch, `verify` on a wake) are
+//! checked by [`crate::verify`] (once per app per period) before the
+//! sidecar answers from its memory of "awake" again. The others are for operators
 //! and tests:
 //!
 //! | method | path | answer |
@@ -36,6 +39,7 @@ use tokio::net::TcpListener;
 use tracing::Instrument;
 
 use crate::scalingo::ScalingoError;
+use crate::verify::Verifier;
 use crate::waiting::Waiting;
 use crate::wake::{WakeError, Waker};
 
@@ -131,11 +135,18 @@ fn request_id(headers: &HeaderMap) -> String {
 async fn wake(
     State(waker): State<Arc<Waker>>,
     Extension(waiting): Extension<Arc<Waiting>>,
+    Extension(verifier): Extension<Arc<Verifier>>,
     headers: HeaderMap,
     Json(req): Json<WakeRequest>,
 ) -> Response {
     let span = tracing::info_span!("request", request_id = %request_id(&headers), app = %req.app);
     async move {
+        if req.verify {
+            // The filter's traffic saw the app not running: the memory of
+            // "awake" is not trusted before the app was checked.
+            let verdict = verifier.check(waker.deps(), &req.app).await;
+            tracing::debug!(?verdict, "checked before the wake");
+        }
         if req.client == Some(Client::Browser) {
             match waiting.begin(&waker, &req.app, req.region.as_deref()) {
                 Ok(Some(answer)) => return (StatusCode::ACCEPTED, Json(answer)).into_response(),
@@ -165,19 +176,55 @@ async fn status(
 
 async fn activity(
     State(waker): State<Arc<Waker>>,
+    Extension(verifier): Extension<Arc<Verifier>>,
     Json(req): Json<ActivityRequest<'static>>,
 ) -> Json<ActivityAnswer> {
+    let reported: Vec<String> = req
+        .not_running
+        .iter()
+        .filter(|a| paastis_rules::is_valid_app_name(a))
+        .take(crate::activity::MAX_ACTIVITY_BATCH)
+        .cloned()
+        .collect();
+    if !reported.is_empty() {
+        // In the background: the filter already dropped these apps, and
+        // the answer must not wait for their fronts or the API.
+        let deps = waker.deps().clone();
+        let verifier = Arc::clone(&verifier);
+        let reports = reported.clone();
+        tokio::spawn(async move {
+            verifier.check_all(&deps, &reports).await;
+        });
+    }
     let awake = waker.activity(&req.apps).await;
-    Json(ActivityAnswer {
-        awake: awake
-            .into_iter()
-            .map(|a| RunningApp {
-                app: a.app,
-                region: a.region,
-                upstream_host: a.upstream_host,
-            })
-            .collect(),
-    })
+    Json(activity_answer(&req.apps, &reported, awake))
+}
+
+/// The answer to an activity batch of `apps`: those known to run are
+/// `awake`, every other valid name of the batch `asleep` (an app reported
+/// not running is asleep until a wake says otherwise).
+fn activity_answer(
+    apps: &[String],
+    reported: &[String],
+    awake: Vec<crate::awake::Awake>,
+) -> ActivityAnswer {
+    let awake: Vec<RunningApp> = awake
+        .into_iter()
+        .filter(|a| !reported.contains(&a.app))
+        .map(|a| RunningApp {
+            app: a.app,
+            region: a.region,
+            upstream_host: a.upstream_host,
+        })
+        .collect();
+    let known: std::collections::HashSet<&str> = awake.iter().map(|a| a.app.as_str()).collect();
+    let asleep = apps
+        .iter()
+        .take(crate::activity::MAX_ACTIVITY_BATCH)
+        .filter(|a| paastis_rules::is_valid_app_name(a) && !known.contains(a.as_str()))
+        .cloned()
+        .collect();
+    ActivityAnswer { awake, asleep }
 }
 
 async fn apps(State(waker): State<Arc<Waker>>) -> Response {
@@ -247,6 +294,7 @@ pub fn router(waker: Arc<Waker>) -> Router {
         // An activity batch of 10,000 names fits in well under 1 MiB.
         .layer(DefaultBodyLimit::max(1 << 20))
         .layer(Extension(Arc::new(Waiting::new())))
+        .layer(Extension(Verifier::new()))
         .with_state(waker)
 }
 
@@ -265,6 +313,24 @@ pub async fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn activity_answers_say_which_apps_are_asleep() {
+        let batch = vec![
+            "app-one".to_owned(),
+            "app-two".to_owned(),
+            "app-three".to_owned(),
+            "Bad_Name".to_owned(),
+        ];
+        let awake = vec![
+            crate::awake::Awake::new("app-one", "osc-fr1"),
+            crate::awake::Awake::new("app-three", "osc-fr1"),
+        ];
+        let answer = activity_answer(&batch, &["app-three".to_owned()], awake);
+        let names: Vec<&str> = answer.awake.iter().map(|a| a.app.as_str()).collect();
+        assert_eq!(names, ["app-one"]);
+        assert_eq!(answer.asleep, ["app-two", "app-three"]);
+    }
 
     #[test]
     fn error_codes_match_the_api() {

@@ -160,11 +160,11 @@ impl Sidecar {
             .map_err(|e| format!("cannot start the sidecar {}: {e}", sidecar_bin().display()))?;
         let stdout = child.stdout.take().ok_or("no sidecar stdout")?;
         let mut line = String::new();
-        let mut stdout = BufReader::new(stdout);
-        let read = stdout.read_line(&mut line);
-        // Its later lines (`admin listening on ...`) must find the pipe
-        // open: a sidecar whose stdout is closed dies on its next line.
-        std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
+        let mut reader = BufReader::new(stdout);
+        let read = reader.read_line(&mut line);
+        // Later lines (`admin listening on ...`) must find a reader: a
+        // closed pipe would make the sidecar's `println!` panic.
+        std::thread::spawn(move || std::io::copy(&mut reader, &mut std::io::sink()));
         let addr = match read {
             Ok(n) if n > 0 => line
                 .trim()

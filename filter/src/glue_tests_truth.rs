@@ -1,0 +1,211 @@
+//! Native tests of the glue's side of the lifecycle: the traffic tells the
+//! truth (a router's answer drops the app and reports it; an activity
+//! answer drops the apps the sidecar does not know awake) and serve stale
+//! while the sidecar is unreachable.
+
+use std::rc::Rc;
+
+use crate::cache;
+use crate::fake_host::{counts, the_dispatch, the_reply, Call, FakeHost};
+use crate::flusher::Flusher;
+use crate::glue_tests::{get, shared, JSON, NOW};
+use crate::host::Flow;
+use crate::metrics::Metric;
+use crate::shared::Shared;
+use crate::stream::Stream;
+
+const HOST: &str = "my-app.osc-fr1.scalingo.io";
+
+fn cached(host: &FakeHost, expiry: u64) {
+    host.put_shared(&cache::key("my-app"), &cache::encode(expiry, "fr1", HOST));
+}
+
+fn routed(calls: &[Call]) -> bool {
+    calls.contains(&Call::SetHeader(":authority".into(), HOST.into()))
+}
+
+#[test]
+fn a_router_answer_drops_the_app_reports_it_and_the_next_wake_verifies() {
+    let host = FakeHost::at(NOW);
+    let shared = shared("");
+    cached(&host, NOW + 1_000);
+    for status in [200, 404, 500] {
+        get(&host, "my-app.gw.example.com", &[]);
+        let mut stream = Stream::new(Some(Rc::clone(&shared)));
+        assert_eq!(stream.on_request_headers(&host), Flow::Continue);
+        host.take_calls();
+        host.response.set(Some(status));
+        stream.on_response_headers(&host);
+        assert_eq!(host.take_calls(), [], "{status} is the app's answer");
+    }
+
+    get(&host, "my-app.gw.example.com", &[]);
+    let mut stream = Stream::new(Some(Rc::clone(&shared)));
+    assert_eq!(stream.on_request_headers(&host), Flow::Continue);
+    host.take_calls();
+    host.response.set(Some(503));
+    stream.on_response_headers(&host);
+    let calls = host.take_calls();
+    assert_eq!(counts(&calls), [Metric::NotRunning]);
+    assert!(calls.contains(&Call::SetShared(
+        cache::key("my-app"),
+        cache::tombstone(NOW)
+    )));
+
+    // The next request is a miss whose wake asks the sidecar to verify.
+    get(&host, "my-app.gw.example.com", &[]);
+    let mut next = Stream::new(Some(Rc::clone(&shared)));
+    assert_eq!(next.on_request_headers(&host), Flow::Pause);
+    let calls = host.take_calls();
+    assert_eq!(counts(&calls), [Metric::CacheMiss, Metric::Callout]);
+    assert_eq!(
+        the_dispatch(&calls).body.as_deref(),
+        Some(r#"{"app":"my-app","region":null,"verify":true}"#)
+    );
+
+    // The report goes with the next flush, and its answer does not refresh
+    // the reported app.
+    let mut flusher = Flusher::default();
+    flusher.tick(&host, &shared);
+    let calls = host.take_calls();
+    assert_eq!(
+        the_dispatch(&calls).body.as_deref(),
+        Some(r#"{"apps":["my-app"],"not_running":["my-app"]}"#)
+    );
+    host.answer(
+        "200",
+        JSON,
+        r#"{"awake":[{"app":"my-app","region":"osc-fr1","upstream_host":"my-app.osc-fr1.scalingo.io"}]}"#,
+    );
+    flusher.on_call_answer(&host, &shared, 1, 2, 10);
+    assert_eq!(host.take_calls(), []);
+
+    // A request answered locally reads nothing of the response.
+    host.refuse_dispatch.set(true);
+    get(&host, "my-app.gw.example.com", &[]);
+    let mut local = Stream::new(Some(shared));
+    assert_eq!(local.on_request_headers(&host), Flow::Pause);
+    host.take_calls();
+    local.on_response_headers(&host);
+    assert_eq!(host.take_calls(), []);
+}
+
+#[test]
+fn an_activity_answer_drops_the_apps_the_sidecar_does_not_know_awake() {
+    let host = FakeHost::at(NOW);
+    let shared = shared("");
+    let mut flusher = Flusher::default();
+    // Written a second before the flush.
+    for app in ["app-one", "app-two", "app-three"] {
+        host.put_shared(
+            &cache::key(app),
+            &cache::encode(NOW + 29_000, "fr1", "x.osc-fr1.scalingo.io"),
+        );
+    }
+    shared.with_activity(|a| {
+        a.served("app-one");
+        a.served("app-two");
+        a.served("app-three");
+    });
+    flusher.tick(&host, &shared);
+    host.take_calls();
+    // Meanwhile app-three was woken again: its newer entry stays.
+    host.advance(500);
+    host.put_shared(
+        &cache::key("app-three"),
+        &cache::encode(NOW + 30_500, "fr1", "x.osc-fr1.scalingo.io"),
+    );
+    host.answer(
+        "200",
+        JSON,
+        r#"{"awake":[],"asleep":["app-one","app-three","not-asked"]}"#,
+    );
+    flusher.on_call_answer(&host, &shared, 1, 2, 10);
+    assert_eq!(
+        host.take_calls(),
+        [Call::SetShared(cache::key("app-one"), String::new())]
+    );
+    // A dropped entry is a plain miss (no warning, no verify).
+    get(&host, "app-one.gw.example.com", &[]);
+    let mut stream = Stream::new(Some(shared));
+    assert_eq!(stream.on_request_headers(&host), Flow::Pause);
+    assert_eq!(
+        the_dispatch(&host.take_calls()).body.as_deref(),
+        Some(r#"{"app":"app-one","region":null}"#)
+    );
+}
+
+fn request(host: &FakeHost, shared: &Rc<Shared>) -> (Stream, Flow, Vec<Call>) {
+    get(host, "my-app.gw.example.com", &[]);
+    let mut stream = Stream::new(Some(Rc::clone(shared)));
+    let flow = stream.on_request_headers(host);
+    (stream, flow, host.take_calls())
+}
+
+#[test]
+fn known_apps_are_served_stale_while_the_sidecar_is_unreachable() {
+    let host = FakeHost::at(NOW);
+    let shared = shared(r#","stale_ttl_ms":60000"#);
+    cached(&host, NOW);
+    host.refuse_dispatch.set(true);
+
+    // The first request finds out (its callout fails) and routes stale.
+    let (_, flow, calls) = request(&host, &shared);
+    assert_eq!(flow, Flow::Continue);
+    assert_eq!(
+        counts(&calls),
+        [Metric::CacheMiss, Metric::CalloutError, Metric::StaleHit]
+    );
+    assert!(routed(&calls));
+    assert!(shared.sidecar_down());
+    // The next ones route at once, without a callout.
+    host.advance(59_000);
+    let (_, flow, calls) = request(&host, &shared);
+    assert_eq!(flow, Flow::Continue);
+    assert_eq!(counts(&calls), [Metric::StaleHit]);
+    assert!(routed(&calls));
+    // Their activity is kept for when the sidecar is back.
+    let mut pending = 0;
+    shared.with_activity(|a| pending = a.pending());
+    assert_eq!(pending, 1);
+    // Past the stale window: the failure policy.
+    host.advance(1_000);
+    let (_, flow, calls) = request(&host, &shared);
+    assert_eq!(flow, Flow::Pause);
+    assert_eq!(the_reply(&calls).status, 503);
+    assert_eq!(the_reply(&calls).header("retry-after"), Some("5"));
+
+    // The flush sees the sidecar come back: expired entries go through the
+    // sidecar again.
+    host.refuse_dispatch.set(false);
+    cached(&host, NOW);
+    let mut flusher = Flusher::default();
+    flusher.tick(&host, &shared);
+    host.take_calls();
+    host.answer("200", JSON, r#"{"awake":[]}"#);
+    flusher.on_call_answer(&host, &shared, 1, 2, 10);
+    assert!(!shared.sidecar_down());
+    let (_, flow, calls) = request(&host, &shared);
+    assert_eq!(flow, Flow::Pause);
+    assert_eq!(counts(&calls), [Metric::CacheMiss, Metric::Callout]);
+}
+
+#[test]
+fn an_unusable_wake_answer_routes_stale_and_a_zero_stale_ttl_never_does() {
+    for (stale_ttl, served) in [(60_000, true), (0, false)] {
+        let host = FakeHost::at(NOW + 10);
+        let shared = shared(&format!(r#","stale_ttl_ms":{stale_ttl}"#));
+        cached(&host, NOW);
+        let (mut stream, flow, _) = request(&host, &shared);
+        assert_eq!(flow, Flow::Pause);
+        host.answer("503", "text/plain", "upstream connect error");
+        stream.on_call_answer(&host, 1, 2, 10);
+        let calls = host.take_calls();
+        assert_eq!(routed(&calls), served, "stale_ttl_ms {stale_ttl}");
+        assert_eq!(calls.last() == Some(&Call::Resume), served);
+        assert!(!calls.iter().any(|c| matches!(c, Call::SetShared(..))));
+        if !served {
+            assert_eq!(the_reply(&calls).status, 503);
+        }
+    }
+}
