@@ -2,11 +2,13 @@
 //! scheduler's module documentation): what excludes them from wakes on any
 //! instance, and the stop note that reaches every instance's memory.
 
+use std::time::Duration;
+
 use tracing::warn;
 
 use super::plan::{is_idle, max_idle_minutes, pause_changes};
 use super::{PassError, Scheduler};
-use crate::awake::mark_stopped;
+use crate::awake::{clear_stopped, mark_stopped};
 use crate::hooks::Hook;
 use crate::platform::{ScaleOutcome, ScalingoError};
 use crate::registry::{AppMeta, EventKind};
@@ -24,7 +26,26 @@ pub(super) enum Paused {
     Kept,
 }
 
+/// Least time between the stop note of a pause and its scale to 0: the
+/// filters learn that the app is no longer awake from their next activity
+/// answer (one per `activity_flush_ms`, default 1 s), so they stop routing
+/// it before the router would answer for it.
+pub const ROUTING_DRAIN: Duration = Duration::from_millis(1_500);
+
 impl Scheduler {
+    /// With `idle` (`(now, max idle minutes)`, a pass's pause), whether the
+    /// app's last access is still idle; always true without (an operator's
+    /// pause).
+    async fn still_idle(&self, app: &str, idle: Option<(u64, u64)>) -> Result<bool, PassError> {
+        let Some((now, max_idle)) = idle else {
+            return Ok(true);
+        };
+        Ok(match self.deps.registry.get(app).await? {
+            Some(fresh) => is_idle(fresh.last_access_ms, now, max_idle),
+            None => false,
+        })
+    }
+
     /// Forgets `app`, listed stopped, unless it was used at or after `now`
     /// (the start of the pass, before its listing) or a wake of it runs:
     /// under its wake lease, with the stop note left for every instance.
@@ -130,21 +151,26 @@ impl Scheduler {
             deps.record(app, EventKind::AutoscalersRecorded { autoscalers })
                 .await;
         }
-        deps.hooks.run(Hook::BeforeStop, app).await;
-        self.pacer.ready().await;
-        // Its turn to call Scalingo: the last word goes to the activity that
-        // arrived meanwhile (a wake marks its apps when it starts).
-        if let Some((now, max_idle)) = idle {
-            let used = match deps.registry.get(app).await? {
-                Some(fresh) => !is_idle(fresh.last_access_ms, now, max_idle),
-                None => true,
-            };
-            if used {
-                return Ok(Paused::Kept);
-            }
+        // Used since the pass found it idle: kept (nothing told yet).
+        if !self.still_idle(app, idle).await? {
+            return Ok(Paused::Kept);
         }
+        // Every instance stops answering it awake now, so that every filter
+        // stops routing it (their next activity answer says so) before it
+        // scales to 0: requests then wake it instead of meeting the router.
         mark_stopped(deps.coordinator.as_ref(), app, deps.awake.stop_ttl()).await?;
         deps.awake.forget(app);
+        deps.hooks.run(Hook::BeforeStop, app).await;
+        futures::future::join(self.pacer.ready(), tokio::time::sleep(ROUTING_DRAIN)).await;
+        // Its turn to call Scalingo: the last word goes to the activity that
+        // arrived meanwhile (a wake marks its apps when it starts).
+        if !self.still_idle(app, idle).await? {
+            // Still running: no instance needs to wake it first.
+            if let Err(e) = clear_stopped(deps.coordinator.as_ref(), app).await {
+                warn!(%app, error = %e, "stop note not cleared (the next request wakes it once more)");
+            }
+            return Ok(Paused::Kept);
+        }
         match deps.platform.scale(region, app, &changes).await? {
             ScaleOutcome::Started { .. } | ScaleOutcome::Done { .. } | ScaleOutcome::NoChange => {
                 deps.hooks.spawn(Hook::AfterStop, app);
