@@ -152,12 +152,12 @@ pub enum WakeAction {
     Waiting(WaitingPage),
 }
 
-/// Maps the sidecar's outcome for `app` (whose host rule pinned
-/// `rule_region`, if any) to the next step.
+/// Maps the sidecar's outcome for `app` to the next step; `known_region`
+/// (the host rule's, else the cache's last) is for the failure policy.
 pub fn after_wake(
     config: &Config,
     app: &str,
-    rule_region: Option<&str>,
+    known_region: Option<&str>,
     outcome: WakeOutcome,
 ) -> WakeAction {
     match outcome {
@@ -191,21 +191,34 @@ pub fn after_wake(
                     .retry_after(retry_after.unwrap_or(config.retry_after_s)),
             )
         }
-        WakeOutcome::Unusable(_) => failure_action(config, app, rule_region),
+        WakeOutcome::Unusable(_) => failure_action(config, app, known_region),
     }
+}
+
+/// The region in `upstream_host` when it is `APP.REGION.scalingo.io` for
+/// this `app` and a valid region (a cache entry's host), else `None`.
+pub fn region_of_upstream(app: &str, upstream_host: &str) -> Option<String> {
+    let region = upstream_host
+        .strip_prefix(app)?
+        .strip_prefix('.')?
+        .strip_suffix(".scalingo.io")?;
+    paastis_rules::check_region("region", region)
+        .is_ok()
+        .then(|| region.to_owned())
 }
 
 /// The failure policy, for a sidecar that cannot be reached (dispatch
 /// failed) or answered something unusable. `open` routes to the app's default
-/// Scalingo host, `APP.REGION.scalingo.io`, in the rule's region or
-/// `default_region`, without waking it and without caching.
-pub fn failure_action(config: &Config, app: &str, rule_region: Option<&str>) -> WakeAction {
+/// Scalingo host, `APP.REGION.scalingo.io`, in `known_region` (the rule's,
+/// else the one the cache last knew) or `default_region`, without waking it
+/// and without caching.
+pub fn failure_action(config: &Config, app: &str, known_region: Option<&str>) -> WakeAction {
     match config.failure_policy {
         FailurePolicy::Closed => WakeAction::Reply(
             LocalReply::for_app(ReplyKind::Unavailable, app).retry_after(config.retry_after_s),
         ),
         FailurePolicy::Open => {
-            let region = rule_region.unwrap_or(&config.default_region);
+            let region = known_region.unwrap_or(&config.default_region);
             WakeAction::Route {
                 cluster: config.cluster_for(region).to_owned(),
                 upstream_host: format!("{app}.{region}.scalingo.io"),
@@ -464,6 +477,23 @@ mod tests {
                 cache: false
             }
         );
+    }
+
+    #[test]
+    fn the_region_of_a_cached_upstream_host() {
+        assert_eq!(
+            region_of_upstream("my-app", "my-app.osc-secnum-fr1.scalingo.io").as_deref(),
+            Some("osc-secnum-fr1")
+        );
+        for host in [
+            "other-app.osc-fr1.scalingo.io",
+            "my-app.scalingo.io",
+            "my-app.osc-fr1.example.com",
+            "my-app.OSC.scalingo.io",
+            "my-app.a.b.scalingo.io",
+        ] {
+            assert_eq!(region_of_upstream("my-app", host), None, "{host}");
+        }
     }
 
     proptest! {

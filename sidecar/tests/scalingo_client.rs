@@ -423,10 +423,10 @@ async fn wait_web_running_times_out_at_the_deadline() {
 
 #[tokio::test]
 async fn scale_to_zero_reads_not_running_with_stopped_entries_kept() {
+    // The strict default: the scale-down takes 30 s (SIGTERM, then SIGKILL),
+    // `is scaling` meanwhile.
     let fake = start_with(FakeConfig {
         keep_stopped_in_ps: true,
-        // kinder than the real platform until the client's operation wait allows for a 30 s scale-down
-        stop_delay: Duration::ZERO,
         ..FakeConfig::default()
     })
     .await;
@@ -436,13 +436,34 @@ async fn scale_to_zero_reads_not_running_with_stopped_entries_kept() {
         .scale(FR, "busy-bee-app", &[ContainerAmount::new("web", 0)])
         .await
         .unwrap();
-    if let ScaleOutcome::Started { operation_id, .. } = &outcome {
-        client
-            .wait_operation(FR, "busy-bee-app", operation_id, deadline())
-            .await
-            .unwrap();
-    }
+    let ScaleOutcome::Started { operation_id, .. } = &outcome else {
+        panic!("a scale-down starts an operation: {outcome:?}");
+    };
+    // While the containers stop: not running, the operation not done, and
+    // another scale refused as busy.
     let ps = client.ps(FR, "busy-bee-app").await.unwrap();
+    assert!(!paastis_sidecar::scalingo::web_running(&ps));
+    assert!(ps.iter().all(|p| p.state != ProcessState::Running));
+    let short = Instant::now() + Duration::from_millis(300);
+    assert_eq!(
+        client
+            .wait_operation(FR, "busy-bee-app", operation_id, short)
+            .await
+            .unwrap_err(),
+        ScalingoError::Timeout
+    );
+    assert!(matches!(
+        client
+            .scale(FR, "busy-bee-app", &[ContainerAmount::new("web", 1)])
+            .await,
+        Err(ScalingoError::Busy(_))
+    ));
+    // The end of the stop, without waiting its 30 s: the fake serves real
+    // sockets, which tokio's paused clock cannot drive, so the platform's
+    // own stop is asked for (its containers stopped at once).
+    assert!(fake.stop_app("busy-bee-app"));
+    let ps = client.ps(FR, "busy-bee-app").await.unwrap();
+    assert!(!ps.is_empty(), "stopped entries kept");
     assert!(!paastis_sidecar::scalingo::web_running(&ps));
     assert!(ps.iter().all(|p| p.state != ProcessState::Running));
     let short = Instant::now() + Duration::from_millis(300);

@@ -301,8 +301,15 @@ async fn the_sidecar_answers_202_only_to_browsers_of_waiting_page_apps() {
     let wake = |body: Value| {
         let url = format!("http://{}/v1/wake", stack.sidecar.addr);
         let client = stack.client.clone();
+        let token = stack.sidecar.token.clone();
         async move {
-            let r = client.post(url).json(&body).send().await.unwrap();
+            let r = client
+                .post(url)
+                .bearer_auth(&token)
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
             let status = r.status().as_u16();
             (status, r.json::<Value>().await.unwrap_or(Value::Null))
         }
@@ -310,8 +317,9 @@ async fn the_sidecar_answers_202_only_to_browsers_of_waiting_page_apps() {
     let sidecar_status = |app: &str| {
         let url = format!("http://{}/v1/status?app={app}", stack.sidecar.addr);
         let client = stack.client.clone();
+        let token = stack.sidecar.token.clone();
         async move {
-            let r = client.get(url).send().await.unwrap();
+            let r = client.get(url).bearer_auth(&token).send().await.unwrap();
             (r.status().as_u16(), r.json::<Value>().await.unwrap())
         }
     };

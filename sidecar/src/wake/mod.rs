@@ -390,7 +390,8 @@ impl Waker {
         let deadline = started + self.wake_timeout;
         // Read together: the back-off (a broken app costs nothing while it
         // runs) and the region the registry knows for every app the gateway
-        // woke, paused or discovered (no locate calls then).
+        // woke, paused or discovered, or the platform's cache for every app
+        // a listing found (no locate calls then).
         let (backoff, known) =
             futures::future::join(deps.backoff.active(fast_coordinator, app), async {
                 match region {
@@ -398,7 +399,8 @@ impl Waker {
                     None => match fast_registry.get(app).await {
                         Ok(Some(record)) => record.region,
                         _ => None,
-                    },
+                    }
+                    .or_else(|| deps.platform.listed_region(app)),
                 }
             })
             .await;
