@@ -30,15 +30,35 @@ fn redis_env(redis: &TestRedis, prefix: &str, instance: &str) -> Vec<(String, St
     .collect()
 }
 
-async fn post(client: &reqwest::Client, url: String, body: Value) -> (u16, Value) {
-    let reply = client.post(url).json(&body).send().await.expect("answer");
+/// POSTs `body` to `path` on `sidecar`, with its token.
+async fn post(
+    client: &reqwest::Client,
+    sidecar: &Sidecar,
+    path: &str,
+    body: Value,
+) -> (u16, Value) {
+    let reply = client
+        .post(format!("http://{}{path}", sidecar.addr))
+        .header("authorization", sidecar.authorization())
+        .json(&body)
+        .send()
+        .await
+        .expect("answer");
     let status = reply.status().as_u16();
     (status, reply.json().await.unwrap_or(Value::Null))
 }
 
 async fn registered(client: &reqwest::Client, sidecar: &Sidecar) -> Vec<String> {
     let url = format!("http://{}/v1/apps", sidecar.addr);
-    let apps: Value = client.get(url).send().await.unwrap().json().await.unwrap();
+    let apps: Value = client
+        .get(url)
+        .header("authorization", sidecar.authorization())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     apps["apps"]
         .as_array()
         .unwrap()
@@ -81,7 +101,6 @@ async fn a_pause_through_one_sidecar_reaches_the_other_before_it_answers_awake()
     std::fs::create_dir_all(&one_dir).unwrap();
     let one = Sidecar::start(&stack.fake, &rules, &one_dir, &one_env).expect("sidecar one");
     let client = &stack.client;
-    let two = format!("http://{}", stack.sidecar.addr);
     until("one's admin API listens", || async {
         tokio::net::TcpStream::connect(&admin_addr).await.is_ok()
     })
@@ -90,7 +109,7 @@ async fn a_pause_through_one_sidecar_reaches_the_other_before_it_answers_awake()
     // Woken through two (through Envoy, as users do).
     assert_eq!(stack.get(&host("shop-front"), "/").await.status, 200);
     let batch = json!({"apps": ["shop-front"]});
-    let (_, answer) = post(client, format!("{two}/v1/activity"), batch.clone()).await;
+    let (_, answer) = post(client, &stack.sidecar, "/v1/activity", batch.clone()).await;
     assert_eq!(
         answer["awake"].as_array().map(Vec::len),
         Some(1),
@@ -108,7 +127,7 @@ async fn a_pause_through_one_sidecar_reaches_the_other_before_it_answers_awake()
         .unwrap_or_else(|e| panic!("admin answers: {e}; its log:\n{}", one.log()));
     assert_eq!(paused.status(), 200, "{:?}", paused.text().await);
 
-    let (_, answer) = post(client, format!("{two}/v1/activity"), batch.clone()).await;
+    let (_, answer) = post(client, &stack.sidecar, "/v1/activity", batch.clone()).await;
     assert_eq!(
         answer["awake"].as_array().map(Vec::len),
         Some(0),
@@ -117,7 +136,8 @@ async fn a_pause_through_one_sidecar_reaches_the_other_before_it_answers_awake()
     let scales = stack.fake.scale_calls("shop-front");
     let (status, woken) = post(
         client,
-        format!("{two}/v1/wake"),
+        &stack.sidecar,
+        "/v1/wake",
         json!({"app": "shop-front"}),
     )
     .await;
@@ -153,9 +173,9 @@ async fn a_thousand_made_up_names_never_grow_the_registry() {
     let names: Vec<String> = (0..1_000u64)
         .map(|i| format!("x{:016x}", (seed ^ i).wrapping_mul(0x9e37_79b9_7f4a_7c15)))
         .collect();
-    let url = format!("http://{}/v1/activity", stack.sidecar.addr);
     for chunk in names.chunks(250) {
-        let (status, answer) = post(client, url.clone(), json!({ "apps": chunk })).await;
+        let body = json!({ "apps": chunk });
+        let (status, answer) = post(client, &stack.sidecar, "/v1/activity", body).await;
         assert_eq!(status, 200, "{answer}");
         assert_eq!(answer["awake"], json!([]), "none is awake");
     }
@@ -173,6 +193,7 @@ async fn a_thousand_made_up_names_never_grow_the_registry() {
     );
     let metrics = client
         .get(format!("http://{}/metrics", stack.sidecar.addr))
+        .header("authorization", stack.sidecar.authorization())
         .send()
         .await
         .unwrap()
