@@ -216,3 +216,27 @@ async fn the_registry_never_holds_more_apps_than_its_cap() {
         "{metrics}"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_waiting_pages_status_never_says_running_after_a_pause_elsewhere() {
+    let (_platform, one) = deps(&[("my-app-1", &[("web", 0)], Duration::from_secs(2))]);
+    let mut two = one.clone();
+    two.instance = Arc::from("two");
+    two.awake = Arc::new(AwakeCache::new(Duration::from_secs(600)));
+    let waker_two = Waker::new(two.clone(), TIMEOUT);
+    waker_two.wake("my-app-1", None).await.expect("woken");
+    waker_two.settled().await;
+    assert!(matches!(
+        waker_two.wake_state_shared("my-app-1").await,
+        crate::wake::WakeState::Running(_)
+    ));
+    std::thread::sleep(Duration::from_millis(2));
+    Scheduler::new(one.clone(), 600)
+        .pause_now("my-app-1")
+        .await
+        .expect("paused");
+    assert_eq!(
+        waker_two.wake_state_shared("my-app-1").await,
+        crate::wake::WakeState::Idle
+    );
+}

@@ -537,8 +537,16 @@ impl Waker {
     /// Like [`Waker::wake_state`], and when this instance knows nothing, what
     /// the other instances sharing the registry do: an app whose wake lease
     /// is held is waking; one with a fresh success note runs. Registry
-    /// errors read as "nothing known".
+    /// errors read as "nothing known". This instance's own sighting counts
+    /// only if no instance stopped the app since ([`crate::awake`]).
     pub async fn wake_state_shared(&self, app: &str) -> WakeState {
+        if self.deps.awake.fresh(app).is_some() {
+            let names = [app.to_owned()];
+            let verified = self.deps.awake.verified(self.fast.as_ref(), &names).await;
+            if let Some(awake) = verified.into_iter().next() {
+                return WakeState::Running(awake);
+            }
+        }
         let local = self.wake_state(app);
         if local != WakeState::Idle {
             return local;
