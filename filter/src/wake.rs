@@ -499,15 +499,28 @@ mod tests {
     proptest! {
         #[test]
         fn any_answer_is_handled(
-            status in proptest::option::of(prop::collection::vec(any::<u8>(), 0..4)),
-            json in any::<bool>(),
+            // The sidecar's real statuses as often as random bytes.
+            status in prop_oneof![
+                1 => proptest::option::of(prop::collection::vec(any::<u8>(), 0..4)),
+                3 => Just(Some(b"200".to_vec())),
+                1 => "(202|400|404|503|504)".prop_map(|s| Some(s.into_bytes())),
+            ],
+            json in prop::bool::weighted(0.75),
             body in prop_oneof![
-                prop::collection::vec(any::<u8>(), 0..100),
-                "\\{\"(app|region|upstream_host|error|retry_after)\":\"\\PC{0,20}\"\\}".prop_map(String::into_bytes),
+                1 => prop::collection::vec(any::<u8>(), 0..100),
+                1 => "\\{\"(app|region|upstream_host|error|retry_after)\":\"\\PC{0,20}\"\\}".prop_map(String::into_bytes),
+                // Awake answers, with good and bad regions and hosts: the
+                // `Awake` branch below is reached on purpose.
+                3 => ("(osc-fr1|osc-secnum-fr1|[a-z0-9-]{0,12}|\\PC{0,6})", "(my-app\\.osc-fr1\\.scalingo\\.io|[a-z0-9.:-]{0,24}|\\PC{0,8})")
+                    .prop_map(|(region, host)| format!(r#"{{"app":"my-app","region":"{region}","upstream_host":"{host}"}}"#).into_bytes()),
             ],
         ) {
             let content_type: Option<&[u8]> = json.then_some(b"application/json");
             let outcome = parse_wake_answer("my-app", status.as_deref(), content_type, &body);
+            // Only a 200 in JSON wakes; anything else never routes.
+            if !(json && status.as_deref() == Some(b"200".as_slice())) {
+                prop_assert!(!matches!(outcome, WakeOutcome::Awake(_)), "{:?}", outcome);
+            }
             if let WakeOutcome::Awake(a) = &outcome {
                 prop_assert!(check_region("r", &a.region).is_ok());
                 prop_assert!(is_upstream_host(&a.upstream_host));

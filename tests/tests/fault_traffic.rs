@@ -148,6 +148,7 @@ async fn an_app_paused_by_the_gateway_is_woken_never_left_to_the_router() {
         if by_the_app(&reply, APP) {
             served += 1;
         }
+        // Paces the traffic (a load generator), synchronises nothing.
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(served > 0);
