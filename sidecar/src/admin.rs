@@ -14,6 +14,12 @@
 //! | POST | `/admin/v1/apps/{app}/pause` | pauses it now, remembering its formation |
 //! | DELETE | `/admin/v1/apps/{app}` | forgets it (registry and awake cache); Scalingo untouched |
 //! | GET | `/admin/v1/events?limit=N` | the event log, newest first |
+//!
+//! Each app carries the container-hours its sleeps saved
+//! ([`crate::saved`], from the registry's event log), and the list their
+//! total. The same listener serves the operator dashboard without auth
+//! ([`crate::dashboard`]: a static page that asks for the token and calls
+//! these routes).
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -33,6 +39,7 @@ use tokio::net::TcpListener;
 use crate::clock::now_ms;
 use crate::deps::Deps;
 use crate::registry::{AppRecord, EventKind, RegistryError, EVENTS_CAPACITY};
+use crate::saved::{container_hours_saved, hours, AppSaved};
 use crate::scalingo::Secret;
 use crate::scheduler::{PassError, PauseError, Scheduler};
 use crate::server::ApiError;
@@ -76,6 +83,11 @@ struct AdminApp {
     linked_apps: Vec<String>,
     /// Formation the next wake restores (amount per process type).
     formation: BTreeMap<String, u32>,
+    /// Sleep times the containers it would otherwise have run, over the
+    /// event log's span ([`crate::saved`]).
+    container_hours_saved: f64,
+    /// When its current sleep began, per the event log; null when awake.
+    asleep_since_ms: Option<u64>,
 }
 
 fn admin_app(
@@ -83,6 +95,7 @@ fn admin_app(
     name: &str,
     record: Option<&AppRecord>,
     provider: Option<&(String, String)>,
+    saved: Option<&AppSaved>,
     now: u64,
 ) -> AdminApp {
     let resolved = admin.waker.rules().resolve(name).ok();
@@ -115,7 +128,18 @@ fn admin_app(
         formation: record
             .map(|r| r.formation.iter().cloned().collect())
             .unwrap_or_default(),
+        container_hours_saved: saved.map_or(0.0, AppSaved::container_hours),
+        asleep_since_ms: saved.and_then(|s| s.asleep_since_ms),
     }
+}
+
+/// What every app saved, from the whole event log.
+async fn saved_by_app(
+    admin: &Admin,
+    now: u64,
+) -> Result<BTreeMap<String, AppSaved>, RegistryError> {
+    let events = admin.waker.events().recent(EVENTS_CAPACITY).await?;
+    Ok(container_hours_saved(&events, now))
 }
 
 fn error(status: StatusCode, code: &str, message: impl ToString) -> Response {
@@ -152,13 +176,17 @@ async fn list_apps(State(admin): State<Admin>) -> Response {
         Ok(p) => (p, None),
         Err(e) => (BTreeMap::new(), Some(e.to_string())),
     };
+    let now = now_ms();
+    let saved = match saved_by_app(&admin, now).await {
+        Ok(s) => s,
+        Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, "registry_unavailable", e),
+    };
     let records: BTreeMap<&str, &AppRecord> = records.iter().map(|r| (r.app.as_str(), r)).collect();
     let names: std::collections::BTreeSet<&str> = records
         .keys()
         .copied()
         .chain(provider.keys().map(String::as_str))
         .collect();
-    let now = now_ms();
     let apps: Vec<AdminApp> = names
         .into_iter()
         .map(|name| {
@@ -167,11 +195,18 @@ async fn list_apps(State(admin): State<Admin>) -> Response {
                 name,
                 records.get(name).copied(),
                 provider.get(name),
+                saved.get(name),
                 now,
             )
         })
         .collect();
-    Json(json!({ "apps": apps, "provider_error": provider_error })).into_response()
+    let total: u64 = saved.values().map(|s| s.container_seconds).sum();
+    Json(json!({
+        "apps": apps,
+        "provider_error": provider_error,
+        "saved": { "total_container_hours": hours(total) },
+    }))
+    .into_response()
 }
 
 async fn get_app(State(admin): State<Admin>, Path(app): Path<String>) -> Response {
@@ -193,12 +228,18 @@ async fn get_app(State(admin): State<Admin>, Path(app): Path<String>) -> Respons
             format!("no app named {app:?} in the registry or any region"),
         );
     }
+    let now = now_ms();
+    let saved = match saved_by_app(&admin, now).await {
+        Ok(s) => s,
+        Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, "registry_unavailable", e),
+    };
     Json(admin_app(
         &admin,
         &app,
         record.as_ref(),
         provider.as_ref(),
-        now_ms(),
+        saved.get(&app),
+        now,
     ))
     .into_response()
 }
@@ -283,7 +324,8 @@ async fn events(State(admin): State<Admin>, Query(q): Query<EventsQuery>) -> Res
     }
 }
 
-/// The admin routes, every one behind the bearer check.
+/// The admin routes, every one behind the bearer check, beside the
+/// dashboard's static files (no auth: they hold no data).
 pub fn router(waker: Arc<Waker>, scheduler: Arc<Scheduler>, token: Secret) -> Router {
     let admin = Admin {
         waker,
@@ -299,6 +341,7 @@ pub fn router(waker: Arc<Waker>, scheduler: Arc<Scheduler>, token: Secret) -> Ro
         .fallback(|| async { error(StatusCode::NOT_FOUND, "not_found", "no such admin route") })
         .layer(middleware::from_fn_with_state(admin.clone(), auth))
         .with_state(admin)
+        .merge(crate::dashboard::router())
 }
 
 /// Serves the admin API on `listener` until `shutdown` completes.

@@ -17,8 +17,9 @@
 //! proxy-wasm.
 //!
 //! Layering (no module imports one that imports it back): `clock`,
-//! `metrics`, `registry`, `scalingo`, `listener` and `hooks` are leaves
-//! (`auth` on `scalingo`'s `Secret`, `backoff` on `registry` and `clock`); `platform`
+//! `metrics`, `registry`, `scalingo`, `listener`, `hooks` and `dashboard`
+//! are leaves (`auth` on `scalingo`'s `Secret`, `backoff` on `registry` and
+//! `clock`, `saved` on `registry`); `platform`
 //! and `config` sit on those; `awake`, `activity` and `deps` on those (`deps`
 //! asks `config` which apps are managed); `wake`, `verify` and
 //! `scheduler` on `deps`; `server`, `waiting` and `admin` on top; this root
@@ -36,12 +37,14 @@ pub mod budget;
 pub mod check;
 pub mod clock;
 pub mod config;
+pub mod dashboard;
 pub mod deps;
 pub mod hooks;
 pub mod listener;
 pub mod metrics;
 pub mod platform;
 pub mod registry;
+pub mod saved;
 pub mod scalingo;
 pub mod scheduler;
 pub mod server;

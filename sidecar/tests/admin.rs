@@ -130,6 +130,55 @@ async fn the_bearer_token_is_required_and_checked() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_is_served_without_auth_under_a_strict_policy_and_the_api_still_needs_the_token(
+) {
+    let a = Admin::start(vec![], &[]).await;
+    for (path, kind) in [
+        ("/", "text/html"),
+        ("/dashboard", "text/html"),
+        ("/dashboard/dashboard.js", "text/javascript"),
+        ("/dashboard/dashboard.css", "text/css"),
+    ] {
+        let response = a
+            .http
+            .get(format!("{}{path}", a.base))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "{path}");
+        let headers = response.headers();
+        assert!(
+            headers["content-type"].to_str().unwrap().starts_with(kind),
+            "{path}"
+        );
+        assert_eq!(
+            headers["content-security-policy"],
+            paastis_sidecar::dashboard::CSP
+        );
+        assert_eq!(headers["x-content-type-options"], "nosniff");
+        assert!(headers.get("set-cookie").is_none());
+        let body = response.text().await.unwrap();
+        assert!(!body.contains(TOKEN), "the page holds no secret");
+    }
+    // The page's own calls still need the token.
+    let response = a
+        .http
+        .get(format!("{}/admin/v1/events", a.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 401);
+    // Other paths are not opened by the dashboard's routes.
+    let response = a
+        .http
+        .get(format!("{}/dashboard/other.js", a.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 401);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn operators_list_wake_pause_and_forget_apps() {
     let a = Admin::start(
         vec![
@@ -194,6 +243,12 @@ async fn operators_list_wake_pause_and_forget_apps() {
     assert_eq!(status, 200, "{paused}");
     assert_eq!(paused["formation"]["web"], 2);
     assert!(!a.fake.app("busy-app").unwrap().web_running);
+    // The log now shows it asleep: its saving runs from the pause.
+    let (_, busy) = a
+        .call("get", "/admin/v1/apps/busy-app", "/admin/v1/apps/{app}")
+        .await;
+    assert!(busy["asleep_since_ms"].as_u64().is_some(), "{busy}");
+    assert!(busy["container_hours_saved"].as_f64().unwrap() >= 0.0);
     // ...and the next wake restores web=2.
     a.call(
         "post",
@@ -201,6 +256,19 @@ async fn operators_list_wake_pause_and_forget_apps() {
         "/admin/v1/apps/{app}/wake",
     )
     .await;
+    let (_, list) = a.call("get", "/admin/v1/apps", "/admin/v1/apps").await;
+    let shown = list["apps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["app"] == "busy-app")
+        .unwrap();
+    assert_eq!(
+        shown["asleep_since_ms"],
+        Value::Null,
+        "awake again: {shown}"
+    );
+    assert!(list["saved"]["total_container_hours"].as_f64().unwrap() >= 0.0);
     let busy = a.fake.app("busy-app").unwrap();
     assert!(busy
         .formation

@@ -275,3 +275,41 @@ fn blocking_delete(addr: SocketAddr, path: &str) -> std::io::Result<String> {
     let _ = stream.read_to_string(&mut rest);
     Ok(status)
 }
+
+impl Browser {
+    /// The WebDriver reference of the first element matching `css` (the
+    /// W3C spec's element identifier key).
+    async fn element(&self, css: &str) -> Result<String, String> {
+        let path = self.session_path("/element")?;
+        let v = self
+            .command(
+                "POST",
+                &path,
+                Some(json!({ "using": "css selector", "value": css })),
+            )
+            .await?;
+        v["element-6066-11e4-a52e-4f735466cecf"]
+            .as_str()
+            .map(str::to_owned)
+            .ok_or_else(|| format!("no element reference for {css}: {v}"))
+    }
+
+    /// Types `text` into the element matching `css`, as keys (it gets the
+    /// focus first). `\u{E007}` is Enter.
+    pub async fn send_keys(&self, css: &str, text: &str) -> Result<(), String> {
+        let id = self.element(css).await?;
+        let path = self.session_path(&format!("/element/{id}/value"))?;
+        self.command("POST", &path, Some(json!({ "text": text })))
+            .await
+            .map(|_| ())
+    }
+
+    /// Clicks the element matching `css`.
+    pub async fn click(&self, css: &str) -> Result<(), String> {
+        let id = self.element(css).await?;
+        let path = self.session_path(&format!("/element/{id}/click"))?;
+        self.command("POST", &path, Some(json!({})))
+            .await
+            .map(|_| ())
+    }
+}

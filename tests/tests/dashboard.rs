@@ -1,0 +1,269 @@
+//! The operator dashboard in a real headless Chromium (Debian's `chromium`
+//! driven by `chromedriver`) against the real sidecar binary on the admin
+//! listener: the token form, the apps and events once signed in, and a
+//! pause from the page's button that changes what the page shows.
+//! Screenshots of every state go to `target/screenshots/dashboard-*.png`
+//! (paths printed in the test's output).
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use paastis_e2e::browser::{Browser, BrowserOptions};
+use paastis_e2e::fake::{FakeApp, ListEntries};
+use paastis_e2e::harness::{workspace_root, Stack, StackOptions};
+use serde_json::Value;
+
+const TOKEN: &str = "admin-token-for-the-dashboard-test";
+const FRONT: &str = "shop-front";
+const API: &str = "shop-api-1";
+const BLOG: &str = "blog-front";
+
+fn screenshot_path(name: &str) -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target"));
+    target.join("screenshots").join(name)
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// Runs `script` until it returns `want` (a condition, not a delay).
+async fn wait_for(browser: &Browser, script: &str, want: &str, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let got = browser.execute(script).await;
+        if got.as_ref().ok().and_then(Value::as_str) == Some(want) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what}: still {got:?} after 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn shot(browser: &Browser, name: &str) {
+    let png = screenshot_path(name);
+    browser.screenshot(&png).await.expect("screenshot");
+    println!("screenshot of the dashboard: {}", png.display());
+}
+
+fn row_state(app: &str) -> String {
+    format!(
+        "var r=document.querySelector('#apps-body tr[data-app=\"{app}\"]');\
+         return r ? r.getAttribute('data-state') : 'missing';"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chromium_signs_in_lists_the_apps_and_pauses_one_with_the_keyboard() {
+    let admin_port = free_port();
+    let stack = Stack::start(StackOptions {
+        apps: vec![
+            FakeApp::web(FRONT, "osc-fr1", 1),
+            FakeApp::web(API, "osc-fr1", 1),
+            FakeApp::web(BLOG, "osc-fr1", 0),
+        ],
+        rules_yaml: "rules:
+  - pattern: '^(.*)-front$'
+    linked_apps: ['$1-api-1']
+"
+        .to_owned(),
+        sidecar_env: vec![
+            ("PAASTIS_ADMIN_TOKEN".into(), TOKEN.into()),
+            (
+                "PAASTIS_ADMIN_LISTEN".into(),
+                format!("127.0.0.1:{admin_port}"),
+            ),
+        ],
+        ..StackOptions::default()
+    })
+    .await;
+    // Scalingo's status in every list entry, so that the page can show
+    // running and asleep apps; and a 3 s scale-down instead of the strict
+    // 30 s, so that the page sees the pause end.
+    stack.fake.set_list_entries(ListEntries::Full);
+    stack.fake.set_stop_delay(Duration::from_secs(3));
+    // Traffic: the front is served (and registered), the blog woken.
+    assert_eq!(
+        stack
+            .get(&format!("{FRONT}.gateway.example.com"), "/")
+            .await
+            .status,
+        200
+    );
+    assert_eq!(
+        stack
+            .get(&format!("{BLOG}.gateway.example.com"), "/")
+            .await
+            .status,
+        200
+    );
+
+    let browser = Browser::start(BrowserOptions {
+        host_resolver_rules: None,
+        window: (1400, 900),
+        log_dir: stack.dir().to_owned(),
+    })
+    .await
+    .unwrap_or_else(|e| panic!("cannot start Chromium: {e}"));
+    let base = format!("http://127.0.0.1:{admin_port}");
+    browser
+        .goto(&format!("{base}/dashboard"))
+        .await
+        .expect("navigation");
+    assert_eq!(browser.title().await.expect("title"), "Paastis dashboard");
+
+    // No token yet: the form, with the field focused.
+    wait_for(
+        &browser,
+        "return document.body.getAttribute('data-state');",
+        "login",
+        "the token form",
+    )
+    .await;
+    let focused = browser
+        .execute("return document.activeElement.id;")
+        .await
+        .expect("focus");
+    assert_eq!(focused, "token");
+    let label = browser
+        .execute("return document.querySelector('label[for=token]').innerText;")
+        .await
+        .expect("label");
+    assert!(label.as_str().unwrap_or("").contains("Admin bearer token"));
+    shot(&browser, "dashboard-login.png").await;
+
+    // A wrong token: refused, the form again, nothing kept.
+    browser
+        .send_keys("#token", "not-the-token\u{E007}")
+        .await
+        .expect("typing");
+    wait_for(
+        &browser,
+        "return document.getElementById('login-error').innerText;",
+        "The admin API refused this token.",
+        "the refusal",
+    )
+    .await;
+    let kept = browser
+        .execute("return sessionStorage.getItem('paastis-admin-token');")
+        .await
+        .expect("storage");
+    assert_eq!(kept, Value::Null);
+
+    // The token, typed and submitted with Enter.
+    browser
+        .send_keys("#token", &format!("{TOKEN}\u{E007}"))
+        .await
+        .expect("typing");
+    wait_for(
+        &browser,
+        "return document.body.getAttribute('data-state');",
+        "ready",
+        "the apps",
+    )
+    .await;
+    // Kept for the tab, never as a cookie.
+    let storage = browser
+        .execute("return [sessionStorage.getItem('paastis-admin-token'), localStorage.length, document.cookie];")
+        .await
+        .expect("storage");
+    assert_eq!(storage, serde_json::json!([TOKEN, 0, ""]));
+    let form_shown = browser
+        .execute("return document.getElementById('login').offsetParent !== null;")
+        .await
+        .expect("form");
+    assert_eq!(form_shown, false, "the token form is gone once signed in");
+    wait_for(&browser, &row_state(FRONT), "running", "the front running").await;
+    wait_for(&browser, &row_state(BLOG), "running", "the woken blog").await;
+    let linked = browser
+        .execute(&format!(
+            "return document.querySelector('#apps-body tr[data-app=\"{FRONT}\"] td:nth-child(6)').innerText;"
+        ))
+        .await
+        .expect("linked apps");
+    assert_eq!(linked, API);
+    let region = browser
+        .execute(&format!(
+            "return document.querySelector('#apps-body tr[data-app=\"{FRONT}\"] td:nth-child(3)').innerText;"
+        ))
+        .await
+        .expect("region");
+    assert_eq!(region, "osc-fr1");
+    // Every button has a name a screen reader reads, and is reachable.
+    let unnamed = browser
+        .execute(
+            "return Array.prototype.filter.call(document.querySelectorAll('button'),\
+             function(b){return !(b.getAttribute('aria-label')||b.innerText).trim() || b.tabIndex < 0;}).length;",
+        )
+        .await
+        .expect("buttons");
+    assert_eq!(unnamed, 0);
+    shot(&browser, "dashboard-apps.png").await;
+
+    // Pause the front from its button, with the keyboard (focus + Enter).
+    let pause = format!("#apps-body button[data-action=pause][data-app=\"{FRONT}\"]");
+    browser
+        .send_keys(&pause, "\u{E007}")
+        .await
+        .expect("Enter on the pause button");
+    // The page shows it: the event in the log, the row no longer running.
+    wait_for(
+        &browser,
+        &format!(
+            "return document.querySelector('#events li[data-event=paused][data-app=\"{FRONT}\"]') ? 'yes' : 'no';"
+        ),
+        "yes",
+        "the pause in the events",
+    )
+    .await;
+    let after = browser.execute(&row_state(FRONT)).await.expect("state");
+    assert!(
+        after == "pausing" || after == "asleep",
+        "the row after the pause: {after}"
+    );
+    let status = browser
+        .execute("return document.getElementById('status').innerText;")
+        .await
+        .expect("status");
+    assert_eq!(status, format!("{FRONT} paused."));
+    shot(&browser, "dashboard-paused.png").await;
+    // And Scalingo really scaled it down.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while stack.fake.app(FRONT).is_some_and(|a| a.web_running) {
+        assert!(Instant::now() < deadline, "{FRONT} still runs");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // The total saved is on the page, a number.
+    let total = browser
+        .execute("return document.getElementById('total-saved').innerText;")
+        .await
+        .expect("total");
+    assert!(
+        total.as_str().unwrap_or("").parse::<f64>().is_ok(),
+        "{total}"
+    );
+
+    // Forgetting the token brings the form back and clears the tab's copy.
+    browser.click("#sign-out").await.expect("sign out");
+    wait_for(
+        &browser,
+        "return document.body.getAttribute('data-state');",
+        "login",
+        "the form after signing out",
+    )
+    .await;
+    let kept = browser
+        .execute("return sessionStorage.getItem('paastis-admin-token');")
+        .await
+        .expect("storage");
+    assert_eq!(kept, Value::Null);
+}
