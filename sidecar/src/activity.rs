@@ -6,6 +6,14 @@
 //!   apps) and written by the next batch, the background flusher
 //!   ([`ActivityBuffer::run_flusher`]) or the scheduler before its pass.
 //! - An app's kept access only moves forward.
+//! - Activity never registers an app: only apps the gateway resolved (woken,
+//!   or seen in a listing) are in the registry, and an access moves theirs
+//!   forward. Names the registry does not hold are dropped (counted in
+//!   `paastis_registry_refused_total{reason="unknown"}`), so posting any
+//!   number of made-up names never grows it.
+//! - An answer lists an app as running only when this instance saw it
+//!   running within its awake TTL and no instance stopped it since
+//!   ([`AwakeCache::verified`]): activity never extends "awake".
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -18,7 +26,7 @@ use tracing::{info, warn};
 use crate::awake::{Awake, AwakeCache};
 use crate::clock::now_ms;
 use crate::metrics::Metrics;
-use crate::registry::{Registry, RegistryError};
+use crate::registry::{Coordinator, Registry, RegistryError};
 
 /// Most apps one activity batch may name (larger batches are cut).
 pub const MAX_ACTIVITY_BATCH: usize = 10_000;
@@ -57,10 +65,12 @@ impl ActivityBuffer {
         &self,
         rules: &AppRules,
         awake: &AwakeCache,
+        coordinator: &dyn Coordinator,
         apps: &[String],
     ) -> Vec<Awake> {
         let mut touched = BTreeSet::new();
-        let mut running = Vec::new();
+        // (requested, resolved) of the names the rules resolve.
+        let mut named: Vec<(String, String)> = Vec::new();
         for requested in apps
             .iter()
             .filter(|a| is_valid_app_name(a))
@@ -73,12 +83,7 @@ impl ActivityBuffer {
                     continue;
                 }
             };
-            if let Some(a) = awake.entry(&resolved.name) {
-                running.push(Awake {
-                    app: requested.clone(),
-                    ..a
-                });
-            }
+            named.push((requested.clone(), resolved.name.clone()));
             touched.insert(resolved.name);
             touched.extend(resolved.linked_apps);
         }
@@ -86,10 +91,21 @@ impl ActivityBuffer {
         self.metrics.activity_batches.inc();
         self.metrics.activity_apps.inc_by(apps.len() as u64);
         self.keep(&touched, now_ms());
-        if let Err(e) = self.flush().await {
+        let resolved: Vec<String> = named.iter().map(|(_, r)| r.clone()).collect();
+        let (verified, flushed) =
+            futures::future::join(awake.verified(coordinator, &resolved), self.flush()).await;
+        if let Err(e) = flushed {
             warn!(error = %e, pending = self.pending(), "activity kept in memory until the registry is back");
         }
-        running
+        named
+            .into_iter()
+            .filter_map(|(requested, resolved)| {
+                verified.iter().find(|a| a.app == resolved).map(|a| Awake {
+                    app: requested,
+                    ..a.clone()
+                })
+            })
+            .collect()
     }
 
     /// Adds accesses to the pending ones (each app keeps its latest).
@@ -129,8 +145,9 @@ impl ActivityBuffer {
         n
     }
 
-    /// Writes the pending activity to the registry. On failure what was not
-    /// written is kept (merged with what arrived meanwhile) and the error is
+    /// Writes the pending activity to the registry, for the apps it holds
+    /// (the others are dropped and counted). On failure what was not written
+    /// is kept (merged with what arrived meanwhile) and the error is
     /// returned. Returns how many apps were written.
     pub async fn flush(&self) -> Result<usize, RegistryError> {
         let taken = std::mem::take(&mut *self.lock());
@@ -145,14 +162,26 @@ impl ActivityBuffer {
         let mut written = 0;
         let mut groups = by_time.into_iter();
         while let Some((at, apps)) = groups.next() {
-            if let Err(e) = self.registry.touch(&apps, at).await {
-                self.keep(&apps, at);
-                for (at, apps) in groups {
-                    self.keep(&apps, at);
+            match self.registry.touch_known(&apps, at).await {
+                Ok(unknown) => {
+                    if !unknown.is_empty() {
+                        self.metrics
+                            .registry_refused("unknown", unknown.len() as u64);
+                        tracing::debug!(
+                            dropped = unknown.len(),
+                            "activity for apps the registry does not hold dropped"
+                        );
+                    }
+                    written += apps.len() - unknown.len();
                 }
-                return Err(e);
+                Err(e) => {
+                    self.keep(&apps, at);
+                    for (at, apps) in groups {
+                        self.keep(&apps, at);
+                    }
+                    return Err(e);
+                }
             }
-            written += apps.len();
         }
         Ok(written)
     }
@@ -183,7 +212,77 @@ impl ActivityBuffer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::registry::InMemoryRegistry;
+    use crate::registry::{AppMeta, InMemoryCoordinator, InMemoryRegistry};
+
+    fn meta() -> AppMeta {
+        AppMeta {
+            region: "osc-fr1".to_owned(),
+            max_idle_minutes: 15,
+            linked_apps: Vec::new(),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn names_the_registry_does_not_hold_never_get_in() {
+        let registry = Arc::new(InMemoryRegistry::new());
+        let metrics = Arc::new(Metrics::new());
+        let buffer = ActivityBuffer::new(registry.clone(), metrics.clone());
+        registry.register("real-app", meta(), 0).await.unwrap();
+        let rules =
+            crate::config::parse_rules(std::path::Path::new("paastis.yml"), "", 15).expect("rules");
+        let awake = AwakeCache::new(Duration::from_secs(60));
+        let mut names: Vec<String> = (0..1_000).map(|i| format!("made-up-{i:04}")).collect();
+        names.push("real-app".to_owned());
+        let answer = buffer
+            .record_batch(&rules, &awake, &InMemoryCoordinator::new(), &names)
+            .await;
+        assert!(answer.is_empty(), "nothing verified running: {answer:?}");
+        assert_eq!(
+            registry.len().await.unwrap(),
+            1,
+            "no made-up name registered"
+        );
+        let record = registry.get("real-app").await.unwrap().unwrap();
+        assert!(record.last_access_ms > 0, "the real app's access is kept");
+        assert_eq!(buffer.pending(), 0, "dropped, not kept for later");
+        let text = metrics.encode();
+        assert!(
+            text.contains(r#"paastis_registry_refused_total{reason="unknown"} 1000"#),
+            "{text}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_answer_never_lists_an_app_stopped_since_or_seen_too_long_ago() {
+        let registry = Arc::new(InMemoryRegistry::new());
+        let buffer = ActivityBuffer::new(registry.clone(), Arc::new(Metrics::new()));
+        let rules =
+            crate::config::parse_rules(std::path::Path::new("paastis.yml"), "", 15).expect("rules");
+        let coordinator = InMemoryCoordinator::new();
+        let awake = AwakeCache::new(Duration::from_secs(60));
+        let batch = [
+            "old-app-1".to_owned(),
+            "paused-app".to_owned(),
+            "live-app-1".to_owned(),
+        ];
+        for app in &batch {
+            registry.register(app, meta(), 0).await.unwrap();
+        }
+        awake.insert("old-app-1", Awake::new("old-app-1", "osc-fr1"));
+        tokio::time::advance(Duration::from_secs(61)).await;
+        awake.insert("paused-app", Awake::new("paused-app", "osc-fr1"));
+        awake.insert("live-app-1", Awake::new("live-app-1", "osc-fr1"));
+        // Another instance paused it after this one saw it running.
+        std::thread::sleep(Duration::from_millis(2));
+        crate::awake::mark_stopped(&coordinator, "paused-app", Duration::from_secs(600))
+            .await
+            .unwrap();
+        let answer = buffer
+            .record_batch(&rules, &awake, &coordinator, &batch)
+            .await;
+        assert_eq!(answer, [Awake::new("live-app-1", "osc-fr1")]);
+        assert_eq!(awake.entry("paused-app"), None, "forgotten here too");
+    }
 
     #[tokio::test]
     async fn a_batch_touches_linked_apps_and_answers_the_running_ones() {
@@ -197,10 +296,16 @@ mod tests {
         .expect("rules");
         let awake = AwakeCache::new(Duration::from_secs(60));
         awake.insert("shop-front", Awake::new("shop-front", "osc-fr1"));
+        // Both resolved by the gateway before (woken).
+        for app in ["shop-front", "shop-api"] {
+            registry.register(app, meta(), 0).await.unwrap();
+        }
+        let coordinator = InMemoryCoordinator::new();
         let answer = buffer
             .record_batch(
                 &rules,
                 &awake,
+                &coordinator,
                 &["shop-front".to_owned(), "Bad_Name".to_owned()],
             )
             .await;

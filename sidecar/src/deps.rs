@@ -2,7 +2,8 @@
 //! one place instead of long argument lists.
 //!
 //! Holds shared handles only (cheap to clone); no logic beyond recording an
-//! event. Must not depend on the waker or the scheduler.
+//! event and registering an app within the registry's cap. Must not depend
+//! on the waker or the scheduler.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -20,8 +21,8 @@ use crate::hooks::{HookRunner, Hooks};
 use crate::metrics::Metrics;
 use crate::platform::Platform;
 use crate::registry::{
-    Coordinator, Event, EventKind, EventLog, InMemoryCoordinator, InMemoryEventLog,
-    InMemoryRegistry, Registry, EVENTS_CAPACITY,
+    AppMeta, Coordinator, Event, EventKind, EventLog, InMemoryCoordinator, InMemoryEventLog,
+    InMemoryRegistry, Registry, RegistryError, DEFAULT_MAX_APPS, EVENTS_CAPACITY,
 };
 
 /// The shared parts of one gateway.
@@ -50,6 +51,8 @@ pub struct Deps {
     pub activity: Arc<ActivityBuffer>,
     /// Failed wakes and their back-off.
     pub backoff: Arc<WakeBackoff>,
+    /// Most apps the registry may hold (`PAASTIS_REGISTRY_MAX_APPS`).
+    pub registry_cap: usize,
 }
 
 impl Deps {
@@ -74,7 +77,28 @@ impl Deps {
             instance: Arc::from("local"),
             awake: Arc::new(AwakeCache::new(awake_ttl)),
             backoff: Arc::new(WakeBackoff::new()),
+            registry_cap: DEFAULT_MAX_APPS as usize,
         }
+    }
+
+    /// Registers (or updates) `app`, an app the gateway resolved (woken, or
+    /// seen in a listing), unless that would take the registry beyond its
+    /// cap: then it is refused (counted, logged) and `Ok(false)`.
+    pub async fn register(
+        &self,
+        app: &str,
+        meta: AppMeta,
+        at_ms: u64,
+    ) -> Result<bool, RegistryError> {
+        if self.registry.get(app).await?.is_none()
+            && self.registry.len().await? >= self.registry_cap
+        {
+            self.metrics.registry_refused("cap", 1);
+            warn!(%app, cap = self.registry_cap, "registry full (PAASTIS_REGISTRY_MAX_APPS): app not registered");
+            return Ok(false);
+        }
+        self.registry.register(app, meta, at_ms).await?;
+        Ok(true)
     }
 
     /// Whether `app` is routed but never scaled: ignored, or not matching

@@ -176,6 +176,7 @@ pub async fn build(config: &Config) -> Result<Gateway, String> {
         instance: Arc::from(config.instance.as_str()),
         awake: Arc::new(AwakeCache::new(config.awake_ttl)),
         backoff: Arc::new(backoff::WakeBackoff::new()),
+        registry_cap: config.registry_max_apps as usize,
     };
     let waker = Waker::new(deps.clone(), config.wake_timeout);
     // The scheduler takes only what wakes leave of the budget.

@@ -14,6 +14,7 @@
 //! | `paastis_activity_pending_apps` | gauge | | activity kept in memory during a registry outage |
 //! | `paastis_activity_batches_total` | counter | | activity batches received from the filter |
 //! | `paastis_activity_apps_total` | counter | | app names in those batches |
+//! | `paastis_registry_refused_total` | counter | `reason`: `unknown` (activity for an app the gateway never resolved, dropped), `cap` (registry full) |
 //! | `paastis_scheduler_passes_total` | counter | `result`: `done`, `skipped`, `failed` |
 //! | `paastis_scheduler_pass_duration_seconds` | histogram | | passes that did the work |
 //! | `paastis_hooks_total` | counter | `hook`, `result`: `ok`, `failed`, `timeout` |
@@ -33,6 +34,11 @@ use prometheus_client::registry::Registry;
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabel {
     pub result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    pub reason: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -84,6 +90,7 @@ pub struct Metrics {
     pub activity_pending: Gauge,
     pub activity_batches: Counter,
     pub activity_apps: Counter,
+    pub registry_refused: Family<ReasonLabel, Counter>,
     pub scheduler_passes: Family<ResultLabel, Counter>,
     pub scheduler_pass_duration: Histogram,
     pub hooks: Family<HookLabels, Counter>,
@@ -150,6 +157,12 @@ impl Metrics {
             "App names received in activity batches",
             activity_apps.clone(),
         );
+        let registry_refused = Family::<ReasonLabel, Counter>::default();
+        registry.register(
+            "registry_refused",
+            "App names kept out of the registry, by reason",
+            registry_refused.clone(),
+        );
         let scheduler_passes = Family::<ResultLabel, Counter>::default();
         registry.register(
             "scheduler_passes",
@@ -204,6 +217,7 @@ impl Metrics {
             activity_pending,
             activity_batches,
             activity_apps,
+            registry_refused,
             scheduler_passes,
             scheduler_pass_duration,
             hooks,
@@ -245,6 +259,13 @@ impl Metrics {
 
     pub fn wake(&self, result: &'static str) {
         self.wakes.get_or_create(&ResultLabel { result }).inc();
+    }
+
+    /// `n` app names kept out of the registry for `reason`.
+    pub fn registry_refused(&self, reason: &'static str, n: u64) {
+        self.registry_refused
+            .get_or_create(&ReasonLabel { reason })
+            .inc_by(n);
     }
 
     pub fn pause(&self, result: &'static str) {

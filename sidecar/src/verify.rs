@@ -35,6 +35,8 @@ use paastis_rules::is_valid_app_name;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
+use crate::awake::mark_stopped;
+use crate::clock::now_ms;
 use crate::deps::Deps;
 use crate::platform::FrontProbe;
 use crate::registry::EventKind;
@@ -135,6 +137,7 @@ impl Verifier {
 
 /// One check of `app` (a resolved name); see the module's documentation.
 async fn run(deps: Deps, app: String, health_path: String) -> Verdict {
+    let started_ms = now_ms();
     let region = match deps.awake.entry(&app) {
         Some(awake) => Some(awake.region),
         None => match deps.registry.get(&app).await {
@@ -165,7 +168,11 @@ async fn run(deps: Deps, app: String, health_path: String) -> Verdict {
         FrontProbe::Router => {}
         FrontProbe::Unreachable(e) => debug!(%app, error = %e, "front not probed"),
     }
-    // Cleared before the API is asked: a wake arriving now does the work.
+    // Cleared before the API is asked, on every instance (the stop note of
+    // `crate::awake`): a wake arriving now, anywhere, does the work.
+    if let Err(e) = mark_stopped(deps.coordinator.as_ref(), &app, deps.awake.stop_ttl()).await {
+        warn!(%app, error = %e, "stop note not written; other instances trust their memory until it expires");
+    }
     deps.awake.forget(&app);
     let status = match deps.platform.app_status(&region, &app).await {
         Ok(status) => status,
@@ -182,10 +189,15 @@ async fn run(deps: Deps, app: String, health_path: String) -> Verdict {
     // the gateway paused it itself (then its formation is kept for the wake).
     match deps.registry.get(&app).await {
         Ok(Some(record)) if record.formation.is_empty() => {
-            if let Err(e) = deps.registry.forget(&app).await {
-                warn!(%app, error = %e, "stopped app not forgotten in the registry");
-            } else {
-                deps.record(&app, EventKind::Forgotten).await;
+            // Not if a wake marked it used since the check began.
+            match deps
+                .registry
+                .forget_if_accessed_before(&app, started_ms)
+                .await
+            {
+                Ok(true) => deps.record(&app, EventKind::Forgotten).await,
+                Ok(false) => debug!(%app, "woken meanwhile: kept in the registry"),
+                Err(e) => warn!(%app, error = %e, "stopped app not forgotten in the registry"),
             }
         }
         Ok(_) => {}

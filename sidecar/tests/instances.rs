@@ -14,17 +14,25 @@ use paastis_sidecar::wake::now_ms;
 use paastis_sidecar::Gateway;
 
 async fn instance(fake: &FakeScalingo, redis: &TestRedis, prefix: &str, name: &str) -> Gateway {
+    instance_with(fake, redis, prefix, name, &[]).await
+}
+
+async fn instance_with(
+    fake: &FakeScalingo,
+    redis: &TestRedis,
+    prefix: &str,
+    name: &str,
+    extra: &[(&str, &str)],
+) -> Gateway {
     let url = redis.url();
-    let vars = sidecar_env(
-        fake,
-        Path::new("/dev/null"),
-        &[
-            ("REGISTRY_TYPE", "redis"),
-            ("REGISTRY_REDIS_URL", &url),
-            ("REGISTRY_REDIS_KEY_PREFIX", prefix),
-            ("PAASTIS_INSTANCE", name),
-        ],
-    );
+    let mut vars: Vec<(&str, &str)> = vec![
+        ("REGISTRY_TYPE", "redis"),
+        ("REGISTRY_REDIS_URL", &url),
+        ("REGISTRY_REDIS_KEY_PREFIX", prefix),
+        ("PAASTIS_INSTANCE", name),
+    ];
+    vars.extend_from_slice(extra);
+    let vars = sidecar_env(fake, Path::new("/dev/null"), &vars);
     let get = env_from_map(&vars);
     let config = Config::from_env(&Env::new(&get)).expect("valid config");
     paastis_sidecar::build(&config)
@@ -312,9 +320,88 @@ async fn an_instance_sees_the_wake_another_instance_leads() {
         WakeState::Waking
     );
     wake.await.unwrap().expect("woken");
+    // The note for the other instances is written right after the answer.
+    one.waker.settled().await;
     assert!(matches!(
         two.waker.wake_state_shared("shop-front").await,
         WakeState::Running(a) if a.region == "osc-fr1"
     ));
     assert_eq!(fake.scale_calls("shop-front"), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pause_through_one_instance_reaches_the_memory_of_the_other() {
+    let redis = TestRedis::start();
+    let prefix = unique_prefix("pause_reaches");
+    let fake = fake_with(
+        vec![FakeApp::web("shop-front", "osc-fr1", 0)],
+        Duration::from_millis(300),
+    )
+    .await;
+    // A real scale-down's behaviour, 3 s long instead of up to 30 s (this
+    // suite's wake timeout is 20 s).
+    fake.set_stop_delay(Duration::from_secs(3));
+    let one = instance(&fake, &redis, &prefix, "one").await;
+    let two = instance(&fake, &redis, &prefix, "two").await;
+    let batch = vec!["shop-front".to_owned()];
+
+    two.waker.wake("shop-front", None).await.expect("woken");
+    two.waker.settled().await;
+    assert_eq!(two.waker.activity(&batch).await.len(), 1, "awake on two");
+
+    // Paused through one (the admin API's pause).
+    one.scheduler.pause_now("shop-front").await.expect("paused");
+    assert!(
+        two.waker.activity(&batch).await.is_empty(),
+        "two no longer answers it awake"
+    );
+    let scales = fake.scale_calls("shop-front");
+    let answer = two.waker.wake("shop-front", None).await.expect("woken");
+    assert!(
+        answer.waited_ms > 0,
+        "a real wake, not a memory: {answer:?}"
+    );
+    assert!(fake.scale_calls("shop-front") > scales, "scaled up again");
+    assert!(fake.app("shop-front").unwrap().web_running);
+    two.waker.settled().await;
+    let record = one.waker.registry().get("shop-front").await.unwrap();
+    let record = record.expect("registered");
+    assert_eq!(record.region.as_deref(), Some("osc-fr1"));
+    assert_eq!(two.waker.activity(&batch).await.len(), 1, "awake again");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cold_wake_is_served_while_redis_hangs() {
+    let redis = TestRedis::start();
+    let prefix = unique_prefix("hung_redis");
+    let fake = fake_with(
+        vec![FakeApp::web("cold-app", "osc-fr1", 0)],
+        Duration::from_millis(300),
+    )
+    .await;
+    // A 5 s wake timeout: the wake's registry and lease calls are bounded
+    // (the first that hangs costs a quarter of a second, the others then
+    // fail at once), so the wake takes about 1.5 s here with Redis up and
+    // under 3 s hung (the API budget's own store timeout included), while
+    // the store's own timeouts are 2 s a call, four or more in a row.
+    // Served within 5 s is the invariant; the margin is what keeps it from
+    // flaking on a loaded machine.
+    let one = instance_with(
+        &fake,
+        &redis,
+        &prefix,
+        "one",
+        &[("PAASTIS_WAKE_TIMEOUT", "5")],
+    )
+    .await;
+    // The connection is open and used before Redis freezes.
+    one.scheduler.pass(now_ms()).await.unwrap();
+    redis.pause();
+    let answer = one.waker.wake("cold-app", None).await;
+    redis.resume();
+    let answer = answer.expect("served while Redis hangs");
+    assert_eq!(answer.region, "osc-fr1");
+    assert!(fake.app("cold-app").unwrap().web_running);
+    // Its bookkeeping reaches Redis once it answers again.
+    one.waker.settled().await;
 }

@@ -421,6 +421,41 @@ async fn notes_expire_after_their_ttl(backend: impl Backend) {
     c.put_note("instant", "x", Duration::ZERO).await.unwrap();
 }
 
+async fn only_registered_apps_move_and_forgets_yield_to_later_accesses(backend: impl Backend) {
+    let Stores {
+        registry: r,
+        coordinator: c,
+        ..
+    } = backend.instance().await;
+    r.touch(&apps(&["known-app"]), 1_000).await.unwrap();
+    let unknown = r
+        .touch_known(&apps(&["known-app", "made-up-app"]), 2_000)
+        .await
+        .unwrap();
+    assert_eq!(unknown, ["made-up-app"]);
+    assert_eq!(r.len().await.unwrap(), 1, "a made-up name never gets in");
+    let known = r.get("known-app").await.unwrap().unwrap();
+    assert_eq!(known.last_access_ms, 2_000);
+    assert!(r.touch_known(&[], 3_000).await.unwrap().is_empty());
+    // Accessed at 2 000: a forget of what was idle before 2 000 yields.
+    assert!(!r
+        .forget_if_accessed_before("known-app", 2_000)
+        .await
+        .unwrap());
+    assert!(r
+        .forget_if_accessed_before("known-app", 2_001)
+        .await
+        .unwrap());
+    assert_eq!(r.get("known-app").await.unwrap(), None);
+    assert!(r.forget_if_accessed_before("never-app", 1).await.unwrap());
+    // Several notes in one read, in order.
+    c.put_note("one", "1", Duration::from_secs(60))
+        .await
+        .unwrap();
+    let names = apps(&["one", "none"]);
+    assert_eq!(c.notes(&names).await.unwrap(), [Some("1".to_owned()), None]);
+}
+
 async fn the_event_log_is_bounded_newest_first(backend: impl Backend) {
     let log = backend.instance().await.events;
     assert!(log.recent(10).await.unwrap().is_empty());
@@ -627,6 +662,7 @@ contract! {
     leases_are_exclusive_extended_by_their_holder_and_expire(100),
     one_lease_for_many_contenders_across_instances(10),
     notes_expire_after_their_ttl(100),
+    only_registered_apps_move_and_forgets_yield_to_later_accesses(100),
     the_event_log_is_bounded_newest_first(2),
     events_round_trip(100),
     instances_share_one_store_and_separate_stores_isolate(10),

@@ -118,6 +118,10 @@ pub struct Config {
     /// Gateway instances expected to share the budget: while Redis is
     /// unreachable each instance spends only its share of it.
     pub gateway_instances: u32,
+    /// `PAASTIS_REGISTRY_MAX_APPS`: most apps the registry holds; a wake or
+    /// a listing that would register one more is refused (counted in
+    /// `paastis_registry_refused_total`).
+    pub registry_max_apps: u32,
     /// Name of this instance in leases and events.
     pub instance: String,
     pub admin: Option<AdminConfig>,
@@ -331,6 +335,11 @@ impl Config {
             RegistryKind::Redis { .. } => 2,
         };
         let gateway_instances = env.count("PAASTIS_GATEWAY_INSTANCES", default_instances, 1_000)?;
+        let registry_max_apps = env.count(
+            "PAASTIS_REGISTRY_MAX_APPS",
+            crate::registry::DEFAULT_MAX_APPS,
+            10_000_000,
+        )?;
         let instance = env
             .first(&["PAASTIS_INSTANCE"])
             .map(|(_, v)| v)
@@ -453,6 +462,7 @@ impl Config {
             scheduler_schedule,
             scheduler_calls_per_minute,
             gateway_instances,
+            registry_max_apps,
             instance,
             admin,
             sidecar_token,

@@ -111,6 +111,9 @@ impl Registry for LazyRedis {
     async fn touch(&self, apps: &[String], at_ms: u64) -> Result<(), RegistryError> {
         self.store().await?.touch(apps, at_ms).await
     }
+    async fn touch_known(&self, apps: &[String], at_ms: u64) -> Result<Vec<String>, RegistryError> {
+        self.store().await?.touch_known(apps, at_ms).await
+    }
     async fn register(&self, app: &str, meta: AppMeta, at_ms: u64) -> Result<(), RegistryError> {
         self.store().await?.register(app, meta, at_ms).await
     }
@@ -147,6 +150,16 @@ impl Registry for LazyRedis {
     async fn forget(&self, app: &str) -> Result<(), RegistryError> {
         self.store().await?.forget(app).await
     }
+    async fn forget_if_accessed_before(
+        &self,
+        app: &str,
+        before_ms: u64,
+    ) -> Result<bool, RegistryError> {
+        self.store()
+            .await?
+            .forget_if_accessed_before(app, before_ms)
+            .await
+    }
     async fn len(&self) -> Result<usize, RegistryError> {
         self.store().await?.len().await
     }
@@ -173,6 +186,9 @@ impl Coordinator for LazyRedis {
     }
     async fn note(&self, name: &str) -> Result<Option<String>, RegistryError> {
         self.store().await?.note(name).await
+    }
+    async fn notes(&self, names: &[String]) -> Result<Vec<Option<String>>, RegistryError> {
+        self.store().await?.notes(names).await
     }
 }
 

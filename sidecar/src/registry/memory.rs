@@ -69,6 +69,19 @@ impl Registry for InMemoryRegistry {
         Ok(())
     }
 
+    async fn touch_known(&self, apps: &[String], at_ms: u64) -> Result<Vec<String>, RegistryError> {
+        let mut guard = lock(&self.apps);
+        let mut unknown = Vec::new();
+        for app in apps {
+            if guard.records.contains_key(app) {
+                guard.advance(app, at_ms);
+            } else {
+                unknown.push(app.clone());
+            }
+        }
+        Ok(unknown)
+    }
+
     async fn register(&self, app: &str, meta: AppMeta, at_ms: u64) -> Result<(), RegistryError> {
         let mut guard = lock(&self.apps);
         let record = guard.entry(app);
@@ -130,6 +143,23 @@ impl Registry for InMemoryRegistry {
                 .remove(&(record.last_access_ms, app.to_owned()));
         }
         Ok(())
+    }
+
+    async fn forget_if_accessed_before(
+        &self,
+        app: &str,
+        before_ms: u64,
+    ) -> Result<bool, RegistryError> {
+        let mut guard = lock(&self.apps);
+        let Some(at) = guard.records.get(app).map(|r| r.last_access_ms) else {
+            return Ok(true);
+        };
+        if at >= before_ms {
+            return Ok(false);
+        }
+        guard.records.remove(app);
+        guard.by_access.remove(&(at, app.to_owned()));
+        Ok(true)
     }
 
     async fn len(&self) -> Result<usize, RegistryError> {

@@ -11,6 +11,7 @@
 //! Each has an in-memory implementation ([`memory`]) for a single instance
 //! and a Redis one ([`redis`]) shared by several instances.
 
+pub mod bounded;
 pub mod lazy;
 pub mod memory;
 pub mod redis;
@@ -33,6 +34,10 @@ pub const EVENTS_CAPACITY: usize = 1_000;
 /// default), in minutes: also the idle limit of a record created before any
 /// rule was applied to it.
 pub const DEFAULT_MAX_IDLE_MINUTES: u64 = 15;
+
+/// Most apps the registry holds unless `PAASTIS_REGISTRY_MAX_APPS` says
+/// otherwise.
+pub const DEFAULT_MAX_APPS: u32 = 10_000;
 
 /// A store that cannot be reached or answered something unreadable.
 #[derive(Debug, Clone, Error)]
@@ -86,6 +91,11 @@ pub trait Registry: Send + Sync + 'static {
     /// is registered. Last access only ever moves forward, whatever the order
     /// in which concurrent writers arrive.
     async fn touch(&self, apps: &[String], at_ms: u64) -> Result<(), RegistryError>;
+    /// Like [`Registry::touch`] for the apps already registered only; the
+    /// others are left out (never registered by an access) and returned.
+    /// The registry holds only apps the gateway resolved (woken, or seen in
+    /// a listing), so a name nobody resolved never gets in this way.
+    async fn touch_known(&self, apps: &[String], at_ms: u64) -> Result<Vec<String>, RegistryError>;
     /// Registers or updates an app's facts, keeping its remembered formation;
     /// its last access moves forward to `at_ms` if that is later.
     async fn register(&self, app: &str, meta: AppMeta, at_ms: u64) -> Result<(), RegistryError>;
@@ -113,6 +123,14 @@ pub trait Registry: Send + Sync + 'static {
         autoscalers: Vec<String>,
     ) -> Result<(), RegistryError>;
     async fn forget(&self, app: &str) -> Result<(), RegistryError>;
+    /// Forgets `app` only if its last access is before `before_ms`, in one
+    /// step (an access arriving meanwhile wins). True when forgotten (or
+    /// absent already).
+    async fn forget_if_accessed_before(
+        &self,
+        app: &str,
+        before_ms: u64,
+    ) -> Result<bool, RegistryError>;
     async fn len(&self) -> Result<usize, RegistryError>;
     async fn is_empty(&self) -> Result<bool, RegistryError> {
         Ok(self.len().await? == 0)
@@ -134,6 +152,15 @@ pub trait Coordinator: Send + Sync + 'static {
     /// Leaves a note readable by every instance for `ttl`.
     async fn put_note(&self, name: &str, value: &str, ttl: Duration) -> Result<(), RegistryError>;
     async fn note(&self, name: &str) -> Result<Option<String>, RegistryError>;
+    /// The notes `names`, in that order (one round trip where the store
+    /// allows it).
+    async fn notes(&self, names: &[String]) -> Result<Vec<Option<String>>, RegistryError> {
+        let mut out = Vec::with_capacity(names.len());
+        for name in names {
+            out.push(self.note(name).await?);
+        }
+        Ok(out)
+    }
 }
 
 /// Something that happened to an app.

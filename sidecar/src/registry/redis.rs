@@ -80,7 +80,7 @@ use layout::{
     record_from, to_json, ttl_ms, zadd_gt, Keys, AUTOSCALERS, EVENT_FIELD, FORMATION, LINKED_APPS,
     MAX_IDLE_MINUTES, REGION,
 };
-use scripts::{ACQUIRE, RELEASE};
+use scripts::{ACQUIRE, FORGET_IF_BEFORE, RELEASE};
 
 /// Whether an operation may be sent again after a lost connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -266,6 +266,31 @@ impl Registry for RedisStore {
         self.query("touch", Retry::Idempotent, &cmd).await
     }
 
+    async fn touch_known(&self, apps: &[String], at_ms: u64) -> Result<Vec<String>, RegistryError> {
+        if apps.is_empty() {
+            return Ok(Vec::new());
+        }
+        // `XX`: only members already there move (forward, `GT`); the
+        // scores read in the same transaction name the others.
+        let key = self.keys.last_access_key();
+        let mut zadd = redis::cmd("ZADD");
+        zadd.arg(&key).arg("XX").arg("GT");
+        for app in apps {
+            zadd.arg(at_ms).arg(app);
+        }
+        let mut scores = redis::cmd("ZMSCORE");
+        scores.arg(&key).arg(apps);
+        let mut pipe = redis::pipe();
+        pipe.atomic().add_command(zadd).ignore().add_command(scores);
+        let (scores,): (Vec<Option<f64>>,) = self.query_pipe("touch_known", &pipe).await?;
+        Ok(apps
+            .iter()
+            .zip(scores)
+            .filter(|(_, score)| score.is_none())
+            .map(|(app, _)| app.clone())
+            .collect())
+    }
+
     async fn register(&self, app: &str, meta: AppMeta, at_ms: u64) -> Result<(), RegistryError> {
         let linked_apps = to_json(&meta.linked_apps)?;
         let mut zadd = Cmd::new();
@@ -372,6 +397,27 @@ impl Registry for RedisStore {
         self.query_pipe("forget", &pipe).await
     }
 
+    async fn forget_if_accessed_before(
+        &self,
+        app: &str,
+        before_ms: u64,
+    ) -> Result<bool, RegistryError> {
+        let mut invocation = FORGET_IF_BEFORE.prepare_invoke();
+        invocation
+            .key(self.keys.last_access_key())
+            .key(self.keys.app_key(app))
+            .arg(app)
+            .arg(before_ms);
+        let invocation = &invocation;
+        self.run(
+            "forget_if_accessed_before",
+            Retry::Idempotent,
+            |mut conn| async move { invocation.invoke_async::<i64>(&mut conn).await },
+        )
+        .await
+        .map(|forgotten| forgotten == 1)
+    }
+
     async fn len(&self) -> Result<usize, RegistryError> {
         let mut cmd = redis::cmd("ZCARD");
         cmd.arg(self.keys.last_access_key());
@@ -434,6 +480,17 @@ impl Coordinator for RedisStore {
         let mut cmd = redis::cmd("GET");
         cmd.arg(self.keys.note_key(name));
         self.query("note", Retry::Idempotent, &cmd).await
+    }
+
+    async fn notes(&self, names: &[String]) -> Result<Vec<Option<String>>, RegistryError> {
+        if names.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut cmd = redis::cmd("MGET");
+        for name in names {
+            cmd.arg(self.keys.note_key(name));
+        }
+        self.query("notes", Retry::Idempotent, &cmd).await
     }
 }
 

@@ -11,10 +11,21 @@
 //!    starts now) and forgets stopped apps that it has no formation to
 //!    restore for;
 //! 4. pauses every running app whose last access is older than its max idle
-//!    time: it re-reads the last access right before (activity that arrived
-//!    meanwhile wins), remembers the formation and the enabled autoscalers
-//!    (the manual scale turns them off; the wake turns them back on), then
-//!    scales every type to 0.
+//!    time: it remembers the formation and the enabled autoscalers (the
+//!    manual scale turns them off; the wake turns them back on), then scales
+//!    every type to 0.
+//!
+//! Wakes and pauses exclude each other, across instances: a pause (and a
+//! forget) holds the app's wake lease ([`crate::wake::lease`]) from before
+//! its first Scalingo call to its scale to 0, and re-reads the last access
+//! once it got its turn to call Scalingo, right before the scale; a wake
+//! marks its apps used when it starts, before it takes their leases. So a
+//! pause either sees a wake's access (and keeps the app), or holds the lease
+//! the wake then waits for (and the wake scales the app back up after it).
+//! A pause or a forget leaves the stop note ([`crate::awake`]) before it
+//! scales to 0: no instance answers the app awake afterwards until a wake
+//! ran again. A forget acts only on an app whose last access is older than
+//! the pass (so older than the listing it is based on).
 //!
 //! Before all that, the instance writes the activity it kept in memory while
 //! the registry was unreachable. A pass that cannot read or write the
@@ -43,6 +54,7 @@
 //! carries them out ([`Scheduler::pass`]) and paces the calls ([`pacer`]).
 
 pub mod pacer;
+mod pause;
 pub mod plan;
 
 use std::collections::BTreeMap;
@@ -59,11 +71,11 @@ use tracing::{debug, info, warn};
 use crate::clock::now_ms;
 use crate::config::{PassSchedule, Unmanaged};
 use crate::deps::Deps;
-use crate::hooks::Hook;
-use crate::platform::{AppStatus, ScaleOutcome, ScalingoError};
+use crate::platform::{AppStatus, ScalingoError};
 use crate::registry::{EventKind, RegistryError};
 use pacer::Pacer;
-use plan::{is_idle, pause_changes, plan_pass, Listed, Listing, SeenAsleep};
+use pause::Paused;
+use plan::{is_idle, plan_pass, Listed, Listing, SeenAsleep};
 
 /// How long a pass may hold the lease before another instance may take over.
 pub const LEASE_TTL: Duration = Duration::from_secs(120);
@@ -243,15 +255,20 @@ impl Scheduler {
         let plan = plan_pass(&listing, &known, &deps.rules, deps.scope(), &asleep, now);
 
         for (app, meta) in plan.discover {
-            deps.registry.register(&app, meta, now).await?;
-            deps.record(&app, EventKind::Discovered).await;
-            report.discovered.push(app);
+            // Within the registry's cap (refusals are counted and logged).
+            if deps.register(&app, meta, now).await? {
+                deps.record(&app, EventKind::Discovered).await;
+                report.discovered.push(app);
+            }
         }
         for app in plan.forget {
-            // Stopped by someone else: nothing of ours to restore.
-            deps.registry.forget(&app).await?;
-            deps.record(&app, EventKind::Forgotten).await;
-            report.forgotten.push(app);
+            // Stopped by someone else: nothing of ours to restore. Not if a
+            // wake of it runs or ran since the pass began (the listing is
+            // older than that wake).
+            if self.forget_stopped(&app, now).await? {
+                deps.record(&app, EventKind::Forgotten).await;
+                report.forgotten.push(app);
+            }
         }
 
         if !may_pause {
@@ -290,11 +307,21 @@ impl Scheduler {
                 report.would_pause.push(app);
                 continue;
             }
-            match self.pause(&app, &candidate.region).await {
+            match self
+                .pause(
+                    &app,
+                    &candidate.region,
+                    Some((now, candidate.max_idle_minutes)),
+                )
+                .await
+            {
+                Ok(Paused::Kept) => {
+                    debug!(%app, "used or being woken: kept running");
+                }
                 // Nothing ran: the listing said running only because its
                 // entry lacked a status (Scalingo may leave it out), e.g.
                 // an app this gateway paused already. Not a pause.
-                Ok(formation) if formation.is_empty() => {
+                Ok(Paused::NothingRunning) => {
                     // Not read again until its next access.
                     debug!(%app, "nothing to pause: no container runs");
                     if let Some(at) = last_access_ms {
@@ -304,7 +331,7 @@ impl Scheduler {
                             .insert(app, at);
                     }
                 }
-                Ok(formation) => {
+                Ok(Paused::Stopped(formation)) => {
                     deps.metrics.pause("paused");
                     info!(%app, region = %candidate.region, ?formation, "paused");
                     deps.record(&app, EventKind::Paused { formation }).await;
@@ -366,7 +393,18 @@ impl Scheduler {
             .await
             .map_err(PassError::from)?
             .ok_or_else(|| PauseError::UnknownApp(app.to_owned()))?;
-        match self.pause(app, &region).await {
+        let paused = loop {
+            match self.pause(app, &region, None).await {
+                // A wake runs: the operator's pause comes after it.
+                Ok(Paused::Kept) => {
+                    tokio::time::sleep(crate::wake::lease::NOTE_POLL).await;
+                }
+                Ok(Paused::NothingRunning) => break Ok(Vec::new()),
+                Ok(Paused::Stopped(formation)) => break Ok(formation),
+                Err(e) => break Err(e),
+            }
+        };
+        match paused {
             Ok(formation) => {
                 deps.metrics.pause("paused");
                 info!(%app, %region, ?formation, "paused on request");
@@ -382,56 +420,6 @@ impl Scheduler {
             Err(e) => {
                 deps.metrics.pause("failed");
                 Err(e.into())
-            }
-        }
-    }
-
-    /// Remembers the formation and the enabled autoscalers, then scales
-    /// every type to 0.
-    async fn pause(&self, app: &str, region: &str) -> Result<Vec<(String, u32)>, PassError> {
-        let deps = &self.deps;
-        self.pacer.ready().await;
-        let formation = deps.platform.formation(region, app).await?;
-        let (running, changes) = pause_changes(&formation);
-        if running.is_empty() {
-            return Ok(running);
-        }
-        // The manual scale below turns the app's autoscalers off (Scalingo
-        // does): the enabled ones are recorded for the wake to turn back on.
-        // Not knowing them must not keep the app running. This read shares
-        // the formation read's pacing slot (the gateway's API budget, when
-        // the client draws from one, counts it anyway).
-        let autoscalers: Vec<String> = match deps.platform.autoscalers(region, app).await {
-            Ok(list) => list
-                .into_iter()
-                .filter(|a| !a.disabled)
-                .map(|a| a.id)
-                .collect(),
-            Err(ScalingoError::RateLimited) => return Err(ScalingoError::RateLimited.into()),
-            Err(e) => {
-                warn!(%app, error = %e, "autoscalers not read; none will be restored");
-                Vec::new()
-            }
-        };
-        // Written first: a crash between the two steps leaves a record from
-        // which the next wake restores the app, never an app without one.
-        deps.registry
-            .remember_formation(app, running.clone())
-            .await?;
-        deps.registry
-            .remember_autoscalers(app, autoscalers.clone())
-            .await?;
-        if !autoscalers.is_empty() {
-            deps.record(app, EventKind::AutoscalersRecorded { autoscalers })
-                .await;
-        }
-        deps.awake.forget(app);
-        deps.hooks.run(Hook::BeforeStop, app).await;
-        self.pacer.ready().await;
-        match deps.platform.scale(region, app, &changes).await? {
-            ScaleOutcome::Started { .. } | ScaleOutcome::Done { .. } | ScaleOutcome::NoChange => {
-                deps.hooks.spawn(Hook::AfterStop, app);
-                Ok(running)
             }
         }
     }
@@ -468,6 +456,8 @@ impl Scheduler {
     }
 }
 
+#[cfg(test)]
+mod lifecycle_tests;
 #[cfg(test)]
 mod scope_tests;
 #[cfg(test)]

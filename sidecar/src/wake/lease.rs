@@ -48,6 +48,13 @@ pub enum Role {
     Followed(Result<Awake, WakeError>),
 }
 
+/// The holder name a pause (or a forget) of `instance` takes an app's wake
+/// lease under: distinct from the instance's own wakes, so that a pause
+/// never extends a lease this instance's wake holds.
+pub fn pause_holder(instance: &str) -> String {
+    format!("{instance}/pause")
+}
+
 /// The lease protocol for one app, on behalf of `instance`.
 pub struct WakeLease<'a> {
     coordinator: &'a dyn Coordinator,
@@ -96,6 +103,33 @@ impl<'a> WakeLease<'a> {
                     return Ok(Role::Alone);
                 }
             }
+        }
+    }
+
+    /// Takes the lease to stop the app (a pause or a forget; `instance` is
+    /// then a [`pause_holder`]): true when taken, false when a wake holds
+    /// it. Taken, it also clears the note of the last wake, which must not
+    /// answer anyone once the app is stopped. Released with
+    /// [`WakeLease::release`], no note left: a wake waiting on it then
+    /// leads.
+    pub async fn hold_to_stop(&self) -> Result<bool, crate::registry::RegistryError> {
+        if !self
+            .coordinator
+            .acquire(&self.lease, self.instance, WAKE_LEASE_TTL)
+            .await?
+        {
+            return Ok(false);
+        }
+        self.coordinator
+            .put_note(&self.note, "", Duration::from_millis(1))
+            .await?;
+        Ok(true)
+    }
+
+    /// Releases the lease without leaving a note.
+    pub async fn release(&self) {
+        if let Err(e) = self.coordinator.release(&self.lease, self.instance).await {
+            warn!(error = %e, "wake lease not released (it will expire)");
         }
     }
 

@@ -21,6 +21,19 @@
 //! - A failed wake starts a back-off for the app, shared by the instances
 //!   ([`crate::backoff`]): until it ends a wake of the app fails at once
 //!   ([`WakeError::BackingOff`]) without any Scalingo call.
+//! - A wake marks its apps (the one named and its linked apps) as used when
+//!   it *starts*, before it takes any app's wake lease: a pause holds that
+//!   lease and re-reads the last access right before it scales to 0, so it
+//!   either sees this access (and keeps the app) or holds the lease, which
+//!   this wake then waits for. No app is paused less than its max idle time
+//!   after a wake of it began.
+//! - An app is answered awake without a wake only when this instance saw it
+//!   running and no instance stopped it since ([`crate::awake`]).
+//! - Redis on the request path is bounded: each registry or coordinator
+//!   call of a wake lasts at most [`REQUEST_PATH_TIMEOUT`], independent
+//!   ones run together, and the bookkeeping of a successful wake (the
+//!   registration, the note for other instances, the event) runs after the
+//!   answer, in a tracked task.
 
 pub mod lease;
 pub mod ready;
@@ -37,10 +50,14 @@ use tokio::time::Instant;
 use tokio_util::task::TaskTracker;
 use tracing::{warn, Instrument};
 
+use crate::awake::clear_stopped;
 use crate::deps::Deps;
 use crate::hooks::Hook;
 use crate::metrics::Metrics;
-use crate::registry::{AppMeta, EventKind, EventLog, Registry, RegistryError, WakeSample};
+use crate::registry::bounded::{Bounded, REQUEST_PATH_TIMEOUT};
+use crate::registry::{
+    AppMeta, Coordinator, EventKind, EventLog, Registry, RegistryError, WakeSample,
+};
 use lease::{Role, WakeLease};
 
 pub use crate::activity::{MAX_ACTIVITY_BATCH, MAX_PENDING_APPS};
@@ -59,12 +76,20 @@ pub struct Waker {
     inflight: Mutex<HashMap<String, SharedWake>>,
     /// The wake tasks, so that shutdown can wait for them.
     tasks: TaskTracker,
+    /// The registry and coordinator as the request path uses them (each
+    /// call bounded by [`REQUEST_PATH_TIMEOUT`]).
+    fast: Arc<Bounded>,
 }
 
 impl Waker {
     /// A waker over `deps`; each wake request waits at most `wake_timeout`.
     pub fn new(deps: Deps, wake_timeout: Duration) -> Arc<Self> {
         Arc::new(Self {
+            fast: Arc::new(Bounded::new(
+                deps.registry.clone(),
+                deps.coordinator.clone(),
+                REQUEST_PATH_TIMEOUT,
+            )),
             deps,
             wake_timeout,
             inflight: Mutex::new(HashMap::new()),
@@ -118,12 +143,20 @@ impl Waker {
         self.tasks.wait().await;
     }
 
+    /// Waits until the wake tasks and the bookkeeping that follows the
+    /// answers have run (for tests and tools: the waker keeps working).
+    pub async fn settled(&self) {
+        self.tasks.close();
+        self.tasks.wait().await;
+        self.tasks.reopen();
+    }
+
     /// Records a batch of activity (see [`crate::activity`]); returns the
     /// apps of the batch known to run.
     pub async fn activity(&self, apps: &[String]) -> Vec<Awake> {
         self.deps
             .activity
-            .record_batch(&self.deps.rules, &self.deps.awake, apps)
+            .record_batch(&self.deps.rules, &self.deps.awake, self.fast.as_ref(), apps)
             .await
     }
 
@@ -150,8 +183,26 @@ impl Waker {
         }
         let started = Instant::now();
         let set = self.deps.rules.wake_set(requested)?;
+        let names: Vec<String> = set.iter().map(|a| a.name.clone()).collect();
+        // Together, each bounded: whether any instance stopped what this
+        // one saw running, and the mark that the apps are used from now on
+        // (see the module's invariants; only apps already registered move).
+        let at_start = now_ms();
+        let (verified, touched) = futures::future::join(
+            self.deps
+                .awake
+                .verified(self.deps.coordinator.as_ref(), &names),
+            self.fast.touch_known(&names, at_start),
+        )
+        .await;
+        if let Err(e) = touched {
+            warn!(error = %e, "wake not marked in the registry; kept in memory");
+            self.deps.activity.keep(&names, at_start);
+        }
         // A request that finds every app known running is not a cold start.
-        let cold = set.iter().any(|a| self.deps.awake.fresh(&a.name).is_none());
+        let cold = set
+            .iter()
+            .any(|a| !verified.iter().any(|v| v.app == a.name));
         let waits = set.iter().enumerate().map(|(i, app)| {
             // The host's region hint is about the app it named, not its links.
             let hint = if i == 0 { region_hint } else { None };
@@ -177,33 +228,8 @@ impl Waker {
             });
         }
 
-        let at = now_ms();
-        for (app, linked) in set
-            .iter()
-            .zip(std::iter::once(true).chain(linked_apps.iter().map(|l| l.running)))
-        {
-            if !linked {
-                continue;
-            }
-            let region = if app.name == main.app {
-                main.region.clone()
-            } else {
-                match self.deps.awake.entry(&app.name) {
-                    Some(a) => a.region,
-                    None => continue,
-                }
-            };
-            let meta = AppMeta {
-                region,
-                max_idle_minutes: app.max_idle_minutes,
-                linked_apps: app.linked_apps.clone(),
-            };
-            if let Err(e) = self.deps.registry.register(&app.name, meta, at).await {
-                warn!(app = %app.name, error = %e, "could not record the wake in the registry; kept in memory");
-                // Its access at least is kept; region and idle time are
-                // learnt again from the platform and the rules.
-                self.deps.activity.keep(std::slice::from_ref(&app.name), at);
-            }
+        if cold {
+            self.register_after_answer(&set, &main, &linked_apps);
         }
 
         if cold {
@@ -220,6 +246,49 @@ impl Waker {
             linked_apps,
             waited_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
         })
+    }
+
+    /// Registers the apps of a cold wake that run (an app the gateway
+    /// resolved), in a tracked task: bookkeeping never delays the answer.
+    fn register_after_answer(
+        self: &Arc<Self>,
+        set: &[ResolvedApp],
+        main: &Awake,
+        linked: &[LinkedResult],
+    ) {
+        let running = std::iter::once(true).chain(linked.iter().map(|l| l.running));
+        let mut woken = Vec::new();
+        for (app, running) in set.iter().zip(running) {
+            if !running {
+                continue;
+            }
+            let region = if app.name == main.app {
+                main.region.clone()
+            } else {
+                match self.deps.awake.entry(&app.name) {
+                    Some(a) => a.region,
+                    None => continue,
+                }
+            };
+            let meta = AppMeta {
+                region,
+                max_idle_minutes: app.max_idle_minutes,
+                linked_apps: app.linked_apps.clone(),
+            };
+            woken.push((app.name.clone(), meta));
+        }
+        let deps = self.deps.clone();
+        self.tasks.spawn(async move {
+            let at = now_ms();
+            for (app, meta) in woken {
+                if let Err(e) = deps.register(&app, meta, at).await {
+                    warn!(%app, error = %e, "could not record the wake in the registry; kept in memory");
+                    // Its access at least is kept; region and idle time are
+                    // learnt again from the platform and the rules.
+                    deps.activity.keep(std::slice::from_ref(&app), at);
+                }
+            }
+        });
     }
 
     /// Wakes `requested` on an operator's request: any back-off of the apps
@@ -317,27 +386,33 @@ impl Waker {
         health_path: &str,
     ) -> Result<Awake, WakeError> {
         let deps = &self.deps;
+        let fast_registry: &dyn Registry = self.fast.as_ref();
+        let fast_coordinator: &dyn Coordinator = self.fast.as_ref();
         let started = Instant::now();
         let deadline = started + self.wake_timeout;
-        // A broken app costs nothing while its back-off runs.
-        if let Some(active) = deps.backoff.active(deps.coordinator.as_ref(), app).await {
+        // Read together: the back-off (a broken app costs nothing while it
+        // runs) and the region the registry knows for every app the gateway
+        // woke, paused or discovered, or the platform's cache for every app
+        // a listing found (no locate calls then).
+        let (backoff, known) =
+            futures::future::join(deps.backoff.active(fast_coordinator, app), async {
+                match region {
+                    Some(r) => Some(r.to_owned()),
+                    None => match fast_registry.get(app).await {
+                        Ok(Some(record)) => record.region,
+                        _ => None,
+                    }
+                    .or_else(|| deps.platform.listed_region(app)),
+                }
+            })
+            .await;
+        if let Some(active) = backoff {
             return Err(WakeError::BackingOff {
                 app: app.to_owned(),
                 reason: active.reason,
                 retry_after: active.remaining,
             });
         }
-        // The registry knows the region of every app the gateway woke,
-        // paused or discovered, and the platform's cache that of every app
-        // a listing found: no locate calls then.
-        let known = match region {
-            Some(r) => Some(r.to_owned()),
-            None => match deps.registry.get(app).await {
-                Ok(Some(record)) => record.region,
-                _ => None,
-            }
-            .or_else(|| deps.platform.listed_region(app)),
-        };
         let region = match known {
             Some(r) => r,
             None => deps
@@ -354,7 +429,7 @@ impl Waker {
 
         // Across instances: one leads the wake (the lease), the others wait
         // for the note it leaves.
-        let lease = WakeLease::new(deps.coordinator.as_ref(), &deps.instance, app);
+        let lease = WakeLease::new(fast_coordinator, &deps.instance, app);
         let leader = match lease.lead_or_follow(deadline).await? {
             Role::Followed(result) => return result,
             Role::Leader => true,
@@ -367,23 +442,20 @@ impl Waker {
             app,
             health_path,
         };
-        let scaling = scale::scale_up(
-            deps.platform.as_ref(),
-            deps.registry.as_ref(),
-            target,
-            deadline,
-        );
+        let scaling = scale::scale_up(deps.platform.as_ref(), fast_registry, target, deadline);
         let scaled = if leader {
             lease.renewing(scaling).await
         } else {
             scaling.await
         };
+        // Only a wake that scaled the app up tells how long a wake takes.
+        let mut scaled_up = false;
         let result = match scaled {
             Ok(up) => {
                 if !up.autoscalers.is_empty() {
                     let autoscalers = scale::restore_autoscalers(
                         deps.platform.as_ref(),
-                        deps.registry.as_ref(),
+                        fast_registry,
                         &region,
                         app,
                         &up.autoscalers,
@@ -394,47 +466,73 @@ impl Waker {
                             .await;
                     }
                 }
-                if up.scaled {
-                    let sample = WakeSample {
-                        at_ms: now_ms(),
-                        duration_ms: u64::try_from(started.elapsed().as_millis())
-                            .unwrap_or(u64::MAX),
-                    };
-                    if let Err(e) = deps.wakes.record_wake(app, sample).await {
-                        warn!(error = %e, "wake duration not recorded");
-                    }
-                }
+                scaled_up = up.scaled;
                 Ok(up.awake)
             }
             Err(e) => Err(e),
         };
-        let coordinator = deps.coordinator.as_ref();
         match &result {
-            Ok(_) => {
-                deps.hooks.spawn(Hook::AfterStart, app);
-                deps.backoff.clear_if_any(coordinator, app).await;
-            }
-            // Written before the note: the instances that waited see the
-            // back-off as soon as they see the failure.
+            Ok(_) => deps.hooks.spawn(Hook::AfterStart, app),
+            // Written before the answer (and the note): a request arriving
+            // right after the failure, here or elsewhere, sees the back-off.
             Err(e) if e.backs_off() => {
-                let backoff = deps.backoff.failed(coordinator, app, &e.reason()).await;
+                let backoff = deps
+                    .backoff
+                    .failed(fast_coordinator, app, &e.reason())
+                    .await;
                 warn!(error = %e, backoff_s = backoff.as_secs(), "wake failed, backing off");
             }
             Err(_) => {}
         }
-        if leader {
-            lease.finish(&result).await;
-        }
-        let kind = match &result {
-            Ok(_) => EventKind::Woken {
-                duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
-            },
-            Err(e) => EventKind::WakeFailed {
-                error: e.to_string(),
-            },
-        };
-        deps.record(app, kind).await;
+        let elapsed = started.elapsed();
+        self.bookkeeping_after_answer(app, result.clone(), elapsed, scaled_up);
         result
+    }
+
+    /// What a wake this instance led (or ran alone) leaves once its answer
+    /// is out: the back-off cleared and the stop note of the app gone on
+    /// success, the outcome for the instances that waited, the event, and
+    /// the wake's duration when it scaled the app up (`scaled_up`).
+    fn bookkeeping_after_answer(
+        &self,
+        app: &str,
+        result: Result<Awake, WakeError>,
+        elapsed: Duration,
+        scaled_up: bool,
+    ) {
+        let deps = self.deps.clone();
+        let app = app.to_owned();
+        self.tasks.spawn(async move {
+            let coordinator = deps.coordinator.as_ref();
+            if result.is_ok() {
+                deps.backoff.clear_if_any(coordinator, &app).await;
+                if let Err(e) = clear_stopped(coordinator, &app).await {
+                    warn!(%app, error = %e, "stop note not cleared (other instances wake it once more)");
+                }
+            }
+            // Also when this instance woke the app alone: a lease it took
+            // without hearing the answer is released, its note left.
+            WakeLease::new(coordinator, &deps.instance, &app)
+                .finish(&result)
+                .await;
+            let duration_ms = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX);
+            if result.is_ok() && scaled_up {
+                let sample = WakeSample {
+                    at_ms: now_ms(),
+                    duration_ms,
+                };
+                if let Err(e) = deps.wakes.record_wake(&app, sample).await {
+                    warn!(%app, error = %e, "wake duration not recorded");
+                }
+            }
+            let kind = match &result {
+                Ok(_) => EventKind::Woken { duration_ms },
+                Err(e) => EventKind::WakeFailed {
+                    error: e.to_string(),
+                },
+            };
+            deps.record(&app, kind).await;
+        });
     }
 
     /// What this instance knows of `app` (a resolved name) right now, without
@@ -454,13 +552,21 @@ impl Waker {
     /// Like [`Waker::wake_state`], and when this instance knows nothing, what
     /// the other instances sharing the registry do: an app whose wake lease
     /// is held is waking; one with a fresh success note runs. Registry
-    /// errors read as "nothing known".
+    /// errors read as "nothing known". This instance's own sighting counts
+    /// only if no instance stopped the app since ([`crate::awake`]).
     pub async fn wake_state_shared(&self, app: &str) -> WakeState {
+        if self.deps.awake.fresh(app).is_some() {
+            let names = [app.to_owned()];
+            let verified = self.deps.awake.verified(self.fast.as_ref(), &names).await;
+            if let Some(awake) = verified.into_iter().next() {
+                return WakeState::Running(awake);
+            }
+        }
         let local = self.wake_state(app);
         if local != WakeState::Idle {
             return local;
         }
-        lease::shared_state(self.deps.coordinator.as_ref(), app).await
+        lease::shared_state(self.fast.as_ref(), app).await
     }
 }
 

@@ -82,6 +82,8 @@ async fn linked_apps_are_woken_with_the_app_and_registered() {
         [vec![ContainerAmount::new("web", 1)]]
     );
     assert_eq!(platform.formation_of("shop-front"), [("web".to_owned(), 1)]);
+    // Registered after the answer, in the background.
+    waker.settled().await;
     let registered: Vec<String> = waker
         .registry()
         .list()

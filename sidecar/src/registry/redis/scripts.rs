@@ -1,6 +1,7 @@
-//! The Lua scripts behind leases: each runs atomically on the server, so a
-//! lease is taken, extended or released in one round trip without racing
-//! another instance.
+//! The Lua scripts behind leases and the conditional forget: each runs
+//! atomically on the server, so a lease is taken, extended or released, and
+//! an app forgotten only if nobody used it since, in one round trip without
+//! racing another instance.
 
 use std::sync::LazyLock;
 
@@ -33,6 +34,23 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then
   return redis.call('DEL', KEYS[1])
 end
 return 0
+",
+    )
+});
+
+/// Forgets app `ARGV[1]` (member of the index `KEYS[1]`, hash `KEYS[2]`)
+/// only if its last access is before `ARGV[2]` ms; 1 when forgotten or
+/// absent, 0 when an access at or after `ARGV[2]` keeps it.
+pub static FORGET_IF_BEFORE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local score = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if score and tonumber(score) >= tonumber(ARGV[2]) then
+  return 0
+end
+redis.call('ZREM', KEYS[1], ARGV[1])
+redis.call('DEL', KEYS[2])
+return 1
 ",
     )
 });
