@@ -88,16 +88,32 @@ enum Arm {
     Plain,
     Noop,
     Paastis,
+    /// The Paastis filter from another `.wasm` (`PAASTIS_BASELINE_WASM`),
+    /// for a before/after comparison within the same rounds.
+    Baseline,
+}
+
+/// The `.wasm` of the before/after arm, when one is asked for.
+fn baseline_wasm() -> Option<PathBuf> {
+    std::env::var_os("PAASTIS_BASELINE_WASM").map(PathBuf::from)
 }
 
 impl Arm {
-    const ALL: [Arm; 3] = [Arm::Plain, Arm::Noop, Arm::Paastis];
+    /// The arms of this run: the three, plus the baseline when asked for.
+    fn all() -> Vec<Arm> {
+        let mut arms = vec![Arm::Plain, Arm::Noop, Arm::Paastis];
+        if baseline_wasm().is_some() {
+            arms.push(Arm::Baseline);
+        }
+        arms
+    }
 
     fn label(self) -> &'static str {
         match self {
             Arm::Plain => "Envoy alone",
             Arm::Noop => "do-nothing wasm filter",
             Arm::Paastis => "Paastis filter, warm cache",
+            Arm::Baseline => "Paastis filter, baseline .wasm",
         }
     }
 
@@ -106,6 +122,7 @@ impl Arm {
             Arm::Plain => "plain",
             Arm::Noop => "noop",
             Arm::Paastis => "paastis",
+            Arm::Baseline => "baseline",
         }
     }
 }
@@ -199,13 +216,21 @@ pub async fn run(plan: Plan, dir: &Path) -> Result<(Section, Vec<EnvoyMemory>), 
         ));
     }
     let mut envoys = Vec::new();
-    for arm in Arm::ALL {
+    for arm in Arm::all() {
         let (routes, filters) = match arm {
             Arm::Plain => (PLAIN_ROUTES, String::new()),
             Arm::Noop => (PLAIN_ROUTES, wasm_filter("noop", &noop, None)),
             Arm::Paastis => (
                 GATEWAY_ROUTES,
                 wasm_filter("paastis", &wasm_path(), Some(&filter_config)),
+            ),
+            Arm::Baseline => (
+                GATEWAY_ROUTES,
+                wasm_filter(
+                    "paastis",
+                    &baseline_wasm().unwrap_or_else(wasm_path),
+                    Some(&filter_config),
+                ),
             ),
         };
         let config = render_template(
@@ -307,7 +332,10 @@ struct Measured {
 
 fn measure(plan: Plan, wrk: &Wrk, started: Started, dir: &Path) -> Result<Measured, String> {
     let envoys = &started.envoys;
-    let mut arms: Vec<(Arm, ArmRuns)> = Arm::ALL.iter().map(|a| (*a, ArmRuns::default())).collect();
+    let mut arms: Vec<(Arm, ArmRuns)> = Arm::all()
+        .into_iter()
+        .map(|a| (a, ArmRuns::default()))
+        .collect();
     let counters = |e: &Envoy| {
         [
             e.counter("paastis.cache_hit"),
@@ -319,7 +347,7 @@ fn measure(plan: Plan, wrk: &Wrk, started: Started, dir: &Path) -> Result<Measur
     let mut other_cores = Vec::new();
     for round in 0..plan.rounds {
         let last = round + 1 == plan.rounds;
-        for i in 0..Arm::ALL.len() {
+        for i in 0..envoys.len() {
             // The order rotates: no arm always runs first or last.
             let (arm, envoy) = &envoys[(round + i) % envoys.len()];
             let pid = envoy.pid().ok_or("envoy is gone")?;
@@ -502,6 +530,30 @@ fn section(plan: Plan, m: &Measured, warm_ms: f64, pinned: bool, took: Duration)
         f1(cpu(noop) - cpu(plain)),
         f1(cpu(ours) - cpu(noop)),
     ));
+    if let Some((_, base)) = m.arms.iter().find(|(a, _)| *a == Arm::Baseline) {
+        // Same rounds, next to each other: the steadiest before/after.
+        let per_round = |a: &ArmRuns, b: &ArmRuns| -> Vec<f64> {
+            a.cpu_us_per_request
+                .iter()
+                .zip(&b.cpu_us_per_request)
+                .map(|(x, y)| x - y)
+                .collect()
+        };
+        let vs_base = paired(&ours.load, &base.load, ratio);
+        body.push_str(&format!(
+            "Before/after in the same rounds (the baseline arm runs the `.wasm` of `PAASTIS_BASELINE_WASM`, \
+             {}): CPU per request beyond the do-nothing filter, median of the per-round differences, {} µs \
+             for the baseline, {} µs for this `.wasm`; this `.wasm` minus the baseline, round by round: \
+             median {} µs (range {}); throughput this / baseline {} ({}).\n",
+            baseline_wasm().map_or(String::new(), |p| p.display().to_string()),
+            f1(med(&per_round(base, noop))),
+            f1(med(&per_round(ours, noop))),
+            f1(med(&per_round(ours, base))),
+            range(&per_round(ours, base)),
+            f2(med(&vs_base)),
+            range(&vs_base),
+        ));
+    }
     let profiled: Vec<(&str, &crate::perf::Split, f64)> = [Arm::Noop, Arm::Paastis]
         .iter()
         .filter_map(|a| {
@@ -624,7 +676,7 @@ fn section(plan: Plan, m: &Measured, warm_ms: f64, pinned: bool, took: Duration)
                         .map_or("-".into(), |x| f1(*x)),
                 );
             }
-            let runs = Arm::ALL.len();
+            let runs = m.arms.len();
             let others = m.other_cores.get(round * runs..(round + 1) * runs);
             row.push(others.map_or("-".into(), |o| f2(o.iter().sum::<f64>() / o.len() as f64)));
             row

@@ -5,7 +5,10 @@
 //! Scalingo in process):
 //!
 //! 1. [`hot`]: the filter's cost on a cache hit, against Envoy alone and a
-//!    do-nothing wasm filter (wrk, arms interleaved and repeated);
+//!    do-nothing wasm filter (wrk, arms interleaved and repeated), with one
+//!    and with two Envoy workers; `PAASTIS_BASELINE_WASM=FILE` adds an arm
+//!    running another build of the filter, for a before/after in the same
+//!    rounds;
 //! 2. [`cold`]: the gateway's own overhead on a wake (time to the first
 //!    answer minus the fake's boot delay);
 //! 3. [`waiters`]: 1,000 concurrent first requests to one sleeping app, one

@@ -229,7 +229,14 @@ async fn a_killed_sidecar_leaves_warm_apps_served_and_cold_apps_503_until_it_is_
     // Restarted on the same port: the cold app is woken, the warm ones are
     // still served, and their activity kept through the outage arrives.
     let rules = stack.dir().join("paastis.yml");
-    let listen = vec![("PAASTIS_LISTEN".to_owned(), format!("127.0.0.1:{port}"))];
+    // The same token too: the filter was configured with the first one.
+    let listen = vec![
+        ("PAASTIS_LISTEN".to_owned(), format!("127.0.0.1:{port}")),
+        (
+            "PAASTIS_SIDECAR_TOKEN".to_owned(),
+            stack.sidecar.token.clone(),
+        ),
+    ];
     stack.sidecar = Sidecar::start(&stack.fake, &rules, stack.dir(), &listen).expect("restart");
     until(&stack, cold, Duration::from_secs(30), |r| {
         by_the_app(r, cold)
