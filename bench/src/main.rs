@@ -5,7 +5,10 @@
 //! Scalingo in process):
 //!
 //! 1. [`hot`]: the filter's cost on a cache hit, against Envoy alone and a
-//!    do-nothing wasm filter (wrk, arms interleaved and repeated);
+//!    do-nothing wasm filter (wrk, arms interleaved and repeated), with one
+//!    and with two Envoy workers; `PAASTIS_BASELINE_WASM=FILE` adds an arm
+//!    running another build of the filter, for a before/after in the same
+//!    rounds;
 //! 2. [`cold`]: the gateway's own overhead on a wake (time to the first
 //!    answer minus the fake's boot delay);
 //! 3. [`waiters`]: 1,000 concurrent first requests to one sleeping app, one
@@ -204,6 +207,7 @@ async fn run_all(args: &Args) -> (Vec<Section>, Vec<String>, Duration) {
                     duration: Duration::from_secs(1),
                 },
                 warmup: Duration::from_secs(1),
+                workers: 1,
             }
         } else {
             // Many short rounds rather than a few long ones: on a shared
@@ -220,16 +224,23 @@ async fn run_all(args: &Args) -> (Vec<Section>, Vec<String>, Duration) {
                     duration: Duration::from_secs(2),
                 },
                 warmup: Duration::from_secs(1),
+                workers: 1,
             }
         };
-        let result = match tempfile::tempdir() {
-            Ok(dir) => hot::run(plan, dir.path()).await.map(|(section, memory)| {
-                envoy_memory = memory;
-                section
-            }),
-            Err(e) => Err(e.to_string()),
-        };
-        record("hot path", result);
+        // One worker (the Envoys pinned to one core), then two (unpinned).
+        for workers in [1, 2] {
+            let plan = hot::Plan { workers, ..plan };
+            let result = match tempfile::tempdir() {
+                Ok(dir) => hot::run(plan, dir.path()).await.map(|(section, memory)| {
+                    if workers == 1 {
+                        envoy_memory = memory;
+                    }
+                    section
+                }),
+                Err(e) => Err(e.to_string()),
+            };
+            record(&format!("hot path, {workers} worker(s)"), result);
+        }
     }
     if wanted("cold") {
         eprintln!("paastis-bench: cold wakes...");

@@ -17,7 +17,6 @@ pub enum Call {
     RemoveHeader(String),
     Reply(Reply),
     Resume,
-    ClearRouteCache,
     SetShared(String, String),
     Count(Metric),
     Dispatch(Dispatch),
@@ -63,6 +62,9 @@ pub struct FakeHost {
     calls: RefCell<Vec<Call>>,
     /// The upstream's response status `response_status` reads.
     pub response: Cell<Option<u32>>,
+    /// Every host call made (reads included), since `request` or
+    /// `reset_host_calls`: what a request costs on Envoy's side.
+    host_calls: Cell<u32>,
 }
 
 impl FakeHost {
@@ -80,6 +82,20 @@ impl FakeHost {
             .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))
             .collect();
         self.calls.borrow_mut().clear();
+        self.host_calls.set(0);
+    }
+
+    /// The host calls made since `request` or the last reset, reads included.
+    pub fn host_calls(&self) -> u32 {
+        self.host_calls.get()
+    }
+
+    pub fn reset_host_calls(&self) {
+        self.host_calls.set(0);
+    }
+
+    fn hostcall(&self) {
+        self.host_calls.set(self.host_calls.get() + 1);
     }
 
     pub fn advance(&self, ms: u64) {
@@ -167,10 +183,12 @@ fn owned(headers: &[(&str, &str)]) -> Vec<(String, String)> {
 
 impl Host for FakeHost {
     fn request_headers(&self) -> Result<Vec<u8>, HostError> {
+        self.hostcall();
         Ok(serialize_pairs(&self.request.borrow()))
     }
 
     fn set_request_header(&self, name: &str, value: &str) -> Result<(), HostError> {
+        self.hostcall();
         let mut request = self.request.borrow_mut();
         request.retain(|(n, _)| n != name);
         request.push((name.to_owned(), value.to_owned()));
@@ -179,6 +197,7 @@ impl Host for FakeHost {
     }
 
     fn remove_request_header(&self, name: &[u8]) -> Result<(), HostError> {
+        self.hostcall();
         let name = String::from_utf8_lossy(name).into_owned();
         self.request.borrow_mut().retain(|(n, _)| *n != name);
         self.record(Call::RemoveHeader(name));
@@ -191,6 +210,7 @@ impl Host for FakeHost {
         headers: &[(&str, &str)],
         body: &[u8],
     ) -> Result<(), HostError> {
+        self.hostcall();
         self.record(Call::Reply(Reply {
             status,
             headers: owned(headers),
@@ -200,20 +220,18 @@ impl Host for FakeHost {
     }
 
     fn resume_request(&self) -> Result<(), HostError> {
+        self.hostcall();
         self.record(Call::Resume);
         Ok(())
     }
 
-    fn clear_route_cache(&self) -> Result<(), HostError> {
-        self.record(Call::ClearRouteCache);
-        Ok(())
-    }
-
     fn shared_data(&self, key: &str) -> Option<Vec<u8>> {
+        self.hostcall();
         self.shared.borrow().get(key).cloned()
     }
 
     fn set_shared_data(&self, key: &str, value: &[u8]) -> Result<(), HostError> {
+        self.hostcall();
         self.shared
             .borrow_mut()
             .insert(key.to_owned(), value.to_vec());
@@ -224,11 +242,16 @@ impl Host for FakeHost {
         Ok(())
     }
 
-    fn count(&self, metric: Metric) {
-        self.record(Call::Count(metric));
+    /// Recorded as `n` calls of `Count` (what the counter shows).
+    fn add(&self, metric: Metric, n: u64) {
+        self.hostcall();
+        for _ in 0..n {
+            self.record(Call::Count(metric));
+        }
     }
 
     fn now_ms(&self) -> u64 {
+        self.hostcall();
         self.now.get()
     }
 
@@ -239,6 +262,7 @@ impl Host for FakeHost {
         body: Option<&[u8]>,
         timeout: Duration,
     ) -> Result<u32, HostError> {
+        self.hostcall();
         if self.refuse_dispatch.get() {
             return Err(HostError("BadArgument".to_owned()));
         }
@@ -254,10 +278,12 @@ impl Host for FakeHost {
     }
 
     fn response_status(&self) -> Option<u32> {
+        self.hostcall();
         self.response.get()
     }
 
     fn call_answer(&self, num_headers: usize, _body_size: usize) -> Option<CallAnswer> {
+        self.hostcall();
         if num_headers == 0 {
             return None;
         }

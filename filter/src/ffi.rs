@@ -184,12 +184,6 @@ impl Host for WasmHost {
         hostcalls::resume_http_request().map_err(status_error)
     }
 
-    fn clear_route_cache(&self) -> Result<(), HostError> {
-        hostcalls::call_foreign_function("clear_route_cache", None)
-            .map(|_| ())
-            .map_err(status_error)
-    }
-
     fn shared_data(&self, key: &str) -> Option<Vec<u8>> {
         hostcalls::get_shared_data(key)
             .ok()
@@ -200,9 +194,9 @@ impl Host for WasmHost {
         hostcalls::set_shared_data(key, Some(value), None).map_err(status_error)
     }
 
-    fn count(&self, metric: Metric) {
+    fn add(&self, metric: Metric, n: u64) {
         if let Some(Some(id)) = self.metrics.get(metric.index()) {
-            let _ = hostcalls::increment_metric(*id, 1);
+            let _ = hostcalls::increment_metric(*id, i64::try_from(n).unwrap_or(i64::MAX));
         }
     }
 

@@ -29,6 +29,7 @@ impl Flusher {
     /// The tick: sends the pending batch, unless a flush still waits for its
     /// answer.
     pub fn tick(&mut self, host: &impl Host, shared: &Shared) {
+        shared.flush_counts(host);
         let now = host.now_ms();
         if let Some(inflight) = &self.inflight {
             // Envoy answers every callout, if only with a timeout; this is a

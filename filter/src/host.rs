@@ -69,14 +69,16 @@ pub trait Host {
     ) -> Result<(), HostError>;
     /// Lets a paused request go on.
     fn resume_request(&self) -> Result<(), HostError>;
-    /// Asks the host to pick the route again (the routing header changed).
-    fn clear_route_cache(&self) -> Result<(), HostError>;
     /// The VM-shared value at `key`, if any.
     fn shared_data(&self, key: &str) -> Option<Vec<u8>>;
     /// Writes the VM-shared value at `key` (no compare-and-swap).
     fn set_shared_data(&self, key: &str, value: &[u8]) -> Result<(), HostError>;
+    /// Adds `n` to a counter.
+    fn add(&self, metric: Metric, n: u64);
     /// Adds one to a counter.
-    fn count(&self, metric: Metric);
+    fn count(&self, metric: Metric) {
+        self.add(metric, 1);
+    }
     /// Milliseconds since the Unix epoch by the host clock.
     fn now_ms(&self) -> u64;
     /// Sends a callout to `cluster`; its token on success.

@@ -114,6 +114,8 @@ mod plugin;
 #[cfg(test)]
 mod fake_host;
 #[cfg(test)]
+mod glue_hot_tests;
+#[cfg(test)]
 mod glue_open_tests;
 #[cfg(test)]
 mod glue_tests;

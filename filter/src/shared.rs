@@ -10,6 +10,7 @@ use crate::activity::Activity;
 use crate::cache;
 use crate::config::Config;
 use crate::host::Host;
+use crate::metrics::Metric;
 use crate::outage::{Outage, OutageLine};
 use crate::reply::{LocalReply, RenderedReply};
 
@@ -19,8 +20,9 @@ pub struct Shared {
     activity: RefCell<Activity>,
     /// Reused to build cache keys on the hot path.
     key_buf: RefCell<String>,
-    /// False once the host said it has no `clear_route_cache` function.
-    clear_route_cache: Cell<bool>,
+    /// Counts kept in the VM (see [`Shared::count_local`]), by
+    /// [`Metric::index`], added to the host's counters on the tick.
+    local_counts: [Cell<u64>; Metric::ALL.len()],
     /// Whether the sidecar answers (see [`crate::outage`]).
     outage: RefCell<Outage>,
 }
@@ -33,7 +35,7 @@ impl Shared {
             config,
             activity: RefCell::new(activity),
             key_buf: RefCell::new(String::with_capacity(64)),
-            clear_route_cache: Cell::new(true),
+            local_counts: Default::default(),
             outage: RefCell::new(Outage::default()),
         }
     }
@@ -51,7 +53,13 @@ impl Shared {
             );
         }
         let activity = previous.map(Shared::take_activity).unwrap_or_default();
-        Ok(Self::new(config, activity))
+        let shared = Self::new(config, activity);
+        if let Some(previous) = previous {
+            for (new, old) in shared.local_counts.iter().zip(&previous.local_counts) {
+                new.set(old.take());
+            }
+        }
+        Ok(shared)
     }
 
     /// Takes the activity out (to carry it over to a new configuration).
@@ -99,16 +107,24 @@ impl Shared {
         }
     }
 
-    /// Asks the host to pick the route again now that the routing header
-    /// changed. Envoy clears the route cache by itself on header changes only
-    /// for plugins of ABI 0.2.1 and older; this works whatever the ABI.
-    pub fn clear_route_cache(&self, host: &impl Host) {
-        if !self.clear_route_cache.get() {
-            return;
+    /// Counts `metric` in the VM, without a host call: the hot path's
+    /// counters (a cache hit, a stale hit) reach the host's counters on the
+    /// next tick ([`Shared::flush_counts`]), so they lag by at most one
+    /// `activity_flush_ms`.
+    pub fn count_local(&self, metric: Metric) {
+        if let Some(cell) = self.local_counts.get(metric.index()) {
+            cell.set(cell.get().saturating_add(1));
         }
-        if let Err(e) = host.clear_route_cache() {
-            self.clear_route_cache.set(false);
-            info!("the host has no clear_route_cache function ({e}); relying on its automatic route cache clearing");
+    }
+
+    /// Adds the counts kept in the VM to the host's counters (one host call
+    /// per counter that moved) and restarts them from zero.
+    pub fn flush_counts(&self, host: &impl Host) {
+        for (metric, cell) in Metric::ALL.iter().zip(&self.local_counts) {
+            let n = cell.take();
+            if n > 0 {
+                host.add(*metric, n);
+            }
         }
     }
 

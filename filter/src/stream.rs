@@ -173,7 +173,10 @@ impl Stream {
                 return false;
             }
         }
-        shared.clear_route_cache(host);
+        // No explicit route-cache clear: for a plugin of ABI 0.2.1 (what
+        // proxy-wasm 0.2 exports) Envoy clears it on every request-header
+        // change by itself, so a `clear_route_cache` call is a wasted host
+        // call (Envoy only stops doing so for ABIs above 0.2.1).
         let first = self.open_app.is_none();
         shared.with_activity(|a| {
             a.served(app);
@@ -216,7 +219,7 @@ impl Stream {
             let now = host.now_ms();
             match cache::decode(&value) {
                 Ok(entry) if entry.is_fresh(now) => {
-                    host.count(Metric::CacheHit);
+                    shared.count_local(Metric::CacheHit);
                     return self.route_entry(
                         host,
                         shared,
@@ -230,7 +233,7 @@ impl Stream {
                     if shared.sidecar_down() {
                         // No callout while the sidecar is down: the flush
                         // sees it come back.
-                        host.count(Metric::StaleHit);
+                        shared.count_local(Metric::StaleHit);
                         return self.route_entry(
                             host,
                             shared,
