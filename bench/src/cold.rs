@@ -104,7 +104,7 @@ pub async fn run(plan: Plan, dir: PathBuf) -> Result<Section, String> {
     }
     fake.add_app(FakeApp::web("warm-up-app", "osc-fr1", 0));
     let sidecar = util::start_sidecar(&fake, &dir, "info")?;
-    let envoy = envoy::gateway(&dir, "gateway", &fake, sidecar.addr.port(), 2)?;
+    let envoy = envoy::gateway(&dir, "gateway", &fake, &sidecar, 2)?;
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
         .pool_max_idle_per_host(0)

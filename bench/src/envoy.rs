@@ -14,10 +14,12 @@ use serde_json::{json, Value};
 
 use crate::util::{pinned, Guard};
 
-/// The filter configuration of `envoy/gateway.yaml`, the shipped one.
-pub fn shipped_filter_config() -> serde_json::Value {
+/// The filter configuration of `envoy/gateway.yaml`, the shipped one, with
+/// the sidecar's `token`.
+pub fn shipped_filter_config(token: &str) -> serde_json::Value {
     json!({
         "sidecar_cluster": "paastis_sidecar",
+        "sidecar_token": token,
         "domains": ["gateway.example.com", "localhost"],
         "unmatched_hosts": "reject",
         "failure_policy": "closed",
@@ -139,7 +141,7 @@ pub fn gateway(
     dir: &Path,
     name: &str,
     fake: &paastis_e2e::fake::FakeScalingo,
-    sidecar_port: u16,
+    sidecar: &paastis_e2e::harness::Sidecar,
     concurrency: u32,
 ) -> Result<Envoy, String> {
     let template = std::fs::read_to_string(
@@ -156,14 +158,17 @@ pub fn gateway(
         &[
             ("LISTEN_PORT", "0".to_owned()),
             ("ADMIN_PORT", "0".to_owned()),
-            ("SIDECAR_PORT", sidecar_port.to_string()),
+            ("SIDECAR_PORT", sidecar.addr.port().to_string()),
             ("FRONT_OSC_FR1_PORT", front("osc-fr1")?),
             ("FRONT_OSC_SECNUM_FR1_PORT", front("osc-secnum-fr1")?),
             (
                 "WASM_PATH",
                 paastis_e2e::harness::wasm_path().display().to_string(),
             ),
-            ("FILTER_CONFIG", shipped_filter_config().to_string()),
+            (
+                "FILTER_CONFIG",
+                shipped_filter_config(&sidecar.token).to_string(),
+            ),
         ],
     )?;
     tokio::task::block_in_place(|| Envoy::start(dir, name, &config, concurrency, None))

@@ -64,6 +64,7 @@ pub async fn run(apps: usize, envoys: Vec<EnvoyMemory>, dir: PathBuf) -> Result<
     for batch in names.chunks(BATCH) {
         let reply = client
             .post(format!("{base}/v1/activity"))
+            .header("authorization", sidecar.authorization())
             .json(&json!({ "apps": batch }))
             .send()
             .await

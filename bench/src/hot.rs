@@ -186,7 +186,7 @@ pub async fn run(plan: Plan, dir: &Path) -> Result<(Section, Vec<EnvoyMemory>), 
     let sidecar = util::start_sidecar(&fake, dir, "warn")?;
 
     let upstream = tokio::task::block_in_place(|| Upstream::start(load_cpu))?;
-    let filter_config = shipped_filter_config().to_string();
+    let filter_config = shipped_filter_config(&sidecar.token).to_string();
     let noop = noop_wasm_path();
     if !noop.is_file() {
         return Err(format!(

@@ -94,7 +94,7 @@ async fn crowd(
         .map(|(k, v)| (k.to_owned(), v))
         .collect();
         let sidecar = tokio::task::block_in_place(|| Sidecar::start(&fake, &rules, &own, &env))?;
-        let envoy = envoy::gateway(&own, "gateway", &fake, sidecar.addr.port(), 2)?;
+        let envoy = envoy::gateway(&own, "gateway", &fake, &sidecar, 2)?;
         gateway.push(Instance { sidecar, envoy });
     }
     // The crowd must open a connection per request: no idle pool to reuse.

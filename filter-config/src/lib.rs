@@ -15,6 +15,7 @@
 //! |---|---|---|
 //! | `sidecar_cluster` | string, required | Envoy cluster of the sidecar |
 //! | `sidecar_authority` | string, `"paastis-sidecar"` | `:authority` of callouts |
+//! | `sidecar_token` | string, none | sent as `Authorization: Bearer TOKEN` on every callout; the sidecar's `PAASTIS_SIDECAR_TOKEN` (16+ visible ASCII characters); never logged |
 //! | `callout_timeout_ms` | u64, `65000` | wake callout timeout, `1..=300000` (the sidecar's own wake timeout is 60 s) |
 //! | `routing_header` | string, `"x-paastis-cluster"` | lower-case header name, not a pseudo-header nor a header requests need |
 //! | `cache_ttl_ms` | u64, `30000` | lifetime of "awake" cache entries, `1..=86400000` |
@@ -24,7 +25,7 @@
 //! | `host_rules` | \[{`pattern`, `app`, `region`?}\], `[]` | explicit rules tried first (anchored regex over the normalised host, `$1..$9` in `app`) |
 //! | `unmatched_hosts` | `"reject"`\|`"pass"`, `"reject"` | reject: local 404; pass: continue untouched, no routing header |
 //! | `region_clusters` | {region: cluster}, `{}` | cluster per region; a region not listed uses its own name |
-//! | `failure_policy` | `"closed"`\|`"open"`, `"closed"` | sidecar unreachable or answering nonsense: closed = 503 + `Retry-After`; open = route to `APP.REGION.scalingo.io` (rule region or `default_region`) without waking |
+//! | `failure_policy` | `"closed"`\|`"open"`, `"closed"` | sidecar unreachable or answering nonsense: closed = 503 + `Retry-After`; open = route to `APP.REGION.scalingo.io` (rule region, else the region of the app's last cache entry, else `default_region`) without waking |
 //! | `default_region` | string, `"osc-fr1"` | region for `failure_policy: open` when the rule pins none |
 //! | `upstream_scheme` | `"https"`\|`"http"`, `"https"` | scheme used when rewriting `Origin` |
 //! | `retry_after_s` | u32, `5` | `Retry-After` of 503s, `1..=3600` |
@@ -44,6 +45,9 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 use thiserror::Error;
+
+mod token;
+pub use token::{SidecarToken, MIN_SIDECAR_TOKEN_LEN};
 
 /// Default `sidecar_authority`.
 pub const DEFAULT_SIDECAR_AUTHORITY: &str = "paastis-sidecar";
@@ -100,6 +104,7 @@ const RESERVED_HEADERS: &[&str] = &[
 const FIELDS: &[&str] = &[
     "sidecar_cluster",
     "sidecar_authority",
+    "sidecar_token",
     "callout_timeout_ms",
     "routing_header",
     "cache_ttl_ms",
@@ -194,6 +199,9 @@ pub struct Config {
     pub sidecar_cluster: String,
     /// `:authority` of callouts to the sidecar (a valid host, port allowed).
     pub sidecar_authority: String,
+    /// Sent on every callout when set (the sidecar's
+    /// `PAASTIS_SIDECAR_TOKEN`); its `Debug` is redacted.
+    pub sidecar_token: Option<SidecarToken>,
     /// Timeout of a wake callout, in `1..=300_000` ms.
     pub callout_timeout_ms: u64,
     /// Lower-case header name, not a pseudo-header nor a header the request
@@ -243,6 +251,11 @@ impl Config {
                 format!("{sidecar_authority:?} is not a valid host[:port]"),
             ));
         }
+
+        let sidecar_token = fields
+            .optional::<String>("sidecar_token")?
+            .map(|t| SidecarToken::new(t).map_err(|e| invalid("sidecar_token", e)))
+            .transpose()?;
 
         let callout_timeout_ms = fields
             .optional("callout_timeout_ms")?
@@ -328,6 +341,7 @@ impl Config {
         Ok(Self {
             sidecar_cluster,
             sidecar_authority,
+            sidecar_token,
             callout_timeout_ms,
             routing_header,
             cache_ttl_ms,
@@ -590,6 +604,9 @@ mod tests {
             (format!(r#"{{{base},"retry_after_s":0}}"#), "retry_after_s: must be between 1 and 3600"),
             (format!(r#"{{{base},"retry_after_s":5000000000}}"#), "retry_after_s: invalid value"),
             (format!(r#"{{{base},"sidecar_authority":"a b"}}"#), "sidecar_authority:"),
+            (format!(r#"{{{base},"sidecar_token":"too-short"}}"#), "sidecar_token: must be at least 16"),
+            (format!(r#"{{{base},"sidecar_token":"has a space in it, long"}}"#), "sidecar_token: must be"),
+            (format!(r#"{{{base},"sidecar_token":7}}"#), "sidecar_token: invalid type"),
             (r#"{"sidecar_cluster":"has space","domains":["gw.example.com"]}"#.to_owned(), "sidecar_cluster: \"has space\" is not a valid cluster name"),
             (r#"{"sidecar_cluster":"s"}"#.to_owned(), "domains: at least one of domains and host_rules must be non-empty"),
             (r#"{"sidecar_cluster":"s","domains":["bad domain"]}"#.to_owned(), "domains[0]:"),

@@ -230,11 +230,36 @@ mod tests {
     }
 
     proptest! {
+        /// Entries damaged on purpose (a valid one cut short or with one
+        /// byte changed) as well as random bytes: both outcomes are reached,
+        /// and whatever decodes is valid.
         #[test]
-        fn decode_never_panics(bytes in prop::collection::vec(any::<u8>(), 0..80)) {
-            if let Ok(entry) = decode(&bytes) {
-                prop_assert!(is_cluster_name(entry.cluster));
-                prop_assert!(is_upstream_host(entry.upstream_host));
+        fn decode_never_panics(
+            expiry in any::<u64>(),
+            cluster in "[a-z0-9_.-]{1,12}",
+            host in "[a-z0-9]{1,8}(\\.[a-z0-9]{1,8}){0,2}",
+            damage in 0usize..4,
+            at in any::<prop::sample::Index>(),
+            byte in any::<u8>(),
+            random in prop::collection::vec(any::<u8>(), 0..80),
+        ) {
+            let mut bytes = encode(expiry, &cluster, &host).into_bytes();
+            match damage {
+                0 => {}
+                1 => bytes.truncate(at.index(bytes.len() + 1)),
+                2 => {
+                    let i = at.index(bytes.len());
+                    bytes[i] = byte;
+                }
+                _ => bytes = random,
+            }
+            match decode(&bytes) {
+                Ok(entry) => {
+                    prop_assert!(is_cluster_name(entry.cluster));
+                    prop_assert!(is_upstream_host(entry.upstream_host));
+                }
+                // A whole entry of a valid cluster and host always decodes.
+                Err(e) => prop_assert!(damage != 0, "{:?}", e),
             }
         }
 

@@ -19,6 +19,9 @@ pub struct WakeCall {
     pub app: String,
     /// The region the host rule pins, if any.
     pub rule_region: Option<String>,
+    /// The region of the app's last cache entry, expired or not: where
+    /// `failure_policy: open` sends it when no rule pins one.
+    pub last_region: Option<String>,
     /// `:authority` as received.
     pub original_host: String,
     pub origin: Option<String>,
@@ -51,6 +54,14 @@ pub enum Callout {
         not_running: Vec<String>,
         started_ms: u64,
     },
+}
+
+impl WakeCall {
+    /// The region `failure_policy: open` routes to, when any is known: the
+    /// host rule's, else the one the cache last knew.
+    pub fn known_region(&self) -> Option<&str> {
+        self.rule_region.as_deref().or(self.last_region.as_deref())
+    }
 }
 
 impl Callout {
@@ -93,9 +104,11 @@ pub fn answered(slot: &mut Option<InFlight>, token: u32) -> Option<Callout> {
     }
 }
 
-/// Sends `callout` to the sidecar cluster. `request_id` (the client
-/// request's `x-request-id`) is passed on for the sidecar's logs. On failure
-/// the callout is handed back with the host's error.
+/// Sends `callout` to the sidecar cluster, with `Authorization: Bearer
+/// TOKEN` when the configuration has a `sidecar_token` (every kind of
+/// callout: this is their one dispatch). `request_id` (the client request's
+/// `x-request-id`) is passed on for the sidecar's logs. On failure the
+/// callout is handed back with the host's error.
 pub fn dispatch(
     host: &impl Host,
     config: &Config,
@@ -133,6 +146,11 @@ pub fn dispatch(
     });
     if let Some(id) = request_id {
         headers.push(("x-request-id", id));
+    }
+    // The shared secret of a sidecar that requires one; never logged.
+    let authorization = config.sidecar_token.as_ref().map(|t| t.authorization());
+    if let Some(value) = &authorization {
+        headers.push(("authorization", value.as_str()));
     }
     let timeout = Duration::from_millis(callout.timeout_ms(config));
     match host.dispatch(&config.sidecar_cluster, &headers, body.as_deref(), timeout) {

@@ -384,12 +384,39 @@ mod tests {
             prop_assert_eq!(parsed, pairs);
         }
 
+        /// Maps damaged on purpose (a valid map cut short or with one byte
+        /// changed) as well as random bytes: both outcomes are reached.
         #[test]
-        fn garbage_maps_never_panic(buf in prop::collection::vec(any::<u8>(), 0..200)) {
-            if let Ok(pairs) = HeaderPairs::new(&buf) {
-                for (name, value) in pairs {
-                    prop_assert!(name.len() + value.len() <= buf.len());
+        fn garbage_maps_never_panic(
+            pairs in prop::collection::vec(
+                (prop::collection::vec(any::<u8>(), 0..8), prop::collection::vec(any::<u8>(), 0..8)),
+                0..6,
+            ),
+            damage in 0usize..4,
+            at in any::<prop::sample::Index>(),
+            byte in any::<u8>(),
+            random in prop::collection::vec(any::<u8>(), 0..200),
+        ) {
+            let mut buf = serialize_pairs(&pairs);
+            match damage {
+                0 => {}
+                1 => buf.truncate(at.index(buf.len() + 1)),
+                2 if !buf.is_empty() => {
+                    let i = at.index(buf.len());
+                    buf[i] = byte;
                 }
+                _ => buf = random,
+            }
+            match HeaderPairs::new(&buf) {
+                Ok(parsed) => {
+                    let mut total = 0;
+                    for (name, value) in parsed {
+                        total += name.len() + value.len();
+                    }
+                    prop_assert!(total <= buf.len());
+                }
+                // A map left whole always parses.
+                Err(_) => prop_assert!(damage != 0),
             }
         }
 
@@ -407,11 +434,39 @@ mod tests {
             }
         }
 
+        /// The host's own origin is generated on purpose (in either scheme,
+        /// in any case) as often as other sites and arbitrary text, and
+        /// every input is checked against the rule: rewritten exactly when
+        /// the `Origin` is `http(s)://` + the host, ASCII case aside.
         #[test]
-        fn origin_rewrite_never_panics(origin in "\\PC{0,40}", host in "\\PC{0,20}") {
-            if let Some(o) = rewrite_origin(&origin, &host, "https", "u.example.com") {
+        fn origin_is_rewritten_exactly_for_the_hosts_own_origin(
+            host in "[a-zA-Z0-9.-]{1,20}(:[0-9]{1,5})?",
+            kind in 0usize..6,
+            other in "\\PC{0,40}",
+        ) {
+            let origin = match kind {
+                0 => format!("https://{host}"),
+                1 => format!("HTTP://{}", host.to_ascii_uppercase()),
+                2 => format!("http://{}", host.to_ascii_lowercase()),
+                3 => format!("https://{host}.other.example"),
+                4 => format!("ftp://{host}"),
+                _ => other,
+            };
+            let lower = (origin.to_ascii_lowercase(), host.to_ascii_lowercase());
+            let same_origin = lower.0 == format!("https://{}", lower.1)
+                || lower.0 == format!("http://{}", lower.1);
+            let rewritten = rewrite_origin(&origin, &host, "https", "u.example.com");
+            prop_assert_eq!(rewritten.is_some(), same_origin, "{} {}", origin, host);
+            prop_assert!(kind > 2 || same_origin, "built as the host's own origin");
+            if let Some(o) = rewritten {
                 prop_assert_eq!(o, "https://u.example.com");
             }
+        }
+
+        #[test]
+        fn origin_rewrite_never_panics(origin in "\\PC{0,40}", host in "\\PC{0,20}") {
+            let rewritten = rewrite_origin(&origin, &host, "https", "u.example.com");
+            prop_assert!(rewritten.is_none() || rewritten.as_deref() == Some("https://u.example.com"));
         }
     }
 }

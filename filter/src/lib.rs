@@ -114,9 +114,13 @@ mod plugin;
 #[cfg(test)]
 mod fake_host;
 #[cfg(test)]
+mod glue_open_tests;
+#[cfg(test)]
 mod glue_tests;
 #[cfg(test)]
 mod glue_tests_truth;
+#[cfg(test)]
+mod glue_token_tests;
 
 pub use config::{Config, ConfigError, FailurePolicy, Scheme, UnmatchedHosts};
 pub use decide::{decide, route_edits, Decision, RouteEdits, Target};

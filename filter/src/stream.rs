@@ -27,7 +27,9 @@ use crate::metrics::Metric;
 use crate::reply::{LocalReply, ReplyKind};
 use crate::shared::{send_rendered, send_reply, Shared};
 use crate::waiting::{is_status_path, parse_status_answer, StatusReport};
-use crate::wake::{after_wake, failure_action, parse_wake_answer, WakeAction, WakeOutcome};
+use crate::wake::{
+    after_wake, failure_action, parse_wake_answer, region_of_upstream, WakeAction, WakeOutcome,
+};
 
 /// One HTTP stream.
 pub struct Stream {
@@ -209,6 +211,7 @@ impl Stream {
         };
         let mut verify = false;
         let mut stale = None;
+        let mut last_region = None;
         if let Some(value) = shared.cached(host, &target.app) {
             let now = host.now_ms();
             match cache::decode(&value) {
@@ -237,9 +240,13 @@ impl Stream {
                             &entry,
                         );
                     }
+                    last_region = region_of_upstream(&target.app, entry.upstream_host);
                     stale = Some((entry.cluster.to_owned(), entry.upstream_host.to_owned()));
                 }
-                Ok(_) | Err(CacheError::Empty) => {}
+                // Expired: no route, but the region it knew still guides
+                // `failure_policy: open`.
+                Ok(entry) => last_region = region_of_upstream(&target.app, entry.upstream_host),
+                Err(CacheError::Empty) => {}
                 Err(CacheError::Dropped) => verify = true,
                 Err(e) => warn!("ignoring the cache entry of {}: {e}", target.app),
             }
@@ -248,6 +255,7 @@ impl Stream {
         let call = Callout::Wake(Box::new(WakeCall {
             app: target.app,
             rule_region: target.region.map(str::to_owned),
+            last_region,
             original_host: original_host.to_owned(),
             origin: view.origin.map(str::to_owned),
             wants_html: view.wants_html,
@@ -369,12 +377,7 @@ impl Stream {
             }
             outcome => {
                 shared.sidecar_answered(host);
-                after_wake(
-                    &shared.config,
-                    &call.app,
-                    call.rule_region.as_deref(),
-                    outcome,
-                )
+                after_wake(&shared.config, &call.app, call.known_region(), outcome)
             }
         };
         if self.settle(host, shared, call, action) == Flow::Continue {
@@ -469,7 +472,7 @@ fn unreachable_action(host: &impl Host, shared: &Shared, call: &WakeCall) -> Wak
                 cache: false,
             }
         }
-        None => failure_action(&shared.config, &call.app, call.rule_region.as_deref()),
+        None => failure_action(&shared.config, &call.app, call.known_region()),
     }
 }
 

@@ -559,17 +559,39 @@ mod tests {
 
         #[test]
         fn any_status_answer_is_handled(
-            status in proptest::option::of(prop::collection::vec(any::<u8>(), 0..4)),
+            // The sidecar's real statuses as often as random bytes.
+            status in prop_oneof![
+                1 => proptest::option::of(prop::collection::vec(any::<u8>(), 0..4)),
+                3 => Just(Some(b"200".to_vec())),
+                1 => "(400|503)".prop_map(|s| Some(s.into_bytes())),
+            ],
+            // With each body, whether it is a well-formed status answer.
             body in prop_oneof![
-                prop::collection::vec(any::<u8>(), 0..100),
-                "\\{\"(app|ready|apps|error|region)\":\"\\PC{0,20}\"\\}".prop_map(String::into_bytes),
+                1 => prop::collection::vec(any::<u8>(), 0..100).prop_map(|b| (b, false)),
+                1 => "\\{\"(app|ready|apps|error|region)\":\"\\PC{0,20}\"\\}".prop_map(|s| (s.into_bytes(), false)),
+                // Status answers, ready or not, with good and bad names and
+                // regions: the `Ok` branch below is reached on purpose.
+                3 => (any::<bool>(), "(shop-api-1|[a-z0-9-]{0,10}|\\PC{0,6})", "(osc-fr1|[a-z0-9-]{0,8})")
+                    .prop_map(|(ready, linked, region)| {
+                        let body = format!(
+                            r#"{{"app":"shop-front","ready":{ready},"region":"{region}","upstream_host":"shop-front.osc-fr1.scalingo.io","apps":[{{"app":"shop-front","state":"running"}},{{"app":"{linked}","state":"waking"}}]}}"#
+                        );
+                        let well_formed = is_valid_app_name(&linked) && (!ready || region == "osc-fr1");
+                        (body.into_bytes(), well_formed)
+                    }),
             ],
         ) {
-            if let Ok(report) = parse_status_answer("shop-front", status.as_deref(), JSON, &body) {
+            let (body, well_formed) = body;
+            let result = parse_status_answer("shop-front", status.as_deref(), JSON, &body);
+            if well_formed && status.as_deref() == Some(b"200".as_slice()) {
+                prop_assert!(result.is_ok(), "{:?}", result);
+            }
+            if let Ok(report) = result {
                 for a in &report.apps {
                     prop_assert!(is_valid_app_name(&a.app));
                 }
                 prop_assert!(!report.ready || report.awake.is_some());
+                prop_assert_eq!(report.app.as_str(), "shop-front");
             }
         }
     }

@@ -152,12 +152,12 @@ pub enum WakeAction {
     Waiting(WaitingPage),
 }
 
-/// Maps the sidecar's outcome for `app` (whose host rule pinned
-/// `rule_region`, if any) to the next step.
+/// Maps the sidecar's outcome for `app` to the next step; `known_region`
+/// (the host rule's, else the cache's last) is for the failure policy.
 pub fn after_wake(
     config: &Config,
     app: &str,
-    rule_region: Option<&str>,
+    known_region: Option<&str>,
     outcome: WakeOutcome,
 ) -> WakeAction {
     match outcome {
@@ -191,21 +191,34 @@ pub fn after_wake(
                     .retry_after(retry_after.unwrap_or(config.retry_after_s)),
             )
         }
-        WakeOutcome::Unusable(_) => failure_action(config, app, rule_region),
+        WakeOutcome::Unusable(_) => failure_action(config, app, known_region),
     }
+}
+
+/// The region in `upstream_host` when it is `APP.REGION.scalingo.io` for
+/// this `app` and a valid region (a cache entry's host), else `None`.
+pub fn region_of_upstream(app: &str, upstream_host: &str) -> Option<String> {
+    let region = upstream_host
+        .strip_prefix(app)?
+        .strip_prefix('.')?
+        .strip_suffix(".scalingo.io")?;
+    paastis_rules::check_region("region", region)
+        .is_ok()
+        .then(|| region.to_owned())
 }
 
 /// The failure policy, for a sidecar that cannot be reached (dispatch
 /// failed) or answered something unusable. `open` routes to the app's default
-/// Scalingo host, `APP.REGION.scalingo.io`, in the rule's region or
-/// `default_region`, without waking it and without caching.
-pub fn failure_action(config: &Config, app: &str, rule_region: Option<&str>) -> WakeAction {
+/// Scalingo host, `APP.REGION.scalingo.io`, in `known_region` (the rule's,
+/// else the one the cache last knew) or `default_region`, without waking it
+/// and without caching.
+pub fn failure_action(config: &Config, app: &str, known_region: Option<&str>) -> WakeAction {
     match config.failure_policy {
         FailurePolicy::Closed => WakeAction::Reply(
             LocalReply::for_app(ReplyKind::Unavailable, app).retry_after(config.retry_after_s),
         ),
         FailurePolicy::Open => {
-            let region = rule_region.unwrap_or(&config.default_region);
+            let region = known_region.unwrap_or(&config.default_region);
             WakeAction::Route {
                 cluster: config.cluster_for(region).to_owned(),
                 upstream_host: format!("{app}.{region}.scalingo.io"),
@@ -466,18 +479,48 @@ mod tests {
         );
     }
 
+    #[test]
+    fn the_region_of_a_cached_upstream_host() {
+        assert_eq!(
+            region_of_upstream("my-app", "my-app.osc-secnum-fr1.scalingo.io").as_deref(),
+            Some("osc-secnum-fr1")
+        );
+        for host in [
+            "other-app.osc-fr1.scalingo.io",
+            "my-app.scalingo.io",
+            "my-app.osc-fr1.example.com",
+            "my-app.OSC.scalingo.io",
+            "my-app.a.b.scalingo.io",
+        ] {
+            assert_eq!(region_of_upstream("my-app", host), None, "{host}");
+        }
+    }
+
     proptest! {
         #[test]
         fn any_answer_is_handled(
-            status in proptest::option::of(prop::collection::vec(any::<u8>(), 0..4)),
-            json in any::<bool>(),
+            // The sidecar's real statuses as often as random bytes.
+            status in prop_oneof![
+                1 => proptest::option::of(prop::collection::vec(any::<u8>(), 0..4)),
+                3 => Just(Some(b"200".to_vec())),
+                1 => "(202|400|404|503|504)".prop_map(|s| Some(s.into_bytes())),
+            ],
+            json in prop::bool::weighted(0.75),
             body in prop_oneof![
-                prop::collection::vec(any::<u8>(), 0..100),
-                "\\{\"(app|region|upstream_host|error|retry_after)\":\"\\PC{0,20}\"\\}".prop_map(String::into_bytes),
+                1 => prop::collection::vec(any::<u8>(), 0..100),
+                1 => "\\{\"(app|region|upstream_host|error|retry_after)\":\"\\PC{0,20}\"\\}".prop_map(String::into_bytes),
+                // Awake answers, with good and bad regions and hosts: the
+                // `Awake` branch below is reached on purpose.
+                3 => ("(osc-fr1|osc-secnum-fr1|[a-z0-9-]{0,12}|\\PC{0,6})", "(my-app\\.osc-fr1\\.scalingo\\.io|[a-z0-9.:-]{0,24}|\\PC{0,8})")
+                    .prop_map(|(region, host)| format!(r#"{{"app":"my-app","region":"{region}","upstream_host":"{host}"}}"#).into_bytes()),
             ],
         ) {
             let content_type: Option<&[u8]> = json.then_some(b"application/json");
             let outcome = parse_wake_answer("my-app", status.as_deref(), content_type, &body);
+            // Only a 200 in JSON wakes; anything else never routes.
+            if !(json && status.as_deref() == Some(b"200".as_slice())) {
+                prop_assert!(!matches!(outcome, WakeOutcome::Awake(_)), "{:?}", outcome);
+            }
             if let WakeOutcome::Awake(a) = &outcome {
                 prop_assert!(check_region("r", &a.region).is_ok());
                 prop_assert!(is_upstream_host(&a.upstream_host));

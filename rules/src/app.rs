@@ -68,7 +68,15 @@ mod tests {
 
     proptest! {
         #[test]
-        fn valid_names_match_the_documented_regex(name in "\\PC{0,60}") {
+        fn valid_names_match_the_documented_regex(
+            // Name-like strings as often as arbitrary text, so that valid
+            // names (and near misses) are generated on purpose.
+            name in prop_oneof![
+                "\\PC{0,60}",
+                "[a-z0-9-]{0,60}",
+                "[a-z0-9]{1,12}(-[a-z0-9]{1,12}){0,4}",
+            ],
+        ) {
             let re = regex_lite::Regex::new("^[a-z0-9]+(-[a-z0-9]+)*$").unwrap();
             let expected = re.is_match(&name) && (6..=48).contains(&name.len());
             prop_assert_eq!(is_valid_app_name(&name), expected);

@@ -413,21 +413,66 @@ mod tests {
     }
 
     proptest! {
+        /// Host-like inputs (names, ports, trailing dots, IPv6 literals) as
+        /// often as arbitrary text, so that both outcomes are reached; a
+        /// plain lower-case DNS name is never refused.
         #[test]
-        fn any_host_is_refused_or_normalized_safely(raw in "\\PC{0,80}") {
-            if let Ok(host) = normalize_host(&raw) {
-                prop_assert!(!host.is_empty());
-                prop_assert!(host.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.' || b == b':'));
-                prop_assert!(!host.contains(".."));
+        fn any_host_is_refused_or_normalized_safely(
+            raw in prop_oneof![
+                "\\PC{0,80}",
+                "[a-zA-Z0-9-]{1,12}(\\.[a-zA-Z0-9-]{1,12}){0,3}\\.?(:[0-9]{1,6})?",
+                "\\[[0-9a-fA-F:]{2,20}\\](:[0-9]{1,5})?",
+            ],
+        ) {
+            match normalize_host(&raw) {
+                Ok(host) => {
+                    prop_assert!(!host.is_empty());
+                    prop_assert!(host.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.' || b == b':'));
+                    prop_assert!(!host.contains(".."));
+                }
+                Err(e) => {
+                    let plain = raw.len() <= 253
+                        && raw.split('.').all(|label| {
+                            !label.is_empty()
+                                && label.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                        });
+                    prop_assert!(!plain, "{:?} refused: {}", raw, e);
+                }
             }
         }
 
+        /// Hosts built on purpose under the rules' suffixes (valid and
+        /// invalid app labels, ports) as well as under other suffixes: every
+        /// outcome is reached and checked.
         #[test]
-        fn any_matched_app_is_a_valid_name(raw in "[a-zA-Z0-9.:\\-\\[\\]]{0,70}") {
-            if let Ok(host) = normalize_host(&raw) {
-                if let HostMatch::App { app, .. } = rules().match_host(&host) {
-                    prop_assert!(is_valid_app_name(&app));
-                }
+        fn any_matched_app_is_a_valid_name(
+            label in "[a-zA-Z0-9-]{0,52}",
+            suffix in prop_oneof![
+                Just(".gateway.example.com".to_owned()),
+                Just(".secure.example.org".to_owned()),
+                Just(".localhost".to_owned()),
+                "[a-z0-9.:\\-\\[\\]]{0,20}",
+            ],
+            port in proptest::option::of(1u32..70_000),
+        ) {
+            let raw = match port {
+                Some(port) => format!("{label}{suffix}:{port}"),
+                None => format!("{label}{suffix}"),
+            };
+            let mapped = [".gateway.example.com", ".secure.example.org"].contains(&suffix.as_str());
+            let valid_label = is_valid_app_name(&label.to_ascii_lowercase());
+            let usable = mapped && valid_label && port.is_none_or(|p| p <= 65_535);
+            match normalize_host(&raw) {
+                Ok(host) => match rules().match_host(&host) {
+                    HostMatch::App { app, .. } => {
+                        prop_assert!(is_valid_app_name(&app));
+                        if mapped {
+                            prop_assert_eq!(app, label.to_ascii_lowercase());
+                        }
+                    }
+                    other => prop_assert!(!usable, "{:?} gave {:?}", raw, other),
+                },
+                Err(e) => prop_assert!(!usable, "{:?} refused: {}", raw, e),
             }
         }
 

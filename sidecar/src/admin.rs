@@ -1,6 +1,7 @@
 //! The admin API, for operators: on its own listener (loopback by default),
 //! only when `PAASTIS_ADMIN_TOKEN` is set, every call with
-//! `Authorization: Bearer TOKEN` (compared in constant time).
+//! `Authorization: Bearer TOKEN` (the scheme in any case; compared in
+//! constant time, see [`crate::auth`]).
 //!
 //! The contract is `sidecar/openapi/admin.yaml`; the tests check this
 //! implementation against it. Routes ([`ROUTES`]):
@@ -19,7 +20,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use axum::extract::{Path, Query, Request, State};
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -27,7 +28,6 @@ use axum::{Json, Router};
 use paastis_rules::is_valid_app_name;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use subtle::ConstantTimeEq;
 use tokio::net::TcpListener;
 
 use crate::clock::now_ms;
@@ -137,29 +137,8 @@ fn invalid_app(app: &str) -> Option<Response> {
 }
 
 async fn auth(State(admin): State<Admin>, request: Request, next: Next) -> Response {
-    let presented = request
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or("");
-    // Constant time over the bytes; only the length can leak, and the
-    // token's length is not the secret.
-    let ok: bool = presented
-        .as_bytes()
-        .ct_eq(admin.token.expose().as_bytes())
-        .into();
-    if !ok {
-        let mut response = error(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "a valid bearer token is required",
-        );
-        response.headers_mut().insert(
-            header::WWW_AUTHENTICATE,
-            HeaderValue::from_static("Bearer realm=\"paastis-admin\""),
-        );
-        return response;
+    if !crate::auth::presents(request.headers(), &admin.token) {
+        return crate::auth::unauthorized("paastis-admin");
     }
     next.run(request).await
 }
@@ -329,7 +308,11 @@ pub async fn run(
     token: Secret,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(waker, scheduler, token))
-        .with_graceful_shutdown(shutdown)
-        .await
+    crate::listener::serve(
+        listener,
+        router(waker, scheduler, token),
+        crate::listener::Limits::default(),
+        shutdown,
+    )
+    .await
 }

@@ -109,6 +109,12 @@ pub fn report(config: &Config, hosts: &HostView, samples: &[String]) -> String {
         None => "off (no PAASTIS_ADMIN_TOKEN)".to_owned(),
     };
     let _ = writeln!(out, "  admin API          {admin}");
+    let filter_auth = if config.sidecar_token.is_some() {
+        "token required (PAASTIS_SIDECAR_TOKEN set, not shown)"
+    } else {
+        "none (loopback only; no PAASTIS_SIDECAR_TOKEN)"
+    };
+    let _ = writeln!(out, "  filter API auth    {filter_auth}");
     let hooks: Vec<&str> = [
         ("before_start", &config.hooks.before_start),
         ("after_start", &config.hooks.after_start),

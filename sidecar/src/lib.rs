@@ -17,8 +17,8 @@
 //! proxy-wasm.
 //!
 //! Layering (no module imports one that imports it back): `clock`,
-//! `metrics`, `registry`, `scalingo` and `hooks` are leaves (`backoff` on
-//! `registry` and `clock`); `platform`
+//! `metrics`, `registry`, `scalingo`, `listener` and `hooks` are leaves
+//! (`auth` on `scalingo`'s `Secret`, `backoff` on `registry` and `clock`); `platform`
 //! and `config` sit on those; `awake`, `activity` and `deps` on those (`deps`
 //! asks `config` which apps are managed); `wake`, `verify` and
 //! `scheduler` on `deps`; `server`, `waiting` and `admin` on top; this root
@@ -29,6 +29,7 @@
 
 pub mod activity;
 pub mod admin;
+pub mod auth;
 pub mod awake;
 pub mod backoff;
 pub mod budget;
@@ -37,6 +38,7 @@ pub mod clock;
 pub mod config;
 pub mod deps;
 pub mod hooks;
+pub mod listener;
 pub mod metrics;
 pub mod platform;
 pub mod registry;

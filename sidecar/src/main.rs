@@ -203,9 +203,13 @@ fn serve(config: Config) -> ExitCode {
         let stop = CancellationToken::new();
         let background = CancellationToken::new();
         let mut servers = tokio::task::JoinSet::new();
-        servers.spawn(paastis_sidecar::server::run(
+        servers.spawn(paastis_sidecar::server::run_with(
             listener,
             gateway.waker.clone(),
+            paastis_sidecar::server::ServeOptions {
+                token: config.sidecar_token.clone(),
+                limits: config.listener_limits,
+            },
             stop.clone().cancelled_owned(),
         ));
         if let Some((listener, token)) = admin_listener {

@@ -15,8 +15,12 @@
 //! | GET | `/healthz` | 200 `{"status": "ok"}` |
 //! | GET | `/metrics` | 200 OpenMetrics text (see [`crate::metrics`]) |
 //!
-//! The API is meant for the filter on loopback (or the pod network); it
-//! carries no secret and changes nothing but the registry.
+//! The filter's endpoints require `Authorization: Bearer TOKEN` when
+//! `PAASTIS_SIDECAR_TOKEN` is set (401 `unauthorized` otherwise, see
+//! [`crate::auth`]); without it the sidecar listens on loopback only. The
+//! operator endpoints read and change nothing but the registry's view and
+//! stay open (probes and scrapers carry no token). The listener has a
+//! header-read timeout and a connection cap ([`crate::listener`]).
 //!
 //! Errors are [`ErrorAnswer`]s; a [`WakeError`] becomes an [`ErrorCode`]
 //! (and a `Retry-After`) here and nowhere else (`ApiError`).
@@ -26,6 +30,7 @@ use std::sync::Arc;
 
 use axum::extract::{DefaultBodyLimit, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
@@ -38,7 +43,8 @@ use serde_json::json;
 use tokio::net::TcpListener;
 use tracing::Instrument;
 
-use crate::scalingo::ScalingoError;
+use crate::listener::Limits;
+use crate::scalingo::{ScalingoError, Secret};
 use crate::verify::Verifier;
 use crate::waiting::Waiting;
 use crate::wake::{WakeError, Waker};
@@ -281,12 +287,31 @@ async fn metrics(State(waker): State<Arc<Waker>>) -> Response {
         .into_response()
 }
 
-/// The sidecar's routes.
+/// How the API is served: the filter's token and the listener's bounds.
+#[derive(Debug, Clone, Default)]
+pub struct ServeOptions {
+    /// Required on the filter's endpoints when set; never logged.
+    pub token: Option<Secret>,
+    pub limits: Limits,
+}
+
+/// The sidecar's routes, open to any caller (loopback use, tests).
 pub fn router(waker: Arc<Waker>) -> Router {
-    Router::new()
+    router_with(waker, None)
+}
+
+/// The sidecar's routes; with `token`, the filter's endpoints require it.
+pub fn router_with(waker: Arc<Waker>, token: Option<Secret>) -> Router {
+    let filter_routes = Router::new()
         .route(WAKE_PATH, post(wake))
         .route(STATUS_PATH, get(status))
         .route(ACTIVITY_PATH, post(activity))
+        .route_layer(middleware::from_fn_with_state(
+            token,
+            crate::auth::require_sidecar_token,
+        ));
+    Router::new()
+        .merge(filter_routes)
         .route("/v1/apps", get(apps))
         .route("/v1/events", get(events))
         .route("/healthz", get(healthz))
@@ -298,16 +323,31 @@ pub fn router(waker: Arc<Waker>) -> Router {
         .with_state(waker)
 }
 
-/// Serves the API on `listener` until `shutdown` completes, then lets
-/// in-flight requests finish.
+/// Serves the API, open to any caller and with the default listener
+/// bounds, on `listener` until `shutdown` completes, then lets in-flight
+/// requests finish.
 pub async fn run(
     listener: TcpListener,
     waker: Arc<Waker>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(waker))
-        .with_graceful_shutdown(shutdown)
-        .await
+    run_with(listener, waker, ServeOptions::default(), shutdown).await
+}
+
+/// [`run`] with the filter's token and the listener's bounds.
+pub async fn run_with(
+    listener: TcpListener,
+    waker: Arc<Waker>,
+    options: ServeOptions,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    crate::listener::serve(
+        listener,
+        router_with(waker, options.token),
+        options.limits,
+        shutdown,
+    )
+    .await
 }
 
 #[cfg(test)]

@@ -14,7 +14,8 @@
 //! a failed wake shows as an error on the page instead of a page that spins
 //! forever. What this instance does not know (another instance woke the
 //! app, the sidecar restarted) reads as `asleep`: the page then reloads,
-//! which starts a wake again.
+//! which starts a wake again; an app that exists nowhere reads as `failed`
+//! with `unknown_app` (the region lookup, cached, tells).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -216,6 +217,12 @@ impl Waiting {
                     first.state = AppState::Failed;
                     error = Some(ErrorCode::WakeFailed);
                     reason = Some(active.reason);
+                } else if outcome.is_none() && !exists(waker, &target.name).await {
+                    // Nothing to wake: the page says so instead of
+                    // reloading for ever.
+                    first.state = AppState::Failed;
+                    error = Some(ErrorCode::UnknownApp);
+                    reason = Some(format!("no app named {} in any region", target.name));
                 }
             }
         }
@@ -236,6 +243,17 @@ impl Waiting {
             reason,
         })
     }
+}
+
+/// False only when `app` is known not to exist: not in the registry and not
+/// found by the region lookup (the locator's cache; at most one listing of
+/// the regions per negative TTL, shared by every name). Anything that
+/// cannot be told (registry or Scalingo unreachable) counts as existing.
+async fn exists(waker: &Waker, app: &str) -> bool {
+    if !matches!(waker.registry().get(app).await, Ok(None)) {
+        return true;
+    }
+    !matches!(waker.deps().platform.locate(app).await, Ok(None))
 }
 
 #[cfg(test)]
@@ -365,5 +383,25 @@ mod tests {
         assert_eq!(status.apps[0].state, AppState::Failed);
         assert_eq!(status.error, Some(ErrorCode::WakeFailed));
         assert!(status.reason.is_some_and(|r| r.contains("exited with 1")));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_app_that_exists_nowhere_is_unknown_not_asleep() {
+        use crate::platform::memory::InProcessPlatform;
+        let platform = Arc::new(InProcessPlatform::new(&["osc-fr1"]));
+        platform.add_app("osc-fr1", "shop-front", &[("web", 0)]);
+        let rules =
+            crate::config::parse_rules(std::path::Path::new("paastis.yml"), "", 15).expect("rules");
+        let deps = crate::deps::Deps::in_memory(platform, rules, Duration::from_secs(600));
+        let waker = Waker::new(deps, Duration::from_secs(60));
+        let waiting = Waiting::new();
+        let status = waiting.status(&waker, "nobody-here").await.expect("status");
+        assert_eq!(status.apps[0].state, AppState::Failed);
+        assert_eq!(status.error, Some(ErrorCode::UnknownApp));
+        assert!(!status.ready);
+        // An app that exists but sleeps is asleep: the page wakes it.
+        let status = waiting.status(&waker, "shop-front").await.expect("status");
+        assert_eq!(status.apps[0].state, AppState::Asleep);
+        assert_eq!(status.error, None);
     }
 }

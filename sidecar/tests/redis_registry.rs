@@ -12,6 +12,13 @@ use paastis_e2e::redis::{free_port, unique_prefix, TestRedis};
 use paastis_sidecar::registry::redis::RedisStore;
 use paastis_sidecar::registry::{Coordinator, EventKind, EventLog, Registry};
 
+/// The store gave up waiting (its own timeouts), rather than failing on a
+/// refused or dropped connection.
+fn is_timeout(error: &impl std::fmt::Display) -> bool {
+    let text = error.to_string().to_ascii_lowercase();
+    text.contains("no answer within") || text.contains("timed out") || text.contains("timeout")
+}
+
 async fn store(redis: &TestRedis, test: &str) -> RedisStore {
     RedisStore::connect(&redis.url(), &unique_prefix(test), 100)
         .await
@@ -121,7 +128,7 @@ async fn resp3_connections_read_the_same() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn calls_fail_fast_while_redis_is_down_and_work_again_after_it_restarts() {
     let mut redis = TestRedis::start();
     let r = store(&redis, "outage").await;
@@ -150,23 +157,22 @@ async fn calls_fail_fast_while_redis_is_down_and_work_again_after_it_restarts() 
                 "call {i} of round {round} succeeded with redis down"
             );
         }
-        assert!(
-            elapsed < Duration::from_secs(5),
-            "five calls took {elapsed:?} with redis down"
-        );
+        // Failed fast, on the refused connection: no call waited for a
+        // timeout (told by the errors, not by the clock).
+        for result in results.iter().flatten() {
+            assert!(!is_timeout(result), "round {round}: {result}");
+        }
         eprintln!(
             "round {round}: {elapsed:?}, e.g. {}",
             results[0].as_ref().unwrap()
         );
     }
 
-    // Let the reconnection attempts started by those calls fail too (the
-    // restart below blocks this single-threaded runtime).
-    tokio::time::sleep(Duration::from_millis(200)).await;
-
     // A fresh, empty server on the same port: the same store works again,
-    // from the very first call.
-    redis.restart();
+    // from the very first call. The restart blocks its thread only: the
+    // reconnection attempts started by the calls above fail meanwhile on
+    // the runtime's other worker, as they would in a sidecar.
+    tokio::task::block_in_place(|| redis.restart());
     r.touch(&apps(&["my-app"]), 3_000)
         .await
         .expect("the first call after the restart");
@@ -187,7 +193,7 @@ async fn calls_fail_fast_while_redis_is_down_and_work_again_after_it_restarts() 
     assert_eq!(r.recent(5).await.unwrap().len(), 1);
 
     // And again when it restarts without any call while it was down.
-    redis.restart();
+    tokio::task::block_in_place(|| redis.restart());
     assert!(
         eventually(Duration::from_secs(5), || async { r.len().await.is_ok() }).await,
         "calls keep failing after a silent restart"
@@ -210,10 +216,9 @@ async fn calls_time_out_while_redis_hangs_and_work_again_after() {
     let elapsed = started.elapsed();
     redis.resume();
     eprintln!("{elapsed:?}: {error}");
-    assert!(
-        elapsed < Duration::from_secs(6),
-        "the call waited {elapsed:?}"
-    );
+    // Ended by the store's own timeout, not by the resume above (which
+    // comes only after the call returned).
+    assert!(is_timeout(&error), "{error}");
 
     // The connection was kept; the late answer is dropped, not mistaken for
     // the next one.
@@ -234,11 +239,9 @@ async fn connecting_fails_fast_and_never_shows_the_password() {
         .await
         .unwrap_err()
         .to_string();
-    assert!(
-        started.elapsed() < Duration::from_secs(6),
-        "{:?}",
-        started.elapsed()
-    );
+    eprintln!("{:?}: {error}", started.elapsed());
+    // Refused at once, not given up after a timeout.
+    assert!(!is_timeout(&error), "{error}");
     assert!(!error.contains("hunter2"), "{error}");
     assert!(
         error.contains("127.0.0.1") && error.contains("***"),

@@ -327,16 +327,25 @@ async fn leases_are_exclusive_extended_by_their_holder_and_expire(backend: impl 
     let first = Instant::now();
     assert!(c.acquire("extended", "one", long).await.unwrap());
     tokio::time::sleep(Duration::from_secs(3)).await;
+    let renewed = Instant::now();
     assert!(
         c.acquire("extended", "one", long).await.unwrap(),
         "the holder extends it"
     );
     tokio::time::sleep_until(first + long + Duration::from_millis(200)).await;
-    assert_eq!(
-        c.holder("extended").await.unwrap().as_deref(),
-        Some("one"),
-        "still held after the first ttl"
-    );
+    let holder = c.holder("extended").await.unwrap();
+    // Conclusive only while the renewed lease cannot have expired: a stall
+    // of nearly 3 s between the renewal and the check makes it say nothing
+    // (it is skipped, never failed).
+    if renewed.elapsed() < long {
+        assert_eq!(
+            holder.as_deref(),
+            Some("one"),
+            "still held after the first ttl"
+        );
+    } else {
+        eprintln!("lease extension not checked: the machine stalled");
+    }
 
     // A dead holder's lease expires; the old holder cannot release the new one.
     assert!(

@@ -120,16 +120,31 @@ fn merge(base: &mut Value, over: &Value) {
     }
 }
 
+/// A fresh `PAASTIS_SIDECAR_TOKEN` (32 random alphanumerics): each
+/// sidecar a test starts has its own.
+pub fn fresh_sidecar_token() -> String {
+    let random: String = std::iter::repeat_with(fastrand::alphanumeric)
+        .take(32)
+        .collect();
+    format!("test-{random}")
+}
+
 /// A running sidecar process.
 pub struct Sidecar {
     child: Option<Child>,
     pub addr: SocketAddr,
+    /// Its `PAASTIS_SIDECAR_TOKEN`: the filter's `sidecar_token`, and what
+    /// a test calling `/v1/wake`, `/v1/status` or `/v1/activity` itself
+    /// must send (`Authorization: Bearer TOKEN`).
+    pub token: String,
     log: PathBuf,
 }
 
 impl Sidecar {
     /// Starts the sidecar binary against `fake`, with `paastis.yml` at
-    /// `rules`, and waits for its `listening on` line.
+    /// `rules`, and waits for its `listening on` line. It requires a fresh
+    /// token ([`Sidecar::token`]) unless `extra_env` sets
+    /// `PAASTIS_SIDECAR_TOKEN` itself.
     pub fn start(
         fake: &FakeScalingo,
         rules: &Path,
@@ -138,8 +153,14 @@ impl Sidecar {
     ) -> Result<Self, String> {
         let log = dir.join("sidecar.log");
         let log_file = std::fs::File::create(&log).map_err(|e| e.to_string())?;
+        let token = extra_env
+            .iter()
+            .find(|(k, _)| k == "PAASTIS_SIDECAR_TOKEN")
+            .map(|(_, v)| v.clone())
+            .unwrap_or_else(fresh_sidecar_token);
         let mut cmd = Command::new(sidecar_bin());
         cmd.env_clear()
+            .env("PAASTIS_SIDECAR_TOKEN", &token)
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
             .env("PROVIDER_SCALINGO_API_TOKEN", &fake.config().api_token)
             .env("PROVIDER_SCALINGO_AUTH_URL", fake.auth_url())
@@ -175,6 +196,7 @@ impl Sidecar {
         let mut sidecar = Self {
             child: Some(child),
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            token,
             log,
         };
         match addr {
@@ -201,6 +223,11 @@ impl Sidecar {
 
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The `Authorization` value its filter-facing endpoints require.
+    pub fn authorization(&self) -> String {
+        format!("Bearer {}", self.token)
     }
 
     /// The process id while it runs (the benchmarks read its memory in
@@ -440,6 +467,7 @@ impl Stack {
         let sidecar = Sidecar::start(&fake, &rules, dir.path(), &options.sidecar_env)?;
 
         let mut filter = default_filter_config();
+        merge(&mut filter, &json!({ "sidecar_token": sidecar.token }));
         merge(&mut filter, &options.filter);
         let front = |region: &str| {
             fake.front_addr(region)

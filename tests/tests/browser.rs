@@ -73,6 +73,10 @@ async fn chromium_sees_the_waiting_page_then_lands_on_the_app_by_itself() {
         "http://{FRONT}.gateway.example.com:{}/welcome?from=test",
         stack.envoy.listen.port()
     );
+    // The apps stay "booting" (running, not listening yet) until the
+    // waiting page has been looked at: what it shows does not depend on how
+    // fast this machine is.
+    stack.fake.set_front_boot_window(Duration::from_secs(3600));
     let opened = Instant::now();
     browser.goto(&url).await.expect("navigation");
 
@@ -98,6 +102,8 @@ async fn chromium_sees_the_waiting_page_then_lands_on_the_app_by_itself() {
         .await
         .expect("screenshot of the waiting page");
     println!("screenshot of the waiting page: {}", waiting_png.display());
+    // The apps start listening.
+    assert!(stack.fake.open_front(FRONT) && stack.fake.open_front(API));
     assert_eq!(stack.fake.front_hits(FRONT), 0);
 
     // Then, with no navigation call from here, the page polls, reloads
@@ -198,7 +204,10 @@ async fn chromium_shows_a_failed_wake_as_an_error_instead_of_spinning() {
     let png = screenshot_path("waiting-page-failed.png");
     browser.screenshot(&png).await.expect("screenshot");
     println!("screenshot of a failed wake: {}", png.display());
-    // It stopped polling: the page stays as it is.
+    // It stopped polling: the page stays as it is. A window watched for
+    // polls that must not come (a polling page sends one a second), not a
+    // synchronisation: a page that stopped sends none, however slow the
+    // machine.
     let polls = stack.envoy.counter("paastis.status_callout");
     tokio::time::sleep(Duration::from_millis(2500)).await;
     assert_eq!(stack.envoy.counter("paastis.status_callout"), polls);

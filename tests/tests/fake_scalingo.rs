@@ -778,6 +778,7 @@ async fn injected_delay_answers_normally_later() {
     fake.inject(Fault::new(Endpoint::ListApps, FaultKind::Delay(delay)));
     let started = Instant::now();
     let (status, body) = json_of(get(&fake, "/v1/apps", &jwt).await).await;
+    // A lower bound, which a loaded machine cannot break.
     assert!(
         started.elapsed() >= delay,
         "the answer came after the delay"
@@ -1642,6 +1643,49 @@ async fn the_front_answers_the_router_error_until_the_boot_window_ends() {
         assert_eq!(res.status().as_u16(), status);
         assert!(res.text().await.expect("page").contains(ROUTER_MARKER));
     }
+}
+
+#[tokio::test]
+async fn open_front_lets_a_held_app_serve_at_once() {
+    let fake = strict(30).await;
+    fake.add_app(FakeApp::web("held-app1", FR, 0));
+    fake.add_app(FakeApp::web("held-app2", FR, 0));
+    let jwt = exchange(&fake).await;
+    fake.set_front_boot_window(Duration::from_secs(3600));
+
+    // Held: running in `ps`, the router answers, until the test opens it.
+    assert_eq!(
+        scale(&fake, "held-app1", 1, &jwt).await.status(),
+        StatusCode::ACCEPTED
+    );
+    poll("running", || async {
+        fake.app("held-app1").filter(|a| a.status == "running")
+    })
+    .await;
+    let host = "held-app1.osc-fr1.scalingo.io";
+    assert_eq!(
+        front(&fake, FR, host, "/").await.status(),
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    assert!(fake.open_front("held-app1"));
+    assert!(fake.app("held-app1").expect("app").front_serves_app);
+    let res = front(&fake, FR, host, "/").await;
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(res.headers()[APP_HEADER], "held-app1");
+
+    // Opened while still booting: it serves as soon as it runs.
+    fake.set_boot_delay(Duration::from_millis(200));
+    assert_eq!(
+        scale(&fake, "held-app2", 1, &jwt).await.status(),
+        StatusCode::ACCEPTED
+    );
+    assert!(fake.open_front("held-app2"));
+    poll("served once running", || async {
+        fake.app("held-app2")
+            .filter(|a| a.status == "running" && a.front_serves_app)
+    })
+    .await;
+    assert!(!fake.open_front("nobody-here"));
 }
 
 #[tokio::test]

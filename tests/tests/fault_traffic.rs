@@ -148,6 +148,7 @@ async fn an_app_paused_by_the_gateway_is_woken_never_left_to_the_router() {
         if by_the_app(&reply, APP) {
             served += 1;
         }
+        // Paces the traffic (a load generator), synchronises nothing.
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(served > 0);
@@ -229,7 +230,14 @@ async fn a_killed_sidecar_leaves_warm_apps_served_and_cold_apps_503_until_it_is_
     // Restarted on the same port: the cold app is woken, the warm ones are
     // still served, and their activity kept through the outage arrives.
     let rules = stack.dir().join("paastis.yml");
-    let listen = vec![("PAASTIS_LISTEN".to_owned(), format!("127.0.0.1:{port}"))];
+    // Same port and same token: the filter's configuration names both.
+    let listen = vec![
+        ("PAASTIS_LISTEN".to_owned(), format!("127.0.0.1:{port}")),
+        (
+            "PAASTIS_SIDECAR_TOKEN".to_owned(),
+            stack.sidecar.token.clone(),
+        ),
+    ];
     stack.sidecar = Sidecar::start(&stack.fake, &rules, stack.dir(), &listen).expect("restart");
     until(&stack, cold, Duration::from_secs(30), |r| {
         by_the_app(r, cold)

@@ -175,7 +175,7 @@ fn start_instance(
     ];
     env.extend(extra.iter().map(|(k, v)| ((*k).to_owned(), v.clone())));
     let sidecar = tokio::task::block_in_place(|| Sidecar::start(fake, &rules, dir, &env))?;
-    let envoy = envoy::gateway(dir, "gateway", fake, sidecar.addr.port(), 2)?;
+    let envoy = envoy::gateway(dir, "gateway", fake, &sidecar, 2)?;
     Ok(Instance { sidecar, envoy })
 }
 

@@ -4,7 +4,11 @@
 //! Every call the sidecar sends (wakes, their checks, the scheduler,
 //! discovery, admin, the token exchange) first takes a slot from one
 //! [`Budget`]: at most `calls_per_minute` calls in any sliding window of a
-//! minute, counted
+//! minute, counted over a slightly longer window
+//! ([`BudgetConfig::counted_window`]: a call is counted when it is granted,
+//! Scalingo counts it when it arrives; the margin absorbs the difference, so
+//! that no 60 s window *as Scalingo sees the calls* holds more than the
+//! limit), counted
 //! - in memory when there is one instance ([`Budget::in_memory`]);
 //! - in Redis, by one atomic Lua script, when instances share it
 //!   ([`Budget::shared`], [`redis::RedisBudgetStore`]). While Redis does not
@@ -12,7 +16,7 @@
 //!   share, `calls_per_minute / expected_instances`.
 //!
 //! Priorities ([`Rank`]): a wake's scale call may use the whole budget, the
-//! wake's other calls (operation, `ps`, app reads) leave a little to scale
+//! wake's other calls (operation, `ps`, app reads) leave a fifth to scale
 //! calls, and the background (scheduler, discovery) may only spend while
 //! three quarters of the window are not used (see `window::allowed`), so
 //! wakes always find room. Within one instance, a caller of a lower rank
@@ -23,7 +27,9 @@
 //!
 //! Acquiring waits on tokio's clock until a slot frees or the caller's
 //! deadline would pass first ([`BudgetError::Exhausted`], at once when the
-//! wait is known to end too late).
+//! wait is known to end too late). [`Budget::try_acquire`] never waits: a
+//! call that is useful only if it can go now (a wake's status read) takes a
+//! slot if one is free and is skipped otherwise.
 //!
 //! This module knows nothing of Scalingo's API: it must not import
 //! `crate::scalingo` (the client imports it).
@@ -49,6 +55,13 @@ pub const DEFAULT_CALLS_PER_MINUTE: u32 = 55;
 pub const DEFAULT_PAUSE_AFTER_429: Duration = Duration::from_secs(60);
 /// Default cap on a pause asked by a `Retry-After` (an untrusted header).
 pub const DEFAULT_MAX_PAUSE: Duration = Duration::from_secs(5 * 60);
+/// How much longer than the window calls are counted, as a fraction of it
+/// (2 s a minute): a grant and the call's arrival at Scalingo are a request
+/// apart, and a call granted late in a window may arrive before one granted
+/// earlier (another instance, a slower connection). Counting over the
+/// longer window keeps every window of Scalingo's own clock under the limit
+/// as long as those delays differ by less than the margin.
+pub const WINDOW_MARGIN_DIVISOR: u32 = 30;
 /// Longest wait for the shared store before falling back to the local share.
 pub const STORE_TIMEOUT: Duration = Duration::from_secs(1);
 /// After the shared store failed, the local share is used this long before
@@ -153,6 +166,12 @@ impl BudgetConfig {
         Ok(())
     }
 
+    /// The window calls are counted over: [`Self::window`] and a margin of
+    /// a thirtieth of it ([`WINDOW_MARGIN_DIVISOR`]).
+    pub fn counted_window(&self) -> Duration {
+        self.window + self.window / WINDOW_MARGIN_DIVISOR
+    }
+
     /// What one instance may spend while the shared store is unreachable.
     pub fn share(&self) -> u32 {
         (self.calls_per_minute / self.expected_instances.max(1)).max(1)
@@ -208,6 +227,7 @@ pub trait SharedStore: Send + Sync {
 pub struct BudgetStats {
     spent: [AtomicU64; 3],
     exhausted: AtomicU64,
+    skipped: AtomicU64,
     rate_limited: AtomicU64,
     store_failures: AtomicU64,
     remaining: AtomicU32,
@@ -225,6 +245,10 @@ impl BudgetStats {
     /// Acquisitions that ended in [`BudgetError::Exhausted`].
     pub fn exhausted(&self) -> u64 {
         self.exhausted.load(Ordering::Relaxed)
+    }
+    /// Calls [`Budget::try_acquire`] skipped (no slot free then).
+    pub fn skipped(&self) -> u64 {
+        self.skipped.load(Ordering::Relaxed)
     }
     /// 429s reported by [`Budget::rate_limited`].
     pub fn rate_limited(&self) -> u64 {
@@ -365,6 +389,27 @@ impl Budget {
         }
     }
 
+    /// Takes one call for `rank` only if a slot is free right now (and no
+    /// caller of a higher rank waits here): never waits, and a refusal is
+    /// no failure (`false`: the caller skips its call; not counted as
+    /// exhausted, not logged above debug).
+    pub async fn try_acquire(&self, rank: Rank) -> bool {
+        match self.try_take(rank).await {
+            Ok(()) => {
+                self.stats.spent[rank.index()].fetch_add(1, Ordering::Relaxed);
+                true
+            }
+            Err(_) => {
+                self.stats.skipped.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(
+                    rank = rank.as_str(),
+                    "no Scalingo API budget free right now: call skipped"
+                );
+                false
+            }
+        }
+    }
+
     fn exhausted(&self, rank: Rank) -> BudgetError {
         self.stats.exhausted.fetch_add(1, Ordering::Relaxed);
         tracing::warn!(
@@ -404,7 +449,7 @@ impl Budget {
         let mut local = self.local();
         local
             .log
-            .take(now, self.config.window, allowed(limit, rank))
+            .take(now, self.config.counted_window(), allowed(limit, rank))
             .map_err(NotYet::After)?;
         let remaining = usize::try_from(limit)
             .unwrap_or(usize::MAX)
@@ -420,12 +465,12 @@ impl Budget {
     async fn take_shared(&self, rank: Rank) -> Option<Result<(), NotYet>> {
         let store = self.shared.as_ref()?;
         let limit = self.config.calls_per_minute;
-        let asked = store.take(allowed(limit, rank), limit, self.config.window);
+        let asked = store.take(allowed(limit, rank), limit, self.config.counted_window());
         match with_timeout(asked).await {
             Ok(Take::Granted { remaining }) => {
                 let mut local = self.local();
                 let now = Instant::now();
-                local.log.prune(now, self.config.window);
+                local.log.prune(now, self.config.counted_window());
                 local.log.record(now);
                 local.store_down_until = None;
                 self.stats.remaining.store(remaining, Ordering::Relaxed);

@@ -6,6 +6,8 @@ use std::sync::{Arc, Mutex};
 use super::*;
 
 const MINUTE: Duration = Duration::from_secs(60);
+/// The window calls are counted over: a minute and its margin.
+const COUNTED: Duration = Duration::from_secs(62);
 
 fn budget(calls_per_minute: u32) -> Arc<Budget> {
     Arc::new(Budget::in_memory(BudgetConfig::new(calls_per_minute)).unwrap())
@@ -61,10 +63,11 @@ async fn never_more_than_the_limit_in_any_window() {
             "{in_window} calls in the window from {start:?}: {times:?}"
         );
     }
-    // Slots are used as soon as they free: 5 at once, then 5 a minute.
+    // Slots are used as soon as they free: 5 at once, then 5 a counted
+    // window (a minute and its margin).
     assert_eq!(times[4], Duration::ZERO);
-    assert_eq!(times[5], MINUTE);
-    assert_eq!(times[22], 4 * MINUTE);
+    assert_eq!(times[5], COUNTED);
+    assert_eq!(times[22], 4 * COUNTED);
     assert_eq!(budget.stats().spent_total(), 23);
 }
 
@@ -89,10 +92,83 @@ async fn a_deadline_before_the_next_slot_fails_at_once() {
     assert_eq!(budget.stats().exhausted(), 1);
     // A deadline after the next slot waits for it.
     budget
-        .acquire(Rank::WakeCheck, start + MINUTE)
+        .acquire(Rank::WakeCheck, start + COUNTED)
         .await
         .unwrap();
-    assert_eq!(start.elapsed(), MINUTE);
+    assert_eq!(start.elapsed(), COUNTED);
+}
+
+#[test]
+fn calls_are_counted_over_a_minute_and_a_margin() {
+    assert_eq!(BudgetConfig::new(55).counted_window(), COUNTED);
+    let mut config = BudgetConfig::new(5);
+    config.window = Duration::from_secs(3);
+    assert_eq!(config.counted_window(), Duration::from_millis(3100));
+}
+
+/// Scalingo counts a call when it arrives: a call granted at the start of
+/// the window that arrives late, and one granted a window later that
+/// arrives at once, must still be a window apart as Scalingo sees them.
+#[tokio::test(start_paused = true)]
+async fn calls_arriving_up_to_the_margin_late_never_exceed_the_limit() {
+    let budget = budget(5);
+    let times = grant_times(&budget, Rank::WakeScale, 20).await;
+    // The worst case: each grant of an even rank arrives 1.9 s late, the
+    // others at once.
+    let arrivals: Vec<Duration> = {
+        let mut a: Vec<Duration> = times
+            .iter()
+            .enumerate()
+            .map(|(i, t)| {
+                if i % 2 == 0 {
+                    *t + Duration::from_millis(1900)
+                } else {
+                    *t
+                }
+            })
+            .collect();
+        a.sort();
+        a
+    };
+    for (i, start) in arrivals.iter().enumerate() {
+        let seen = arrivals[i..]
+            .iter()
+            .filter(|t| **t < *start + MINUTE)
+            .count();
+        assert!(seen <= 5, "{seen} arrivals within a minute of {start:?}");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_try_takes_a_free_slot_and_never_waits() {
+    let budget = budget(5);
+    // Checks may fill the window up to 4 of 5 (a fifth left to scale calls).
+    for _ in 0..4 {
+        assert!(budget.try_acquire(Rank::WakeCheck).await);
+    }
+    let start = Instant::now();
+    assert!(!budget.try_acquire(Rank::WakeCheck).await);
+    assert_eq!(Instant::now(), start, "no wait");
+    assert_eq!(budget.stats().skipped(), 1);
+    assert_eq!(budget.stats().exhausted(), 0, "a skip is no failure");
+    // The scale call still finds its slot.
+    budget.acquire(Rank::WakeScale, start).await.unwrap();
+    assert!(!budget.try_acquire(Rank::WakeScale).await);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_try_yields_to_a_waiting_higher_rank() {
+    let budget = budget(1);
+    budget.acquire(Rank::WakeScale, far()).await.unwrap();
+    let waiter = {
+        let budget = budget.clone();
+        tokio::spawn(async move { budget.acquire(Rank::WakeScale, far()).await })
+    };
+    tokio::task::yield_now().await;
+    tokio::time::advance(COUNTED).await;
+    // The slot is free now, but a scale call waits for it.
+    assert!(!budget.try_acquire(Rank::WakeCheck).await);
+    waiter.await.unwrap().unwrap();
 }
 
 #[tokio::test(start_paused = true)]
@@ -138,7 +214,7 @@ async fn a_waiting_wake_goes_before_a_background_caller_that_waited_longer() {
         *order.lock().unwrap(),
         [
             (Rank::WakeScale, Duration::from_secs(10)),
-            (Rank::Background, Duration::from_secs(10) + MINUTE),
+            (Rank::Background, Duration::from_secs(10) + COUNTED),
         ]
     );
 }
@@ -185,7 +261,7 @@ async fn a_pause_wakes_waiters_that_would_otherwise_go_earlier() {
     assert_eq!(
         start.elapsed(),
         Duration::from_secs(80),
-        "the pause holds the slot freed at 60 s"
+        "the pause holds the slot freed at 62 s"
     );
 }
 

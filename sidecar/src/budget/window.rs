@@ -11,13 +11,15 @@ use super::Rank;
 
 /// How many calls may already be in the window for `rank` to take one more,
 /// out of `limit`: a wake's scale call may use all of it; its other calls
-/// leave a twentieth (at least one) to scale calls; the background leaves a
+/// leave a fifth (at least one) to scale calls, so that a burst of cold
+/// wakes, whose status reads take what is free, still finds room for the
+/// scale calls of the wakes that follow; the background leaves a
 /// quarter (at least one) to wakes. Never below 1, so no rank starves
 /// forever when the limit is tiny.
 pub(crate) fn allowed(limit: u32, rank: Rank) -> u32 {
     let reserve = match rank {
         Rank::WakeScale => 0,
-        Rank::WakeCheck => limit.div_ceil(20),
+        Rank::WakeCheck => (limit / 5).max(1),
         Rank::Background => limit.div_ceil(4),
     };
     limit.saturating_sub(reserve).max(1)
@@ -75,7 +77,7 @@ mod tests {
     #[test]
     fn reserves_by_rank() {
         assert_eq!(allowed(55, Rank::WakeScale), 55);
-        assert_eq!(allowed(55, Rank::WakeCheck), 52);
+        assert_eq!(allowed(55, Rank::WakeCheck), 44);
         assert_eq!(allowed(55, Rank::Background), 41);
         assert_eq!(allowed(4, Rank::WakeCheck), 3);
         assert_eq!(allowed(4, Rank::Background), 3);

@@ -27,6 +27,12 @@ impl<'a> Env<'a> {
         })
     }
 
+    /// True when `name` is set to nothing but blanks (a secret a template
+    /// left empty, say).
+    pub(super) fn is_blank(&self, name: &str) -> bool {
+        (self.get)(name).is_some_and(|v| v.trim().is_empty())
+    }
+
     pub(super) fn count(
         &self,
         name: &'static str,

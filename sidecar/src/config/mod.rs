@@ -8,6 +8,7 @@
 //! - [`rules`], `paastis.yml`;
 //! - [`scope`], which apps are managed (`PAASTIS_MANAGED_APPS`,
 //!   `REGISTRY_IGNORED_APPS`);
+//! - [`tokens`], the admin and filter-facing bearer tokens;
 //! - [`schedule`], when the scheduler runs (an interval or Paastis's cron);
 //! - [`paastis`], the Node.js Paastis's variables that are refused or have
 //!   no effect here;
@@ -20,6 +21,7 @@ pub mod paastis;
 pub mod rules;
 pub mod schedule;
 pub mod scope;
+pub mod tokens;
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
@@ -38,6 +40,7 @@ pub use schedule::{CronSchedule, PassSchedule};
 pub use scope::{AppScope, ManagedApps, Unmanaged};
 
 pub use crate::hooks::Hooks;
+pub use crate::listener::Limits;
 pub use crate::platform::front::FrontUrls;
 pub use crate::registry::DEFAULT_MAX_IDLE_MINUTES;
 use crate::scalingo::{ScalingoConfig, Secret};
@@ -67,7 +70,7 @@ pub struct AdminConfig {
 
 /// Shortest admin token accepted: a guessable token on a listener that can
 /// pause every app would be worse than none.
-pub const MIN_ADMIN_TOKEN_LEN: usize = 16;
+pub const MIN_ADMIN_TOKEN_LEN: usize = tokens::MIN_TOKEN_LEN;
 
 /// How log lines are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -118,6 +121,12 @@ pub struct Config {
     /// Name of this instance in leases and events.
     pub instance: String,
     pub admin: Option<AdminConfig>,
+    /// `PAASTIS_SIDECAR_TOKEN`: the bearer token the filter-facing
+    /// endpoints require; `None` only on a loopback `listen`. Never logged.
+    pub sidecar_token: Option<Secret>,
+    /// `PAASTIS_HEADER_READ_TIMEOUT`, `PAASTIS_MAX_CONNECTIONS`: the
+    /// bounds of both listeners.
+    pub listener_limits: Limits,
     pub log_format: LogFormat,
     pub hooks: Hooks,
     /// Per-region base URLs of the app fronts probed for readiness
@@ -327,30 +336,21 @@ impl Config {
             .map(|(_, v)| v)
             .unwrap_or_else(|| format!("{}-{}", std::process::id(), now_nanos() % 1_000_000));
 
-        let admin = match env.first(&["PAASTIS_ADMIN_TOKEN"]) {
-            None => None,
-            Some((name, token)) => {
-                if token.len() < MIN_ADMIN_TOKEN_LEN || !token.bytes().all(|b| b.is_ascii_graphic())
-                {
-                    // The value itself is never echoed.
-                    return Err(env_error(
-                        name,
-                        format!(
-                            "must be at least {MIN_ADMIN_TOKEN_LEN} visible ASCII characters without spaces"
-                        ),
-                    ));
-                }
-                let listen = match env.first(&["PAASTIS_ADMIN_LISTEN"]) {
-                    None => SocketAddr::from(([127, 0, 0, 1], 7071)),
-                    Some((name, v)) => v.parse().map_err(|_| {
-                        env_error(name, format!("{v:?} is not an address like 127.0.0.1:7071"))
-                    })?,
-                };
-                Some(AdminConfig {
-                    listen,
-                    token: Secret::new(token),
-                })
-            }
+        let admin = tokens::admin(env)?;
+        let sidecar_token = tokens::sidecar_token(env)?;
+        tokens::check_exposure(listen, sidecar_token.as_ref())?;
+        let listener_limits = Limits {
+            header_read_timeout: env.secs(
+                &["PAASTIS_HEADER_READ_TIMEOUT"],
+                crate::listener::DEFAULT_HEADER_READ_TIMEOUT.as_secs(),
+                3_600,
+            )?,
+            max_connections: usize::try_from(env.count(
+                "PAASTIS_MAX_CONNECTIONS",
+                u32::try_from(crate::listener::DEFAULT_MAX_CONNECTIONS).unwrap_or(u32::MAX),
+                1_000_000,
+            )?)
+            .unwrap_or(usize::MAX),
         };
         let log_format = match env
             .first(&["PAASTIS_LOG_FORMAT"])
@@ -400,7 +400,7 @@ impl Config {
         let (rules_file, text) = match env.first(&["PAASTIS_RULES_FILE", "PAASTIS_CONFIG_FILE"]) {
             Some((_, path)) => {
                 let path = PathBuf::from(path);
-                let text = std::fs::read_to_string(&path).map_err(|e| ConfigError::ReadRules {
+                let text = rules::read_rules_file(&path).map_err(|e| ConfigError::ReadRules {
                     file: path.clone(),
                     message: e.to_string(),
                 })?;
@@ -408,7 +408,7 @@ impl Config {
             }
             None => {
                 let path = PathBuf::from("paastis.yml");
-                match std::fs::read_to_string(&path) {
+                match rules::read_rules_file(&path) {
                     Ok(text) => (Some(path), text),
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => (None, String::new()),
                     Err(e) => {
@@ -455,6 +455,8 @@ impl Config {
             gateway_instances,
             instance,
             admin,
+            sidecar_token,
+            listener_limits,
             log_format,
             hooks,
             front_urls,

@@ -1,6 +1,12 @@
 //! `paastis.yml`: the rules file as written by users of the Node.js
 //! Paastis, parsed and checked into [`AppRules`].
+//!
+//! Bounded before the YAML parser sees it: at most [`MAX_RULES_FILE_BYTES`]
+//! and [`MAX_NESTING`] levels of flow brackets (a file of 100k nested
+//! brackets took the parser minutes), each refused at once with an error
+//! naming the file.
 
+use std::io::Read;
 use std::path::Path;
 
 use paastis_rules::{AppRule, AppRules, Strategy};
@@ -31,6 +37,76 @@ struct RawRule {
     health_path: Option<String>,
 }
 
+/// Largest rules file read (1 MiB: thousands of rules).
+pub const MAX_RULES_FILE_BYTES: u64 = 1 << 20;
+/// Deepest nesting of `[` and `{` accepted; a rules file needs 2 or 3.
+pub const MAX_NESTING: usize = 32;
+
+/// Reads the rules file at `path`, refusing one larger than
+/// [`MAX_RULES_FILE_BYTES`] without reading it all.
+pub fn read_rules_file(path: &Path) -> Result<String, std::io::Error> {
+    let mut text = String::new();
+    std::fs::File::open(path)?
+        .take(MAX_RULES_FILE_BYTES + 1)
+        .read_to_string(&mut text)?;
+    if text.len() as u64 > MAX_RULES_FILE_BYTES {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("larger than {MAX_RULES_FILE_BYTES} bytes"),
+        ));
+    }
+    Ok(text)
+}
+
+/// The deepest nesting of flow collections (`[`, `{`) in `text`, outside
+/// quoted scalars and comments. An over-estimate at worst (a bracket in a
+/// plain scalar, such as a regex's `[0-9]`, counts), never an
+/// under-estimate; stops counting past `limit`.
+fn flow_depth(text: &str, limit: usize) -> usize {
+    let (mut depth, mut deepest) = (0usize, 0usize);
+    let mut chars = text.chars().peekable();
+    let mut previous = '\n';
+    while let Some(c) = chars.next() {
+        match c {
+            '#' if previous.is_whitespace() => {
+                // A comment, to the end of the line.
+                for c in chars.by_ref() {
+                    if c == '\n' {
+                        break;
+                    }
+                }
+                previous = '\n';
+                continue;
+            }
+            '\'' | '"' if !previous.is_alphanumeric() => {
+                // A quoted scalar: '' escapes in single quotes, \ in double.
+                while let Some(q) = chars.next() {
+                    if q == '\\' && c == '"' {
+                        chars.next();
+                    } else if q == c {
+                        if c == '\'' && chars.peek() == Some(&'\'') {
+                            chars.next();
+                        } else {
+                            break;
+                        }
+                    }
+                }
+            }
+            '[' | '{' => {
+                depth += 1;
+                deepest = deepest.max(depth);
+                if deepest > limit {
+                    return deepest;
+                }
+            }
+            ']' | '}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+        previous = c;
+    }
+    deepest
+}
+
 /// Parses and checks the text of a rules file. `file` only names it in
 /// errors.
 pub fn parse_rules(
@@ -38,6 +114,20 @@ pub fn parse_rules(
     text: &str,
     default_max_idle: u64,
 ) -> Result<AppRules, ConfigError> {
+    let parse_error = |message: String| ConfigError::ParseRules {
+        file: file.to_owned(),
+        message,
+    };
+    if text.len() as u64 > MAX_RULES_FILE_BYTES {
+        return Err(parse_error(format!(
+            "larger than {MAX_RULES_FILE_BYTES} bytes"
+        )));
+    }
+    if flow_depth(text, MAX_NESTING) > MAX_NESTING {
+        return Err(parse_error(format!(
+            "nested deeper than {MAX_NESTING} levels of [ and {{"
+        )));
+    }
     let parsed: RulesFile = if text.trim().is_empty() {
         RulesFile { rules: Vec::new() }
     } else {
@@ -129,6 +219,50 @@ mod tests {
             e,
             "conf/paastis.yml: rules[1].strategy: \"page\" is not a strategy (blocking or waiting_page)"
         );
+    }
+
+    #[test]
+    fn deep_or_huge_files_are_refused_at_once_naming_the_file() {
+        let file = Path::new("conf/paastis.yml");
+        for text in [
+            format!("rules: {}{}", "[".repeat(100_000), "]".repeat(100_000)),
+            format!("rules: {}", "{a: ".repeat(100_000)),
+            format!(
+                "rules:\n  - pattern: x\n    linked_apps: {}",
+                "[".repeat(33)
+            ),
+        ] {
+            let e = parse_rules(file, &text, 15).unwrap_err().to_string();
+            assert_eq!(
+                e,
+                "conf/paastis.yml: nested deeper than 32 levels of [ and {"
+            );
+        }
+        let huge = format!("# {}\n", "x".repeat(2 << 20));
+        let e = parse_rules(file, &huge, 15).unwrap_err().to_string();
+        assert_eq!(e, "conf/paastis.yml: larger than 1048576 bytes");
+    }
+
+    #[test]
+    fn brackets_in_quotes_comments_and_regexes_are_fine() {
+        let deep = "[".repeat(40);
+        let text = format!(
+            "# {deep}\nrules:\n  - pattern: '{deep}x'\n    linked_apps: [\"a{deep}\"] # {deep}\n  - pattern: app-[0-9]+-[a-z]\n"
+        );
+        assert_eq!(flow_depth(&text, MAX_NESTING), 1);
+        assert_eq!(flow_depth("a: 'it''s [' [x]", 32), 1);
+        assert_eq!(flow_depth(r#"a: "q\"[" [x]"#, 32), 1);
+    }
+
+    #[test]
+    fn a_file_larger_than_the_bound_is_not_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("paastis.yml");
+        std::fs::write(&path, vec![b'#'; (MAX_RULES_FILE_BYTES + 1) as usize]).unwrap();
+        let e = read_rules_file(&path).unwrap_err();
+        assert_eq!(e.to_string(), "larger than 1048576 bytes");
+        std::fs::write(&path, "rules: []\n").unwrap();
+        assert_eq!(read_rules_file(&path).unwrap(), "rules: []\n");
     }
 
     #[test]

@@ -251,3 +251,51 @@ fn paastis_variables_are_honoured_refused_or_reported() {
         "{e}"
     );
 }
+
+#[test]
+fn blank_tokens_are_refused_not_read_as_off() {
+    let base = ("PROVIDER_SCALINGO_API_TOKEN", "tk-us-abc");
+    for name in ["PAASTIS_ADMIN_TOKEN", "PAASTIS_SIDECAR_TOKEN"] {
+        for blank in ["", "   ", "\t"] {
+            let e = config(&[base, (name, blank)]).unwrap_err().to_string();
+            assert!(e.starts_with(&format!("{name}: is set but blank")), "{e}");
+        }
+    }
+}
+
+#[test]
+fn the_sidecar_token_is_checked_and_never_printed() {
+    let base = ("PROVIDER_SCALINGO_API_TOKEN", "tk-us-abc");
+    let e = config(&[base, ("PAASTIS_SIDECAR_TOKEN", "short-secret")])
+        .unwrap_err()
+        .to_string();
+    assert!(e.starts_with("PAASTIS_SIDECAR_TOKEN: must be"), "{e}");
+    assert!(!e.contains("short-secret"), "{e}");
+    let c = config(&[base, ("PAASTIS_SIDECAR_TOKEN", "0123456789abcdef-sidecar")]).unwrap();
+    assert_eq!(
+        c.sidecar_token.as_ref().map(Secret::expose),
+        Some("0123456789abcdef-sidecar")
+    );
+    assert!(!format!("{c:?}").contains("0123456789abcdef-sidecar"));
+}
+
+#[test]
+fn a_non_loopback_listen_needs_the_sidecar_token() {
+    let base = ("PROVIDER_SCALINGO_API_TOKEN", "tk-us-abc");
+    for addr in ["0.0.0.0:7070", "10.1.2.3:7070", "[::]:7070"] {
+        let e = config(&[base, ("PAASTIS_LISTEN", addr)])
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("PAASTIS_LISTEN:"), "{e}");
+        assert!(e.contains("PAASTIS_SIDECAR_TOKEN"), "{e}");
+        let ok = config(&[
+            base,
+            ("PAASTIS_LISTEN", addr),
+            ("PAASTIS_SIDECAR_TOKEN", "0123456789abcdef-sidecar"),
+        ]);
+        assert!(ok.is_ok(), "{addr}");
+    }
+    for addr in ["127.0.0.1:7070", "[::1]:7070", "127.0.0.2:0"] {
+        assert!(config(&[base, ("PAASTIS_LISTEN", addr)]).is_ok(), "{addr}");
+    }
+}

@@ -86,9 +86,27 @@ pub trait Platform: Send + Sync + 'static {
     async fn list_apps(&self, region: &str) -> Result<Vec<ListedApp>, ScalingoError>;
     /// The region of `app`, or `None` when no usable region has it.
     async fn locate(&self, app: &str) -> Result<Option<String>, ScalingoError>;
+    /// The region a listing or a locate of this process last found `app`
+    /// in, if any: no call (a cache). An app found there exists.
+    fn listed_region(&self, app: &str) -> Option<String> {
+        let _ = app;
+        None
+    }
     /// The formation (amount per process type); empty for a never-deployed app.
     async fn formation(&self, region: &str, app: &str)
         -> Result<Vec<ContainerType>, ScalingoError>;
+    /// [`formation`](Self::formation) for a caller that may wait for the
+    /// API budget until `deadline` (a wake: its own deadline). The default
+    /// ignores the deadline (a platform without a budget).
+    async fn formation_until(
+        &self,
+        region: &str,
+        app: &str,
+        deadline: Instant,
+    ) -> Result<Vec<ContainerType>, ScalingoError> {
+        let _ = deadline;
+        self.formation(region, app).await
+    }
     /// Sets the amounts of the given process types; others keep theirs.
     async fn scale(
         &self,
@@ -96,6 +114,19 @@ pub trait Platform: Send + Sync + 'static {
         app: &str,
         changes: &[ContainerAmount],
     ) -> Result<ScaleOutcome, ScalingoError>;
+    /// [`scale`](Self::scale) for a caller that may wait for the API
+    /// budget until `deadline` (a wake: its own deadline). The default
+    /// ignores the deadline (a platform without a budget).
+    async fn scale_until(
+        &self,
+        region: &str,
+        app: &str,
+        changes: &[ContainerAmount],
+        deadline: Instant,
+    ) -> Result<ScaleOutcome, ScalingoError> {
+        let _ = deadline;
+        self.scale(region, app, changes).await
+    }
     /// Waits until the operation a scale started is done.
     async fn wait_operation(
         &self,
@@ -111,14 +142,17 @@ pub trait Platform: Send + Sync + 'static {
         app: &str,
         deadline: Instant,
     ) -> Result<(), ScalingoError>;
-    /// One read of an operation (one API call).
+    /// One read of an operation (one API call), sent only if the API budget
+    /// has a slot free right now: otherwise [`ScalingoError::BudgetExhausted`]
+    /// at once (the read is skipped, never waited for).
     async fn operation_state(
         &self,
         region: &str,
         app: &str,
         operation_id: &str,
     ) -> Result<OperationState, ScalingoError>;
-    /// One read of the app's status (one API call).
+    /// One read of the app's status (one API call), sent only if the API
+    /// budget has a slot free right now, as [`Self::operation_state`].
     async fn app_status(&self, region: &str, app: &str) -> Result<AppStatus, ScalingoError>;
     /// One request to the app's own front at `path` (no API call).
     async fn probe_front(&self, region: &str, app: &str, path: &str) -> FrontProbe;

@@ -76,6 +76,10 @@ impl Platform for ScalingoPlatform {
         ScalingoClient::locate(&self.client, app).await
     }
 
+    fn listed_region(&self, app: &str) -> Option<String> {
+        self.client.cached_region(app)
+    }
+
     async fn formation(
         &self,
         region: &str,
@@ -91,6 +95,25 @@ impl Platform for ScalingoPlatform {
         changes: &[ContainerAmount],
     ) -> Result<ScaleOutcome, ScalingoError> {
         ScalingoClient::scale(&self.client, region, app, changes).await
+    }
+
+    async fn formation_until(
+        &self,
+        region: &str,
+        app: &str,
+        deadline: Instant,
+    ) -> Result<Vec<ContainerType>, ScalingoError> {
+        ScalingoClient::formation(&self.client.with_deadline(deadline), region, app).await
+    }
+
+    async fn scale_until(
+        &self,
+        region: &str,
+        app: &str,
+        changes: &[ContainerAmount],
+        deadline: Instant,
+    ) -> Result<ScaleOutcome, ScalingoError> {
+        ScalingoClient::scale(&self.client.with_deadline(deadline), region, app, changes).await
     }
 
     async fn wait_operation(
@@ -120,7 +143,11 @@ impl Platform for ScalingoPlatform {
         app: &str,
         operation_id: &str,
     ) -> Result<OperationState, ScalingoError> {
-        let op = self.client.operation(region, app, operation_id).await?;
+        let op = self
+            .client
+            .if_budget_free()
+            .operation(region, app, operation_id)
+            .await?;
         Ok(match op.status {
             OperationStatus::Done => OperationState::Done,
             OperationStatus::Error => OperationState::Failed(
@@ -132,7 +159,12 @@ impl Platform for ScalingoPlatform {
     }
 
     async fn app_status(&self, region: &str, app: &str) -> Result<AppStatus, ScalingoError> {
-        Ok(self.client.get_app(region, app).await?.status)
+        Ok(self
+            .client
+            .if_budget_free()
+            .get_app(region, app)
+            .await?
+            .status)
     }
 
     async fn probe_front(&self, region: &str, app: &str, path: &str) -> FrontProbe {

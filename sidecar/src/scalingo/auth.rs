@@ -266,7 +266,9 @@ mod tests {
         );
     }
 
-    #[tokio::test]
+    // On the paused clock: the exchange's 20 ms only make the callers
+    // overlap, they take no real time.
+    #[tokio::test(start_paused = true)]
     async fn concurrent_callers_share_one_exchange() {
         let cache = Arc::new(TokenCache::default());
         let calls = Arc::new(AtomicUsize::new(0));

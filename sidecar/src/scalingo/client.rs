@@ -137,6 +137,21 @@ impl ScalingoClient {
         }
     }
 
+    /// The same client, whose calls are sent only if the budget has a slot
+    /// free right now, and otherwise fail at once with
+    /// [`ScalingoError::BudgetExhausted`] (transient: the caller skips the
+    /// call). For reads that are useful only now, such as a wake's status
+    /// checks: they must never wait behind, nor fail, the wake.
+    pub fn if_budget_free(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            caller: Caller {
+                try_only: true,
+                ..self.caller
+            },
+        }
+    }
+
     /// The priority of this view's calls.
     pub fn priority(&self) -> Priority {
         self.caller.priority
@@ -175,6 +190,12 @@ impl ScalingoClient {
     /// `negative_ttl` after that scan, whatever the name, so bogus names cannot
     /// make us list the regions on every request. When a region could not be
     /// listed, the error is returned instead of `None` (for a shorter time).
+    /// The region the last listing (or scan) found `app` in, if any; no
+    /// call.
+    pub fn cached_region(&self, app: &str) -> Option<String> {
+        self.inner.locations.get(app)
+    }
+
     pub async fn locate(&self, app: &str) -> Result<Option<String>, ScalingoError> {
         check_app(app)?;
         let (inner, caller) = (&self.inner, self.caller.for_shared_fetch());

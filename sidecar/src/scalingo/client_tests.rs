@@ -342,7 +342,8 @@ async fn a_429_pauses_every_caller_until_its_retry_after() {
     let start = Instant::now();
     client.ps("osc-fr1", "my-app-one").await.unwrap();
     // The retry waited for the budget's pause (Retry-After: 1 s), not only
-    // the retry policy's 20 ms.
+    // the retry policy's 20 ms. A lower bound, which a loaded machine
+    // cannot break.
     assert!(start.elapsed() >= std::time::Duration::from_secs(1));
     assert_eq!(budget.stats().rate_limited(), 1);
     let ps_calls = stub
@@ -369,4 +370,32 @@ async fn a_retry_the_budget_cannot_fit_ends_with_the_429() {
     );
     assert_eq!(budget.stats().rate_limited(), 1);
     assert_eq!(budget.stats().exhausted(), 1);
+}
+
+#[tokio::test]
+async fn a_read_if_the_budget_is_free_is_skipped_at_once_and_quietly() {
+    use crate::budget::Rank;
+    let stub = Stub::start(budget_stub(Arc::default())).await;
+    // A wake's checks may use 4 of 5 (a fifth is left to scale calls).
+    let budget = budget_of(5);
+    let client =
+        ScalingoClient::with_budget(stub.config(), Stub::tuning(), budget.clone()).unwrap();
+    let checks = client.if_budget_free();
+    // Exchange, regions (shared fetches), then two reads.
+    checks.ps("osc-fr1", "my-app-one").await.unwrap();
+    checks.ps("osc-fr1", "my-app-one").await.unwrap();
+    assert_eq!(budget.stats().spent(Rank::WakeCheck), 4);
+    assert_eq!(
+        checks.ps("osc-fr1", "my-app-one").await,
+        Err(ScalingoError::BudgetExhausted)
+    );
+    assert_eq!(stub.seen().len(), 4, "nothing sent");
+    assert_eq!(budget.stats().skipped(), 1);
+    assert_eq!(budget.stats().exhausted(), 0, "a skip is no failure");
+    // The scale call still has its slot.
+    client
+        .scale("osc-fr1", "my-app-one", &[ContainerAmount::new("web", 1)])
+        .await
+        .unwrap();
+    assert_eq!(budget.stats().spent(Rank::WakeScale), 1);
 }

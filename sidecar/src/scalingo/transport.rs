@@ -46,20 +46,27 @@ pub(crate) struct Answer {
 }
 
 /// Whose call this is, for the budget: its priority, and until when it may
-/// wait for a slot (`None`: [`DEFAULT_BUDGET_WAIT`] from the call's start).
+/// wait for a slot (`None`: [`DEFAULT_BUDGET_WAIT`] from the call's start),
+/// or whether it is sent only if a slot is free right now (`try_only`: it
+/// is skipped otherwise, with [`ScalingoError::BudgetExhausted`] and no
+/// warning).
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct Caller {
     pub priority: Priority,
     pub deadline: Option<Instant>,
+    pub try_only: bool,
 }
 
 impl Caller {
     /// The caller of a fetch whose result every caller shares (the JWT, the
     /// region list, a locate scan): it runs at wake priority, since a wake
     /// may be waiting on it behind the cache's lock, whoever started it.
+    /// Such a fetch waits for its slot even for a `try_only` caller: its
+    /// result is not this caller's alone.
     pub fn for_shared_fetch(self) -> Self {
         Self {
             priority: Priority::Wake,
+            try_only: false,
             ..self
         }
     }
@@ -223,6 +230,7 @@ impl Transport {
         let slot = Slot {
             rank: caller.priority.rank(is_scale),
             deadline: caller.budget_deadline(),
+            try_only: caller.try_only,
         };
         let mut retried: Option<Answer> = None;
         let outcome = retry::retrying(
@@ -243,8 +251,14 @@ impl Transport {
             (Err(ScalingoError::BudgetExhausted), Some(answer)) => Ok(answer),
             (outcome, _) => outcome,
         };
-        if let Err(e) = &outcome {
-            tracing::warn!(%method, path = url.path(), error = %e, "Scalingo call failed");
+        match &outcome {
+            Err(ScalingoError::BudgetExhausted) if caller.try_only => {
+                tracing::debug!(%method, path = url.path(), "Scalingo call skipped: no budget free now");
+            }
+            Err(e) => {
+                tracing::warn!(%method, path = url.path(), error = %e, "Scalingo call failed")
+            }
+            Ok(_) => {}
         }
         outcome
     }
@@ -258,7 +272,11 @@ impl Transport {
         url: &Url,
         build: &impl Fn() -> RequestBuilder,
     ) -> Tried<Result<Answer, ScalingoError>> {
-        if let Err(e) = self.budget.acquire(slot.rank, slot.deadline).await {
+        if slot.try_only {
+            if !self.budget.try_acquire(slot.rank).await {
+                return Tried::Final(Err(ScalingoError::BudgetExhausted));
+            }
+        } else if let Err(e) = self.budget.acquire(slot.rank, slot.deadline).await {
             tracing::warn!(path = url.path(), error = %e, "Scalingo call not sent");
             return Tried::Final(Err(ScalingoError::BudgetExhausted));
         }
@@ -307,6 +325,8 @@ impl Transport {
 struct Slot {
     rank: crate::budget::Rank,
     deadline: Instant,
+    /// Taken only if free now ([`Caller::try_only`]).
+    try_only: bool,
 }
 
 /// Decodes a 2xx body; any other answer is mapped by [`fail`].

@@ -328,13 +328,15 @@ impl Waker {
             });
         }
         // The registry knows the region of every app the gateway woke,
-        // paused or discovered: no locate calls then.
+        // paused or discovered, and the platform's cache that of every app
+        // a listing found: no locate calls then.
         let known = match region {
             Some(r) => Some(r.to_owned()),
             None => match deps.registry.get(app).await {
                 Ok(Some(record)) => record.region,
                 _ => None,
-            },
+            }
+            .or_else(|| deps.platform.listed_region(app)),
         };
         let region = match known {
             Some(r) => r,

@@ -7,15 +7,18 @@
 //! when the app itself answers, not the router's 502/503/504 (see
 //! [`crate::platform::front`] for the signal).
 //!
-//! Only every [`CHECK_EVERY`] is the API read, to end a broken wake at once
-//! instead of at its deadline: the scale operation (until it is `done`;
-//! `error` fails the wake) and the app's status (`crashed` fails it),
-//! alternately. A 20 s boot thus costs three reads (5 s: operation, 10 s:
-//! app, 15 s: operation) besides the formation read and the scale call.
-//! Transient errors of those reads (rate limit, 5xx, transport, busy, the
-//! gateway's budget spent) and reads slower than [`CHECK_WAIT`] (a wait for
-//! a budget slot) are skipped: the next read tries again, and probing never
-//! waits behind the API.
+//! Only now and then is the API read, to end a broken wake before its
+//! deadline: the scale operation (until it is `done`; `error` fails the
+//! wake) and the app's status (`crashed` fails it), alternately, the first
+//! [`CHECK_EVERY`] after the scale and then further and further apart
+//! ([`check_pause`]: 5, 15, 35, 55 s ...). A 20 s boot thus costs two reads
+//! (5 s: operation, 15 s: app) besides the scale call, a broken app four
+//! in a minute. Each read is sent only if the gateway's API budget has a
+//! slot free right now ([`Platform::operation_state`]): a read that finds
+//! none is skipped, never waited for, and never fails the wake. Transient
+//! errors of those reads (rate limit, 5xx, transport, busy) and reads
+//! slower than [`CHECK_WAIT`] are skipped as well: the next read tries
+//! again, and probing never waits behind the API.
 //!
 //! When the front gets no HTTP answer at all (it cannot be reached from
 //! where the gateway runs), readiness falls back to the API as before:
@@ -38,11 +41,24 @@ pub const FAST_PROBE: Duration = Duration::from_millis(250);
 pub const FAST_PHASE: Duration = Duration::from_secs(5);
 /// Pause between probes after that.
 pub const SLOW_PROBE: Duration = Duration::from_millis(500);
-/// Pause between two reads of the API (operation or app status).
+/// Delay of the first read of the API (operation or app status) after the
+/// scale call; each pause after doubles, up to [`CHECK_PAUSE_MAX`].
 pub const CHECK_EVERY: Duration = Duration::from_secs(5);
+/// The longest pause between two reads of the API.
+pub const CHECK_PAUSE_MAX: Duration = Duration::from_secs(20);
 /// Longest a read may take (waiting for a slot of the gateway's API budget
 /// included) before it is skipped: probing must go on meanwhile.
 pub const CHECK_WAIT: Duration = Duration::from_secs(2);
+
+/// The pause before the next API read once `done` reads were made: the
+/// first [`CHECK_EVERY`] after the scale, then twice the last pause, at
+/// most [`CHECK_PAUSE_MAX`]. Most boots end before the third read; a broken
+/// app costs a read every 20 s, not every few seconds, until its deadline.
+pub fn check_pause(done: u32) -> Duration {
+    CHECK_EVERY
+        .saturating_mul(1u32 << done.min(16))
+        .min(CHECK_PAUSE_MAX)
+}
 
 /// The app a readiness wait is about.
 #[derive(Debug, Clone, Copy)]
@@ -67,7 +83,7 @@ pub async fn wait_ready(
     let app = target.app;
     let mut operation = operation.map(str::to_owned);
     let mut next_probe = started + first_probe;
-    let mut next_check = started + CHECK_EVERY;
+    let mut next_check = started + check_pause(0);
     let mut checks: u32 = 0;
     loop {
         let probing = next_probe <= next_check;
@@ -99,7 +115,7 @@ pub async fn wait_ready(
         } else {
             let read_operation = operation.is_some() && checks.is_multiple_of(2);
             checks += 1;
-            next_check += CHECK_EVERY;
+            next_check += check_pause(checks);
             if read_operation {
                 let op = operation.as_deref().unwrap_or("");
                 match tokio::time::timeout(CHECK_WAIT, check_operation(platform, target, op)).await
@@ -181,4 +197,30 @@ async fn fall_back(
         .wait_web_running(target.region, target.app, deadline)
         .await
         .map_err(fail)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_grow_further_apart_up_to_their_cap() {
+        let secs: Vec<u64> = (0..6).map(|n| check_pause(n).as_secs()).collect();
+        assert_eq!(secs, [5, 10, 20, 20, 20, 20]);
+        assert_eq!(check_pause(u32::MAX), CHECK_PAUSE_MAX);
+    }
+
+    #[test]
+    fn a_minute_of_a_broken_app_costs_four_reads() {
+        let mut at = Duration::ZERO;
+        let mut reads = Vec::new();
+        for done in 0.. {
+            at += check_pause(done);
+            if at >= Duration::from_secs(60) {
+                break;
+            }
+            reads.push(at.as_secs());
+        }
+        assert_eq!(reads, [5, 15, 35, 55]);
+    }
 }

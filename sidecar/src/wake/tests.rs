@@ -53,8 +53,14 @@ async fn many_concurrent_wakes_make_one_scale_call() {
     assert_eq!(platform.calls(Call::Locate), 1);
     assert_eq!(started.elapsed(), Duration::from_secs(20), "the app's boot");
     // Known running now: no more platform calls.
+    let calls = platform.api_calls();
     waker.wake("my-app", None).await.expect("woken");
-    assert_eq!(platform.calls(Call::Formation), 1);
+    assert_eq!(platform.api_calls(), calls);
+    assert_eq!(
+        platform.calls(Call::Formation),
+        0,
+        "located: known to exist, scaled at once"
+    );
     assert_eq!(waker.wakes_in_flight(), 0);
 }
 
@@ -119,6 +125,41 @@ async fn a_wake_restores_the_formation_the_registry_remembered() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_remembered_process_type_gone_since_the_pause_is_read_and_skipped() {
+    let platform = platform_with(&[("my-app", &[("web", 0), ("worker", 0)])]);
+    let waker = waker(&platform, "");
+    waker
+        .registry()
+        .remember_formation("my-app", vec![("web".to_owned(), 2), ("old".to_owned(), 1)])
+        .await
+        .unwrap();
+    waker.wake("my-app", None).await.expect("woken");
+    // The blind scale got a 404 container_type: the formation is read, and
+    // the types that exist are restored.
+    assert_eq!(platform.calls(Call::Scale), 2);
+    assert_eq!(platform.calls(Call::Formation), 1);
+    assert_eq!(
+        platform.formation_of("my-app"),
+        [("web".to_owned(), 2), ("worker".to_owned(), 0)]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_app_whose_front_answers_costs_no_api_call() {
+    // Running, but this instance does not know it (a restart, an expired
+    // cache): the front says so for free.
+    let platform = platform_with(&[("busy-app", &[("web", 3)])]);
+    let waker = waker(&platform, "");
+    super::tests_broken::known(&waker, "busy-app").await;
+    waker
+        .wake("busy-app", Some("osc-fr1"))
+        .await
+        .expect("woken");
+    assert_eq!(platform.api_calls(), 0);
+    assert_eq!(platform.formation_of("busy-app"), [("web".to_owned(), 3)]);
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_boot_longer_than_the_wake_timeout_times_out_at_the_timeout() {
     let platform = platform_with(&[("slow-app", &[("web", 0)])]);
     platform.set_boot("slow-app", Duration::from_secs(300));
@@ -150,8 +191,8 @@ async fn a_busy_app_is_retried_after_a_pause() {
     assert_eq!(platform.calls(Call::Scale), 2);
     assert_eq!(
         platform.calls(Call::Formation),
-        2,
-        "read again after the pause"
+        1,
+        "read once after the first `is scaling`"
     );
     assert_eq!(
         started.elapsed(),

@@ -26,6 +26,21 @@ fn waker_on(platform: &Arc<InProcessPlatform>, rules_text: &str) -> Arc<Waker> {
     )
 }
 
+/// Records `app` in the registry, as a pause or the scheduler's discovery
+/// does: its wakes then start from a look at its front.
+pub(super) async fn known(waker: &Waker, app: &str) {
+    let meta = AppMeta {
+        region: REGION.to_owned(),
+        max_idle_minutes: 15,
+        linked_apps: Vec::new(),
+    };
+    waker
+        .registry()
+        .register(app, meta, 0)
+        .await
+        .expect("registered");
+}
+
 fn platform_with(app: &str, formation: &[(&str, u32)]) -> Arc<InProcessPlatform> {
     let platform = Arc::new(InProcessPlatform::new(&[REGION]));
     platform.add_app(REGION, app, formation);
@@ -46,7 +61,9 @@ async fn a_cold_wake_of_a_20s_boot_costs_at_most_6_api_calls() {
     );
     let api = platform.api_calls();
     assert!(api <= 6, "{api} API calls");
-    // locate, formation, scale, then the checks at 5, 10 and 15 s.
+    // An app never seen: locate (which also says it exists), the scale
+    // (no formation read: its front said it does not serve), then the
+    // checks at 5 and 15 s.
     assert_eq!(
         (
             platform.calls(Call::Locate),
@@ -55,11 +72,31 @@ async fn a_cold_wake_of_a_20s_boot_costs_at_most_6_api_calls() {
             platform.calls(Call::OperationState),
             platform.calls(Call::AppStatus),
         ),
-        (1, 1, 1, 2, 1)
+        (1, 0, 1, 1, 1)
     );
     assert_eq!(platform.calls(Call::WaitOperation), 0);
     assert_eq!(platform.calls(Call::WaitWebRunning), 0);
     assert!(platform.calls(Call::ProbeFront) > 20, "probed often");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_cold_wake_of_a_known_app_costs_its_scale_call_and_two_reads() {
+    let platform = platform_with("my-app", &[("web", 0)]);
+    let waker = waker_on(&platform, "");
+    known(&waker, "my-app").await;
+    waker.wake("my-app", None).await.expect("woken");
+    // The region from the registry, no formation read (its front said it
+    // does not serve), the scale, the checks at 5 and 15 s.
+    assert_eq!(
+        (
+            platform.calls(Call::Locate),
+            platform.calls(Call::Formation),
+            platform.calls(Call::Scale),
+            platform.calls(Call::OperationState),
+            platform.calls(Call::AppStatus),
+        ),
+        (0, 0, 1, 1, 1)
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -90,12 +127,16 @@ async fn a_wake_during_a_slow_scale_down_waits_it_out_paced() {
         .await
         .expect("paused");
     let waker = waker_on(&platform, "");
+    known(&waker, "my-app").await;
     let started = Instant::now();
     waker.wake("my-app", Some(REGION)).await.expect("woken");
     // Tries at 0, 1, 3, 6, 10, 15, 20, 25 and 30 s: the last one scales.
+    // Each costs the scale call alone (the front, free, said it is down),
+    // but for one formation read after the first `is scaling` (web at 0:
+    // still stopping, so tried again).
     assert_eq!(started.elapsed(), Duration::from_secs(30) + BOOT);
     assert_eq!(platform.calls(Call::Scale), 1 + 9);
-    assert_eq!(platform.calls(Call::Formation), 9);
+    assert_eq!(platform.calls(Call::Formation), 1);
 }
 
 #[tokio::test(start_paused = true)]
@@ -130,8 +171,11 @@ async fn a_crashed_app_ends_the_wake_and_backs_off_without_scalingo_calls() {
     let started = Instant::now();
     let err = waker.wake("crashy-app", Some(REGION)).await.unwrap_err();
     assert!(matches!(err, WakeError::AppFailed { .. }), "{err:?}");
-    // Checks at 5 s (the operation: running) and 10 s (the app: crashed).
-    assert_eq!(started.elapsed(), 2 * ready::CHECK_EVERY);
+    // Checks at 5 s (the operation: running) and 15 s (the app: crashed).
+    assert_eq!(
+        started.elapsed(),
+        ready::check_pause(0) + ready::check_pause(1)
+    );
     let calls = platform.api_calls();
 
     // Clients retry hard: every request is answered at once, for free.
@@ -329,4 +373,90 @@ async fn a_slow_api_read_never_holds_the_probes_back() {
     waker.wake("my-app", Some(REGION)).await.expect("woken");
     // The read at 5 s is given up at 7 s; the probe then sees the app.
     assert_eq!(started.elapsed(), ready::CHECK_EVERY + ready::CHECK_WAIT);
+}
+
+#[tokio::test(start_paused = true)]
+async fn status_reads_without_budget_are_skipped_and_never_fail_the_wake() {
+    let platform = platform_with("my-app", &[("web", 0)]);
+    for call in [Call::OperationState, Call::AppStatus] {
+        for _ in 0..10 {
+            platform.fail_next(call, crate::platform::ScalingoError::BudgetExhausted);
+        }
+    }
+    let waker = waker_on(&platform, "");
+    let started = Instant::now();
+    waker.wake("my-app", Some(REGION)).await.expect("woken");
+    assert_eq!(started.elapsed(), BOOT, "seen up by its front");
+    assert_eq!(platform.calls(Call::Scale), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_crash_loop_for_the_whole_wake_costs_a_handful_of_calls() {
+    let platform = platform_with("crashy-app", &[("web", 0)]);
+    // `crashed` only after the wake's deadline (the platform's 12 boots).
+    platform.set_crash_loop("crashy-app", Duration::from_secs(600));
+    let waker = waker_on(&platform, "");
+    known(&waker, "crashy-app").await;
+    let err = waker.wake("crashy-app", Some(REGION)).await.unwrap_err();
+    assert!(matches!(err, WakeError::Timeout(_)), "{err:?}");
+    // The scale, then reads at 5, 15, 35 and 55 s.
+    assert_eq!(platform.api_calls(), 1 + 4);
+    assert_eq!(
+        (
+            platform.calls(Call::OperationState),
+            platform.calls(Call::AppStatus)
+        ),
+        (2, 2)
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_known_app_crash_looping_under_its_operation_is_waited_for_not_rescaled() {
+    let platform = platform_with("crashy-app", &[("web", 0)]);
+    platform.set_crash_loop("crashy-app", Duration::from_secs(8));
+    let waker = waker_on(&platform, "");
+    known(&waker, "crashy-app").await;
+    assert!(waker.wake("crashy-app", Some(REGION)).await.is_err());
+    tokio::time::sleep(FIRST_BACKOFF).await;
+    // Its front says it does not serve: scaled at once, `is scaling` (its
+    // crash loop's operation runs), the formation read (web at 1), and
+    // from then on waited for (and found crashed), not scaled again.
+    let err = waker.wake("crashy-app", Some(REGION)).await.unwrap_err();
+    assert!(matches!(err, WakeError::AppFailed { .. }), "{err:?}");
+    assert_eq!(platform.calls(Call::Scale), 2);
+    assert_eq!(platform.calls(Call::Formation), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_sleeping_app_a_listing_found_is_scaled_at_once_without_a_locate() {
+    let platform = platform_with("my-app", &[("web", 0)]);
+    let waker = waker_on(&platform, "");
+    // A scheduler pass listed the region: the app exists, stopped.
+    platform.list_apps(REGION).await.expect("listed");
+    waker.wake("my-app", None).await.expect("woken");
+    assert_eq!(
+        (
+            platform.calls(Call::Locate),
+            platform.calls(Call::Formation),
+            platform.calls(Call::Scale)
+        ),
+        (0, 0, 1)
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_app_known_only_by_a_region_hint_is_read_before_it_is_scaled() {
+    let platform = platform_with("my-app", &[("web", 0)]);
+    let waker = waker_on(&platform, "");
+    // Nothing says the app exists (an unknown domain's front could pass for
+    // an app's answer): the formation read does.
+    waker.wake("my-app", Some(REGION)).await.expect("woken");
+    assert_eq!(
+        (
+            platform.calls(Call::Locate),
+            platform.calls(Call::Formation),
+            platform.calls(Call::Scale)
+        ),
+        (0, 1, 1)
+    );
 }

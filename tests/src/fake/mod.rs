@@ -361,6 +361,15 @@ impl FakeScalingo {
         self.shared.lock().knobs.front_boot_window = d;
     }
 
+    /// Ends the app's boot window now (the app starts listening): its
+    /// running web containers serve at once, booting ones as soon as they
+    /// run. With a long [`set_front_boot_window`](Self::set_front_boot_window)
+    /// a test holds a woken app "booting" for as long as it needs, then lets
+    /// it serve. `false` if there is no such app.
+    pub fn open_front(&self, app: &str) -> bool {
+        self.shared.lock().open_front(app)
+    }
+
     /// Sets the status of the router's error page (502, 503 or 504; other
     /// values are ignored).
     pub fn set_router_status(&self, status: u16) {

@@ -728,6 +728,24 @@ impl Inner {
             .is_some()
     }
 
+    /// Ends the boot window of the app's web containers now: those running
+    /// serve at once, those booting as soon as they run.
+    pub(crate) fn open_front(&mut self, name: &str) -> bool {
+        let keep = self.knobs.keep_stopped;
+        let Some(app) = self.apps.get_mut(name) else {
+            return false;
+        };
+        let now = Instant::now();
+        app.settle(now, keep);
+        if let Some(t) = &mut app.transition {
+            t.front_window = Duration::ZERO;
+        }
+        for c in app.containers.iter_mut().filter(|c| c.kind == "web") {
+            c.ready_at = c.ready_at.min(now);
+        }
+        true
+    }
+
     /// Stops the app behind the client's back, as someone scaling it to 0
     /// from the dashboard would, but at once: every amount 0, no container,
     /// status `stopped`, its autoscalers disabled, any transition dropped.

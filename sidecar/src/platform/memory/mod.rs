@@ -143,6 +143,8 @@ struct State {
     front_unreachable: bool,
     /// The path of the last probe of each app's front.
     probed_paths: HashMap<String, String>,
+    /// Where listings and locates found apps (as the client's cache).
+    listed: HashMap<String, String>,
 }
 
 /// An in-memory platform; see the module's documentation.
@@ -385,12 +387,12 @@ impl Platform for InProcessPlatform {
     }
 
     async fn list_apps(&self, region: &str) -> Result<Vec<ListedApp>, ScalingoError> {
-        let state = self.enter(Call::ListApps).await?;
+        let mut state = self.enter(Call::ListApps).await?;
         if !state.regions.iter().any(|r| r == region) {
             return Err(ScalingoError::UnknownRegion(region.to_owned()));
         }
         let now = Instant::now();
-        Ok(state
+        let listed: Vec<ListedApp> = state
             .apps
             .iter()
             .filter(|(_, a)| a.region == region)
@@ -398,12 +400,25 @@ impl Platform for InProcessPlatform {
                 name: name.clone(),
                 status: a.status(now),
             })
-            .collect())
+            .collect();
+        state.listed.retain(|_, r| r != region);
+        for app in &listed {
+            state.listed.insert(app.name.clone(), region.to_owned());
+        }
+        Ok(listed)
     }
 
     async fn locate(&self, app: &str) -> Result<Option<String>, ScalingoError> {
-        let state = self.enter(Call::Locate).await?;
-        Ok(state.apps.get(app).map(|a| a.region.clone()))
+        let mut state = self.enter(Call::Locate).await?;
+        let region = state.apps.get(app).map(|a| a.region.clone());
+        if let Some(region) = &region {
+            state.listed.insert(app.to_owned(), region.clone());
+        }
+        Ok(region)
+    }
+
+    fn listed_region(&self, app: &str) -> Option<String> {
+        self.lock().listed.get(app).cloned()
     }
 
     async fn formation(
@@ -433,6 +448,15 @@ impl Platform for InProcessPlatform {
         if sim.operation.as_ref().is_some_and(|o| o.running(now)) {
             return Err(ScalingoError::Busy("is scaling".to_owned()));
         }
+        // As Scalingo: a 404 about the container type, and nothing changes.
+        if changes
+            .iter()
+            .any(|change| !sim.formation.iter().any(|c| c.name == change.name))
+        {
+            return Err(ScalingoError::ResourceNotFound {
+                resource: "container_type".to_owned(),
+            });
+        }
         let web_before = web_amount(&sim.formation).unwrap_or(0);
         let mut changed = false;
         for change in changes {
@@ -441,13 +465,7 @@ impl Platform for InProcessPlatform {
                     c.amount = change.amount;
                     changed = true;
                 }
-                Some(_) => {}
-                None => {
-                    return Err(ScalingoError::Rejected {
-                        status: 422,
-                        message: format!("no process type {:?}", change.name),
-                    })
-                }
+                Some(_) | None => {}
             }
         }
         if !changed {
