@@ -27,7 +27,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use paastis_e2e::fake::{Endpoint, FakeApp, FakeConfig, FakeScalingo};
-use paastis_e2e::harness::Sidecar;
+use paastis_e2e::harness::{fresh_sidecar_token, Sidecar};
 use paastis_e2e::redis::{free_port, unique_prefix, TestRedis};
 
 use crate::envoy::{self, Envoy};
@@ -238,6 +238,9 @@ async fn soak(options: &Options, dir: &Path) -> Result<Outcome, String> {
         let env: Vec<(String, String)> = [
             ("RUST_LOG", "info".to_owned()),
             ("PAASTIS_LISTEN", format!("127.0.0.1:{port}")),
+            // Set here, not drawn by each start: a restarted sidecar must
+            // accept the token its Envoy's filter was configured with.
+            ("PAASTIS_SIDECAR_TOKEN", fresh_sidecar_token()),
             ("REGISTRY_TYPE", "redis".to_owned()),
             ("REGISTRY_REDIS_URL", redis.url()),
             ("REGISTRY_REDIS_KEY_PREFIX", prefix.clone()),
@@ -256,7 +259,7 @@ async fn soak(options: &Options, dir: &Path) -> Result<Outcome, String> {
         .map(|(k, v)| (k.to_owned(), v))
         .collect();
         let slot = SidecarSlot::start(&fake, &rules, &own, env)?;
-        envoys.push(envoy::gateway(&own, "gateway", &fake, port, 2)?);
+        envoys.push(envoy::gateway(&own, "gateway", &fake, &slot.sidecar, 2)?);
         sidecars.push(slot);
     }
     let rss_start = rss(&envoys, &sidecars, &redis);
