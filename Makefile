@@ -17,7 +17,7 @@ export PAASTIS_SIDECAR_BIN := $(abspath target/debug/paastis-sidecar)
 export PAASTIS_FAKE_BIN    := $(abspath target/debug/fake-scalingo)
 export ENVOY_BIN           ?= $(abspath $(ENVOY_LOCAL))
 
-.PHONY: all deps wasm-target envoy redis chromium build wasm lint fmt test run bench clean
+.PHONY: all deps wasm-target envoy redis chromium build wasm lint fmt test run bench soak clean
 
 all: build
 
@@ -91,6 +91,19 @@ bench: wasm-target envoy redis bench-tools wasm
 	PAASTIS_SIDECAR_BIN=$(abspath target/release/paastis-sidecar) \
 	PAASTIS_NOOP_WASM=$(abspath $(NOOP_WASM)) \
 	  ./target/release/paastis-bench --out BENCHMARKS.md
+
+# Soak (not part of `make test` nor `make bench`): two gateway instances on
+# one Redis, 50 apps sleeping and waking under mixed traffic, sidecars and
+# Redis killed at seeded random moments; writes the section "Soak" of
+# BENCHMARKS.md. SOAK_MINUTES (default 20) shortens it, SOAK_SEED repeats a
+# plan.
+SOAK_MINUTES ?= 20
+export SOAK_MINUTES
+
+soak: wasm-target envoy redis wasm
+	$(CARGO) build --release -p paastis-sidecar -p paastis-bench
+	PAASTIS_SIDECAR_BIN=$(abspath target/release/paastis-sidecar) \
+	  ./target/release/paastis-bench soak --out BENCHMARKS.md
 
 clean:
 	$(CARGO) clean

@@ -27,6 +27,10 @@
 //! `paastis-bench upstream` is the hot path's upstream server (run by the
 //! bench itself as a child process).
 //!
+//! `paastis-bench soak [--out FILE]` (`make soak`, not part of `make bench`)
+//! is the [`soak`] run: it writes only the section "Soak" of the file, and
+//! the bench keeps that section when it rewrites the others.
+//!
 //! Usage: `paastis-bench [--out FILE] [--only hot,cold,waiters,scheduler,footprint,scalingo] [--quick]`
 //! (`--quick`: shorter runs, for trying the bench itself; its figures are
 //! not worth recording).
@@ -43,6 +47,7 @@ mod perf;
 mod report;
 mod scalingo;
 mod scheduler;
+mod soak;
 mod upstream;
 mod util;
 mod waiters;
@@ -108,6 +113,9 @@ fn main() -> ExitCode {
             }
         };
     }
+    if std::env::args().nth(1).as_deref() == Some("soak") {
+        return soak_main();
+    }
     let args = match parse_args() {
         Ok(a) => a,
         Err(e) => {
@@ -136,7 +144,14 @@ fn main() -> ExitCode {
     };
     let (sections, failures, wall) = runtime.block_on(run_all(&args));
     let machine = util::Machine::read(&paastis_e2e::harness::envoy_bin());
-    let text = report::render(&machine, &sections, &failures, wall);
+    let mut text = report::render(&machine, &sections, &failures, wall);
+    // The soak's section is written by `make soak` alone: kept as it was.
+    if let Some(soak) = std::fs::read_to_string(&args.out)
+        .ok()
+        .and_then(|old| report::section_text(&old, "Soak").map(str::to_owned))
+    {
+        text = report::splice(&text, "Soak", &soak);
+    }
     if let Err(e) = std::fs::write(&args.out, text) {
         eprintln!("paastis-bench: cannot write {}: {e}", args.out.display());
         return ExitCode::FAILURE;
@@ -284,6 +299,53 @@ async fn run_all(args: &Args) -> (Vec<Section>, Vec<String>, Duration) {
         );
     }
     (sections, failures, began.elapsed())
+}
+
+/// `paastis-bench soak [--out FILE]`: the soak run (see [`soak`]), its
+/// length and seed from `SOAK_MINUTES` and `SOAK_SEED`.
+fn soak_main() -> ExitCode {
+    let mut out = paastis_e2e::harness::workspace_root().join("BENCHMARKS.md");
+    let mut it = std::env::args().skip(2);
+    while let Some(arg) = it.next() {
+        match (arg.as_str(), it.next()) {
+            ("--out", Some(file)) => out = file.into(),
+            _ => {
+                eprintln!("paastis-bench soak: usage: paastis-bench soak [--out FILE]");
+                return ExitCode::from(64);
+            }
+        }
+    }
+    let options = match soak::Options::from_env(out) {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("paastis-bench soak: {e}");
+            return ExitCode::from(64);
+        }
+    };
+    if std::env::var_os("PAASTIS_SIDECAR_BIN").is_none() {
+        std::env::set_var(
+            "PAASTIS_SIDECAR_BIN",
+            util::target_bin("release", "paastis-sidecar"),
+        );
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("paastis-bench soak: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(soak::run(options)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("paastis-bench soak: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 /// Runs a benchmark in a fresh temporary directory (removed afterwards).

@@ -139,3 +139,68 @@ pub fn render(
     );
     out
 }
+
+/// The text of the section `## {title}` of `doc` (from its heading to the
+/// next `## ` heading, or the end), if it has one.
+pub fn section_text<'a>(doc: &'a str, title: &str) -> Option<&'a str> {
+    let heading = format!("## {title}\n");
+    let start = if doc.starts_with(&heading) {
+        0
+    } else {
+        doc.find(&format!("\n{heading}"))? + 1
+    };
+    let rest = &doc[start + heading.len()..];
+    let end = rest
+        .find("\n## ")
+        .map_or(doc.len(), |i| start + heading.len() + i + 1);
+    Some(&doc[start..end])
+}
+
+/// `doc` with the section `## {title}` replaced by `text` (a whole section,
+/// heading included, ending with a blank line); without one, `text` goes
+/// before `## Machine`, or at the end. Every other section is left as it is.
+pub fn splice(doc: &str, title: &str, text: &str) -> String {
+    if let Some(old) = section_text(doc, title) {
+        let start = old.as_ptr() as usize - doc.as_ptr() as usize;
+        return format!("{}{}{}", &doc[..start], text, &doc[start + old.len()..]);
+    }
+    if let Some(machine) = section_text(doc, "Machine") {
+        let start = machine.as_ptr() as usize - doc.as_ptr() as usize;
+        return format!("{}{}{}", &doc[..start], text, &doc[start..]);
+    }
+    let mut out = doc.to_owned();
+    if !out.is_empty() && !out.ends_with("\n\n") {
+        out.push_str(if out.ends_with('\n') { "\n" } else { "\n\n" });
+    }
+    out.push_str(text);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splice_replaces_inserts_or_appends_one_section() {
+        let doc = "# B\n\n## One\n\na\n\n## Machine\n\nm\n";
+        let soak = "## Soak\n\ns\n\n";
+        let inserted = splice(doc, "Soak", soak);
+        assert_eq!(
+            inserted,
+            "# B\n\n## One\n\na\n\n## Soak\n\ns\n\n## Machine\n\nm\n"
+        );
+        assert_eq!(section_text(&inserted, "Soak"), Some(soak));
+        let replaced = splice(&inserted, "Soak", "## Soak\n\nt\n\n");
+        assert_eq!(
+            replaced,
+            "# B\n\n## One\n\na\n\n## Soak\n\nt\n\n## Machine\n\nm\n"
+        );
+        assert_eq!(splice("", "Soak", soak), soak);
+        assert_eq!(splice("# B\n", "Soak", soak), "# B\n\n## Soak\n\ns\n\n");
+        // A last section runs to the end.
+        assert_eq!(
+            section_text("## Soak\n\nx\n", "Soak"),
+            Some("## Soak\n\nx\n")
+        );
+    }
+}

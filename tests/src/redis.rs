@@ -60,6 +60,12 @@ impl TestRedis {
         format!("redis://127.0.0.1:{}/", self.port)
     }
 
+    /// The server's process id while it runs (the soak reads its memory
+    /// in `/proc`).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// Kills the server (SIGKILL) and waits for it to be gone.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
