@@ -608,6 +608,29 @@ mod tests {
         );
     }
 
+    /// Fields are read from their raw JSON text: what a parsed JSON object
+    /// gave must not change (surrounding whitespace, `null` as absent, the
+    /// last of duplicate keys, the first unknown key in byte order, and no
+    /// position of the value inside the field in messages).
+    #[test]
+    fn raw_fields_read_like_a_json_object() {
+        let c = parse(
+            "\n  {\"sidecar_cluster\" : \"s\" , \"domains\":[ \"gw.example.com\" ],\n \"retry_after_s\": 3, \"retry_after_s\" :\t9, \"sidecar_token\": null }\n",
+        )
+        .unwrap();
+        assert_eq!(c.retry_after_s, 9);
+        assert!(c.sidecar_token.is_none());
+        assert_eq!(
+            error(r#"{"sidecar_cluster":"s","domains":["gw.example.com"],"zz":1,"ab":2}"#),
+            "ab: unknown field, expected one of: ".to_owned() + &FIELDS.join(", ")
+        );
+        assert_eq!(
+            error(r#"{"sidecar_cluster":"s","domains":["gw.example.com"],"cache_ttl_ms": "1s"}"#),
+            r#"cache_ttl_ms: invalid type: string "1s", expected u64"#
+        );
+        assert_eq!(error("  [1] "), "(root): expected a JSON object");
+    }
+
     #[test]
     fn errors_name_the_field() {
         let base = r#""sidecar_cluster":"s","domains":["gw.example.com"]"#;
