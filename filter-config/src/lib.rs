@@ -38,12 +38,11 @@
 //! `deny_unknown_fields`, but reporting the field's path), so that a typo such
 //! as `cache_tll_ms` cannot silently fall back to a default.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use paastis_rules::{check_region, normalize_host, HostRule, HostRules, RuleError};
-use serde::de::DeserializeOwned;
 use serde::Deserialize;
-use serde_json::{Map, Value};
+use serde_json::value::RawValue;
 use thiserror::Error;
 
 mod token;
@@ -232,12 +231,13 @@ impl Config {
     /// Parses and validates the plugin configuration. An empty string is read
     /// as `{}` (and then fails on the missing `sidecar_cluster`).
     pub fn parse(bytes: &[u8]) -> Result<Self, ConfigError> {
-        let value = if bytes.iter().all(u8::is_ascii_whitespace) {
-            Value::Object(Map::new())
+        let mut fields = if bytes.iter().all(u8::is_ascii_whitespace) {
+            Fields::empty()
         } else {
-            serde_json::from_slice(bytes).map_err(|e| ConfigError::NotAnObject(e.to_string()))?
+            let value: &RawValue = serde_json::from_slice(bytes)
+                .map_err(|e| ConfigError::NotAnObject(e.to_string()))?;
+            Fields::new(value, "", FIELDS)?
         };
-        let mut fields = Fields::new(value, "", FIELDS)?;
 
         let sidecar_cluster: String = fields.required("sidecar_cluster")?;
         check_cluster_name("sidecar_cluster", &sidecar_cluster)?;
@@ -293,7 +293,7 @@ impl Config {
         check_range("stale_ttl_ms", stale_ttl_ms, 0, MAX_STALE_TTL_MS)?;
 
         let domains: Vec<String> = fields.optional("domains")?.unwrap_or_default();
-        let raw_rules: Vec<Value> = fields.optional("host_rules")?.unwrap_or_default();
+        let raw_rules: Vec<&RawValue> = fields.optional("host_rules")?.unwrap_or_default();
         if domains.is_empty() && raw_rules.is_empty() {
             return Err(invalid(
                 "domains",
@@ -372,7 +372,7 @@ impl Config {
     }
 }
 
-fn parse_host_rule(index: usize, raw: Value) -> Result<HostRule, ConfigError> {
+fn parse_host_rule(index: usize, raw: &RawValue) -> Result<HostRule, ConfigError> {
     let prefix = format!("host_rules[{index}]");
     let mut fields = Fields::new(raw, &prefix, RULE_FIELDS)?;
     let pattern: String = fields.required("pattern")?;
@@ -385,20 +385,39 @@ fn parse_host_rule(index: usize, raw: Value) -> Result<HostRule, ConfigError> {
 }
 
 /// The fields of one JSON object, taken one by one so that each error names
-/// its field.
-struct Fields {
-    map: Map<String, Value>,
+/// its field. Each value stays unparsed JSON text until its field is read:
+/// no `serde_json::Value` tree (and no second map type) in the filter's wasm.
+struct Fields<'a> {
+    map: HashMap<String, &'a RawValue>,
     prefix: String,
 }
 
-impl Fields {
-    /// Checks that `value` is an object with only `known` keys.
-    fn new(value: Value, prefix: &str, known: &[&str]) -> Result<Self, ConfigError> {
-        let Value::Object(map) = value else {
-            let at = if prefix.is_empty() { "(root)" } else { prefix };
-            return Err(invalid(at, "expected a JSON object"));
+impl<'a> Fields<'a> {
+    /// The fields of `{}`.
+    fn empty() -> Self {
+        Self {
+            map: HashMap::new(),
+            prefix: String::new(),
+        }
+    }
+
+    /// Checks that `value` is an object with only `known` keys. A key given
+    /// twice keeps its last value, and of several unknown keys the first in
+    /// byte order is reported (as with a `serde_json::Value` object).
+    fn new(value: &'a RawValue, prefix: &str, known: &[&str]) -> Result<Self, ConfigError> {
+        let at = || {
+            if prefix.is_empty() {
+                "(root)"
+            } else {
+                prefix
+            }
         };
-        if let Some(unknown) = map.keys().find(|k| !known.contains(&k.as_str())) {
+        if !value.get().starts_with('{') {
+            return Err(invalid(at(), "expected a JSON object"));
+        }
+        let map: HashMap<String, &'a RawValue> = serde_json::from_slice(value.get().as_bytes())
+            .map_err(|e| invalid(at(), message(&e)))?;
+        if let Some(unknown) = map.keys().filter(|k| !known.contains(&k.as_str())).min() {
             return Err(ConfigError::UnknownField {
                 field: join(prefix, unknown),
                 expected: known.join(", "),
@@ -411,19 +430,32 @@ impl Fields {
     }
 
     /// An optional field; `null` counts as absent.
-    fn optional<T: DeserializeOwned>(&mut self, name: &str) -> Result<Option<T>, ConfigError> {
+    fn optional<T: Deserialize<'a>>(&mut self, name: &str) -> Result<Option<T>, ConfigError> {
         match self.map.remove(name) {
-            None | Some(Value::Null) => Ok(None),
-            Some(value) => serde_json::from_value(value)
+            None => Ok(None),
+            Some(value) if value.get() == "null" => Ok(None),
+            Some(value) => serde_json::from_slice(value.get().as_bytes())
                 .map(Some)
-                .map_err(|e| invalid(join(&self.prefix, name), e.to_string())),
+                .map_err(|e| invalid(join(&self.prefix, name), message(&e))),
         }
     }
 
-    fn required<T: DeserializeOwned>(&mut self, name: &str) -> Result<T, ConfigError> {
+    fn required<T: Deserialize<'a>>(&mut self, name: &str) -> Result<T, ConfigError> {
         self.optional(name)?
             .ok_or_else(|| ConfigError::Missing(join(&self.prefix, name)))
     }
+}
+
+/// A field's error without serde_json's ` at line L column C`, which would
+/// count from the start of the field's value, not of the configuration.
+fn message(e: &serde_json::Error) -> String {
+    let mut text = e.to_string();
+    if e.line() > 0 {
+        if let Some(at) = text.rfind(" at line ") {
+            text.truncate(at);
+        }
+    }
+    text
 }
 
 fn join(prefix: &str, name: &str) -> String {
@@ -574,6 +606,29 @@ mod tests {
                 region: None
             }
         );
+    }
+
+    /// Fields are read from their raw JSON text: what a parsed JSON object
+    /// gave must not change (surrounding whitespace, `null` as absent, the
+    /// last of duplicate keys, the first unknown key in byte order, and no
+    /// position of the value inside the field in messages).
+    #[test]
+    fn raw_fields_read_like_a_json_object() {
+        let c = parse(
+            "\n  {\"sidecar_cluster\" : \"s\" , \"domains\":[ \"gw.example.com\" ],\n \"retry_after_s\": 3, \"retry_after_s\" :\t9, \"sidecar_token\": null }\n",
+        )
+        .unwrap();
+        assert_eq!(c.retry_after_s, 9);
+        assert!(c.sidecar_token.is_none());
+        assert_eq!(
+            error(r#"{"sidecar_cluster":"s","domains":["gw.example.com"],"zz":1,"ab":2}"#),
+            "ab: unknown field, expected one of: ".to_owned() + &FIELDS.join(", ")
+        );
+        assert_eq!(
+            error(r#"{"sidecar_cluster":"s","domains":["gw.example.com"],"cache_ttl_ms": "1s"}"#),
+            r#"cache_ttl_ms: invalid type: string "1s", expected u64"#
+        );
+        assert_eq!(error("  [1] "), "(root): expected a JSON object");
     }
 
     #[test]
