@@ -256,6 +256,14 @@ async fn scale_faults_cost_a_few_calls_never_one_per_request() {
         assert!(phase.replies.len() >= 30, "{kind:?}: traffic went on");
     }
     slow_is_served(&phases);
+    // The failed wake is logged, not each request refused during its
+    // back-off (those are counted in the metric).
+    let log = stack.sidecar.log();
+    let warned = log
+        .lines()
+        .filter(|l| l.contains("WARN") && l.contains("app=scale-a") && l.contains("wake failed"))
+        .count();
+    assert!(warned <= 4, "{warned} warnings for one failed wake");
 }
 
 /// Sidecar environment under which readiness comes from the API alone:
