@@ -132,6 +132,7 @@ pub async fn build(config: &Config) -> Result<Gateway, String> {
     let metrics = Arc::new(metrics::Metrics::new());
     let budget_config = BudgetConfig {
         expected_instances: config.gateway_instances,
+        pause_after_429: config.pause_after_429,
         ..BudgetConfig::new(config.scheduler_calls_per_minute)
     };
     let Stores {

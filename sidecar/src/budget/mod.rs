@@ -13,7 +13,10 @@
 //! - in Redis, by one atomic Lua script, when instances share it
 //!   ([`Budget::shared`], [`redis::RedisBudgetStore`]). While Redis does not
 //!   answer, each instance falls back to its own window and spends only its
-//!   share, `calls_per_minute / expected_instances`.
+//!   share, `calls_per_minute / expected_instances`. A wake's call waits
+//!   for Redis at most [`WAKE_STORE_TIMEOUT`] (the background's
+//!   [`STORE_TIMEOUT`]); after a failure the share is used at once for
+//!   [`STORE_RETRY`], so a hung Redis costs a wake one short timeout.
 //!
 //! Priorities ([`Rank`]): a wake's scale call may use the whole budget, the
 //! wake's other calls (operation, `ps`, app reads) leave a fifth to scale
@@ -62,8 +65,17 @@ pub const DEFAULT_MAX_PAUSE: Duration = Duration::from_secs(5 * 60);
 /// longer window keeps every window of Scalingo's own clock under the limit
 /// as long as those delays differ by less than the margin.
 pub const WINDOW_MARGIN_DIVISOR: u32 = 30;
-/// Longest wait for the shared store before falling back to the local share.
+/// Longest wait for the shared store before falling back to the local
+/// share, for the background (scheduler, discovery: nobody waits on them).
 pub const STORE_TIMEOUT: Duration = Duration::from_secs(1);
+/// Longest wait for the shared store on a wake's path (its calls, and the
+/// pause after a 429 a wake met): the same bound as the request path's
+/// registry calls (`registry::bounded::REQUEST_PATH_TIMEOUT`), so that a
+/// hung Redis costs a wake one short timeout, after which
+/// [`STORE_RETRY`] makes every call use the local share at once. A Lua
+/// script on a live Redis answers in a millisecond; a slow answer taken for
+/// a hang only spends this instance's share for a few seconds.
+pub const WAKE_STORE_TIMEOUT: Duration = Duration::from_millis(250);
 /// After the shared store failed, the local share is used this long before
 /// the store is tried again (so an outage costs no wait per call).
 pub const STORE_RETRY: Duration = Duration::from_secs(5);
@@ -107,6 +119,15 @@ impl Rank {
 
     fn index(self) -> usize {
         self as usize
+    }
+
+    /// How long a call of this rank waits for the shared store before it
+    /// falls back to the local share: short when a user waits on it.
+    pub fn store_timeout(self) -> Duration {
+        match self {
+            Self::WakeScale | Self::WakeCheck => WAKE_STORE_TIMEOUT,
+            Self::Background => STORE_TIMEOUT,
+        }
     }
 
     /// Label for logs and metrics.
@@ -466,7 +487,7 @@ impl Budget {
         let store = self.shared.as_ref()?;
         let limit = self.config.calls_per_minute;
         let asked = store.take(allowed(limit, rank), limit, self.config.counted_window());
-        match with_timeout(asked).await {
+        match with_timeout(rank.store_timeout(), asked).await {
             Ok(Take::Granted { remaining }) => {
                 let mut local = self.local();
                 let now = Instant::now();
@@ -513,7 +534,9 @@ impl Budget {
         );
         self.pause_locally(pause);
         if let Some(store) = &self.shared {
-            if let Err(e) = with_timeout(store.pause(pause)).await {
+            // A 429 is met by whoever called, a wake's call often: the
+            // local pause is on already, so the store gets the short bound.
+            if let Err(e) = with_timeout(WAKE_STORE_TIMEOUT, store.pause(pause)).await {
                 self.store_failed(&e);
             }
         }
@@ -532,11 +555,12 @@ impl Budget {
 }
 
 async fn with_timeout<T>(
+    timeout: Duration,
     call: impl Future<Output = Result<T, StoreError>>,
 ) -> Result<T, StoreError> {
-    tokio::time::timeout(STORE_TIMEOUT, call)
+    tokio::time::timeout(timeout, call)
         .await
-        .unwrap_or_else(|_| Err(StoreError(format!("no answer within {STORE_TIMEOUT:?}"))))
+        .unwrap_or_else(|_| Err(StoreError(format!("no answer within {timeout:?}"))))
 }
 
 /// Counts a caller as waiting while it lives; leaving wakes the others

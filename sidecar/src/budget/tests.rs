@@ -365,3 +365,61 @@ async fn the_store_decides_while_it_answers() {
     budget.rate_limited(Some(Duration::from_secs(9))).await;
     assert_eq!(*pauses.lock().unwrap(), [Duration::from_secs(9)]);
 }
+
+/// A store that never answers (a Redis stopped with SIGSTOP).
+struct HungStore {
+    takes: Arc<AtomicUsize>,
+}
+
+#[async_trait]
+impl SharedStore for HungStore {
+    async fn take(&self, _: u32, _: u32, _: Duration) -> Result<Take, StoreError> {
+        self.takes.fetch_add(1, Ordering::SeqCst);
+        std::future::pending().await
+    }
+
+    async fn pause(&self, _: Duration) -> Result<(), StoreError> {
+        std::future::pending().await
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_hung_store_costs_a_wake_one_short_timeout_then_the_share_at_once() {
+    let mut config = BudgetConfig::new(6);
+    config.expected_instances = 2;
+    let takes = Arc::new(AtomicUsize::new(0));
+    let budget = Budget::shared(
+        config,
+        HungStore {
+            takes: takes.clone(),
+        },
+    )
+    .unwrap();
+    // The clock is tokio's paused one: these instants are exact, not measured.
+    let start = Instant::now();
+    budget.acquire(Rank::WakeCheck, far()).await.unwrap();
+    assert_eq!(
+        start.elapsed(),
+        WAKE_STORE_TIMEOUT,
+        "a wake waits for the store only the short bound"
+    );
+    let then = Instant::now();
+    budget.acquire(Rank::WakeScale, far()).await.unwrap();
+    budget.rate_limited(Some(Duration::from_secs(1))).await;
+    assert_eq!(
+        then.elapsed(),
+        WAKE_STORE_TIMEOUT,
+        "the next call takes the share at once; a 429's pause waits the short bound"
+    );
+    assert_eq!(
+        takes.load(Ordering::SeqCst),
+        1,
+        "not asked again while down"
+    );
+    assert_eq!(budget.stats().store_failures(), 2);
+    // The background waits longer for the store (nobody waits on it).
+    tokio::time::advance(STORE_RETRY).await;
+    let later = Instant::now();
+    budget.acquire(Rank::Background, far()).await.unwrap();
+    assert!(later.elapsed() >= STORE_TIMEOUT);
+}

@@ -118,6 +118,10 @@ pub struct Config {
     /// Gateway instances expected to share the budget: while Redis is
     /// unreachable each instance spends only its share of it.
     pub gateway_instances: u32,
+    /// `PAASTIS_SCALINGO_PAUSE_AFTER_429`: how long every call waits after
+    /// a 429 that came without a usable `Retry-After` (default a minute,
+    /// Scalingo's window).
+    pub pause_after_429: Duration,
     /// `PAASTIS_REGISTRY_MAX_APPS`: most apps the registry holds; a wake or
     /// a listing that would register one more is refused (counted in
     /// `paastis_registry_refused_total`).
@@ -335,6 +339,11 @@ impl Config {
             RegistryKind::Redis { .. } => 2,
         };
         let gateway_instances = env.count("PAASTIS_GATEWAY_INSTANCES", default_instances, 1_000)?;
+        let pause_after_429 = env.secs(
+            &["PAASTIS_SCALINGO_PAUSE_AFTER_429"],
+            crate::budget::DEFAULT_PAUSE_AFTER_429.as_secs(),
+            crate::budget::DEFAULT_MAX_PAUSE.as_secs(),
+        )?;
         let registry_max_apps = env.count(
             "PAASTIS_REGISTRY_MAX_APPS",
             crate::registry::DEFAULT_MAX_APPS,
@@ -462,6 +471,7 @@ impl Config {
             scheduler_schedule,
             scheduler_calls_per_minute,
             gateway_instances,
+            pause_after_429,
             registry_max_apps,
             instance,
             admin,

@@ -20,6 +20,7 @@ fn defaults_with_a_token() {
     assert_eq!(c.listen.to_string(), "127.0.0.1:7070");
     assert_eq!(c.scalingo.auth_url.as_str(), "https://auth.scalingo.com/");
     assert_eq!(c.wake_timeout, Duration::from_secs(60));
+    assert_eq!(c.pause_after_429, Duration::from_secs(60));
     assert_eq!(c.registry, RegistryKind::InMemory);
     assert!(c.ignored_apps.is_empty());
 }
@@ -79,6 +80,11 @@ fn env_errors_name_the_variable() {
             "PROVIDER_SCALINGO_AUTH_URL",
             "ftp://x",
             "PROVIDER_SCALINGO_AUTH_URL:",
+        ),
+        (
+            "PAASTIS_SCALINGO_PAUSE_AFTER_429",
+            "301",
+            "PAASTIS_SCALINGO_PAUSE_AFTER_429:",
         ),
         (
             "PROVIDER_SCALINGO_REGIONS",

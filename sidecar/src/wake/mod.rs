@@ -360,7 +360,15 @@ impl Waker {
                             WakeError::UnknownApp(_) | WakeError::InvalidApp(_) => "unknown_app",
                             _ => "failed",
                         });
-                        warn!(error = %e, "wake failed");
+                        if matches!(e, WakeError::BackingOff { .. }) {
+                            // Answered at once with no call, one per
+                            // request while clients insist: the failure
+                            // that started the back-off was logged (warn),
+                            // these are counted in the metric.
+                            tracing::debug!(error = %e, "wake refused: backing off");
+                        } else {
+                            warn!(error = %e, "wake failed");
+                        }
                     }
                 }
                 // Removed only after the awake map is updated, so that a
