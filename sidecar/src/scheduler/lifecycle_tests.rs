@@ -240,3 +240,27 @@ async fn the_waiting_pages_status_never_says_running_after_a_pause_elsewhere() {
         crate::wake::WakeState::Idle
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_discovered_apps_idle_clock_starts_when_it_is_registered_not_when_the_pass_began() {
+    // The registry lost the app (Redis restarted empty): activity reported
+    // for it while the pass lists the apps is refused, so its idle clock
+    // must not start before the listing ends.
+    let (platform, deps) = deps(&[("lost-app", &[("web", 1)], Duration::ZERO)]);
+    platform.set_delay(Call::ListApps, Duration::from_secs(7));
+    let scheduler = Scheduler::new(deps.clone(), 600);
+    let began = now_ms();
+    let report = scheduler.pass(began).await.unwrap();
+    assert_eq!(report.discovered, ["lost-app"]);
+    let record = deps
+        .registry
+        .get("lost-app")
+        .await
+        .unwrap()
+        .expect("registered");
+    assert!(
+        record.last_access_ms >= began + 7_000,
+        "idle clock started at {} for a pass begun at {began}",
+        record.last_access_ms
+    );
+}

@@ -243,6 +243,7 @@ impl Scheduler {
         report: &mut PassReport,
     ) -> Result<(), PassError> {
         let deps = &self.deps;
+        let started = tokio::time::Instant::now();
         let listing = self.listing().await?;
         // One pipelined read of the whole registry, not a round trip per
         // app listed by the platform.
@@ -255,8 +256,15 @@ impl Scheduler {
         let plan = plan_pass(&listing, &known, &deps.rules, deps.scope(), &asleep, now);
 
         for (app, meta) in plan.discover {
+            // Its idle clock starts when it is registered, not when the pass
+            // began: activity reported for it before this point was refused
+            // (the registry did not hold it, e.g. Redis restarted empty), so
+            // an older start could pause it before its max idle time after
+            // its last use.
+            let at = now
+                .saturating_add(u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX));
             // Within the registry's cap (refusals are counted and logged).
-            if deps.register(&app, meta, now).await? {
+            if deps.register(&app, meta, at).await? {
                 deps.record(&app, EventKind::Discovered).await;
                 report.discovered.push(app);
             }
