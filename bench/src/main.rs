@@ -123,19 +123,7 @@ fn main() -> ExitCode {
             return ExitCode::from(64);
         }
     };
-    // The sidecar that is measured is the release build (the harness's
-    // default is the debug one the tests use). Set before any thread starts.
-    if std::env::var_os("PAASTIS_SIDECAR_BIN").is_none() {
-        std::env::set_var(
-            "PAASTIS_SIDECAR_BIN",
-            util::target_bin("release", "paastis-sidecar"),
-        );
-    }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
+    let runtime = match release_runtime() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("paastis-bench: cannot start the runtime: {e}");
@@ -322,17 +310,7 @@ fn soak_main() -> ExitCode {
             return ExitCode::from(64);
         }
     };
-    if std::env::var_os("PAASTIS_SIDECAR_BIN").is_none() {
-        std::env::set_var(
-            "PAASTIS_SIDECAR_BIN",
-            util::target_bin("release", "paastis-sidecar"),
-        );
-    }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
+    let runtime = match release_runtime() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("paastis-bench soak: cannot start the runtime: {e}");
@@ -356,4 +334,20 @@ where
 {
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
     f(dir.path().to_owned()).await
+}
+
+/// The runtime of a run, after pointing the harness at the release sidecar
+/// (what is measured; the harness's default is the debug build the tests
+/// use). Called before any thread starts: it sets an environment variable.
+fn release_runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    if std::env::var_os("PAASTIS_SIDECAR_BIN").is_none() {
+        std::env::set_var(
+            "PAASTIS_SIDECAR_BIN",
+            util::target_bin("release", "paastis-sidecar"),
+        );
+    }
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
 }

@@ -218,22 +218,18 @@ impl Stream {
         if let Some(value) = shared.cached(host, &target.app) {
             let now = host.now_ms();
             match cache::decode(&value) {
-                Ok(entry) if entry.is_fresh(now) => {
-                    shared.count_local(Metric::CacheHit);
-                    return self.route_entry(
-                        host,
-                        shared,
-                        view,
-                        &target.app,
-                        original_host,
-                        &entry,
-                    );
-                }
-                Ok(entry) if entry.is_usable_stale(now, shared.config.stale_ttl_ms) => {
-                    if shared.sidecar_down() {
-                        // No callout while the sidecar is down: the flush
-                        // sees it come back.
-                        shared.count_local(Metric::StaleHit);
+                Ok(entry) => {
+                    let fresh = entry.is_fresh(now);
+                    let usable_stale =
+                        !fresh && entry.is_usable_stale(now, shared.config.stale_ttl_ms);
+                    // A stale entry is routed only while the sidecar is down
+                    // (no callout then: the flush sees it come back).
+                    if fresh || (usable_stale && shared.sidecar_down()) {
+                        shared.count_local(if fresh {
+                            Metric::CacheHit
+                        } else {
+                            Metric::StaleHit
+                        });
                         return self.route_entry(
                             host,
                             shared,
@@ -243,12 +239,14 @@ impl Stream {
                             &entry,
                         );
                     }
+                    // Expired: no route, but the region it knew still guides
+                    // `failure_policy: open`, and a stale one serves if the
+                    // callout fails.
                     last_region = region_of_upstream(&target.app, entry.upstream_host);
-                    stale = Some((entry.cluster.to_owned(), entry.upstream_host.to_owned()));
+                    if usable_stale {
+                        stale = Some((entry.cluster.to_owned(), entry.upstream_host.to_owned()));
+                    }
                 }
-                // Expired: no route, but the region it knew still guides
-                // `failure_policy: open`.
-                Ok(entry) => last_region = region_of_upstream(&target.app, entry.upstream_host),
                 Err(CacheError::Empty) => {}
                 Err(CacheError::Dropped) => verify = true,
                 Err(e) => warn!("ignoring the cache entry of {}: {e}", target.app),
