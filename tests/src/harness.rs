@@ -120,6 +120,15 @@ fn merge(base: &mut Value, over: &Value) {
     }
 }
 
+/// The sidecar environment that turns its admin API on: `token` as
+/// `PAASTIS_ADMIN_TOKEN`, listening on loopback at `port`.
+pub fn admin_env(token: &str, port: u16) -> Vec<(String, String)> {
+    vec![
+        ("PAASTIS_ADMIN_TOKEN".into(), token.into()),
+        ("PAASTIS_ADMIN_LISTEN".into(), format!("127.0.0.1:{port}")),
+    ]
+}
+
 /// A fresh `PAASTIS_SIDECAR_TOKEN` (32 random alphanumerics): each
 /// sidecar a test starts has its own.
 pub fn fresh_sidecar_token() -> String {

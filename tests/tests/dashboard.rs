@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use paastis_e2e::browser::{Browser, BrowserOptions};
 use paastis_e2e::fake::{FakeApp, ListEntries};
-use paastis_e2e::harness::{workspace_root, Stack, StackOptions};
+use paastis_e2e::harness::{admin_env, workspace_root, Stack, StackOptions};
 use serde_json::Value;
 
 const TOKEN: &str = "admin-token-for-the-dashboard-test";
@@ -76,13 +76,7 @@ async fn chromium_signs_in_lists_the_apps_and_pauses_one_with_the_keyboard() {
     linked_apps: ['$1-api-1']
 "
         .to_owned(),
-        sidecar_env: vec![
-            ("PAASTIS_ADMIN_TOKEN".into(), TOKEN.into()),
-            (
-                "PAASTIS_ADMIN_LISTEN".into(),
-                format!("127.0.0.1:{admin_port}"),
-            ),
-        ],
+        sidecar_env: admin_env(TOKEN, admin_port),
         ..StackOptions::default()
     })
     .await;

@@ -11,7 +11,7 @@ use std::net::TcpListener;
 use std::time::{Duration, Instant};
 
 use paastis_e2e::fake::{FakeApp, APP_HEADER, ROUTER_MARKER};
-use paastis_e2e::harness::{Reply, Sidecar, Stack, StackOptions};
+use paastis_e2e::harness::{admin_env, Reply, Sidecar, Stack, StackOptions};
 use serde_json::json;
 
 const APP: &str = "shop-front";
@@ -108,13 +108,7 @@ async fn an_app_paused_by_the_gateway_is_woken_never_left_to_the_router() {
     let admin_port = free_port();
     let stack = Stack::start(StackOptions {
         apps: vec![FakeApp::web(APP, "osc-fr1", 0)],
-        sidecar_env: vec![
-            ("PAASTIS_ADMIN_TOKEN".into(), TOKEN.into()),
-            (
-                "PAASTIS_ADMIN_LISTEN".into(),
-                format!("127.0.0.1:{admin_port}"),
-            ),
-        ],
+        sidecar_env: admin_env(TOKEN, admin_port),
         ..StackOptions::default()
     })
     .await;

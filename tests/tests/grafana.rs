@@ -10,7 +10,7 @@ use std::net::TcpListener;
 use std::time::Duration;
 
 use paastis_e2e::fake::FakeApp;
-use paastis_e2e::harness::{blocking_get, workspace_root, Stack, StackOptions};
+use paastis_e2e::harness::{admin_env, blocking_get, workspace_root, Stack, StackOptions};
 use serde_json::Value;
 
 const TOKEN: &str = "admin-token-for-the-grafana-test";
@@ -112,13 +112,7 @@ async fn every_metric_of_the_grafana_dashboard_is_exported_after_some_traffic() 
     let admin_port = free_port();
     let stack = Stack::start(StackOptions {
         apps: vec![FakeApp::web(APP, "osc-fr1", 0)],
-        sidecar_env: vec![
-            ("PAASTIS_ADMIN_TOKEN".into(), TOKEN.into()),
-            (
-                "PAASTIS_ADMIN_LISTEN".into(),
-                format!("127.0.0.1:{admin_port}"),
-            ),
-        ],
+        sidecar_env: admin_env(TOKEN, admin_port),
         ..StackOptions::default()
     })
     .await;
