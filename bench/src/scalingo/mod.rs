@@ -179,6 +179,22 @@ fn start_instance(
     Ok(Instance { sidecar, envoy })
 }
 
+/// Wakes `warm-up-app` (which runs) through `gateway`: a fresh sidecar's
+/// first wake exchanges the token and lists the regions, once in its life,
+/// so that what is measured after it excludes those calls.
+async fn warm_up(client: &reqwest::Client, gateway: &Instance) -> Result<(), String> {
+    let reply = ask(client, gateway.envoy.listen, "warm-up-app").await;
+    if served(&reply) {
+        Ok(())
+    } else {
+        Err(format!(
+            "warm-up: {}\n{}",
+            reply.error.unwrap_or_default(),
+            gateway.logs()
+        ))
+    }
+}
+
 fn client() -> Result<reqwest::Client, String> {
     reqwest::Client::builder()
         .timeout(Duration::from_secs(WAKE_TIMEOUT_S + 15))
@@ -385,14 +401,7 @@ async fn cold_wake(plan: &Plan, dir: &Path) -> Result<ColdWake, String> {
     let client = client()?;
     // Not counted: a fresh sidecar's first wake exchanges the token and
     // lists the regions, once in its life.
-    let warm_up = ask(&client, gateway.envoy.listen, "warm-up-app").await;
-    if !served(&warm_up) {
-        return Err(format!(
-            "warm-up: {}\n{}",
-            warm_up.error.unwrap_or_default(),
-            gateway.logs()
-        ));
-    }
+    warm_up(&client, &gateway).await?;
     // The scheduler's first pass runs at start (it lists the apps): the
     // wake is measured once it is over, so that its calls are the wake's.
     let pass_over = wait_for(Duration::from_secs(15), || {
@@ -461,14 +470,7 @@ async fn crowd(plan: &Plan, dir: &Path) -> Result<Crowd, String> {
     fake.add_app(FakeApp::web("warm-up-app", REGION, 1));
     let gateway = start_instance(&fake, dir, &[])?;
     let client = client()?;
-    let warm_up = ask(&client, gateway.envoy.listen, "warm-up-app").await;
-    if !served(&warm_up) {
-        return Err(format!(
-            "warm-up: {}\n{}",
-            warm_up.error.unwrap_or_default(),
-            gateway.logs()
-        ));
-    }
+    warm_up(&client, &gateway).await?;
     let limited_before = fake.rate_limited_total();
     let seen = fake.call_log().len();
     let began = Instant::now();
@@ -540,14 +542,7 @@ async fn broken(plan: &Plan, dir: &Path) -> Result<Broken, String> {
     fake.add_app(FakeApp::web("warm-up-app", REGION, 1));
     let gateway = start_instance(&fake, dir, &[])?;
     let client = client()?;
-    let warm_up = ask(&client, gateway.envoy.listen, "warm-up-app").await;
-    if !served(&warm_up) {
-        return Err(format!(
-            "warm-up: {}\n{}",
-            warm_up.error.unwrap_or_default(),
-            gateway.logs()
-        ));
-    }
+    warm_up(&client, &gateway).await?;
     let limited_before = fake.rate_limited_total();
     let seen = fake.call_log().len();
     let requests = (plan.broken_for.as_secs_f64() * f64::from(plan.broken_rate)) as usize;
