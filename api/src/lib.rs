@@ -73,6 +73,8 @@
 
 mod activity;
 mod error;
+#[cfg(feature = "miniserde")]
+pub mod mini;
 mod note;
 mod status;
 mod wake;
