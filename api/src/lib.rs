@@ -73,8 +73,11 @@
 
 mod activity;
 mod error;
-#[cfg(feature = "miniserde")]
+// Also in this crate's own tests, which check it against serde.
+#[cfg(any(test, feature = "miniserde"))]
 pub mod mini;
+#[cfg(test)]
+mod mini_tests;
 mod note;
 mod status;
 mod wake;

@@ -15,7 +15,7 @@
 //! not written. Differences, all on malformed input: a key given twice keeps
 //! its last value (serde refuses it), and a struct is never read from a JSON
 //! array (serde reads its fields by position). The contract tests
-//! (`tests/mini_contract.rs`) check both mechanisms against each other on
+//! (`mini_tests.rs`, run by this crate's `cargo test`) check both mechanisms against each other on
 //! every type the filter reads or writes.
 
 use std::borrow::Cow;

@@ -828,6 +828,79 @@ mod tests {
         assert_eq!(c.retry_after_s, DEFAULT_RETRY_AFTER_S);
     }
 
+    /// Types in serde's words, items named by index or key.
+    #[test]
+    fn wrong_types_are_told_like_serde() {
+        let base = r#""sidecar_cluster":"s","domains":["gw.example.com"]"#;
+        for (extra, expected) in [
+            (
+                r#""cache_ttl_ms":1.5"#,
+                "cache_ttl_ms: invalid type: floating point `1.5`, expected u64",
+            ),
+            (
+                r#""cache_ttl_ms":true"#,
+                "cache_ttl_ms: invalid type: boolean `true`, expected u64",
+            ),
+            (
+                r#""retry_after_s":-1"#,
+                "retry_after_s: invalid value: integer `-1`, expected u32",
+            ),
+            (
+                r#""retry_after_s":[]"#,
+                "retry_after_s: invalid type: sequence, expected u32",
+            ),
+            (
+                r#""sidecar_token":{}"#,
+                "sidecar_token: invalid type: map, expected a string",
+            ),
+            (
+                r#""unmatched_hosts":"drop""#,
+                "unmatched_hosts: unknown variant `drop`, expected `reject` or `pass`",
+            ),
+            (
+                r#""failure_policy":1"#,
+                "failure_policy: invalid type: integer `1`, expected a string",
+            ),
+            (
+                r#""region_clusters":{"osc-fr1":2}"#,
+                "region_clusters.osc-fr1: invalid type: integer `2`, expected a string",
+            ),
+            (
+                r#""region_clusters":[]"#,
+                "region_clusters: invalid type: sequence, expected a map",
+            ),
+            (
+                r#""domains":["gw.example.com",false]"#,
+                "domains[1]: invalid type: boolean `false`, expected a string",
+            ),
+        ] {
+            assert_eq!(error(&format!("{{{base},{extra}}}")), expected);
+        }
+        assert_eq!(error("{\"a\" 1}"), "(root): invalid JSON");
+        assert_eq!(
+            Config::parse(b"{\xff}").unwrap_err().to_string(),
+            "(root): not UTF-8"
+        );
+    }
+
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Any configuration is accepted or refused, never a panic (nor a
+        /// stack overflow on deep nesting).
+        #[test]
+        fn any_configuration_is_handled(
+            text in prop_oneof![
+                any::<String>(),
+                "[\\[\\]{}\",:0-9a-z_.\\- ]{0,80}",
+                "\\{\"(sidecar_cluster|domains|host_rules|region_clusters|retry_after_s)\":(\"[a-z.]{0,8}\"|[0-9-]{1,12}|\\[\"[a-z.]{0,12}\"\\]|\\{\"[a-z-]{0,8}\":\"[a-z]{0,3}\"\\}|\\[\\{\"pattern\":\"[a-z()\\\\.]{0,6}\",\"app\":\"[a-z$1]{0,4}\"\\}\\]|null|true)\\}",
+                (1usize..5000).prop_map(|depth| format!("{{\"domains\":{}", "[".repeat(depth))),
+            ],
+        ) {
+            let _ = Config::parse(text.as_bytes());
+        }
+    }
+
     #[test]
     fn slow_flush_is_reported() {
         let c = parse(r#"{"sidecar_cluster":"s","domains":["gw.example.com"],"cache_ttl_ms":500}"#)
