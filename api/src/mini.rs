@@ -171,11 +171,16 @@ fn variant<T: Copy>(
         return Err(invalid_type(&value, "a string"));
     };
     all.iter().copied().find(|v| name(*v) == s).ok_or_else(|| {
-        let expected: Vec<String> = all.iter().map(|v| format!("`{}`", name(*v))).collect();
-        JsonError::new(format!(
-            "unknown variant `{s}`, expected one of {}",
-            expected.join(", ")
-        ))
+        let mut message = format!("unknown variant `{s}`, expected one of ");
+        for (i, v) in all.iter().enumerate() {
+            if i > 0 {
+                message.push_str(", ");
+            }
+            message.push('`');
+            message.push_str(name(*v));
+            message.push('`');
+        }
+        JsonError::new(message)
     })
 }
 
@@ -204,6 +209,9 @@ impl Fields {
         }
     }
 
+    // Not inlined: once per field type, not once per field (a third of
+    // these impls' code).
+    #[inline(never)]
     fn take<T: FromJson>(&mut self, name: &str) -> Option<Result<T, JsonError>> {
         let at = self.0.iter().position(|(key, _)| key == name)?;
         let (_, value) = self.0.swap_remove(at);
@@ -212,12 +220,14 @@ impl Fields {
 
     /// A field without `#[serde(default)]` (an `Option` one is `None` when
     /// absent, as with serde).
+    #[inline(never)]
     fn required<T: FromJson>(&mut self, name: &str) -> Result<T, JsonError> {
         self.take(name)
             .unwrap_or_else(|| Err(JsonError::new(format!("missing field `{name}`"))))
     }
 
     /// A `#[serde(default)]` field, or an `Option` one.
+    #[inline(never)]
     fn or_default<T: FromJson + Default>(&mut self, name: &str) -> Result<T, JsonError> {
         self.take(name).unwrap_or_else(|| Ok(T::default()))
     }
