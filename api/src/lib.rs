@@ -5,8 +5,11 @@
 //! It owns the paths, every request and answer body, the error codes
 //! ([`ErrorCode`]) and the wake note one sidecar instance leaves for the
 //! others ([`WakeNote`]). It must depend on nothing but `serde` (and
-//! `serde_json` for the note's text form): it builds for `wasm32-wasip1`
-//! (the filter) and natively (the sidecar), and knows neither proxy-wasm nor
+//! `serde_json` for the note's text form), plus `miniserde` behind the
+//! feature of the same name, which only the filter enables: module `mini`,
+//! the filter's JSON for the same types, far smaller in its `.wasm` than
+//! serde_json, and checked against serde by this crate's tests. It builds
+//! for `wasm32-wasip1` (the filter) and natively (the sidecar), and knows neither proxy-wasm nor
 //! tokio. It checks shapes, not meanings: the filter validates what it
 //! receives on top (app names, regions, upstream hosts).
 //!
@@ -73,6 +76,11 @@
 
 mod activity;
 mod error;
+// Also in this crate's own tests, which check it against serde.
+#[cfg(any(test, feature = "miniserde"))]
+pub mod mini;
+#[cfg(test)]
+mod mini_tests;
 mod note;
 mod status;
 mod wake;

@@ -35,6 +35,21 @@ pub enum AppState {
     Asleep,
 }
 
+impl AppState {
+    /// Every state.
+    pub const ALL: [AppState; 4] = [Self::Running, Self::Waking, Self::Failed, Self::Asleep];
+
+    /// The state on the wire.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Running => "running",
+            Self::Waking => "waking",
+            Self::Failed => "failed",
+            Self::Asleep => "asleep",
+        }
+    }
+}
+
 /// One app of a wake and its state.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AppStatus {

@@ -13,6 +13,16 @@ pub enum Client {
     Api,
 }
 
+impl Client {
+    /// The client on the wire.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Browser => "browser",
+            Self::Api => "api",
+        }
+    }
+}
+
 /// The body of `POST /v1/wake`: `{"app", "region", "client"?, "verify"?}`.
 /// `region` is always written (`null` when the host rule pins none);
 /// `client` only for a browser; `verify` only when true.

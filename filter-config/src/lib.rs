@@ -36,13 +36,17 @@
 //! `callout_timeout_ms: must be ...`), and a field the filter does not know is
 //! an error rather than being ignored (the effect of serde's
 //! `deny_unknown_fields`, but reporting the field's path), so that a typo such
-//! as `cache_tll_ms` cannot silently fall back to a default.
+//! as `cache_tll_ms` cannot silently fall back to a default. A value of the
+//! wrong type is told in serde's words (`cache_ttl_ms: invalid type: string
+//! "1s", expected u64`).
+//!
+//! The JSON is parsed by miniserde into one value tree, then read field by
+//! field: no code generated per type (serde_json's is the bulk of a `.wasm`).
+//! Its parser says nothing about where a text stops being JSON: such a
+//! configuration is refused as `(root): invalid JSON`.
 
-use std::collections::{BTreeMap, HashMap};
-
+use miniserde::json::{Number, Value};
 use paastis_rules::{check_region, normalize_host, HostRule, HostRules, RuleError};
-use serde::Deserialize;
-use serde_json::value::RawValue;
 use thiserror::Error;
 
 mod token;
@@ -152,8 +156,7 @@ fn invalid(field: impl Into<String>, message: impl Into<String>) -> ConfigError 
 }
 
 /// What to do with a host that no rule and no domain matches.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum UnmatchedHosts {
     /// Answer a local 404.
     Reject,
@@ -164,8 +167,7 @@ pub enum UnmatchedHosts {
 
 /// What to do when the sidecar cannot be reached or answers something that
 /// is not its JSON.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FailurePolicy {
     /// Answer 503 with `Retry-After`.
     Closed,
@@ -174,8 +176,7 @@ pub enum FailurePolicy {
 }
 
 /// Scheme used when rewriting `Origin` for the upstream.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Scheme {
     Https,
     Http,
@@ -217,8 +218,10 @@ pub struct Config {
     /// Host rules then domains, compiled.
     pub rules: HostRules,
     pub unmatched_hosts: UnmatchedHosts,
-    /// Region (valid region name) to cluster (valid cluster name).
-    pub region_clusters: BTreeMap<String, String>,
+    /// Region (valid region name) to cluster (valid cluster name), in
+    /// region order, each region once. A list rather than a map: a few
+    /// entries, and no map code in the filter's `.wasm`.
+    pub region_clusters: Vec<(String, String)>,
     pub failure_policy: FailurePolicy,
     /// A valid region name.
     pub default_region: String,
@@ -234,8 +237,11 @@ impl Config {
         let mut fields = if bytes.iter().all(u8::is_ascii_whitespace) {
             Fields::empty()
         } else {
-            let value: &RawValue = serde_json::from_slice(bytes)
-                .map_err(|e| ConfigError::NotAnObject(e.to_string()))?;
+            let text = std::str::from_utf8(bytes)
+                .map_err(|_| ConfigError::NotAnObject("not UTF-8".to_owned()))?;
+            // miniserde's error tells nothing more.
+            let value: Value = miniserde::json::from_str(text)
+                .map_err(|_| ConfigError::NotAnObject("invalid JSON".to_owned()))?;
             Fields::new(value, "", FIELDS)?
         };
 
@@ -293,7 +299,7 @@ impl Config {
         check_range("stale_ttl_ms", stale_ttl_ms, 0, MAX_STALE_TTL_MS)?;
 
         let domains: Vec<String> = fields.optional("domains")?.unwrap_or_default();
-        let raw_rules: Vec<&RawValue> = fields.optional("host_rules")?.unwrap_or_default();
+        let raw_rules: Vec<Value> = fields.optional("host_rules")?.unwrap_or_default();
         if domains.is_empty() && raw_rules.is_empty() {
             return Err(invalid(
                 "domains",
@@ -310,7 +316,7 @@ impl Config {
             .optional("unmatched_hosts")?
             .unwrap_or(UnmatchedHosts::Reject);
 
-        let region_clusters: BTreeMap<String, String> =
+        let region_clusters: Vec<(String, String)> =
             fields.optional("region_clusters")?.unwrap_or_default();
         for (region, cluster) in &region_clusters {
             check_region(&format!("region_clusters.{region}"), region)?;
@@ -361,8 +367,9 @@ impl Config {
     /// the region's own name.
     pub fn cluster_for<'a>(&'a self, region: &'a str) -> &'a str {
         self.region_clusters
-            .get(region)
-            .map_or(region, String::as_str)
+            .iter()
+            .find(|(r, _)| r == region)
+            .map_or(region, |(_, cluster)| cluster.as_str())
     }
 
     /// True when activity flushes come often enough to refresh a cache entry
@@ -372,7 +379,7 @@ impl Config {
     }
 }
 
-fn parse_host_rule(index: usize, raw: &RawValue) -> Result<HostRule, ConfigError> {
+fn parse_host_rule(index: usize, raw: Value) -> Result<HostRule, ConfigError> {
     let prefix = format!("host_rules[{index}]");
     let mut fields = Fields::new(raw, &prefix, RULE_FIELDS)?;
     let pattern: String = fields.required("pattern")?;
@@ -385,39 +392,32 @@ fn parse_host_rule(index: usize, raw: &RawValue) -> Result<HostRule, ConfigError
 }
 
 /// The fields of one JSON object, taken one by one so that each error names
-/// its field. Each value stays unparsed JSON text until its field is read:
-/// no `serde_json::Value` tree (and no second map type) in the filter's wasm.
-struct Fields<'a> {
-    map: HashMap<String, &'a RawValue>,
+/// its field. A list in key order, not the parsed `BTreeMap`: its removal
+/// code would cost the filter's `.wasm` 10 KiB, for a few fields.
+struct Fields {
+    map: Vec<(String, Value)>,
     prefix: String,
 }
 
-impl<'a> Fields<'a> {
+impl Fields {
     /// The fields of `{}`.
     fn empty() -> Self {
         Self {
-            map: HashMap::new(),
+            map: Vec::new(),
             prefix: String::new(),
         }
     }
 
     /// Checks that `value` is an object with only `known` keys. A key given
     /// twice keeps its last value, and of several unknown keys the first in
-    /// byte order is reported (as with a `serde_json::Value` object).
-    fn new(value: &'a RawValue, prefix: &str, known: &[&str]) -> Result<Self, ConfigError> {
-        let at = || {
-            if prefix.is_empty() {
-                "(root)"
-            } else {
-                prefix
-            }
+    /// byte order is reported.
+    fn new(value: Value, prefix: &str, known: &[&str]) -> Result<Self, ConfigError> {
+        let Value::Object(mut object) = value else {
+            let at = if prefix.is_empty() { "(root)" } else { prefix };
+            return Err(invalid(at, "expected a JSON object"));
         };
-        if !value.get().starts_with('{') {
-            return Err(invalid(at(), "expected a JSON object"));
-        }
-        let map: HashMap<String, &'a RawValue> = serde_json::from_slice(value.get().as_bytes())
-            .map_err(|e| invalid(at(), message(&e)))?;
-        if let Some(unknown) = map.keys().filter(|k| !known.contains(&k.as_str())).min() {
+        let map: Vec<(String, Value)> = std::mem::take(&mut *object).into_iter().collect();
+        if let Some((unknown, _)) = map.iter().find(|(k, _)| !known.contains(&k.as_str())) {
             return Err(ConfigError::UnknownField {
                 field: join(prefix, unknown),
                 expected: known.join(", "),
@@ -430,32 +430,163 @@ impl<'a> Fields<'a> {
     }
 
     /// An optional field; `null` counts as absent.
-    fn optional<T: Deserialize<'a>>(&mut self, name: &str) -> Result<Option<T>, ConfigError> {
-        match self.map.remove(name) {
-            None => Ok(None),
-            Some(value) if value.get() == "null" => Ok(None),
-            Some(value) => serde_json::from_slice(value.get().as_bytes())
-                .map(Some)
-                .map_err(|e| invalid(join(&self.prefix, name), message(&e))),
+    fn optional<T: FromValue>(&mut self, name: &str) -> Result<Option<T>, ConfigError> {
+        let value = self
+            .map
+            .iter()
+            .position(|(key, _)| key == name)
+            .map(|at| self.map.swap_remove(at).1);
+        match value {
+            None | Some(Value::Null) => Ok(None),
+            Some(value) => T::from_value(value, &join(&self.prefix, name)).map(Some),
         }
     }
 
-    fn required<T: Deserialize<'a>>(&mut self, name: &str) -> Result<T, ConfigError> {
+    fn required<T: FromValue>(&mut self, name: &str) -> Result<T, ConfigError> {
         self.optional(name)?
             .ok_or_else(|| ConfigError::Missing(join(&self.prefix, name)))
     }
 }
 
-/// A field's error without serde_json's ` at line L column C`, which would
-/// count from the start of the field's value, not of the configuration.
-fn message(e: &serde_json::Error) -> String {
-    let mut text = e.to_string();
-    if e.line() > 0 {
-        if let Some(at) = text.rfind(" at line ") {
-            text.truncate(at);
+/// A field's value read as `Self`; errors name `field` (or the item inside
+/// it: `domains[1]`, `region_clusters.osc-fr1`).
+trait FromValue: Sized {
+    fn from_value(value: Value, field: &str) -> Result<Self, ConfigError>;
+}
+
+/// serde's words for a value of the wrong type (`string "1s"`, `integer
+/// `-1``, `sequence`, ...). A float is written by miniserde's formatter: core's
+/// would add 15 KiB to the filter's `.wasm`.
+fn unexpected(value: &Value) -> String {
+    match value {
+        Value::Null => "null".to_owned(),
+        Value::Bool(b) => format!("boolean `{b}`"),
+        Value::Number(n @ Number::F64(_)) => format!("floating point `{n}`"),
+        Value::Number(n) => format!("integer `{n}`"),
+        Value::String(s) => format!("string {s:?}"),
+        Value::Array(_) => "sequence".to_owned(),
+        Value::Object(_) => "map".to_owned(),
+    }
+}
+
+fn invalid_type(field: &str, value: &Value, expected: &str) -> ConfigError {
+    invalid(
+        field,
+        format!("invalid type: {}, expected {expected}", unexpected(value)),
+    )
+}
+
+impl FromValue for Value {
+    fn from_value(value: Value, _field: &str) -> Result<Self, ConfigError> {
+        Ok(value)
+    }
+}
+
+impl FromValue for String {
+    fn from_value(value: Value, field: &str) -> Result<Self, ConfigError> {
+        match value {
+            Value::String(s) => Ok(s),
+            other => Err(invalid_type(field, &other, "a string")),
         }
     }
-    text
+}
+
+impl FromValue for u64 {
+    fn from_value(value: Value, field: &str) -> Result<Self, ConfigError> {
+        match value {
+            Value::Number(Number::U64(n)) => Ok(n),
+            Value::Number(n @ Number::I64(_)) => Err(invalid(
+                field,
+                format!("invalid value: integer `{n}`, expected u64"),
+            )),
+            other => Err(invalid_type(field, &other, "u64")),
+        }
+    }
+}
+
+impl FromValue for u32 {
+    fn from_value(value: Value, field: &str) -> Result<Self, ConfigError> {
+        match value {
+            Value::Number(Number::U64(n)) if n <= u64::from(u32::MAX) => Ok(n as u32),
+            Value::Number(n @ (Number::U64(_) | Number::I64(_))) => Err(invalid(
+                field,
+                format!("invalid value: integer `{n}`, expected u32"),
+            )),
+            other => Err(invalid_type(field, &other, "u32")),
+        }
+    }
+}
+
+impl<T: FromValue> FromValue for Vec<T> {
+    fn from_value(value: Value, field: &str) -> Result<Self, ConfigError> {
+        let Value::Array(mut items) = value else {
+            return Err(invalid_type(field, &value, "a sequence"));
+        };
+        std::mem::take(&mut *items)
+            .into_iter()
+            .enumerate()
+            .map(|(index, item)| T::from_value(item, &format!("{field}[{index}]")))
+            .collect()
+    }
+}
+
+/// An object of strings, in key order.
+impl FromValue for Vec<(String, String)> {
+    fn from_value(value: Value, field: &str) -> Result<Self, ConfigError> {
+        let Value::Object(mut object) = value else {
+            return Err(invalid_type(field, &value, "a map"));
+        };
+        std::mem::take(&mut *object)
+            .into_iter()
+            .map(|(key, item)| {
+                let item = String::from_value(item, &format!("{field}.{key}"))?;
+                Ok((key, item))
+            })
+            .collect()
+    }
+}
+
+/// A unit variant from its lower-case name.
+fn variant<T: Copy>(value: Value, field: &str, variants: [(&str, T); 2]) -> Result<T, ConfigError> {
+    let Value::String(name) = value else {
+        return Err(invalid_type(field, &value, "a string"));
+    };
+    match variants.iter().find(|(n, _)| *n == name) {
+        Some((_, v)) => Ok(*v),
+        None => Err(invalid(
+            field,
+            format!(
+                "unknown variant `{name}`, expected `{}` or `{}`",
+                variants[0].0, variants[1].0
+            ),
+        )),
+    }
+}
+
+impl FromValue for UnmatchedHosts {
+    fn from_value(value: Value, field: &str) -> Result<Self, ConfigError> {
+        variant(
+            value,
+            field,
+            [("reject", Self::Reject), ("pass", Self::Pass)],
+        )
+    }
+}
+
+impl FromValue for FailurePolicy {
+    fn from_value(value: Value, field: &str) -> Result<Self, ConfigError> {
+        variant(
+            value,
+            field,
+            [("closed", Self::Closed), ("open", Self::Open)],
+        )
+    }
+}
+
+impl FromValue for Scheme {
+    fn from_value(value: Value, field: &str) -> Result<Self, ConfigError> {
+        variant(value, field, [("https", Self::Https), ("http", Self::Http)])
+    }
 }
 
 fn join(prefix: &str, name: &str) -> String {
@@ -675,7 +806,8 @@ mod tests {
             (r#"{"sidecar_cluster":"s","host_rules":["a"]}"#.to_owned(), "host_rules[0]: expected a JSON object"),
             (r#"{"sidecar_cluster":"s","host_rules":[{"pattern":"a","app":"x","region":"EU"}]}"#.to_owned(), "host_rules[0].region:"),
             ("[1]".to_owned(), "(root): expected a JSON object"),
-            ("{".to_owned(), "(root): EOF while parsing"),
+            ("{".to_owned(), "(root): invalid JSON"),
+            ("{\"sidecar_cluster\":\"s\"} x".to_owned(), "(root): invalid JSON"),
             ("".to_owned(), "sidecar_cluster: missing required field"),
         ];
         for (json, expected) in cases {
@@ -694,6 +826,79 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.retry_after_s, DEFAULT_RETRY_AFTER_S);
+    }
+
+    /// Types in serde's words, items named by index or key.
+    #[test]
+    fn wrong_types_are_told_like_serde() {
+        let base = r#""sidecar_cluster":"s","domains":["gw.example.com"]"#;
+        for (extra, expected) in [
+            (
+                r#""cache_ttl_ms":1.5"#,
+                "cache_ttl_ms: invalid type: floating point `1.5`, expected u64",
+            ),
+            (
+                r#""cache_ttl_ms":true"#,
+                "cache_ttl_ms: invalid type: boolean `true`, expected u64",
+            ),
+            (
+                r#""retry_after_s":-1"#,
+                "retry_after_s: invalid value: integer `-1`, expected u32",
+            ),
+            (
+                r#""retry_after_s":[]"#,
+                "retry_after_s: invalid type: sequence, expected u32",
+            ),
+            (
+                r#""sidecar_token":{}"#,
+                "sidecar_token: invalid type: map, expected a string",
+            ),
+            (
+                r#""unmatched_hosts":"drop""#,
+                "unmatched_hosts: unknown variant `drop`, expected `reject` or `pass`",
+            ),
+            (
+                r#""failure_policy":1"#,
+                "failure_policy: invalid type: integer `1`, expected a string",
+            ),
+            (
+                r#""region_clusters":{"osc-fr1":2}"#,
+                "region_clusters.osc-fr1: invalid type: integer `2`, expected a string",
+            ),
+            (
+                r#""region_clusters":[]"#,
+                "region_clusters: invalid type: sequence, expected a map",
+            ),
+            (
+                r#""domains":["gw.example.com",false]"#,
+                "domains[1]: invalid type: boolean `false`, expected a string",
+            ),
+        ] {
+            assert_eq!(error(&format!("{{{base},{extra}}}")), expected);
+        }
+        assert_eq!(error("{\"a\" 1}"), "(root): invalid JSON");
+        assert_eq!(
+            Config::parse(b"{\xff}").unwrap_err().to_string(),
+            "(root): not UTF-8"
+        );
+    }
+
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Any configuration is accepted or refused, never a panic (nor a
+        /// stack overflow on deep nesting).
+        #[test]
+        fn any_configuration_is_handled(
+            text in prop_oneof![
+                any::<String>(),
+                "[\\[\\]{}\",:0-9a-z_.\\- ]{0,80}",
+                "\\{\"(sidecar_cluster|domains|host_rules|region_clusters|retry_after_s)\":(\"[a-z.]{0,8}\"|[0-9-]{1,12}|\\[\"[a-z.]{0,12}\"\\]|\\{\"[a-z-]{0,8}\":\"[a-z]{0,3}\"\\}|\\[\\{\"pattern\":\"[a-z()\\\\.]{0,6}\",\"app\":\"[a-z$1]{0,4}\"\\}\\]|null|true)\\}",
+                (1usize..5000).prop_map(|depth| format!("{{\"domains\":{}", "[".repeat(depth))),
+            ],
+        ) {
+            let _ = Config::parse(text.as_bytes());
+        }
     }
 
     #[test]

@@ -15,6 +15,7 @@
 use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 
+use paastis_api::mini;
 use paastis_api::{ActivityAnswer, ActivityRequest};
 use paastis_rules::is_valid_app_name;
 
@@ -148,11 +149,11 @@ impl Activity {
 /// The JSON body of `POST /v1/activity`: `{"apps":[...]}`, plus
 /// `"not_running":[...]` when some apps were seen not running.
 pub fn activity_body(apps: &[String], not_running: &[String]) -> Vec<u8> {
-    serde_json::to_vec(&ActivityRequest {
+    mini::to_string(&ActivityRequest {
         apps: Cow::Borrowed(apps),
         not_running: Cow::Borrowed(not_running),
     })
-    .unwrap_or_default()
+    .into_bytes()
 }
 
 /// One app the sidecar says is awake, validated.
@@ -190,11 +191,10 @@ pub fn parse_activity_answer(
     if !content_type.is_some_and(is_json_content_type) {
         return Err(AnswerError::NotJson(status));
     }
-    let answer: ActivityAnswer =
-        serde_json::from_slice(body).map_err(|e| AnswerError::BadBody {
-            status,
-            message: e.to_string(),
-        })?;
+    let answer: ActivityAnswer = mini::from_slice(body).map_err(|e| AnswerError::BadBody {
+        status,
+        message: e.to_string(),
+    })?;
     let asked = |app: &String| is_valid_app_name(app) && batch.binary_search(app).is_ok();
     let awake: Vec<AwakeApp> = answer
         .awake

@@ -10,6 +10,7 @@
 use std::borrow::Cow;
 use std::fmt::Write as _;
 
+use paastis_api::mini;
 use paastis_api::{ErrorCode, LocalReplyBody};
 
 /// Why the filter answers itself.
@@ -158,9 +159,7 @@ fn render_json(code: ErrorCode, message: &str, app: Option<&str>) -> String {
         message: Cow::Borrowed(message),
         app: app.map(Cow::Borrowed),
     };
-    // Serializing plain strings cannot fail; an empty body is the fallback
-    // rather than a panic.
-    serde_json::to_string(&body).unwrap_or_default()
+    mini::to_string(&body)
 }
 
 fn render_html(title: &str, message: &str, retry_after: Option<u32>) -> String {

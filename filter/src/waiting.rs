@@ -19,6 +19,7 @@
 //! Scalingo's rule, states and error codes from fixed sets) and is escaped;
 //! nothing the sidecar says is echoed as is.
 
+use paastis_api::mini;
 pub use paastis_api::{AppState, AppStatus};
 use paastis_api::{ErrorAnswer, ErrorCode, PublicStatus, StatusAnswer, StatusQuery};
 use paastis_rules::{is_valid_app_name, MAX_LINKED_APPS};
@@ -278,16 +279,14 @@ impl StatusReport {
         RenderedReply {
             status,
             headers,
-            // Serializing names and fixed strings cannot fail.
-            body: serde_json::to_string(&PublicStatus {
+            body: mini::to_string(&PublicStatus {
                 app: self.app.clone(),
                 ready: self.ready,
                 apps: self.apps.clone(),
                 error: self.error,
                 reason: self.reason.clone(),
                 expected_ms: self.expected_ms,
-            })
-            .unwrap_or_default(),
+            }),
         }
     }
 }
@@ -301,12 +300,12 @@ pub fn parse_status_answer(
     body: &[u8],
 ) -> Result<StatusReport, AnswerError> {
     let status = sidecar_json_status(status, content_type, &[200, 400, 503])?;
-    let bad_body = |e: serde_json::Error| AnswerError::BadBody {
+    let bad_body = |e: mini::JsonError| AnswerError::BadBody {
         status,
         message: e.to_string(),
     };
     if status != 200 {
-        let answer: ErrorAnswer = serde_json::from_slice(body).map_err(bad_body)?;
+        let answer: ErrorAnswer = mini::from_slice(body).map_err(bad_body)?;
         return match (status, answer.error) {
             (400, ErrorCode::InvalidApp) | (503, ErrorCode::WakeFailed) => Ok(StatusReport {
                 app: requested.to_owned(),
@@ -323,7 +322,7 @@ pub fn parse_status_answer(
             }),
         };
     }
-    let answer: StatusAnswer = serde_json::from_slice(body).map_err(bad_body)?;
+    let answer: StatusAnswer = mini::from_slice(body).map_err(bad_body)?;
     if let Some(app) = answer.app {
         if app != requested {
             return Err(AnswerError::WrongApp(app));

@@ -5,6 +5,7 @@
 //! checked (status, content type, JSON shape, region and upstream host) and
 //! anything unexpected is a sidecar failure, handled by `failure_policy`.
 
+use paastis_api::mini;
 use paastis_api::{Client, ErrorAnswer, ErrorCode, WaitingAnswer, WakeAnswer, WakeRequest};
 use paastis_rules::{is_valid_app_name, MAX_LINKED_APPS};
 
@@ -19,15 +20,13 @@ pub use paastis_api::WAKE_PATH;
 /// answer with 202: show the waiting page), and `"verify":true` when the
 /// traffic showed the app not running (its cache entry is a tombstone).
 pub fn wake_body(app: &str, region: Option<&str>, browser: bool, verify: bool) -> Vec<u8> {
-    // Serializing two strings cannot fail; an empty body (refused by the
-    // sidecar, then handled as a failure) is the fallback rather than a panic.
-    serde_json::to_vec(&WakeRequest {
+    mini::to_string(&WakeRequest {
         app: app.to_owned(),
         region: region.map(str::to_owned),
         client: browser.then_some(Client::Browser),
         verify,
     })
-    .unwrap_or_default()
+    .into_bytes()
 }
 
 /// What the sidecar said about a wake.
@@ -78,12 +77,12 @@ fn parse(
     body: &[u8],
 ) -> Result<WakeOutcome, AnswerError> {
     let status = sidecar_json_status(status, content_type, &[200, 202, 400, 404, 503, 504])?;
-    let bad_body = |e: serde_json::Error| AnswerError::BadBody {
+    let bad_body = |e: mini::JsonError| AnswerError::BadBody {
         status,
         message: e.to_string(),
     };
     if status == 200 {
-        let answer: WakeAnswer = serde_json::from_slice(body).map_err(bad_body)?;
+        let answer: WakeAnswer = mini::from_slice(body).map_err(bad_body)?;
         if let Some(app) = answer.app {
             if app != requested {
                 return Err(AnswerError::WrongApp(app));
@@ -95,7 +94,7 @@ fn parse(
         )?));
     }
     if status == 202 {
-        let answer: WaitingAnswer = serde_json::from_slice(body).map_err(bad_body)?;
+        let answer: WaitingAnswer = mini::from_slice(body).map_err(bad_body)?;
         if let Some(app) = answer.app {
             if app != requested {
                 return Err(AnswerError::WrongApp(app));
@@ -122,7 +121,7 @@ fn parse(
         }
         return Ok(WakeOutcome::Waiting { apps, expected_ms });
     }
-    let answer: ErrorAnswer = serde_json::from_slice(body).map_err(bad_body)?;
+    let answer: ErrorAnswer = mini::from_slice(body).map_err(bad_body)?;
     match (status, answer.error) {
         (404, ErrorCode::UnknownApp) => Ok(WakeOutcome::UnknownApp),
         (400, ErrorCode::InvalidApp) => Ok(WakeOutcome::InvalidApp),
