@@ -7,7 +7,8 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 use paastis_e2e::harness::{blocking_get, envoy_bin, wait_envoy_ready};
 use serde_json::{json, Value};
@@ -32,6 +33,8 @@ pub struct Envoy {
     pub listen: SocketAddr,
     pub admin: SocketAddr,
     log: PathBuf,
+    admin_path: PathBuf,
+    name: String,
 }
 
 impl Envoy {
@@ -46,11 +49,35 @@ impl Envoy {
         concurrency: u32,
         cpus: Option<&str>,
     ) -> Result<Self, String> {
+        let mut envoy = Self::spawn(dir, name, config, concurrency, cpus, &[])?;
+        envoy.ready(Duration::from_secs(30))?;
+        Ok(envoy)
+    }
+
+    /// Starts Envoy as [`Envoy::start`] does, run by the command `under`
+    /// when not empty (its program and arguments, Envoy's command line
+    /// after them: valgrind), without waiting: [`Envoy::ready`] waits.
+    pub fn spawn(
+        dir: &Path,
+        name: &str,
+        config: &str,
+        concurrency: u32,
+        cpus: Option<&str>,
+        under: &[String],
+    ) -> Result<Self, String> {
         let config_path = dir.join(format!("{name}.yaml"));
         std::fs::write(&config_path, config).map_err(|e| e.to_string())?;
         let log = dir.join(format!("{name}.log"));
         let admin_path = dir.join(format!("{name}.admin"));
-        let child = pinned(&envoy_bin(), cpus)
+        let mut command = match under.split_first() {
+            Some((program, args)) => {
+                let mut command = Command::new(program);
+                command.args(args).arg(envoy_bin());
+                command
+            }
+            None => pinned(&envoy_bin(), cpus),
+        };
+        let child = command
             .arg("-c")
             .arg(&config_path)
             .args([
@@ -68,27 +95,60 @@ impl Envoy {
             .stderr(Stdio::null())
             .spawn()
             .map_err(|e| format!("cannot start envoy {}: {e}", envoy_bin().display()))?;
-        let mut envoy = Self {
+        Ok(Self {
             process: Guard::new(child),
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             admin: SocketAddr::from(([127, 0, 0, 1], 0)),
             log,
-        };
-        match envoy.wait_ready(&admin_path) {
-            Ok(()) => Ok(envoy),
+            admin_path,
+            name: name.to_owned(),
+        })
+    }
+
+    /// Waits, `within` at most, until the admin says LIVE and the listener
+    /// is bound (the process is stopped if not).
+    pub fn ready(&mut self, within: Duration) -> Result<(), String> {
+        match self.wait_ready(within) {
+            Ok(()) => Ok(()),
             Err(e) => {
-                envoy.process.stop();
-                Err(format!("envoy {name}: {e}; its log:\n{}", envoy.log_text()))
+                self.process.stop();
+                Err(format!(
+                    "envoy {}: {e}; its log:\n{}",
+                    self.name,
+                    self.log_text()
+                ))
             }
         }
     }
 
-    fn wait_ready(&mut self, admin_path: &Path) -> Result<(), String> {
+    fn wait_ready(&mut self, within: Duration) -> Result<(), String> {
+        let deadline = Instant::now() + within;
         let child = self
             .process
             .child_mut()
             .ok_or_else(|| "not running".to_owned())?;
-        let (admin, listen) = wait_envoy_ready(child, admin_path)?;
+        // The test kit's wait allows 30 s; a slower start (Envoy under
+        // valgrind takes a minute or more) is first awaited here, until the
+        // admin answers `/ready`.
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Err(format!("envoy exited: {status}"));
+            }
+            let admin = std::fs::read_to_string(&self.admin_path)
+                .ok()
+                .and_then(|s| s.trim().parse::<SocketAddr>().ok());
+            if admin.is_some_and(|a| matches!(blocking_get(a, "/ready"), Ok((200, _)))) {
+                break;
+            }
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "envoy did not become ready in {} s",
+                    within.as_secs()
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        let (admin, listen) = wait_envoy_ready(child, &self.admin_path)?;
         self.admin = admin;
         self.listen = listen;
         Ok(())
@@ -105,18 +165,24 @@ impl Envoy {
     /// The value of the counter whose name ends with `suffix` (0 when Envoy
     /// does not list it).
     pub fn counter(&self, suffix: &str) -> u64 {
-        blocking_get(
-            self.admin,
-            "/stats?filter=paastis|upstream_rq_|downstream_rq_",
-        )
-        .ok()
-        .and_then(|(_, body)| {
-            body.lines()
-                .filter_map(|l| l.split_once(": "))
-                .find(|(name, _)| name.ends_with(suffix))
-                .and_then(|(_, v)| v.trim().parse().ok())
-        })
-        .unwrap_or(0)
+        self.stats("paastis|upstream_rq_|downstream_rq_")
+            .into_iter()
+            .find(|(name, _)| name.ends_with(suffix))
+            .map_or(0, |(_, v)| v)
+    }
+
+    /// The counters and gauges whose names match `filter` (a regular
+    /// expression, the admin's `/stats?filter=`), empty when the admin does
+    /// not answer.
+    pub fn stats(&self, filter: &str) -> Vec<(String, u64)> {
+        blocking_get(self.admin, &format!("/stats?filter={filter}"))
+            .map(|(_, body)| {
+                body.lines()
+                    .filter_map(|l| l.split_once(": "))
+                    .filter_map(|(name, v)| Some((name.to_owned(), v.trim().parse().ok()?)))
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     /// Envoy's own accounting of its heap (`/memory`): bytes allocated and

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use paastis_e2e::fake::{FakeApp, FakeConfig, FakeScalingo};
-use paastis_e2e::harness::{render_template, wasm_path};
+use paastis_e2e::harness::{render_template, wasm_path, Sidecar};
 
 use crate::envoy::{shipped_filter_config, Envoy};
 use crate::perf::Recording;
@@ -24,7 +24,7 @@ use crate::wrk::{Load, Run, Wrk};
 
 const TEMPLATE: &str = include_str!("../envoy-hot.yaml.tmpl");
 const APP: &str = "bench-app";
-const HOST: &str = "bench-app.gateway.example.com";
+pub const HOST: &str = "bench-app.gateway.example.com";
 
 const PLAIN_ROUTES: &str = r#"              - match: { prefix: "/" }
                 route: { cluster: osc-fr1, timeout: 60s }"#;
@@ -83,8 +83,108 @@ pub fn noop_wasm_path() -> PathBuf {
         })
 }
 
+/// What every arm's Envoy stands in front of: the fake Scalingo with the
+/// app, the sidecar that wakes it, and the upstream that answers `200 ok`.
+pub struct Backends {
+    pub fake: FakeScalingo,
+    pub sidecar: Sidecar,
+    pub upstream: Upstream,
+    /// The shipped filter configuration, with this sidecar's token.
+    filter_config: String,
+}
+
+impl Backends {
+    /// The upstream is pinned to `upstream_cpu` when given.
+    pub async fn start(dir: &Path, upstream_cpu: Option<&str>) -> Result<Self, String> {
+        let fake = FakeScalingo::start(FakeConfig {
+            boot_delay: Duration::from_millis(200),
+            // kinder than the real platform until the sidecar lives within it (issue 9); the strict fake is for the tests
+            ..FakeConfig::lenient()
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+        fake.add_app(FakeApp::web(APP, "osc-fr1", 0));
+        let sidecar = util::start_sidecar(&fake, dir, "warn")?;
+        let upstream = tokio::task::block_in_place(|| Upstream::start(upstream_cpu))?;
+        let filter_config = shipped_filter_config(&sidecar.token).to_string();
+        Ok(Self {
+            fake,
+            sidecar,
+            upstream,
+            filter_config,
+        })
+    }
+
+    /// The Envoy configuration of `arm`: `bench/envoy-hot.yaml.tmpl` with
+    /// the arm's filters and routes, in front of these backends.
+    pub fn config(&self, arm: Arm) -> Result<String, String> {
+        let noop = noop_wasm_path();
+        if arm == Arm::Noop && !noop.is_file() {
+            return Err(format!(
+                "{} is missing: make bench builds it (cargo build -p paastis-bench-noop-filter --target wasm32-wasip1 --release)",
+                noop.display()
+            ));
+        }
+        let (routes, filters) = match arm {
+            Arm::Plain => (PLAIN_ROUTES, String::new()),
+            Arm::Noop => (PLAIN_ROUTES, wasm_filter("noop", &noop, None)),
+            Arm::Paastis => (
+                GATEWAY_ROUTES,
+                wasm_filter("paastis", &wasm_path(), Some(&self.filter_config)),
+            ),
+            Arm::Baseline => (
+                GATEWAY_ROUTES,
+                wasm_filter(
+                    "paastis",
+                    &baseline_wasm().unwrap_or_else(wasm_path),
+                    Some(&self.filter_config),
+                ),
+            ),
+        };
+        render_template(
+            TEMPLATE,
+            &[
+                ("ROUTES", routes.to_owned()),
+                ("WASM_FILTER", filters),
+                ("SIDECAR_PORT", self.sidecar.addr.port().to_string()),
+                ("UPSTREAM_PORT", self.upstream.addr.port().to_string()),
+            ],
+        )
+    }
+}
+
+/// The first request through an arm's Envoy, which must answer `200 ok`
+/// from the upstream: for the Paastis arms, the one request that really
+/// wakes the app (sidecar + fake) and so warms the cache. Returns how long
+/// it took.
+pub async fn first_request(
+    client: &reqwest::Client,
+    arm: Arm,
+    envoy: &Envoy,
+    sidecar: &Sidecar,
+) -> Result<Duration, String> {
+    let started = Instant::now();
+    let reply = client
+        .get(format!("http://{}/", envoy.listen))
+        .header("host", HOST)
+        .send()
+        .await
+        .map_err(|e| format!("{}: {e}", arm.label()))?;
+    let status = reply.status().as_u16();
+    let body = reply.text().await.unwrap_or_default();
+    if status != 200 || body != "ok\n" {
+        return Err(format!(
+            "{}: first request answered {status} {body:?}; envoy log:\n{}\nsidecar log:\n{}",
+            arm.label(),
+            envoy.log_text(),
+            sidecar.log()
+        ));
+    }
+    Ok(started.elapsed())
+}
+
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Arm {
+pub enum Arm {
     Plain,
     Noop,
     Paastis,
@@ -94,13 +194,13 @@ enum Arm {
 }
 
 /// The `.wasm` of the before/after arm, when one is asked for.
-fn baseline_wasm() -> Option<PathBuf> {
+pub fn baseline_wasm() -> Option<PathBuf> {
     std::env::var_os("PAASTIS_BASELINE_WASM").map(PathBuf::from)
 }
 
 impl Arm {
     /// The arms of this run: the three, plus the baseline when asked for.
-    fn all() -> Vec<Arm> {
+    pub fn all() -> Vec<Arm> {
         let mut arms = vec![Arm::Plain, Arm::Noop, Arm::Paastis];
         if baseline_wasm().is_some() {
             arms.push(Arm::Baseline);
@@ -108,7 +208,7 @@ impl Arm {
         arms
     }
 
-    fn label(self) -> &'static str {
+    pub fn label(self) -> &'static str {
         match self {
             Arm::Plain => "Envoy alone",
             Arm::Noop => "do-nothing wasm filter",
@@ -117,7 +217,7 @@ impl Arm {
         }
     }
 
-    fn name(self) -> &'static str {
+    pub fn name(self) -> &'static str {
         match self {
             Arm::Plain => "plain",
             Arm::Noop => "noop",
@@ -196,52 +296,10 @@ pub async fn run(plan: Plan, dir: &Path) -> Result<(Section, Vec<EnvoyMemory>), 
     };
     let pinned = envoy_cpu.is_some() && util::has_command("taskset");
 
-    let fake = FakeScalingo::start(FakeConfig {
-        boot_delay: Duration::from_millis(200),
-        // kinder than the real platform until the sidecar lives within it (issue 9); the strict fake is for the tests
-        ..FakeConfig::lenient()
-    })
-    .await
-    .map_err(|e| e.to_string())?;
-    fake.add_app(FakeApp::web(APP, "osc-fr1", 0));
-    let sidecar = util::start_sidecar(&fake, dir, "warn")?;
-
-    let upstream = tokio::task::block_in_place(|| Upstream::start(load_cpu))?;
-    let filter_config = shipped_filter_config(&sidecar.token).to_string();
-    let noop = noop_wasm_path();
-    if !noop.is_file() {
-        return Err(format!(
-            "{} is missing: make bench builds it (cargo build -p paastis-bench-noop-filter --target wasm32-wasip1 --release)",
-            noop.display()
-        ));
-    }
+    let backends = Backends::start(dir, load_cpu).await?;
     let mut envoys = Vec::new();
     for arm in Arm::all() {
-        let (routes, filters) = match arm {
-            Arm::Plain => (PLAIN_ROUTES, String::new()),
-            Arm::Noop => (PLAIN_ROUTES, wasm_filter("noop", &noop, None)),
-            Arm::Paastis => (
-                GATEWAY_ROUTES,
-                wasm_filter("paastis", &wasm_path(), Some(&filter_config)),
-            ),
-            Arm::Baseline => (
-                GATEWAY_ROUTES,
-                wasm_filter(
-                    "paastis",
-                    &baseline_wasm().unwrap_or_else(wasm_path),
-                    Some(&filter_config),
-                ),
-            ),
-        };
-        let config = render_template(
-            TEMPLATE,
-            &[
-                ("ROUTES", routes.to_owned()),
-                ("WASM_FILTER", filters),
-                ("SIDECAR_PORT", sidecar.addr.port().to_string()),
-                ("UPSTREAM_PORT", upstream.addr.port().to_string()),
-            ],
-        )?;
+        let config = backends.config(arm)?;
         let envoy = tokio::task::block_in_place(|| {
             Envoy::start(dir, arm.name(), &config, plan.workers, envoy_cpu)
         })?;
@@ -256,27 +314,17 @@ pub async fn run(plan: Plan, dir: &Path) -> Result<(Section, Vec<EnvoyMemory>), 
         .map_err(|e| e.to_string())?;
     let mut warm_ms = 0.0;
     for (arm, envoy) in &envoys {
-        let started = Instant::now();
-        let reply = client
-            .get(format!("http://{}/", envoy.listen))
-            .header("host", HOST)
-            .send()
-            .await
-            .map_err(|e| format!("{}: {e}", arm.label()))?;
-        let status = reply.status().as_u16();
-        let body = reply.text().await.unwrap_or_default();
-        if status != 200 || body != "ok\n" {
-            return Err(format!(
-                "{}: first request answered {status} {body:?}; envoy log:\n{}\nsidecar log:\n{}",
-                arm.label(),
-                envoy.log_text(),
-                sidecar.log()
-            ));
-        }
+        let took = first_request(&client, *arm, envoy, &backends.sidecar).await?;
         if *arm == Arm::Paastis {
-            warm_ms = util::ms(started.elapsed());
+            warm_ms = util::ms(took);
         }
     }
+    let Backends {
+        fake,
+        sidecar,
+        upstream,
+        ..
+    } = backends;
     let rss_idle = envoys
         .iter()
         .map(|(_, e)| e.pid().and_then(vm_rss_kib))

@@ -8,7 +8,9 @@
 //!    do-nothing wasm filter (wrk, arms interleaved and repeated), with one
 //!    and with two Envoy workers; `PAASTIS_BASELINE_WASM=FILE` adds an arm
 //!    running another build of the filter, for a before/after in the same
-//!    rounds;
+//!    rounds; then [`instructions`]: the instructions Envoy executes per
+//!    request in each of those arms, counted by callgrind (a figure that
+//!    repeats where the CPU times swing);
 //! 2. [`cold`]: the gateway's own overhead on a wake (time to the first
 //!    answer minus the fake's boot delay);
 //! 3. [`waiters`]: 1,000 concurrent first requests to one sleeping app, one
@@ -31,7 +33,7 @@
 //! is the [`soak`] run: it writes only the section "Soak" of the file, and
 //! the bench keeps that section when it rewrites the others.
 //!
-//! Usage: `paastis-bench [--out FILE] [--only hot,cold,waiters,scheduler,footprint,scalingo] [--quick]`
+//! Usage: `paastis-bench [--out FILE] [--only hot,instructions,cold,waiters,scheduler,footprint,scalingo] [--quick]`
 //! (`--quick`: shorter runs, for trying the bench itself; its figures are
 //! not worth recording).
 //!
@@ -43,6 +45,7 @@ mod cold;
 mod envoy;
 mod footprint;
 mod hot;
+mod instructions;
 mod perf;
 mod report;
 mod scalingo;
@@ -65,8 +68,9 @@ struct Args {
     quick: bool,
 }
 
-const NAMES: [&str; 6] = [
+const NAMES: [&str; 7] = [
     "hot",
+    "instructions",
     "cold",
     "waiters",
     "scheduler",
@@ -244,6 +248,18 @@ async fn run_all(args: &Args) -> (Vec<Section>, Vec<String>, Duration) {
             };
             record(&format!("hot path, {workers} worker(s)"), result);
         }
+    }
+    if wanted("instructions") {
+        eprintln!("paastis-bench: instructions per request (callgrind)...");
+        let plan = if quick {
+            instructions::Plan::quick()
+        } else {
+            instructions::Plan::full()
+        };
+        record(
+            "instructions per request",
+            with_dir(|dir| instructions::run(plan, dir)).await,
+        );
     }
     if wanted("cold") {
         eprintln!("paastis-bench: cold wakes...");
