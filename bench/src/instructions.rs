@@ -28,7 +28,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crate::envoy::Envoy;
-use crate::hot::{baseline_wasm, first_request, Arm, Backends, HOST};
+use crate::hot::{baseline_wasm, first_request, Arm, Backends, HOST, TICKS_SETTLE};
 use crate::report::{table, Section, Target};
 use crate::util::has_command;
 
@@ -170,6 +170,11 @@ impl Callgrind {
                 .filter(|t| t.contains("\ntotals:"))
                 .and_then(|t| parse_dump(&t))
             {
+                // Kept for `callgrind_annotate` when asked for, else removed.
+                if let Some(keep) = std::env::var_os(KEEP_DUMPS) {
+                    let name = file.file_name().unwrap_or_default();
+                    let _ = std::fs::copy(&file, PathBuf::from(keep).join(name));
+                }
                 let _ = std::fs::remove_file(&file);
                 return Ok(d);
             }
@@ -180,6 +185,12 @@ impl Callgrind {
         }
     }
 }
+
+/// A folder where each batch's callgrind dump is copied (`<arm>.callgrind.<n>`),
+/// to see where the instructions go: `callgrind_annotate --inclusive=no FILE`
+/// splits them by object (Envoy's binary, V8's generated code as `???`,
+/// libc).
+const KEEP_DUMPS: &str = "PAASTIS_BENCH_CALLGRIND_KEEP";
 
 /// One HTTP/1.1 keep-alive connection to an Envoy, sending wrk's request
 /// (`GET /` with the app's host) again and again, one at a time: every
@@ -315,11 +326,6 @@ struct CacheProof {
     callouts: u64,
     stale: u64,
 }
-
-/// The filter adds the hits it counted to Envoy's counter on its tick
-/// (`activity_flush_ms`, 1 s shipped): the counters are read this long
-/// after the last request, so that they hold every request before them.
-const TICKS_SETTLE: Duration = Duration::from_millis(2500);
 
 /// One arm's figures.
 struct ArmCount {
