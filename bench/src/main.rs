@@ -31,7 +31,8 @@
 //!
 //! `paastis-bench soak [--out FILE]` (`make soak`, not part of `make bench`)
 //! is the [`soak`] run: it writes only the section "Soak" of the file, and
-//! the bench keeps that section when it rewrites the others.
+//! the bench keeps that section when it rewrites the others (as it keeps the
+//! hand-written "Hot path analysis").
 //!
 //! Usage: `paastis-bench [--out FILE] [--only hot,instructions,cold,waiters,scheduler,footprint,scalingo] [--quick]`
 //! (`--quick`: shorter runs, for trying the bench itself; its figures are
@@ -107,6 +108,12 @@ fn parse_args() -> Result<Args, String> {
     Ok(args)
 }
 
+/// Sections of the output file that a run keeps as it found them: the
+/// soak's (written by `make soak` alone) and the hot path's analysis (written
+/// by hand from the profiles: which host calls and which code a hit pays
+/// for, and what was tried).
+const KEPT_SECTIONS: [&str; 2] = ["Hot path analysis", "Soak"];
+
 fn main() -> ExitCode {
     if std::env::args().nth(1).as_deref() == Some("upstream") {
         return match upstream::serve() {
@@ -137,12 +144,12 @@ fn main() -> ExitCode {
     let (sections, failures, wall) = runtime.block_on(run_all(&args));
     let machine = util::Machine::read(&paastis_e2e::harness::envoy_bin());
     let mut text = report::render(&machine, &sections, &failures, wall);
-    // The soak's section is written by `make soak` alone: kept as it was.
-    if let Some(soak) = std::fs::read_to_string(&args.out)
-        .ok()
-        .and_then(|old| report::section_text(&old, "Soak").map(str::to_owned))
-    {
-        text = report::splice(&text, "Soak", &soak);
+    // Sections no run of this binary writes, kept as they were.
+    let old = std::fs::read_to_string(&args.out).unwrap_or_default();
+    for title in KEPT_SECTIONS {
+        if let Some(kept) = report::section_text(&old, title) {
+            text = report::splice(&text, title, kept);
+        }
     }
     if let Err(e) = std::fs::write(&args.out, text) {
         eprintln!("paastis-bench: cannot write {}: {e}", args.out.display());

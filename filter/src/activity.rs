@@ -36,7 +36,9 @@ pub const MAX_PENDING_APPS: usize = 10_000;
 pub struct Activity {
     /// Apps served since the last flush (at most [`MAX_PENDING_APPS`]).
     served: HashSet<String>,
-    /// Open streams per app; an app leaves the map when its count drops to 0.
+    /// Open streams per app. An app whose count dropped to 0 stays until the
+    /// next [`Activity::take_batch`], which drops it: a stream per request on
+    /// a keep-alive connection then allocates nothing after the first.
     open: HashMap<String, u32>,
     /// Apps dropped because `served` was full, since the last flush.
     dropped: usize,
@@ -74,9 +76,6 @@ impl Activity {
     pub fn stream_closed(&mut self, app: &str) {
         if let Some(count) = self.open.get_mut(app) {
             *count = count.saturating_sub(1);
-            if *count == 0 {
-                self.open.remove(app);
-            }
         }
     }
 
@@ -89,6 +88,7 @@ impl Activity {
     /// every app with open streams, sorted, each once. Also returns how many
     /// apps were dropped since the last flush because the batch was full.
     pub fn take_batch(&mut self) -> (Vec<String>, usize) {
+        self.open.retain(|_, count| *count > 0);
         for app in self.open.keys() {
             if self.served.contains(app) {
                 continue;
@@ -240,6 +240,16 @@ mod tests {
         a.stream_closed("app-two");
         assert_eq!(a.open_streams("app-two"), 0);
         assert!(a.take_batch().0.is_empty());
+        assert!(
+            a.open.is_empty(),
+            "the flush drops apps left with no stream"
+        );
+        // Reopened after it was closed (its entry kept at 0 until a flush).
+        a.stream_opened("app-three");
+        a.stream_closed("app-three");
+        a.stream_opened("app-three");
+        assert_eq!(a.open_streams("app-three"), 1);
+        assert_eq!(a.take_batch().0, ["app-three"]);
     }
 
     #[test]

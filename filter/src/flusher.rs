@@ -30,7 +30,8 @@ impl Flusher {
     /// answer.
     pub fn tick(&mut self, host: &impl Host, shared: &Shared) {
         shared.flush_counts(host);
-        let now = host.now_ms();
+        // Also what lets a hit skip its clock read (`Shared::surely_before`).
+        let now = shared.now_ms(host);
         if let Some(inflight) = &self.inflight {
             // Envoy answers every callout, if only with a timeout; this is a
             // guard against a lost answer blocking activity forever.

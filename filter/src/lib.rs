@@ -31,7 +31,8 @@
 //!    routing header to the cluster, `x-forwarded-host` to the host as
 //!    received, `:authority` to the upstream host, and `Origin` to the
 //!    upstream's origin when it was the original host's; record activity and
-//!    continue. No callout.
+//!    continue. No callout, and no clock read unless the entry expires within
+//!    two ticks of the VM's last reading ([`shared::Shared::surely_before`]).
 //! 4. Miss: `POST /v1/wake {"app","region"}` to the sidecar, request paused;
 //!    a browser's `GET` (`Accept: text/html`) adds `"client":"browser"`.
 //! 5. The sidecar's answer ([`wake`]): 200 writes the cache, sets the headers

@@ -25,6 +25,9 @@ pub struct Shared {
     local_counts: [Cell<u64>; Metric::ALL.len()],
     /// Whether the sidecar answers (see [`crate::outage`]).
     outage: RefCell<Outage>,
+    /// The host time this VM last read (ms since the epoch; 0 before the
+    /// first read): see [`Shared::surely_before`].
+    last_now_ms: Cell<u64>,
 }
 
 impl Shared {
@@ -37,7 +40,31 @@ impl Shared {
             key_buf: RefCell::new(String::with_capacity(64)),
             local_counts: Default::default(),
             outage: RefCell::new(Outage::default()),
+            last_now_ms: Cell::new(0),
         }
+    }
+
+    /// Reads the host clock, and remembers it for [`Shared::surely_before`].
+    pub fn now_ms(&self, host: &impl Host) -> u64 {
+        let now = host.now_ms();
+        self.last_now_ms.set(now);
+        now
+    }
+
+    /// True when `at_ms` is surely still in the future, without a host call:
+    /// it lies more than two ticks (`activity_flush_ms`) past the last clock
+    /// reading, and the tick reads the clock every period. A hit then needs
+    /// no clock read (a host call costs as much as a quarter of the filter's
+    /// own work on a hit); an entry near its expiry still reads it.
+    ///
+    /// The bound holds while the worker's tick fires at most one period
+    /// late: a tick later than that lets an entry route for that lateness
+    /// past its expiry (the tick shares the worker's event loop with the
+    /// requests, so only a worker too busy to serve them falls that far
+    /// behind).
+    pub fn surely_before(&self, at_ms: u64) -> bool {
+        let last = self.last_now_ms.get();
+        last != 0 && at_ms > last.saturating_add(self.config.activity_flush_ms.saturating_mul(2))
     }
 
     /// The state for the plugin configuration `bytes`, carrying over the

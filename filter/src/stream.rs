@@ -163,10 +163,17 @@ impl Stream {
         Flow::Pause
     }
 
-    /// Sets the routing headers (`edits`) and records the activity of `app`.
-    /// False when a header could not be set (the caller must not let the
-    /// request through).
-    fn route(&mut self, host: &impl Host, shared: &Shared, app: &str, edits: &RouteEdits) -> bool {
+    /// Sets the routing headers (`edits`) and records the activity of `app`
+    /// (taken by value: the stream keeps it until it ends, and a hit has it
+    /// owned already, so that a hit copies no app name). False when a header
+    /// could not be set (the caller must not let the request through).
+    fn route(
+        &mut self,
+        host: &impl Host,
+        shared: &Shared,
+        app: String,
+        edits: &RouteEdits,
+    ) -> bool {
         for (name, value) in edits.pairs() {
             if let Err(e) = host.set_request_header(name, value) {
                 error!("cannot set request header {name}: {e}");
@@ -177,20 +184,20 @@ impl Stream {
         // proxy-wasm 0.2 exports) Envoy clears it on every request-header
         // change by itself, so a `clear_route_cache` call is a wasted host
         // call (Envoy only stops doing so for ABIs above 0.2.1).
-        let first = self.open_app.is_none();
-        shared.with_activity(|a| {
-            a.served(app);
-            if first {
-                a.stream_opened(app);
-            }
-        });
-        if first {
-            self.open_app = Some(app.to_owned());
-        }
         debug!(
             "{app} -> cluster {}, host {}",
             edits.cluster.1, edits.authority.1
         );
+        let first = self.open_app.is_none();
+        shared.with_activity(|a| {
+            a.served(&app);
+            if first {
+                a.stream_opened(&app);
+            }
+        });
+        if first {
+            self.open_app = Some(app);
+        }
         true
     }
 
@@ -216,12 +223,19 @@ impl Stream {
         let mut stale = None;
         let mut last_region = None;
         if let Some(value) = shared.cached(host, &target.app) {
-            let now = host.now_ms();
             match cache::decode(&value) {
                 Ok(entry) => {
-                    let fresh = entry.is_fresh(now);
-                    let usable_stale =
-                        !fresh && entry.is_usable_stale(now, shared.config.stale_ttl_ms);
+                    // The clock is read only near the entry's expiry.
+                    let now = if shared.surely_before(entry.expiry_ms) {
+                        None
+                    } else {
+                        Some(shared.now_ms(host))
+                    };
+                    let fresh = now.is_none_or(|now| entry.is_fresh(now));
+                    let usable_stale = !fresh
+                        && now.is_some_and(|now| {
+                            entry.is_usable_stale(now, shared.config.stale_ttl_ms)
+                        });
                     // A stale entry is routed only while the sidecar is down
                     // (no callout then: the flush sees it come back).
                     if fresh || (usable_stale && shared.sidecar_down()) {
@@ -234,7 +248,7 @@ impl Stream {
                             host,
                             shared,
                             view,
-                            &target.app,
+                            target.app,
                             original_host,
                             &entry,
                         );
@@ -294,7 +308,7 @@ impl Stream {
         host: &impl Host,
         shared: &Shared,
         view: &RequestView<'_>,
-        app: &str,
+        app: String,
         original_host: &str,
         entry: &cache::CacheEntry<'_>,
     ) -> Flow {
@@ -337,7 +351,7 @@ impl Stream {
                     &cluster,
                     &upstream_host,
                 );
-                if self.route(host, shared, &call.app, &edits) {
+                if self.route(host, shared, call.app.clone(), &edits) {
                     Flow::Continue
                 } else {
                     self.unavailable(host, call.wants_html)
