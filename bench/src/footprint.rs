@@ -5,15 +5,13 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use paastis_e2e::fake::{FakeConfig, FakeScalingo};
+use paastis_e2e::fake::{FakeApp, FakeConfig, FakeScalingo};
 use paastis_e2e::harness::{sidecar_bin, wasm_path};
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use crate::hot::{noop_wasm_path, EnvoyMemory};
 use crate::report::{table, Section, Target};
 use crate::util::{self, bytes, vm_rss_kib};
-
-const BATCH: usize = 1_000;
 
 /// `path` as the report shows it: relative to the repository when inside it
 /// (the report is committed; this machine's folders mean nothing elsewhere).
@@ -42,10 +40,7 @@ pub async fn run(apps: usize, envoys: Vec<EnvoyMemory>, dir: PathBuf) -> Result<
     let fake = FakeScalingo::start(FakeConfig::lenient())
         .await
         .map_err(|e| e.to_string())?;
-    let sidecar = util::start_sidecar(&fake, &dir, "warn")?;
-    let pid = sidecar.pid().ok_or("the sidecar is gone")?;
     let client = reqwest::Client::new();
-    let base = format!("http://{}", sidecar.addr);
     let registered = |client: reqwest::Client, base: String| async move {
         let apps: Value = client
             .get(format!("{base}/v1/apps"))
@@ -57,25 +52,35 @@ pub async fn run(apps: usize, envoys: Vec<EnvoyMemory>, dir: PathBuf) -> Result<
             .map_err(|e| e.to_string())?;
         Ok::<usize, String>(apps["apps"].as_array().map_or(0, Vec::len))
     };
-    // Let the startup work (first scheduler pass) settle before reading.
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let idle = vm_rss_kib(pid);
-    let names: Vec<String> = (0..apps).map(|i| format!("footprint-app-{i:05}")).collect();
-    for batch in names.chunks(BATCH) {
-        let reply = client
-            .post(format!("{base}/v1/activity"))
-            .header("authorization", sidecar.authorization())
-            .json(&json!({ "apps": batch }))
-            .send()
-            .await
-            .map_err(|e| e.to_string())?;
-        if !reply.status().is_success() {
-            return Err(format!("activity answered {}", reply.status()));
-        }
+
+    // A sidecar with nothing to register: its memory at rest.
+    let idle = {
+        let dir = dir.join("idle");
+        std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+        let sidecar = util::start_sidecar(&fake, &dir, "warn")?;
+        let pid = sidecar.pid().ok_or("the sidecar is gone")?;
+        let base = format!("http://{}", sidecar.addr);
+        // Let the startup work (first scheduler pass) settle before reading.
+        wait_registered(&registered, &client, &base, 0).await?;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        vm_rss_kib(pid)
+    };
+
+    // Only a wake or the scheduler's discovery registers an app (activity
+    // never does): `apps` running apps in the fake, registered by the first
+    // pass of a second sidecar, the same binary.
+    for i in 0..apps {
+        fake.add_app(FakeApp::web(format!("footprint-app-{i:05}"), "osc-fr1", 1));
     }
+    let dir = dir.join("loaded");
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let sidecar = util::start_sidecar(&fake, &dir, "warn")?;
+    let pid = sidecar.pid().ok_or("the sidecar is gone")?;
+    let base = format!("http://{}", sidecar.addr);
+    let count = wait_registered(&registered, &client, &base, apps).await?;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let loaded = vm_rss_kib(pid);
-    let count = registered(client.clone(), base.clone()).await?;
+    let count = registered(client.clone(), base.clone()).await?.max(count);
     let after_list = vm_rss_kib(pid);
     drop(sidecar);
 
@@ -97,12 +102,9 @@ pub async fn run(apps: usize, envoys: Vec<EnvoyMemory>, dir: PathBuf) -> Result<
     body.push_str(&table(
         &["moment", "VmRSS"],
         &[
-            vec!["started, no app".into(), kib(idle)],
+            vec!["started, no app (a first sidecar)".into(), kib(idle)],
             vec![
-                format!(
-                    "{count} apps registered ({} activity batches of {BATCH})",
-                    apps / BATCH
-                ),
+                format!("{count} apps registered (by the first scheduler pass's discovery)"),
                 kib(loaded),
             ],
             vec![
@@ -173,6 +175,31 @@ pub async fn run(apps: usize, envoys: Vec<EnvoyMemory>, dir: PathBuf) -> Result<
         targets,
         took: began.elapsed(),
     })
+}
+
+/// Polls the sidecar's app list until it holds `want` apps (60 s at most);
+/// returns how many it holds.
+async fn wait_registered<F, Fut>(
+    registered: &F,
+    client: &reqwest::Client,
+    base: &str,
+    want: usize,
+) -> Result<usize, String>
+where
+    F: Fn(reqwest::Client, String) -> Fut,
+    Fut: std::future::Future<Output = Result<usize, String>>,
+{
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let count = registered(client.clone(), base.to_owned()).await?;
+        if count >= want {
+            return Ok(count);
+        }
+        if Instant::now() > deadline {
+            return Err(format!("{count} apps registered of {want} after 60 s"));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 fn size_short(path: &std::path::Path) -> String {

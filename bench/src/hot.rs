@@ -672,11 +672,12 @@ fn section(plan: Plan, m: &Measured, warm_ms: f64, pinned: bool, took: Duration)
     body.push_str(&format!(
         "Where the Paastis filter's own {} µs per request ({:.1} % of the do-nothing filter's CPU per request) \
          go: on each hit it reads the request's header map and the app's entry in shared data (two host calls \
-         that each call back into the VM to allocate the copy), reads the clock and sets three headers: six \
-         host calls (pinned by the filter's test `a_warm_hit_makes_six_host_calls`; the hit is counted in the \
-         VM and added to the counter on the tick, and Envoy clears the route cache on each header change by \
+         that each call back into the VM to allocate the copy) and sets three headers: five host calls \
+         (pinned by the filter's test `a_warm_hit_makes_five_host_calls_and_reads_the_clock_only_near_expiry`: \
+         the clock is read only when the entry expires within two ticks, the hit is counted in the VM and \
+         added to the counter on the tick, and Envoy clears the route cache on each header change by \
          itself), and one more to read the response's `:status`; plus its own code (host matching, the \
-         cache entry's checks, the activity record).{}{}\n\n",
+         cache entry's checks, the activity record). Section 1c counts the instructions this costs.{}{}\n\n",
         f1(own),
         100.0 * own_share,
         match (
