@@ -54,8 +54,9 @@ impl Shared {
     /// True when `at_ms` is surely still in the future, without a host call:
     /// it lies more than two ticks (`activity_flush_ms`) past the last clock
     /// reading, and the tick reads the clock every period. A hit then needs
-    /// no clock read (a host call costs as much as a quarter of the filter's
-    /// own work on a hit); an entry near its expiry still reads it.
+    /// no clock read (measured: 1,700 to 3,000 Envoy instructions a hit, a
+    /// third to a half of the filter's own code); an entry near its expiry
+    /// still reads it.
     ///
     /// The bound holds while the worker's tick fires at most one period
     /// late: a tick later than that lets an entry route for that lateness
