@@ -1,13 +1,29 @@
-//! `POST /v1/activity`: the apps the filter served since its last flush.
+//! `POST /v1/activity`: the apps the filter served since its last flush,
+//! and the renewal of the awake leases it holds.
+//!
+//! # Awake leases
+//!
+//! A filter VM (one per Envoy worker) may route an app from its cache only
+//! while it holds a lease on it that the sidecar granted (a wake's 200, an
+//! activity answer's `awake`) and keeps renewing: every tick while it holds
+//! any, traffic or not, it sends one batch naming the apps it served
+//! (`apps`) and the other apps it holds (`held`), with its id (`vm`) and
+//! how long it keeps routing an app without a renewal (`lease_ms`, its
+//! cache TTL). The answer renews the apps listed `awake` and takes back
+//! the ones listed `asleep` (the VM drops them and stops naming them); an
+//! app in neither list keeps its lease until it runs out. The sidecar
+//! pauses an app only once every live VM of every instance has stopped
+//! naming it, or its lease ran out where a VM fell silent.
 
 use std::borrow::Cow;
 
 use serde::{Deserialize, Serialize};
 
 /// The body of `POST /v1/activity`: `{"apps": [names], "not_running"?:
-/// [names]}` (each app once per list; at most 10,000 per list). Borrowed
-/// when written (the filter keeps its batch to check the answer), owned when
-/// read.
+/// [names], "held"?: [names], "vm"?: id, "lease_ms"?: ms}` (each app once
+/// per list; at most 10,000 per list). Borrowed when written (the filter
+/// keeps its batch to check the answer), owned when read. A batch without
+/// `vm` (an older filter) renews nothing and is never waited for.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ActivityRequest<'a> {
@@ -19,6 +35,26 @@ pub struct ActivityRequest<'a> {
     /// not empty; defaults to empty.
     #[serde(default, skip_serializing_if = "is_empty")]
     pub not_running: Cow<'a, [String]>,
+    /// Apps the VM holds a lease on and routes from its cache, not in
+    /// `apps` (no request since the last batch): renewed, never counted as
+    /// activity. Written only when not empty; defaults to empty.
+    #[serde(default, skip_serializing_if = "is_empty")]
+    pub held: Cow<'a, [String]>,
+    /// The VM's id, random, the same for the VM's life: what the sidecar
+    /// tracks the leases of.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vm: Option<Cow<'a, str>>,
+    /// How long the VM keeps routing an app after its last renewal (its
+    /// `cache_ttl_ms`): how long a pause waits for a VM that fell silent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease_ms: Option<u64>,
+}
+
+impl ActivityRequest<'_> {
+    /// Every app the batch names as routed by the VM (`apps`, then `held`).
+    pub fn routed(&self) -> impl Iterator<Item = &String> {
+        self.apps.iter().chain(self.held.iter())
+    }
 }
 
 // serde's `skip_serializing_if` hands the field itself, by reference.
@@ -39,12 +75,14 @@ pub struct RunningApp {
 
 /// 200 answer of `POST /v1/activity`: `{"awake": [...], "asleep": [...]}`.
 ///
-/// `awake`: the apps of the batch the sidecar knows to run (the filter
-/// refreshes its cache from them). `asleep`: the apps of the batch it does
-/// not know to run (never woken through it, paused, forgotten, or found
-/// stopped): the filter drops their cache entries, so that a pause by any
-/// instance stops the routing within one activity period. An app is in at
-/// most one of the two; both default to empty.
+/// `awake`: the apps of the batch the sidecar knows to run (their leases
+/// are renewed: the filter refreshes its cache from them). `asleep`: the
+/// apps of `apps` it does not know to run (never woken through it, paused,
+/// forgotten, or found stopped), and the apps of `held` it knows stopped
+/// (a pause on any instance): the filter drops their cache entries and
+/// gives the lease back. A held app in neither list (an instance that just
+/// restarted has no memory of it) keeps its lease until it runs out. An app
+/// is in at most one of the two; both default to empty.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ActivityAnswer {
     #[serde(default)]
@@ -64,6 +102,9 @@ mod tests {
         let r = ActivityRequest {
             apps: Cow::Borrowed(&batch),
             not_running: Cow::Borrowed(&[]),
+            held: Cow::Borrowed(&[]),
+            vm: None,
+            lease_ms: None,
         };
         let text = serde_json::to_string(&r).unwrap();
         assert_eq!(text, r#"{"apps":["app-one","app-two"]}"#);
@@ -72,6 +113,9 @@ mod tests {
         let r = ActivityRequest {
             apps: Cow::Borrowed(&batch),
             not_running: Cow::Borrowed(&stopped),
+            held: Cow::Borrowed(&[]),
+            vm: None,
+            lease_ms: None,
         };
         let text = serde_json::to_string(&r).unwrap();
         assert_eq!(
@@ -80,6 +124,22 @@ mod tests {
         );
         assert_eq!(serde_json::from_str::<ActivityRequest>(&text).unwrap(), r);
         assert!(serde_json::from_str::<ActivityRequest>(r#"{"apps":[],"x":1}"#).is_err());
+        let held = vec!["app-three".to_owned()];
+        let r = ActivityRequest {
+            apps: Cow::Borrowed(&[]),
+            not_running: Cow::Borrowed(&[]),
+            held: Cow::Borrowed(&held),
+            vm: Some(Cow::Borrowed("0123abcd")),
+            lease_ms: Some(30_000),
+        };
+        let text = serde_json::to_string(&r).unwrap();
+        assert_eq!(
+            text,
+            r#"{"apps":[],"held":["app-three"],"vm":"0123abcd","lease_ms":30000}"#
+        );
+        let back = serde_json::from_str::<ActivityRequest>(&text).unwrap();
+        assert_eq!(back, r);
+        assert_eq!(back.routed().collect::<Vec<_>>(), ["app-three"]);
 
         let a = ActivityAnswer {
             awake: vec![RunningApp {

@@ -38,20 +38,24 @@
 //! |---|---|---|---|
 //! | POST | [`WAKE_PATH`] | [`WakeRequest`] `{"app", "region": name \| null, "client"?: "browser" \| "api", "verify"?: true}` | 200 [`WakeAnswer`] (the app runs); 202 [`WaitingAnswer`] (a browser, `waiting_page` strategy: the wake goes on in the background); 400 `invalid_app`; 404 `unknown_app`; 503 `wake_failed`; 504 `wake_timeout` |
 //! | GET | [`STATUS_PATH`]`?app=NAME` ([`StatusQuery`]) | | 200 [`StatusAnswer`] (where the wake of a waiting page stands; a failed wake carries `error` and its human `reason`); 400 `invalid_app`; 503 `wake_failed` (the rules cannot resolve the app) |
-//! | POST | [`ACTIVITY_PATH`] | [`ActivityRequest`] `{"apps": [names], "not_running"?: [names]}` | 200 [`ActivityAnswer`] `{"awake": [{"app", "region", "upstream_host"}], "asleep": [names]}` |
+//! | POST | [`ACTIVITY_PATH`] | [`ActivityRequest`] `{"apps": [names], "not_running"?: [names], "held"?: [names], "vm"?: id, "lease_ms"?: ms}` (also the renewal of the VM's awake leases, see [`ActivityRequest`]'s module) | 200 [`ActivityAnswer`] `{"awake": [{"app", "region", "upstream_host"}], "asleep": [names]}` |
 //!
-//! # The traffic tells the truth
+//! # The traffic tells the truth, and the router's page never reaches a user
 //!
 //! The filter watches the answers to the requests it routed: a 502, 503 or
-//! 504 is what the platform's router answers for an app with no serving
-//! container (stopped, crashed, booting). The filter then drops the app from
-//! its cache at once, reports it in the next activity flush
-//! (`not_running`), and marks its next wake `"verify": true`; the sidecar
-//! checks the app once per period (its front, then one status read) before
-//! it trusts its memory of "awake" again, and forgets the app when it does
-//! not run. The cost of the choice: an app that answers 503 itself gets one
-//! deduplicated check per period, and its requests a wake callout each
-//! (answered from the sidecar's memory) while that period lasts.
+//! 504 ([`is_router_status`]) is what the platform's router answers for an
+//! app with no serving container (stopped, crashed, booting). The filter
+//! then drops the app from its cache at once, gives its lease back,
+//! reports it in the next activity flush (`not_running`), and **holds the
+//! answer**: it asks the sidecar `{"verify": true, "background": true}`.
+//! The sidecar checks the app (its front on `health_path`, once per app
+//! per period). An app that serves answers 200, and the filter passes the
+//! app's own answer on; otherwise the sidecar starts the wake in the
+//! background and answers 202, and the filter replaces the router's page
+//! with the waiting page (a browser) or a 503 JSON with `Retry-After` (any
+//! other client). The cost of the choice: an app that answers 503 itself
+//! gets one deduplicated check per period, and each of its 503s a callout
+//! (answered from the sidecar's memory) before it is passed on.
 //!
 //! # Public status (filter, called by the waiting page)
 //!
@@ -90,6 +94,23 @@ pub use error::{ErrorAnswer, ErrorCode, LocalReplyBody, UnknownCode};
 pub use note::WakeNote;
 pub use status::{AppState, AppStatus, PublicStatus, StatusAnswer, StatusQuery};
 pub use wake::{Client, LinkedResult, WaitingAnswer, WakeAnswer, WakeRequest};
+
+/// True for a status the platform's router answers with while no web
+/// container of the app serves (stopped, booting, crashed, paused): 502,
+/// 503 or 504, the codes Scalingo documents for its router's error pages.
+///
+/// This is the one definition of the signal, used by the filter (an answer
+/// to a request it routed) and the sidecar (its readiness and verify
+/// probes of the app's front). The status alone cannot tell the router's
+/// page from an app that answers 503 itself, so the filter never acts on
+/// it alone: it holds the answer and asks the sidecar, which probes the
+/// app's `health_path` on its front; an app that answers there serves, and
+/// its own 503 is passed on. The project's fake Scalingo gives the same
+/// signal (its router pages are 503 by default, 502 or 504 by a knob, and
+/// never carry the fake app's header).
+pub const fn is_router_status(status: u32) -> bool {
+    matches!(status, 502..=504)
+}
 
 /// `POST`: wake an app (see [`WakeRequest`]).
 pub const WAKE_PATH: &str = "/v1/wake";

@@ -381,6 +381,9 @@ impl Serialize for WakeRequest {
         if self.verify {
             e.push(("verify", &self.verify));
         }
+        if self.background {
+            e.push(("background", &self.background));
+        }
         object(e)
     }
 }
@@ -391,6 +394,11 @@ impl Serialize for ActivityRequest<'_> {
         if !self.not_running.is_empty() {
             e.push(("not_running", &self.not_running));
         }
+        if !self.held.is_empty() {
+            e.push(("held", &self.held));
+        }
+        push_some(&mut e, "vm", &self.vm);
+        push_some(&mut e, "lease_ms", &self.lease_ms);
         object(e)
     }
 }

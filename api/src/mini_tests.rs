@@ -71,6 +71,7 @@ fn requests_are_written_alike() {
                         region: region.clone(),
                         client,
                         verify,
+                        background: verify,
                     });
                 }
             }
@@ -80,11 +81,17 @@ fn requests_are_written_alike() {
             written_alike(&ActivityRequest {
                 apps: Cow::Borrowed(&apps),
                 not_running: Cow::Borrowed(not_running),
+                held: Cow::Borrowed(not_running),
+                vm: Some(Cow::Borrowed(app)),
+                lease_ms: Some(30_000),
             });
         }
         written_alike(&ActivityRequest {
             apps: Cow::Borrowed(&[]),
             not_running: Cow::Borrowed(&[]),
+            held: Cow::Borrowed(&[]),
+            vm: None,
+            lease_ms: None,
         });
     }
 }
@@ -349,8 +356,8 @@ proptest! {
         apps in prop::collection::vec(app_status(), 0..4),
         names in prop::collection::vec(text(), 0..4),
     ) {
-        written_alike(&WakeRequest { app: a.clone(), region: b.clone(), client: flag.then_some(Client::Browser), verify: !flag });
-        written_alike(&ActivityRequest { apps: Cow::Borrowed(&names), not_running: Cow::Borrowed(&names[..names.len().min(1)]) });
+        written_alike(&WakeRequest { app: a.clone(), region: b.clone(), client: flag.then_some(Client::Browser), verify: !flag, background: !flag });
+        written_alike(&ActivityRequest { apps: Cow::Borrowed(&names), not_running: Cow::Borrowed(&names[..names.len().min(1)]), held: Cow::Borrowed(&names[names.len().min(1)..]), vm: b.as_deref().map(Cow::Borrowed), lease_ms: flag.then_some(n) });
         written_alike(&LocalReplyBody { error: code, message: Cow::Borrowed(&a), app: b.as_deref().map(Cow::Borrowed) });
         written_alike(&PublicStatus { app: a.clone(), ready: flag, apps: apps.clone(), error: flag.then_some(code), reason: b.clone(), expected_ms: b.as_ref().map(|_| n) });
         read_back(&WakeAnswer { app: b.clone(), target: a.clone(), region: a.clone(), upstream_host: a.clone(), linked_apps: names.iter().map(|app| LinkedResult { app: app.clone(), running: flag, error: b.clone() }).collect(), waited_ms: n });

@@ -23,9 +23,10 @@ impl Client {
     }
 }
 
-/// The body of `POST /v1/wake`: `{"app", "region", "client"?, "verify"?}`.
-/// `region` is always written (`null` when the host rule pins none);
-/// `client` only for a browser; `verify` only when true.
+/// The body of `POST /v1/wake`: `{"app", "region", "client"?, "verify"?,
+/// "background"?}`. `region` is always written (`null` when the host rule
+/// pins none); `client` only for a browser; `verify` and `background` only
+/// when true.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WakeRequest {
@@ -44,6 +45,13 @@ pub struct WakeRequest {
     /// app per period, see the sidecar's `verify`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub verify: bool,
+    /// True when the filter will not hold the request (it answers it with
+    /// the waiting page or a 503 itself, whatever the app's strategy: the
+    /// platform's router answered a request it routed): the sidecar starts
+    /// the wake in the background and answers 202 at once unless the app
+    /// runs (200). Sent with `verify`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub background: bool,
 }
 
 /// 200 answer of `POST /v1/wake`: the app runs.
@@ -113,10 +121,20 @@ mod tests {
             region: None,
             client: None,
             verify: false,
+            background: false,
         };
         assert_eq!(
             serde_json::to_string(&r).unwrap(),
             r#"{"app":"my-app","region":null}"#
+        );
+        let held = WakeRequest {
+            verify: true,
+            background: true,
+            ..r.clone()
+        };
+        assert_eq!(
+            serde_json::to_string(&held).unwrap(),
+            r#"{"app":"my-app","region":null,"verify":true,"background":true}"#
         );
         let checked = WakeRequest { verify: true, ..r };
         let text = serde_json::to_string(&checked).unwrap();
@@ -127,6 +145,7 @@ mod tests {
             region: Some("osc-fr1".into()),
             client: Some(Client::Browser),
             verify: false,
+            background: false,
         };
         let text = serde_json::to_string(&r).unwrap();
         assert_eq!(
@@ -141,6 +160,7 @@ mod tests {
                 region: None,
                 client: Some(Client::Api),
                 verify: false,
+                background: false,
             }
         );
         for bad in [

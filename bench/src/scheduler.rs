@@ -349,26 +349,19 @@ fn section(
         } else {
             String::new()
         };
-        let drain = paastis_sidecar::scheduler::ROUTING_DRAIN.as_secs_f64();
-        let default_gap = 60.0 / paastis_sidecar::config::DEFAULT_CALLS_PER_MINUTE as f64;
         body.push_str(&format!(
             "\nThe pass with {} idle apps took **{:.0} ms** and made **{paced}** regional API calls \
              ({}; the pace here spaces them by {:.1} ms). At the default pace \
              ({} calls a minute, Scalingo's limit), the same pass cannot take less than \
              **{at_default:.0} s** ({paced} calls one pace apart){consequence}. \
-             Each pause also waits the routing drain ({:.1} s, alongside its turn at the pace: the filters \
-             stop routing the app before it stops), one pause after the other: with the pace this fast, \
-             the drains make most of this pass's time; at the default pace the drain overlaps the wait \
-             for the scale call's turn ({:.1} s apart) and adds at most {:.1} s a pause. Its registry work \
-             is the same.\n",
+             Each pause also waits for its drain, alongside its turn at the pace: every filter VM that \
+             renews a lease on the app gives it back first (one or two filter ticks, 1 s each by default; \
+             no filter runs here, so no drain is waited). Its registry work is the same.\n",
             apps / IDLE_EVERY,
             util::ms(p.took),
             describe(&p.calls),
             60_000.0 / BENCH_PACE as f64,
             paastis_sidecar::config::DEFAULT_CALLS_PER_MINUTE,
-            drain,
-            default_gap,
-            (drain - default_gap).max(0.0),
         ));
         targets.push(Target::new(
             &format!("scheduler: pass over {apps} apps, 1 % idle"),

@@ -6,6 +6,13 @@
 //! while it has an open stream (a long download, a WebSocket): at each tick
 //! every app with open streams is reported again.
 //!
+//! The batch is also the renewal of the VM's awake leases (see
+//! `paastis_api`'s `ActivityRequest`): every app the VM served is held
+//! from then on, and named in every batch (`held`, when not served since
+//! the last one) until the sidecar takes it back (`asleep`), or its cache
+//! entry is gone. A VM that holds any lease sends a batch on every tick,
+//! traffic or not.
+//!
 //! The batch also carries the apps whose routed traffic showed them not
 //! running (`not_running`: the router answered 502/503/504), each once,
 //! bounded like the served ones; the answer names the apps of the batch the
@@ -46,6 +53,10 @@ pub struct Activity {
     /// [`MAX_PENDING_APPS`]; beyond it the report is lost, the app's cache
     /// entry is dropped all the same).
     not_running: HashSet<String>,
+    /// Apps the VM holds an awake lease on: served once, until the sidecar
+    /// takes the lease back or the entry is gone (at most
+    /// [`MAX_PENDING_APPS`]).
+    held: HashSet<String>,
 }
 
 impl Activity {
@@ -102,7 +113,35 @@ impl Activity {
         let mut batch: Vec<String> = self.served.drain().collect();
         // Sorted: the answer is checked against the batch by binary search.
         batch.sort_unstable();
+        for app in &batch {
+            if self.held.len() < MAX_PENDING_APPS && !self.held.contains(app) {
+                self.held.insert(app.clone());
+            }
+        }
         (batch, std::mem::take(&mut self.dropped))
+    }
+
+    /// The apps held but not in `batch` (sorted): the rest of the renewal.
+    pub fn held_besides(&self, batch: &[String]) -> Vec<String> {
+        let mut held: Vec<String> = self
+            .held
+            .iter()
+            .filter(|a| batch.binary_search(a).is_err())
+            .cloned()
+            .collect();
+        held.sort_unstable();
+        held
+    }
+
+    /// Gives the lease on `app` back (the sidecar took it, or its entry is
+    /// gone): no longer named in the batches.
+    pub fn release(&mut self, app: &str) {
+        self.held.remove(app);
+    }
+
+    /// Whether the VM holds a lease on `app`.
+    pub fn holds(&self, app: &str) -> bool {
+        self.held.contains(app)
     }
 
     /// Merges back a batch whose flush failed, so that its activity is sent
@@ -146,12 +185,31 @@ impl Activity {
     }
 }
 
+/// Who sends a batch, and the lease it keeps without a renewal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Renewal<'a> {
+    /// The VM's id.
+    pub vm: &'a str,
+    /// Its `cache_ttl_ms`.
+    pub lease_ms: u64,
+}
+
 /// The JSON body of `POST /v1/activity`: `{"apps":[...]}`, plus
-/// `"not_running":[...]` when some apps were seen not running.
-pub fn activity_body(apps: &[String], not_running: &[String]) -> Vec<u8> {
+/// `"not_running":[...]` when some apps were seen not running,
+/// `"held":[...]` when the VM holds other leases, and the VM's id and
+/// lease.
+pub fn activity_body(
+    apps: &[String],
+    not_running: &[String],
+    held: &[String],
+    renewal: Option<Renewal<'_>>,
+) -> Vec<u8> {
     mini::to_string(&ActivityRequest {
         apps: Cow::Borrowed(apps),
         not_running: Cow::Borrowed(not_running),
+        held: Cow::Borrowed(held),
+        vm: renewal.map(|r| Cow::Borrowed(r.vm)),
+        lease_ms: renewal.map(|r| r.lease_ms),
     })
     .into_bytes()
 }
@@ -173,13 +231,14 @@ pub struct ActivityOutcome {
     pub asleep: Vec<String>,
 }
 
-/// Reads the answer to a flush of `batch`: `200 {"awake":[{"app","region",
-/// "upstream_host"}], "asleep": [names]}`. Only apps of the batch are kept
-/// (the sidecar cannot touch cache entries the filter did not ask about),
-/// awake ones only with a valid region and upstream host; invalid items are
-/// skipped, not fatal.
+/// Reads the answer to a flush of `batch` (and of the leases `held`, both
+/// sorted): `200 {"awake":[{"app","region", "upstream_host"}], "asleep":
+/// [names]}`. Only apps the flush named are kept (the sidecar cannot touch
+/// cache entries the filter did not ask about), awake ones only with a
+/// valid region and upstream host; invalid items are skipped, not fatal.
 pub fn parse_activity_answer(
     batch: &[String],
+    held: &[String],
     status: Option<&[u8]>,
     content_type: Option<&[u8]>,
     body: &[u8],
@@ -195,7 +254,10 @@ pub fn parse_activity_answer(
         status,
         message: e.to_string(),
     })?;
-    let asked = |app: &String| is_valid_app_name(app) && batch.binary_search(app).is_ok();
+    let asked = |app: &String| {
+        is_valid_app_name(app)
+            && (batch.binary_search(app).is_ok() || held.binary_search(app).is_ok())
+    };
     let awake: Vec<AwakeApp> = answer
         .awake
         .into_iter()
@@ -274,12 +336,20 @@ mod tests {
     #[test]
     fn body() {
         assert_eq!(
-            activity_body(&["app-one".into(), "app-two".into()], &[]),
+            activity_body(&["app-one".into(), "app-two".into()], &[], &[], None),
             br#"{"apps":["app-one","app-two"]}"#
         );
         assert_eq!(
-            activity_body(&[], &["app-two".into()]),
+            activity_body(&[], &["app-two".into()], &[], None),
             br#"{"apps":[],"not_running":["app-two"]}"#
+        );
+        let renewal = Renewal {
+            vm: "00ff",
+            lease_ms: 30_000,
+        };
+        assert_eq!(
+            activity_body(&[], &[], &["app-three".into()], Some(renewal)),
+            br#"{"apps":[],"held":["app-three"],"vm":"00ff","lease_ms":30000}"#
         );
     }
 
@@ -310,20 +380,20 @@ mod tests {
             {"app":"not-asked","region":"osc-fr1","upstream_host":"x.osc-fr1.scalingo.io"},
             {"app":"app-two","region":"osc-fr1","upstream_host":"bad host"}
         ], "asleep": ["app-two", "not-asked", "app-one", "Bad_Name"]}"#;
-        let outcome = parse_activity_answer(&batch, Some(b"200"), json, body).unwrap();
+        let outcome = parse_activity_answer(&batch, &[], Some(b"200"), json, body).unwrap();
         let awake = outcome.awake;
         assert_eq!(awake.len(), 1);
         assert_eq!(awake[0].app, "app-one");
         assert_eq!(awake[0].awake.upstream_host, "app-one.osc-fr1.scalingo.io");
         assert_eq!(outcome.asleep, ["app-two"], "asked, and not also awake");
         assert_eq!(
-            parse_activity_answer(&batch, Some(b"200"), json, b"{}").unwrap(),
+            parse_activity_answer(&batch, &[], Some(b"200"), json, b"{}").unwrap(),
             ActivityOutcome::default()
         );
-        assert!(parse_activity_answer(&batch, Some(b"503"), json, b"{}").is_err());
-        assert!(parse_activity_answer(&batch, Some(b"200"), None, b"{}").is_err());
-        assert!(parse_activity_answer(&batch, None, None, b"").is_err());
-        assert!(parse_activity_answer(&batch, Some(b"200"), json, b"[").is_err());
+        assert!(parse_activity_answer(&batch, &[], Some(b"503"), json, b"{}").is_err());
+        assert!(parse_activity_answer(&batch, &[], Some(b"200"), None, b"{}").is_err());
+        assert!(parse_activity_answer(&batch, &[], None, None, b"").is_err());
+        assert!(parse_activity_answer(&batch, &[], Some(b"200"), json, b"[").is_err());
     }
 
     proptest! {

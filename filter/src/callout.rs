@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use paastis_api::{StatusQuery, ACTIVITY_PATH, WAKE_PATH};
 
-use crate::activity::{activity_body, ACTIVITY_TIMEOUT_MS};
+use crate::activity::{activity_body, Renewal, ACTIVITY_TIMEOUT_MS};
 use crate::config::Config;
 use crate::host::{Host, HostError};
 use crate::waiting::STATUS_TIMEOUT_MS;
@@ -34,6 +34,10 @@ pub struct WakeCall {
     /// The expired entry (cluster, upstream host) that may still route if
     /// the sidecar cannot be reached (serve stale).
     pub stale: Option<(String, String)>,
+    /// The backstop: the request was routed and the platform's router
+    /// answered it; its answer is held while the sidecar checks the app
+    /// (and wakes it in the background): see [`crate::stream`].
+    pub backstop: bool,
 }
 
 /// One callout to the sidecar.
@@ -52,6 +56,10 @@ pub enum Callout {
         /// Apps the traffic showed not running (reported, never refreshed
         /// from this answer).
         not_running: Vec<String>,
+        /// The other apps the VM holds a lease on (sorted): renewed.
+        held: Vec<String>,
+        /// The VM's id (see [`crate::shared::Shared::vm_id`]).
+        vm: std::rc::Rc<str>,
         started_ms: u64,
     },
 }
@@ -124,15 +132,28 @@ pub fn dispatch(
                 w.rule_region.as_deref(),
                 w.browser,
                 w.verify,
+                w.backstop,
             )),
         ),
         Callout::Status { app } => ("GET", StatusQuery::path(app), None),
         Callout::Activity {
-            batch, not_running, ..
+            batch,
+            not_running,
+            held,
+            vm,
+            ..
         } => (
             "POST",
             ACTIVITY_PATH.to_owned(),
-            Some(activity_body(batch, not_running)),
+            Some(activity_body(
+                batch,
+                not_running,
+                held,
+                Some(Renewal {
+                    vm,
+                    lease_ms: config.cache_ttl_ms,
+                }),
+            )),
         ),
     };
     let mut headers = vec![

@@ -17,6 +17,7 @@ pub enum Call {
     RemoveHeader(String),
     Reply(Reply),
     Resume,
+    ResumeResponse,
     SetShared(String, String),
     Count(Metric),
     Dispatch(Dispatch),
@@ -222,6 +223,12 @@ impl Host for FakeHost {
     fn resume_request(&self) -> Result<(), HostError> {
         self.hostcall();
         self.record(Call::Resume);
+        Ok(())
+    }
+
+    fn resume_response(&self) -> Result<(), HostError> {
+        self.hostcall();
+        self.record(Call::ResumeResponse);
         Ok(())
     }
 

@@ -184,6 +184,10 @@ impl Host for WasmHost {
         hostcalls::resume_http_request().map_err(status_error)
     }
 
+    fn resume_response(&self) -> Result<(), HostError> {
+        hostcalls::resume_http_response().map_err(status_error)
+    }
+
     fn shared_data(&self, key: &str) -> Option<Vec<u8>> {
         hostcalls::get_shared_data(key)
             .ok()

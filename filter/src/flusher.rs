@@ -1,8 +1,10 @@
 //! The glue of the activity flush (the root context): on each tick, sends
 //! the batch of apps served (and of apps seen not running) to the sidecar,
-//! refreshes the cache from its answer (drops the entries of the apps it
-//! does not know awake), and merges a failed batch back for the next tick.
-//! While the sidecar is down the flush is also what sees it come back.
+//! with the renewal of every awake lease the VM holds (so an idle VM sends
+//! one too, while it holds any), refreshes the cache from its answer
+//! (drops the entries of the apps it does not know awake, and gives their
+//! leases back), and merges a failed batch back for the next tick. While
+//! the sidecar is down the flush is also what sees it come back.
 
 use log::{debug, warn};
 
@@ -57,21 +59,26 @@ impl Flusher {
                 self.failed(host, shared, batch, not_running, "no answer");
             }
         }
-        let mut taken = (Vec::new(), 0, Vec::new());
+        let mut taken = (Vec::new(), 0, Vec::new(), Vec::new());
         shared.with_activity(|a| {
             let (batch, dropped) = a.take_batch();
-            taken = (batch, dropped, a.take_not_running());
+            let held = a.held_besides(&batch);
+            taken = (batch, dropped, a.take_not_running(), held);
         });
-        let (batch, dropped, not_running) = taken;
+        let (batch, dropped, not_running, held) = taken;
         if dropped > 0 {
             warn!("activity of {dropped} apps dropped: more than the pending limit");
         }
-        if batch.is_empty() && not_running.is_empty() {
+        // No lease held, nothing to report: nothing to send (an idle VM
+        // that holds leases renews them on every tick).
+        if batch.is_empty() && not_running.is_empty() && held.is_empty() {
             return;
         }
         let flush = Callout::Activity {
             batch,
             not_running,
+            held,
+            vm: shared.vm_id(),
             started_ms: now,
         };
         match dispatch(host, &shared.config, flush, None) {
@@ -103,12 +110,14 @@ impl Flusher {
         num_headers: usize,
         body_size: usize,
     ) {
-        let (batch, not_running, started_ms) = match answered(&mut self.inflight, token) {
+        let (batch, not_running, held, started_ms) = match answered(&mut self.inflight, token) {
             Some(Callout::Activity {
                 batch,
                 not_running,
+                held,
                 started_ms,
-            }) => (batch, not_running, started_ms),
+                ..
+            }) => (batch, not_running, held, started_ms),
             Some(other) => {
                 warn!("{} answer on the root context ({token})", other.kind());
                 return;
@@ -122,6 +131,7 @@ impl Flusher {
             None => Err(AnswerError::NoResponse),
             Some(answer) => parse_activity_answer(
                 &batch,
+                &held,
                 answer.header(b":status"),
                 answer.header(b"content-type"),
                 &answer.body,
@@ -132,13 +142,23 @@ impl Flusher {
                 shared.sidecar_answered(host);
                 let now = host.now_ms();
                 let mut refreshed = 0;
+                let mut renewed = Vec::with_capacity(outcome.awake.len());
                 for item in &outcome.awake {
                     // Never refreshed from an answer to their own report.
                     if not_running.binary_search(&item.app).is_ok() {
                         continue;
                     }
+                    // A lease renewed without traffic only extends an entry
+                    // still there: one the traffic dropped (a tombstone) or
+                    // the sidecar took back meanwhile stays dropped.
+                    if batch.binary_search(&item.app).is_err()
+                        && !routable(host, shared, &item.app, now)
+                    {
+                        continue;
+                    }
                     let cluster = shared.config.cluster_for(&item.awake.region);
                     shared.write_cache(host, &item.app, cluster, &item.awake.upstream_host, now);
+                    renewed.push(item.app.as_str());
                     refreshed += 1;
                 }
                 let mut dropped = 0;
@@ -147,9 +167,27 @@ impl Flusher {
                         dropped += 1;
                     }
                 }
+                // Leases given back: taken back by the sidecar, or held
+                // without a renewal while their entry is gone.
+                let mut released = Vec::new();
+                for app in batch.iter().chain(&held) {
+                    if renewed.contains(&app.as_str()) {
+                        continue;
+                    }
+                    if outcome.asleep.contains(app) || !routable(host, shared, app, now) {
+                        released.push(app.as_str());
+                    }
+                }
+                shared.with_activity(|a| {
+                    for app in &released {
+                        a.release(app);
+                    }
+                });
                 debug!(
-                    "activity flush of {} apps acknowledged, {refreshed} refreshed, {dropped} dropped",
+                    "activity flush of {} apps and {} leases acknowledged, {refreshed} refreshed, {dropped} dropped, {} released",
                     batch.len(),
+                    held.len(),
+                    released.len(),
                 );
             }
             Err(e) => self.failed(host, shared, batch, not_running, &e.to_string()),
@@ -179,6 +217,14 @@ impl Flusher {
             warn!("activity of {dropped} apps dropped: more than the pending limit");
         }
     }
+}
+
+/// True when the cache holds an entry that routes `app` (fresh, by the
+/// clock the tick read).
+fn routable(host: &impl Host, shared: &Shared, app: &str, now: u64) -> bool {
+    shared
+        .cached(host, app)
+        .is_some_and(|value| matches!(cache::decode(&value), Ok(entry) if entry.is_fresh(now)))
 }
 
 /// Drops the cache entry of `app` (the sidecar does not know it awake)

@@ -25,6 +25,15 @@ pub(crate) fn shared(extra: &str) -> Rc<Shared> {
     Rc::new(Shared::configure(json.as_bytes(), None).unwrap())
 }
 
+/// The end of every activity body of `shared`'s VM: its id and lease.
+pub(crate) fn renewal(shared: &Shared) -> String {
+    format!(
+        r#","vm":"{}","lease_ms":{}"#,
+        shared.vm_id(),
+        shared.config.cache_ttl_ms
+    )
+}
+
 pub(crate) fn get(host: &FakeHost, authority: &str, extra: &[(&str, &str)]) {
     let mut headers = vec![
         (":method", "GET"),
@@ -399,7 +408,13 @@ fn the_tick_flushes_activity_and_refreshes_the_cache() {
             ("content-type", "application/json"),
         ])
     );
-    assert_eq!(d.body.as_deref(), Some(r#"{"apps":["app-one","app-two"]}"#));
+    assert_eq!(
+        d.body,
+        Some(format!(
+            r#"{{"apps":["app-one","app-two"]{}}}"#,
+            renewal(&shared)
+        ))
+    );
     assert_eq!(d.timeout_ms, 10_000);
 
     host.answer(
@@ -460,7 +475,10 @@ fn a_failed_or_lost_flush_is_merged_back() {
         [Metric::ActivityFlushError, Metric::ActivityFlush]
     );
     assert_eq!(
-        the_dispatch(&calls).body.as_deref(),
-        Some(r#"{"apps":["app-one","app-two"]}"#)
+        the_dispatch(&calls).body,
+        Some(format!(
+            r#"{{"apps":["app-one","app-two"]{}}}"#,
+            renewal(&shared)
+        ))
     );
 }

@@ -8,7 +8,7 @@ use std::rc::Rc;
 use crate::cache;
 use crate::fake_host::{counts, the_dispatch, the_reply, Call, FakeHost};
 use crate::flusher::Flusher;
-use crate::glue_tests::{get, shared, JSON, NOW};
+use crate::glue_tests::{get, renewal, shared, JSON, NOW};
 use crate::host::Flow;
 use crate::metrics::Metric;
 use crate::shared::Shared;
@@ -35,7 +35,7 @@ fn a_router_answer_drops_the_app_reports_it_and_the_next_wake_verifies() {
         assert_eq!(stream.on_request_headers(&host), Flow::Continue);
         host.take_calls();
         host.response.set(Some(status));
-        stream.on_response_headers(&host);
+        assert_eq!(stream.on_response_headers(&host), Flow::Continue);
         assert_eq!(host.take_calls(), [], "{status} is the app's answer");
     }
 
@@ -44,13 +44,26 @@ fn a_router_answer_drops_the_app_reports_it_and_the_next_wake_verifies() {
     assert_eq!(stream.on_request_headers(&host), Flow::Continue);
     host.take_calls();
     host.response.set(Some(503));
-    stream.on_response_headers(&host);
+    // The backstop: the answer is held while the sidecar checks the app.
+    assert_eq!(stream.on_response_headers(&host), Flow::Pause);
     let calls = host.take_calls();
-    assert_eq!(counts(&calls), [Metric::NotRunning]);
+    assert_eq!(counts(&calls), [Metric::NotRunning, Metric::Callout]);
     assert!(calls.contains(&Call::SetShared(
         cache::key("my-app"),
         cache::tombstone(NOW)
     )));
+    assert_eq!(
+        the_dispatch(&calls).body.as_deref(),
+        Some(r#"{"app":"my-app","region":null,"verify":true,"background":true}"#)
+    );
+    // It serves (its own 503): the answer goes on.
+    host.answer(
+        "200",
+        JSON,
+        r#"{"app":"my-app","region":"osc-fr1","upstream_host":"my-app.osc-fr1.scalingo.io"}"#,
+    );
+    stream.on_call_answer(&host, 1, 2, 10);
+    assert_eq!(host.take_calls(), [Call::ResumeResponse]);
 
     // The next request is a miss whose wake asks the sidecar to verify.
     get(&host, "my-app.gw.example.com", &[]);
@@ -69,8 +82,11 @@ fn a_router_answer_drops_the_app_reports_it_and_the_next_wake_verifies() {
     flusher.tick(&host, &shared);
     let calls = host.take_calls();
     assert_eq!(
-        the_dispatch(&calls).body.as_deref(),
-        Some(r#"{"apps":["my-app"],"not_running":["my-app"]}"#)
+        the_dispatch(&calls).body,
+        Some(format!(
+            r#"{{"apps":["my-app"],"not_running":["my-app"]{}}}"#,
+            renewal(&shared)
+        ))
     );
     host.answer(
         "200",
@@ -86,7 +102,145 @@ fn a_router_answer_drops_the_app_reports_it_and_the_next_wake_verifies() {
     let mut local = Stream::new(Some(shared));
     assert_eq!(local.on_request_headers(&host), Flow::Pause);
     host.take_calls();
-    local.on_response_headers(&host);
+    assert_eq!(local.on_response_headers(&host), Flow::Continue);
+    assert_eq!(host.take_calls(), []);
+}
+
+/// A routed request of `accept` answered 503 by the router, then the
+/// sidecar's answer to the check: the calls made.
+fn backstop(accept: &str, status: &str, body: &str) -> Vec<Call> {
+    let host = FakeHost::at(NOW);
+    let shared = shared("");
+    cached(&host, NOW + 10_000);
+    get(&host, "my-app.gw.example.com", &[("accept", accept)]);
+    let mut stream = Stream::new(Some(Rc::clone(&shared)));
+    assert_eq!(stream.on_request_headers(&host), Flow::Continue);
+    host.response.set(Some(503));
+    assert_eq!(stream.on_response_headers(&host), Flow::Pause);
+    let body_sent = the_dispatch(&host.take_calls()).body.unwrap();
+    assert!(body_sent.contains(r#""background":true"#), "{body_sent}");
+    assert_eq!(
+        body_sent.contains(r#""client":"browser""#),
+        accept.contains("html"),
+        "{body_sent}"
+    );
+    // The lease is given back: the next renewal does not name the app.
+    let mut held = true;
+    shared.with_activity(|a| held = a.holds("my-app"));
+    assert!(!held);
+    host.answer(status, JSON, body);
+    stream.on_call_answer(&host, 1, 2, 10);
+    host.take_calls()
+}
+
+#[test]
+fn the_router_page_is_never_passed_on_for_an_app_that_does_not_serve() {
+    let waking = r#"{"waiting":true,"app":"my-app","target":"my-app","linked_apps":[]}"#;
+    // A browser: the waiting page (which polls and lands on the app).
+    let calls = backstop("text/html", "202", waking);
+    let reply = the_reply(&calls);
+    assert_eq!(reply.status, 503);
+    assert!(reply.body.contains("paastis-waiting"), "{}", reply.body);
+    assert!(!reply.body.contains("scalingo"), "{}", reply.body);
+    assert_eq!(counts(&calls), [Metric::WaitingPage]);
+    // An API client: our 503 JSON with Retry-After.
+    let calls = backstop("application/json", "202", waking);
+    let reply = the_reply(&calls);
+    assert_eq!(reply.status, 503);
+    assert_eq!(reply.header("retry-after"), Some("5"));
+    assert_eq!(reply.json()["app"], "my-app");
+    // A failed wake: our page saying so.
+    let calls = backstop(
+        "application/json",
+        "503",
+        r#"{"error":"wake_failed","message":"crashed","retry_after":10}"#,
+    );
+    let reply = the_reply(&calls);
+    assert_eq!(reply.status, 503);
+    assert_eq!(reply.json()["error"], "wake_failed");
+    assert_eq!(reply.header("retry-after"), Some("10"));
+    // The sidecar unreachable: our 503, not the router's.
+    let calls = backstop("text/html", "500", "oops");
+    let reply = the_reply(&calls);
+    assert_eq!(reply.status, 503);
+    assert!(!calls.contains(&Call::ResumeResponse));
+}
+
+#[test]
+fn an_idle_vm_renews_its_leases_on_every_tick_and_gives_back_the_ones_taken_back() {
+    let host = FakeHost::at(NOW);
+    let shared = shared("");
+    let mut flusher = Flusher::default();
+    for app in ["app-one", "app-two"] {
+        host.put_shared(
+            &cache::key(app),
+            &cache::encode(NOW + 30_000, "fr1", &format!("{app}.osc-fr1.scalingo.io")),
+        );
+    }
+    shared.with_activity(|a| {
+        a.served("app-one");
+        a.served("app-two");
+    });
+    flusher.tick(&host, &shared);
+    host.take_calls();
+    let both = r#"{"awake":[
+        {"app":"app-one","region":"osc-fr1","upstream_host":"app-one.osc-fr1.scalingo.io"},
+        {"app":"app-two","region":"osc-fr1","upstream_host":"app-two.osc-fr1.scalingo.io"}]}"#;
+    host.answer("200", JSON, both);
+    flusher.on_call_answer(&host, &shared, 1, 2, 10);
+    host.take_calls();
+
+    // No traffic: the next tick renews both all the same.
+    host.advance(1_000);
+    flusher.tick(&host, &shared);
+    let calls = host.take_calls();
+    assert_eq!(
+        the_dispatch(&calls).body,
+        Some(format!(
+            r#"{{"apps":[],"held":["app-one","app-two"]{}}}"#,
+            renewal(&shared)
+        ))
+    );
+    // app-one renewed (its entry extended), app-two taken back (a pause).
+    host.answer(
+        "200",
+        JSON,
+        r#"{"awake":[{"app":"app-one","region":"osc-fr1","upstream_host":"app-one.osc-fr1.scalingo.io"}],"asleep":["app-two"]}"#,
+    );
+    flusher.on_call_answer(&host, &shared, 2, 2, 10);
+    assert_eq!(
+        host.take_calls(),
+        [
+            Call::SetShared(
+                cache::key("app-one"),
+                cache::encode(NOW + 31_000, "fr1", "app-one.osc-fr1.scalingo.io")
+            ),
+            Call::SetShared(cache::key("app-two"), String::new()),
+        ]
+    );
+    // Only app-one is named from now on; a renewal does not revive an
+    // entry the traffic dropped meanwhile.
+    host.advance(1_000);
+    flusher.tick(&host, &shared);
+    let calls = host.take_calls();
+    assert_eq!(
+        the_dispatch(&calls).body,
+        Some(format!(
+            r#"{{"apps":[],"held":["app-one"]{}}}"#,
+            renewal(&shared)
+        ))
+    );
+    host.put_shared(&cache::key("app-one"), &cache::tombstone(NOW));
+    host.answer(
+        "200",
+        JSON,
+        r#"{"awake":[{"app":"app-one","region":"osc-fr1","upstream_host":"app-one.osc-fr1.scalingo.io"}]}"#,
+    );
+    flusher.on_call_answer(&host, &shared, 3, 2, 10);
+    assert_eq!(host.take_calls(), [], "the tombstone stays");
+    // Nothing held any more: an idle VM sends nothing.
+    host.advance(1_000);
+    flusher.tick(&host, &shared);
     assert_eq!(host.take_calls(), []);
 }
 

@@ -69,6 +69,8 @@ pub trait Host {
     ) -> Result<(), HostError>;
     /// Lets a paused request go on.
     fn resume_request(&self) -> Result<(), HostError>;
+    /// Lets a paused response go on (as the upstream sent it).
+    fn resume_response(&self) -> Result<(), HostError>;
     /// The VM-shared value at `key`, if any.
     fn shared_data(&self, key: &str) -> Option<Vec<u8>>;
     /// Writes the VM-shared value at `key` (no compare-and-swap).

@@ -133,8 +133,7 @@ impl HttpContext for Http {
     }
 
     fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
-        self.stream.on_response_headers(&*self.host);
-        Action::Continue
+        action(self.stream.on_response_headers(&*self.host))
     }
 
     fn on_log(&mut self) {

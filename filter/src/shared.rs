@@ -28,6 +28,18 @@ pub struct Shared {
     /// The host time this VM last read (ms since the epoch; 0 before the
     /// first read): see [`Shared::surely_before`].
     last_now_ms: Cell<u64>,
+    /// This VM's id in its lease renewals: random, kept across
+    /// reconfigurations (the leases it holds stay its own).
+    vm_id: std::rc::Rc<str>,
+}
+
+/// A fresh random VM id (16 hex digits). The randomness is the host's
+/// (WASI `random_get`, through std's hasher keys): no clock, no counter
+/// two VMs could share.
+fn new_vm_id() -> std::rc::Rc<str> {
+    use std::hash::BuildHasher;
+    let id = std::collections::hash_map::RandomState::new().hash_one(0x7061_6173_7469_73u64);
+    std::rc::Rc::from(format!("{id:016x}"))
 }
 
 impl Shared {
@@ -41,7 +53,13 @@ impl Shared {
             local_counts: Default::default(),
             outage: RefCell::new(Outage::default()),
             last_now_ms: Cell::new(0),
+            vm_id: new_vm_id(),
         }
+    }
+
+    /// This VM's id in its lease renewals.
+    pub fn vm_id(&self) -> std::rc::Rc<str> {
+        std::rc::Rc::clone(&self.vm_id)
     }
 
     /// Reads the host clock, and remembers it for [`Shared::surely_before`].
@@ -81,7 +99,10 @@ impl Shared {
             );
         }
         let activity = previous.map(Shared::take_activity).unwrap_or_default();
-        let shared = Self::new(config, activity);
+        let mut shared = Self::new(config, activity);
+        if let Some(previous) = previous {
+            shared.vm_id = previous.vm_id();
+        }
         if let Some(previous) = previous {
             for (new, old) in shared.local_counts.iter().zip(&previous.local_counts) {
                 new.set(old.take());
@@ -206,6 +227,11 @@ impl Shared {
         {
             info!("sidecar answers again after {down_for_ms} ms ({failures} callouts failed)");
         }
+    }
+
+    /// Reads the activity (`None` while it is borrowed).
+    pub fn read_activity<T>(&self, f: impl FnOnce(&Activity) -> T) -> Option<T> {
+        self.activity.try_borrow().ok().map(|a| f(&a))
     }
 
     pub fn with_activity(&self, f: impl FnOnce(&mut Activity)) {

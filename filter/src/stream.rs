@@ -4,13 +4,21 @@
 //! decision is taken here.
 //!
 //! Besides the request, it watches the answer to a request it routed: a
-//! 502, 503 or 504 is what the platform's router answers for an app with no
-//! serving container, so the app's cache entry is dropped at once (a
-//! tombstone: the next wake asks the sidecar to verify the app) and the app
-//! is reported in the next activity flush. An app that answers 503 itself
-//! costs one deduplicated check per period on the sidecar and a callout per
-//! request while that lasts; a cache hit costs nothing more (one host call
-//! to read `:status`, only for routed requests).
+//! 502, 503 or 504 ([`paastis_api::is_router_status`]) is what the
+//! platform's router answers for an app with no serving container, so the
+//! app's cache entry is dropped at once (a tombstone: the next wake asks
+//! the sidecar to verify the app), its lease given back, and the app
+//! reported in the next activity flush.
+//!
+//! **The backstop**: that answer is never passed on before the sidecar
+//! said the app serves. The response is held and the sidecar asked
+//! (`verify` and `background`): an app that serves (its own 503) gets its
+//! answer through; otherwise its wake starts at once and the user gets the
+//! waiting page (a browser) or our 503 JSON with `Retry-After`, never the
+//! platform's page. An app that answers 503 itself costs one deduplicated
+//! check per period on the sidecar and a callout per such answer; a cache
+//! hit costs nothing more (one host call to read `:status`, only for
+//! routed requests).
 
 use std::rc::Rc;
 
@@ -40,6 +48,10 @@ pub struct Stream {
     /// The app this stream was routed to, until the stream ends (counted in
     /// `Activity`'s open streams).
     open_app: Option<String>,
+    /// The request wants HTML (`Accept: text/html`), and is a browser's
+    /// `GET`: what the backstop answers with.
+    wants_html: bool,
+    browser: bool,
 }
 
 impl Stream {
@@ -48,6 +60,8 @@ impl Stream {
             shared,
             inflight: None,
             open_app: None,
+            wants_html: false,
+            browser: false,
         }
     }
 
@@ -102,6 +116,9 @@ impl Stream {
             return;
         };
         match callout {
+            Callout::Wake(call) if call.backstop => {
+                self.backstop_answered(host, &shared, &call, num_headers, body_size);
+            }
             Callout::Wake(call) => {
                 debug!(
                     "wake callout {token} answered: {num_headers} headers, {body_size} body bytes"
@@ -117,18 +134,122 @@ impl Stream {
 
     /// The upstream's response headers arrived. For a request routed to an
     /// app, a 502/503/504 (the platform's router: no container serves it)
-    /// drops the app from the cache and reports it.
-    pub fn on_response_headers(&mut self, host: &impl Host) {
-        let (Some(app), Some(shared)) = (&self.open_app, &self.shared) else {
-            return;
+    /// drops the app from the cache, gives its lease back, reports it, and
+    /// holds the answer while the sidecar checks the app (the backstop, see
+    /// the module's documentation): `Pause` then, `Continue` otherwise.
+    pub fn on_response_headers(&mut self, host: &impl Host) -> Flow {
+        let (Some(app), Some(shared)) = (&self.open_app, self.shared.clone()) else {
+            return Flow::Continue;
         };
-        if !matches!(host.response_status(), Some(502..=504)) {
-            return;
+        if !host
+            .response_status()
+            .is_some_and(paastis_api::is_router_status)
+        {
+            return Flow::Continue;
         }
         host.count(Metric::NotRunning);
         shared.drop_cache(host, app, &cache::tombstone(host.now_ms()));
-        shared.with_activity(|a| a.not_running(app));
-        debug!("{app} answered by the router: dropped from the cache, reported");
+        shared.with_activity(|a| {
+            a.not_running(app);
+            a.release(app);
+        });
+        debug!("{app} answered by the router: dropped from the cache, reported, checked");
+        let call = Callout::Wake(Box::new(WakeCall {
+            app: app.clone(),
+            rule_region: None,
+            last_region: None,
+            original_host: String::new(),
+            origin: None,
+            wants_html: self.wants_html,
+            browser: self.browser,
+            verify: true,
+            stale: None,
+            backstop: true,
+        }));
+        match dispatch(host, &shared.config, call, None) {
+            Ok(inflight) => {
+                host.count(Metric::Callout);
+                self.inflight = Some(inflight);
+            }
+            Err((_, e)) => {
+                host.count(Metric::CalloutError);
+                shared.sidecar_failed(host, &format_args!("check of {app}: {e}"));
+                let reply = LocalReply::for_app(ReplyKind::Unavailable, app)
+                    .retry_after(shared.config.retry_after_s);
+                send_reply(host, &reply, self.wants_html);
+            }
+        }
+        Flow::Pause
+    }
+
+    /// The sidecar's answer to the backstop's check: the app serves (200)
+    /// and its own answer goes on; otherwise the user gets the waiting page
+    /// or our 503 (never the router's page), the wake going on in the
+    /// sidecar.
+    fn backstop_answered(
+        &mut self,
+        host: &impl Host,
+        shared: &Shared,
+        call: &WakeCall,
+        num_headers: usize,
+        body_size: usize,
+    ) {
+        let outcome = match host.call_answer(num_headers, body_size) {
+            None => WakeOutcome::Unusable(AnswerError::NoResponse),
+            Some(answer) => parse_wake_answer(
+                &call.app,
+                answer.header(b":status"),
+                answer.header(b"content-type"),
+                &answer.body,
+            ),
+        };
+        let retry_after = shared.config.retry_after_s;
+        let reply = match outcome {
+            WakeOutcome::Awake(_) => {
+                // The app itself answered (or the gateway never scales it):
+                // its answer goes on; the tombstone makes the next request
+                // ask again.
+                shared.sidecar_answered(host);
+                debug!("{}: the app's own answer, passed on", call.app);
+                if let Err(e) = host.resume_response() {
+                    error!("cannot resume the response of {}: {e}", call.app);
+                }
+                return;
+            }
+            WakeOutcome::Waiting { apps, expected_ms } => {
+                shared.sidecar_answered(host);
+                host.count(Metric::WaitingPage);
+                info!(
+                    "{} was not running: waking, the waiting page instead of the router's",
+                    call.app
+                );
+                let page = crate::waiting::WaitingPage {
+                    app: call.app.clone(),
+                    apps,
+                    retry_after,
+                    expected_ms,
+                };
+                send_rendered(host, &page.render(call.wants_html));
+                return;
+            }
+            WakeOutcome::Unusable(e) => {
+                host.count(Metric::CalloutError);
+                shared.sidecar_failed(host, &format_args!("check of {}: {e}", call.app));
+                LocalReply::for_app(ReplyKind::Unavailable, &call.app).retry_after(retry_after)
+            }
+            outcome => {
+                shared.sidecar_answered(host);
+                match after_wake(&shared.config, &call.app, None, outcome) {
+                    WakeAction::Reply(reply) => reply,
+                    // Only 200 and 202 route or wait; neither is here.
+                    WakeAction::Route { .. } | WakeAction::Waiting(_) => {
+                        LocalReply::for_app(ReplyKind::Unavailable, &call.app)
+                            .retry_after(retry_after)
+                    }
+                }
+            }
+        };
+        send_reply(host, &reply, call.wants_html);
     }
 
     /// The stream ended: it no longer keeps its app active.
@@ -211,6 +332,8 @@ impl Stream {
         if view.path.is_some_and(is_status_path) {
             return self.status(host, shared, view, &target.app);
         }
+        self.wants_html = view.wants_html;
+        self.browser = view.is_browser_get();
         let Some(original_host) = view.authority_str() else {
             // `decide` only routes requests with a UTF-8 authority.
             return self.reply(
@@ -277,6 +400,7 @@ impl Stream {
             browser: view.is_browser_get(),
             verify,
             stale,
+            backstop: false,
         }));
         match dispatch(host, &shared.config, call, view.request_id) {
             Ok(inflight) => {

@@ -18,13 +18,22 @@ pub use paastis_api::WAKE_PATH;
 /// The JSON body of `POST /v1/wake`: `{"app":...,"region":...|null}`, plus
 /// `"client":"browser"` for a browser navigating (which the sidecar may
 /// answer with 202: show the waiting page), and `"verify":true` when the
-/// traffic showed the app not running (its cache entry is a tombstone).
-pub fn wake_body(app: &str, region: Option<&str>, browser: bool, verify: bool) -> Vec<u8> {
+/// traffic showed the app not running (its cache entry is a tombstone),
+/// with `"background":true` when the filter answers the request itself
+/// (the backstop on a router's answer).
+pub fn wake_body(
+    app: &str,
+    region: Option<&str>,
+    browser: bool,
+    verify: bool,
+    background: bool,
+) -> Vec<u8> {
     mini::to_string(&WakeRequest {
         app: app.to_owned(),
         region: region.map(str::to_owned),
         client: browser.then_some(Client::Browser),
         verify,
+        background,
     })
     .into_bytes()
 }
@@ -259,20 +268,24 @@ mod tests {
     #[test]
     fn body() {
         assert_eq!(
-            wake_body("my-app", None, false, false),
+            wake_body("my-app", None, false, false, false),
             br#"{"app":"my-app","region":null}"#
         );
         assert_eq!(
-            wake_body("my-app", Some("osc-fr1"), false, false),
+            wake_body("my-app", Some("osc-fr1"), false, false, false),
             br#"{"app":"my-app","region":"osc-fr1"}"#
         );
         assert_eq!(
-            wake_body("my-app", None, true, false),
+            wake_body("my-app", None, true, false, false),
             br#"{"app":"my-app","region":null,"client":"browser"}"#
         );
         assert_eq!(
-            wake_body("my-app", None, false, true),
+            wake_body("my-app", None, false, true, false),
             br#"{"app":"my-app","region":null,"verify":true}"#
+        );
+        assert_eq!(
+            wake_body("my-app", None, true, true, true),
+            br#"{"app":"my-app","region":null,"client":"browser","verify":true,"background":true}"#
         );
     }
 

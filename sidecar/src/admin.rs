@@ -335,8 +335,7 @@ async fn forget_app(State(admin): State<Admin>, Path(app): Path<String>) -> Resp
 /// the awake cache and of the activity kept in memory, on every instance
 /// (the stop note, see [`crate::awake`]). The platform is not touched.
 async fn forget(deps: &Deps, app: &str) -> Result<(), RegistryError> {
-    crate::awake::mark_stopped(deps.coordinator.as_ref(), app, deps.awake.stop_ttl()).await?;
-    deps.awake.forget(app);
+    deps.mark_stopped(app).await?;
     deps.activity.forget(app);
     deps.registry.forget(app).await?;
     deps.record(app, EventKind::Forgotten).await;

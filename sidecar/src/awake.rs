@@ -41,15 +41,20 @@ pub fn stopped_note(app: &str) -> String {
 }
 
 /// Leaves the note that `app` was stopped now, for `ttl` (see the module's
-/// documentation). Written before the app is scaled to 0.
+/// documentation), and the stop's mark that takes the filters' awake
+/// leases back ([`crate::leases`]). Written before the app is scaled to 0.
+/// Returns the stop's time (ms).
 pub async fn mark_stopped(
     coordinator: &dyn Coordinator,
     app: &str,
     ttl: Duration,
-) -> Result<(), RegistryError> {
+) -> Result<u64, RegistryError> {
+    let at = now_ms();
     coordinator
-        .put_note(&stopped_note(app), &now_ms().to_string(), ttl)
-        .await
+        .put_note(&stopped_note(app), &at.to_string(), ttl)
+        .await?;
+    crate::leases::mark_stop(coordinator, app, at).await?;
+    Ok(at)
 }
 
 /// Clears the stop note of `app` (a wake has made it run again).
@@ -163,7 +168,7 @@ impl AwakeCache {
     }
 
     /// Forgets `app` unless it was seen again after `at_ms`.
-    fn forget_if_seen_before(&self, app: &str, at_ms: u64) {
+    pub fn forget_if_seen_before(&self, app: &str, at_ms: u64) {
         let mut seen = self.lock();
         if seen
             .get(app)
@@ -181,6 +186,11 @@ impl AwakeCache {
     /// The last sighting of `app`, however old.
     pub fn entry(&self, app: &str) -> Option<Awake> {
         self.lock().get(app).map(|(a, _, _)| a.clone())
+    }
+
+    /// When `app` was last seen running (ms since the epoch), however old.
+    pub fn seen_at_ms(&self, app: &str) -> Option<u64> {
+        self.lock().get(app).map(|(_, _, at)| *at)
     }
 
     /// The sighting of `app` if it is younger than the TTL.

@@ -18,6 +18,7 @@ use crate::backoff::WakeBackoff;
 use crate::clock::now_ms;
 use crate::config::{AppScope, ManagedApps};
 use crate::hooks::{HookRunner, Hooks};
+use crate::leases::Leases;
 use crate::metrics::Metrics;
 use crate::platform::Platform;
 use crate::registry::{
@@ -53,6 +54,8 @@ pub struct Deps {
     pub backoff: Arc<WakeBackoff>,
     /// Most apps the registry may hold (`PAASTIS_REGISTRY_MAX_APPS`).
     pub registry_cap: usize,
+    /// The awake leases this instance granted to its filters.
+    pub leases: Arc<Leases>,
 }
 
 impl Deps {
@@ -75,6 +78,7 @@ impl Deps {
             ignored: Arc::new(BTreeSet::new()),
             managed: Arc::new(ManagedApps::all()),
             instance: Arc::from("local"),
+            leases: Arc::new(Leases::new("local")),
             awake: Arc::new(AwakeCache::new(awake_ttl)),
             backoff: Arc::new(WakeBackoff::new()),
             registry_cap: DEFAULT_MAX_APPS as usize,
@@ -99,6 +103,18 @@ impl Deps {
         }
         self.registry.register(app, meta, at_ms).await?;
         Ok(true)
+    }
+
+    /// Records that `app` is stopped now (paused, or forgotten): the stop
+    /// note and mark every instance reads, this instance's memory of it
+    /// awake forgotten, its filters' leases taken back. Returns the stop's
+    /// time (ms), what the drain waits to be acknowledged.
+    pub async fn mark_stopped(&self, app: &str) -> Result<u64, RegistryError> {
+        let at = crate::awake::mark_stopped(self.coordinator.as_ref(), app, self.awake.stop_ttl())
+            .await?;
+        self.awake.forget(app);
+        self.leases.learn_stop(app, at);
+        Ok(at)
     }
 
     /// Whether `app` is routed but never scaled: ignored, or not matching

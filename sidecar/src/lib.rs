@@ -41,6 +41,7 @@ pub mod dashboard;
 pub mod deps;
 pub mod hooks;
 pub mod keep_awake;
+pub mod leases;
 pub mod listener;
 pub mod metrics;
 pub mod platform;
@@ -175,6 +176,7 @@ pub async fn build(config: &Config) -> Result<Gateway, String> {
         ignored: Arc::new(config.ignored_apps.clone()),
         managed: Arc::new(config.managed_apps.clone()),
         instance: Arc::from(config.instance.as_str()),
+        leases: Arc::new(leases::Leases::new(&config.instance)),
         awake: Arc::new(AwakeCache::new(config.awake_ttl)),
         backoff: Arc::new(backoff::WakeBackoff::new()),
         registry_cap: config.registry_max_apps as usize,

@@ -232,6 +232,13 @@ fn serve(config: Config) -> ExitCode {
                 .run(config.scheduler_schedule.clone(), background.clone()),
         );
         tasks.spawn(gateway.prewarm.clone().run(background.clone()));
+        // The awake leases: stops read, releases acknowledged, beats.
+        let deps = gateway.waker.deps();
+        tasks.spawn(deps.leases.clone().run(
+            deps.coordinator.clone(),
+            deps.awake.clone(),
+            background.clone(),
+        ));
         tasks.spawn(
             gateway
                 .waker

@@ -153,8 +153,8 @@ async fn wake(
             let verdict = verifier.check(waker.deps(), &req.app).await;
             tracing::debug!(?verdict, "checked before the wake");
         }
-        if req.client == Some(Client::Browser) {
-            match waiting.begin(&waker, &req.app, req.region.as_deref()) {
+        if req.client == Some(Client::Browser) || req.background {
+            match waiting.begin(&waker, &req.app, req.region.as_deref(), req.background) {
                 Ok(Some(mut answer)) => {
                     // The page is rendered with the estimate when one is known.
                     answer.expected_ms = crate::waiting::expected(&waker, &answer.target).await;
@@ -207,7 +207,64 @@ async fn activity(
         });
     }
     let awake = waker.activity(&req.apps).await;
-    Json(activity_answer(&req.apps, &reported, awake))
+    let mut answer = activity_answer(&req.apps, &reported, awake);
+    if let Some(vm) = req.vm.as_deref() {
+        let deps = waker.deps();
+        // Stops name the app the rules resolve to (`app_name`).
+        let routed: Vec<String> = req
+            .routed()
+            .take(2 * crate::activity::MAX_ACTIVITY_BATCH)
+            .filter(|a| paastis_rules::is_valid_app_name(a))
+            .map(|a| deps.rules.resolve(a).map_or_else(|_| a.clone(), |r| r.name))
+            .collect();
+        deps.leases
+            .renewed(vm, req.lease_ms.unwrap_or(DEFAULT_LEASE_MS), routed.iter());
+        renew_held(deps, &req.held, &req.apps, &reported, &mut answer);
+    }
+    Json(answer)
+}
+
+/// The lease of a VM that does not say how long it keeps routing (the
+/// filter's default `cache_ttl_ms`).
+const DEFAULT_LEASE_MS: u64 = 30_000;
+
+/// Answers the apps a VM holds but did not serve since its last batch,
+/// from this instance's memory (no registry call): `awake` when it saw the
+/// app running within its awake TTL and no stop since, `asleep` when it
+/// knows a stop newer than any sighting (a pause on any instance: the
+/// lease is taken back), neither when it knows nothing (an instance that
+/// just restarted: the VM's lease runs out by itself).
+fn renew_held(
+    deps: &crate::deps::Deps,
+    held: &[String],
+    apps: &[String],
+    reported: &[String],
+    answer: &mut ActivityAnswer,
+) {
+    for app in held
+        .iter()
+        .take(crate::activity::MAX_ACTIVITY_BATCH)
+        .filter(|a| paastis_rules::is_valid_app_name(a))
+    {
+        if apps.contains(app) || reported.contains(app) {
+            continue;
+        }
+        let resolved = deps.rules.resolve(app).map(|r| r.name).ok();
+        let target = resolved.as_deref().unwrap_or(app);
+        let stopped = deps.leases.stopped_at(target);
+        let seen = deps.awake.seen_at_ms(target);
+        match (deps.awake.fresh(target), stopped) {
+            (Some(awake), stop) if stop.is_none_or(|s| seen.is_some_and(|seen| seen > s)) => {
+                answer.awake.push(RunningApp {
+                    app: app.clone(),
+                    region: awake.region,
+                    upstream_host: awake.upstream_host,
+                });
+            }
+            (_, Some(s)) if seen.is_none_or(|seen| seen <= s) => answer.asleep.push(app.clone()),
+            _ => {}
+        }
+    }
 }
 
 /// The answer to an activity batch of `apps`: those known to run are

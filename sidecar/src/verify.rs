@@ -35,7 +35,6 @@ use paastis_rules::is_valid_app_name;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
-use crate::awake::mark_stopped;
 use crate::clock::now_ms;
 use crate::deps::Deps;
 use crate::platform::FrontProbe;
@@ -170,7 +169,7 @@ async fn run(deps: Deps, app: String, health_path: String) -> Verdict {
     }
     // Cleared before the API is asked, on every instance (the stop note of
     // `crate::awake`): a wake arriving now, anywhere, does the work.
-    if let Err(e) = mark_stopped(deps.coordinator.as_ref(), &app, deps.awake.stop_ttl()).await {
+    if let Err(e) = deps.mark_stopped(&app).await {
         warn!(%app, error = %e, "stop note not written; other instances trust their memory until it expires");
     }
     deps.awake.forget(&app);

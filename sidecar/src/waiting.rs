@@ -116,11 +116,14 @@ impl Waiting {
     /// For a browser's wake request: when `requested` gets the waiting page,
     /// starts its wake in the background (or lets the one running go on) and
     /// returns the 202 answer; `None` when the request must wait as usual.
+    /// With `background` (the filter answers the request itself, whatever
+    /// the strategy) every app not known running gets the 202.
     pub fn begin(
         self: &Arc<Self>,
         waker: &Arc<Waker>,
         requested: &str,
         region_hint: Option<&str>,
+        background: bool,
     ) -> Result<Option<WaitingAnswer>, WakeError> {
         if !is_valid_app_name(requested) {
             return Err(WakeError::InvalidApp(requested.to_owned()));
@@ -130,7 +133,14 @@ impl Waiting {
             return Ok(None);
         };
         let running = matches!(waker.wake_state(&main.name), WakeState::Running(_));
-        if !shows_waiting_page(main.strategy, Client::Browser, running) {
+        let page = if background {
+            // An app the gateway never scales is not woken: the router's
+            // page for it is passed on (200 after the usual wake).
+            !running && !waker.is_ignored(&main.name)
+        } else {
+            shows_waiting_page(main.strategy, Client::Browser, running)
+        };
+        if !page {
             return Ok(None);
         }
         if self.start(requested) {
@@ -377,7 +387,7 @@ mod tests {
         let deps = crate::deps::Deps::in_memory(platform, rules, Duration::from_secs(600));
         let waker = Waker::new(deps, Duration::from_secs(60));
         let waiting = Arc::new(Waiting::new());
-        let page = waiting.begin(&waker, "shop-front", Some("osc-fr1"));
+        let page = waiting.begin(&waker, "shop-front", Some("osc-fr1"), false);
         assert!(matches!(page, Ok(Some(_))), "{page:?}");
         let status = loop {
             let status = waiting.status(&waker, "shop-front").await.expect("status");

@@ -103,9 +103,10 @@ pub fn front_host(region: &str, app: &str) -> String {
 
 /// Reads a front's answer status; see the module's documentation.
 pub fn classify(status: u16) -> FrontProbe {
-    match status {
-        502..=504 => FrontProbe::Router,
-        _ => FrontProbe::App,
+    if paastis_api::is_router_status(u32::from(status)) {
+        FrontProbe::Router
+    } else {
+        FrontProbe::App
     }
 }
 

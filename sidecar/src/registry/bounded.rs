@@ -177,4 +177,22 @@ impl Coordinator for Bounded {
     async fn notes(&self, names: &[String]) -> Result<Vec<Option<String>>, RegistryError> {
         self.bound("notes", self.coordinator.notes(names)).await
     }
+    async fn mark(
+        &self,
+        set: &str,
+        member: &str,
+        at_ms: u64,
+        keep: Duration,
+    ) -> Result<(), RegistryError> {
+        self.bound("mark", self.coordinator.mark(set, member, at_ms, keep))
+            .await
+    }
+    async fn marked_since(
+        &self,
+        set: &str,
+        since_ms: u64,
+    ) -> Result<Vec<(String, u64)>, RegistryError> {
+        self.bound("marked_since", self.coordinator.marked_since(set, since_ms))
+            .await
+    }
 }

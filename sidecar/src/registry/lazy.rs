@@ -190,6 +190,22 @@ impl Coordinator for LazyRedis {
     async fn notes(&self, names: &[String]) -> Result<Vec<Option<String>>, RegistryError> {
         self.store().await?.notes(names).await
     }
+    async fn mark(
+        &self,
+        set: &str,
+        member: &str,
+        at_ms: u64,
+        keep: Duration,
+    ) -> Result<(), RegistryError> {
+        self.store().await?.mark(set, member, at_ms, keep).await
+    }
+    async fn marked_since(
+        &self,
+        set: &str,
+        since_ms: u64,
+    ) -> Result<Vec<(String, u64)>, RegistryError> {
+        self.store().await?.marked_since(set, since_ms).await
+    }
 }
 
 #[async_trait]

@@ -172,6 +172,8 @@ impl Registry for InMemoryRegistry {
 pub struct InMemoryCoordinator {
     leases: Mutex<HashMap<String, (String, Instant)>>,
     notes: Mutex<HashMap<String, (String, Instant)>>,
+    /// Set -> member -> mark (ms).
+    marks: Mutex<HashMap<String, HashMap<String, u64>>>,
 }
 
 impl InMemoryCoordinator {
@@ -227,6 +229,41 @@ impl Coordinator for InMemoryCoordinator {
             .get(name)
             .filter(|(_, until)| *until > Instant::now())
             .map(|(value, _)| value.clone()))
+    }
+
+    async fn mark(
+        &self,
+        set: &str,
+        member: &str,
+        at_ms: u64,
+        keep: Duration,
+    ) -> Result<(), RegistryError> {
+        let mut marks = lock(&self.marks);
+        let marks = marks.entry(set.to_owned()).or_default();
+        let at = marks.entry(member.to_owned()).or_insert(at_ms);
+        *at = (*at).max(at_ms);
+        let oldest = at_ms.saturating_sub(u64::try_from(keep.as_millis()).unwrap_or(u64::MAX));
+        marks.retain(|_, at| *at >= oldest);
+        Ok(())
+    }
+
+    async fn marked_since(
+        &self,
+        set: &str,
+        since_ms: u64,
+    ) -> Result<Vec<(String, u64)>, RegistryError> {
+        let marks = lock(&self.marks);
+        let mut out: Vec<(String, u64)> = marks
+            .get(set)
+            .map(|m| {
+                m.iter()
+                    .filter(|(_, at)| **at > since_ms)
+                    .map(|(member, at)| (member.clone(), *at))
+                    .collect()
+            })
+            .unwrap_or_default();
+        out.sort_by(|a, b| a.1.cmp(&b.1).then_with(|| a.0.cmp(&b.0)));
+        Ok(out)
     }
 }
 

@@ -161,6 +161,30 @@ pub trait Coordinator: Send + Sync + 'static {
         }
         Ok(out)
     }
+    /// Marks `member` of the set `set` at `at_ms` (a mark only moves
+    /// forward), and drops the set's marks older than `keep` before it:
+    /// the instances' heartbeats and the stops of apps (see
+    /// [`crate::leases`]). The default refuses: a store that cannot keep
+    /// marks cannot take part in the awake leases.
+    async fn mark(
+        &self,
+        set: &str,
+        member: &str,
+        at_ms: u64,
+        keep: Duration,
+    ) -> Result<(), RegistryError> {
+        let _ = (set, member, at_ms, keep);
+        Err(RegistryError(format!("{set}: marks not supported")))
+    }
+    /// The marks of `set` later than `since_ms` (member, ms), oldest first.
+    async fn marked_since(
+        &self,
+        set: &str,
+        since_ms: u64,
+    ) -> Result<Vec<(String, u64)>, RegistryError> {
+        let _ = since_ms;
+        Err(RegistryError(format!("{set}: marks not supported")))
+    }
 }
 
 /// Something that happened to an app.

@@ -492,6 +492,54 @@ impl Coordinator for RedisStore {
         }
         self.query("notes", Retry::Idempotent, &cmd).await
     }
+
+    async fn mark(
+        &self,
+        set: &str,
+        member: &str,
+        at_ms: u64,
+        keep: Duration,
+    ) -> Result<(), RegistryError> {
+        let key = self.keys.marks_key(set);
+        let oldest = at_ms.saturating_sub(ttl_ms(keep));
+        let mut pipe = redis::pipe();
+        // GT: concurrent writers never move a mark backwards.
+        pipe.cmd("ZADD")
+            .arg(&key)
+            .arg("GT")
+            .arg(at_ms)
+            .arg(member)
+            .ignore()
+            .cmd("ZREMRANGEBYSCORE")
+            .arg(&key)
+            .arg("-inf")
+            .arg(format!("({oldest}"))
+            .ignore()
+            .cmd("PEXPIRE")
+            .arg(&key)
+            .arg(ttl_ms(keep))
+            .ignore();
+        self.query_pipe("mark", &pipe).await
+    }
+
+    async fn marked_since(
+        &self,
+        set: &str,
+        since_ms: u64,
+    ) -> Result<Vec<(String, u64)>, RegistryError> {
+        let mut cmd = redis::cmd("ZRANGE");
+        cmd.arg(self.keys.marks_key(set))
+            .arg(format!("({since_ms}"))
+            .arg("+inf")
+            .arg("BYSCORE")
+            .arg("WITHSCORES");
+        let marks: Vec<(String, f64)> = self.query("marked_since", Retry::Idempotent, &cmd).await?;
+        // Scores are whole milliseconds, exact in an f64.
+        Ok(marks
+            .into_iter()
+            .map(|(member, at)| (member, at as u64))
+            .collect())
+    }
 }
 
 #[async_trait]

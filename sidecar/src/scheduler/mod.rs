@@ -55,7 +55,6 @@
 
 pub mod pacer;
 mod pause;
-pub use pause::ROUTING_DRAIN;
 pub mod plan;
 
 use std::collections::BTreeMap;

@@ -2,14 +2,13 @@
 //! scheduler's module documentation): what excludes them from wakes on any
 //! instance, and the stop note that reaches every instance's memory.
 
-use std::time::Duration;
-
 use tracing::warn;
 
 use super::plan::{is_idle, max_idle_minutes, pause_changes};
 use super::{PassError, Scheduler};
-use crate::awake::{clear_stopped, mark_stopped};
+use crate::awake::clear_stopped;
 use crate::hooks::Hook;
+use crate::leases::{wait_released, Drain};
 use crate::platform::{ScaleOutcome, ScalingoError};
 use crate::registry::{AppMeta, EventKind};
 use crate::wake::lease::{pause_holder, WakeLease};
@@ -26,16 +25,24 @@ pub(super) enum Paused {
     Kept,
 }
 
-/// Least time between the stop note of a pause and its scale to 0: the
-/// filters learn that the app is no longer awake from their next activity
-/// answer (one per `activity_flush_ms`, default 1 s), so they stop routing
-/// it before the router would answer for it.
-pub const ROUTING_DRAIN: Duration = Duration::from_millis(1_500);
-
 impl Scheduler {
     /// With `idle` (`(now, max idle minutes)`, a pass's pause), whether the
     /// app's last access is still idle; always true without (an operator's
     /// pause).
+    /// [`Self::still_idle`] for the drain's checks (a registry error ends
+    /// the drain as an error).
+    async fn still_idle_now(
+        &self,
+        app: &str,
+        idle: Option<(u64, u64)>,
+    ) -> Result<bool, crate::registry::RegistryError> {
+        match self.still_idle(app, idle).await {
+            Ok(idle) => Ok(idle),
+            Err(PassError::Registry(e)) => Err(e),
+            Err(e) => Err(crate::registry::RegistryError(e.to_string())),
+        }
+    }
+
     async fn still_idle(&self, app: &str, idle: Option<(u64, u64)>) -> Result<bool, PassError> {
         let Some((now, max_idle)) = idle else {
             return Ok(true);
@@ -61,8 +68,7 @@ impl Scheduler {
             if !deps.registry.forget_if_accessed_before(app, now).await? {
                 return Ok(false);
             }
-            mark_stopped(deps.coordinator.as_ref(), app, deps.awake.stop_ttl()).await?;
-            deps.awake.forget(app);
+            deps.mark_stopped(app).await?;
             deps.activity.forget(app);
             Ok(true)
         }
@@ -108,8 +114,7 @@ impl Scheduler {
         let (running, changes) = pause_changes(&formation);
         if running.is_empty() {
             // Not running: no instance may answer it awake either.
-            mark_stopped(deps.coordinator.as_ref(), app, deps.awake.stop_ttl()).await?;
-            deps.awake.forget(app);
+            deps.mark_stopped(app).await?;
             return Ok(Paused::NothingRunning);
         }
         // The manual scale below turns the app's autoscalers off (Scalingo
@@ -158,13 +163,23 @@ impl Scheduler {
         // Every instance stops answering it awake now, so that every filter
         // stops routing it (their next activity answer says so) before it
         // scales to 0: requests then wake it instead of meeting the router.
-        mark_stopped(deps.coordinator.as_ref(), app, deps.awake.stop_ttl()).await?;
-        deps.awake.forget(app);
+        let stopped_at = deps.mark_stopped(app).await?;
         deps.hooks.run(Hook::BeforeStop, app).await;
-        futures::future::join(self.pacer.ready(), tokio::time::sleep(ROUTING_DRAIN)).await;
+        // The drain: every filter of every instance gives its lease back
+        // (or a silent one's runs out). A request meanwhile wakes the app,
+        // and a wake marks it used when it starts: the pause is cancelled.
+        let drain = async {
+            let drain = wait_released(deps.coordinator.as_ref(), app, stopped_at, || {
+                self.still_idle_now(app, idle)
+            })
+            .await?;
+            Ok::<_, PassError>(drain)
+        };
+        let (_, drain) = futures::future::join(self.pacer.ready(), drain).await;
+        let drain = drain?;
         // Its turn to call Scalingo: the last word goes to the activity that
         // arrived meanwhile (a wake marks its apps when it starts).
-        if !self.still_idle(app, idle).await? {
+        if drain == Drain::Used || !self.still_idle(app, idle).await? {
             // Still running: no instance needs to wake it first.
             if let Err(e) = clear_stopped(deps.coordinator.as_ref(), app).await {
                 warn!(%app, error = %e, "stop note not cleared (the next request wakes it once more)");

@@ -66,6 +66,12 @@ impl Keys {
         format!("{}note:{name}", self.0)
     }
 
+    /// A sorted set of marks (member -> ms): `marks:instances`,
+    /// `marks:stops`.
+    pub fn marks_key(&self, set: &str) -> String {
+        format!("{}marks:{set}", self.0)
+    }
+
     pub fn events_key(&self) -> String {
         format!("{}events", self.0)
     }
