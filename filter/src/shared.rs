@@ -38,7 +38,7 @@ pub struct Shared {
 /// two VMs could share.
 fn new_vm_id() -> std::rc::Rc<str> {
     use std::hash::BuildHasher;
-    let id = std::collections::hash_map::RandomState::new().hash_one(0x7061_6173_7469_73u64);
+    let id = std::collections::hash_map::RandomState::new().hash_one(0x0070_6161_7374_6973_u64);
     std::rc::Rc::from(format!("{id:016x}"))
 }
 

@@ -185,6 +185,18 @@ impl Leases {
         );
     }
 
+    /// The answer to `vm` took back the leases on `apps` (it drops them on
+    /// receipt): no longer counted as held by it. A VM that did not get
+    /// the answer names them again in its next renewal.
+    pub fn taken_back(&self, vm: &str, apps: &[String]) {
+        if apps.is_empty() {
+            return;
+        }
+        if let Some(v) = self.lock().vms.get_mut(vm) {
+            v.held.retain(|h| !apps.contains(h));
+        }
+    }
+
     /// Whether a live VM of this instance routes `app`.
     pub fn holds(&self, app: &str) -> bool {
         let now = Instant::now();

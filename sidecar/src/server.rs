@@ -220,6 +220,14 @@ async fn activity(
         deps.leases
             .renewed(vm, req.lease_ms.unwrap_or(DEFAULT_LEASE_MS), routed.iter());
         renew_held(deps, &req.held, &req.apps, &reported, &mut answer);
+        // The VM drops what the answer takes back: an idle VM then sends
+        // no renewal at all, and its release must not wait for its lease.
+        let taken: Vec<String> = answer
+            .asleep
+            .iter()
+            .map(|a| deps.rules.resolve(a).map_or_else(|_| a.clone(), |r| r.name))
+            .collect();
+        deps.leases.taken_back(vm, &taken);
     }
     Json(answer)
 }

@@ -251,18 +251,48 @@ async fn a_pause_elsewhere_while_this_sidecar_is_down_is_learnt_when_it_is_back(
     a_env.push(("PAASTIS_LISTEN".into(), format!("127.0.0.1:{a_port}")));
     a_env.push(("PAASTIS_SIDECAR_TOKEN".into(), a_token));
     stack.sidecar = Sidecar::start(&stack.fake, &rules, stack.dir(), &a_env).expect("restart");
-    let errors = stack.envoy.counter("paastis.activity_flush_error");
-    let flushes = stack.envoy.counter("paastis.activity_flush");
-    renewed(&stack, flushes, 4).await;
-    assert!(stack.envoy.counter("paastis.activity_flush_error") >= errors);
+    // The filters renew their lease with it (and are told asleep).
+    let give_up = Instant::now() + GIVE_UP;
+    loop {
+        let metrics = stack
+            .client
+            .get(format!("http://{}/metrics", stack.sidecar.addr))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .unwrap_or_default();
+        let batches = metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("paastis_activity_batches_total "))
+            .and_then(|n| n.trim().parse::<f64>().ok())
+            .unwrap_or(0.0);
+        if batches >= 1.0 {
+            break;
+        }
+        assert!(Instant::now() < give_up, "the filters never renewed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 
-    // A's next request wakes the app, and is served by it.
-    let reply = stack.get(&host(APP), "/").await;
-    assert!(
-        by_the_app(&reply, APP),
-        "{reply:?}\na's log:\n{}",
-        stack.sidecar.log()
-    );
+    // A's next request wakes the app; never the router's page (a worker
+    // that had not renewed yet answers our 503 and the wake goes on).
+    let give_up = Instant::now() + GIVE_UP;
+    loop {
+        let reply = stack.get(&host(APP), "/").await;
+        assert!(!by_the_router(&reply), "{reply:?}");
+        if by_the_app(&reply, APP) {
+            break;
+        }
+        assert_eq!(
+            reply.status,
+            503,
+            "{reply:?}\na's log:\n{}",
+            stack.sidecar.log()
+        );
+        assert!(Instant::now() < give_up, "never woken: {reply:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     assert_eq!(stack.fake.scale_calls(APP), scales + 1, "woken once");
     drop(b);
 }
