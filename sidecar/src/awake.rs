@@ -41,9 +41,9 @@ pub fn stopped_note(app: &str) -> String {
 }
 
 /// Leaves the note that `app` was stopped now, for `ttl` (see the module's
-/// documentation), and the stop's mark that takes the filters' awake
-/// leases back ([`crate::leases`]). Written before the app is scaled to 0.
-/// Returns the stop's time (ms).
+/// documentation). Written before the app is scaled to 0. Returns the
+/// stop's time (ms). [`crate::deps::Deps::mark_stopped`] also leaves the
+/// mark that takes the filters' awake leases back.
 pub async fn mark_stopped(
     coordinator: &dyn Coordinator,
     app: &str,
@@ -53,7 +53,6 @@ pub async fn mark_stopped(
     coordinator
         .put_note(&stopped_note(app), &at.to_string(), ttl)
         .await?;
-    crate::leases::mark_stop(coordinator, app, at).await?;
     Ok(at)
 }
 

@@ -112,6 +112,7 @@ impl Deps {
     pub async fn mark_stopped(&self, app: &str) -> Result<u64, RegistryError> {
         let at = crate::awake::mark_stopped(self.coordinator.as_ref(), app, self.awake.stop_ttl())
             .await?;
+        crate::leases::mark_stop(self.coordinator.as_ref(), app, at).await?;
         self.awake.forget(app);
         self.leases.learn_stop(app, at);
         Ok(at)
