@@ -116,14 +116,16 @@ impl Stream {
             return;
         };
         match callout {
-            Callout::Wake(call) if call.backstop => {
-                self.backstop_answered(host, &shared, &call, num_headers, body_size);
-            }
             Callout::Wake(call) => {
                 debug!(
                     "wake callout {token} answered: {num_headers} headers, {body_size} body bytes"
                 );
-                self.wake_answered(host, &shared, &call, num_headers, body_size);
+                let outcome = read_wake_answer(host, &call.app, num_headers, body_size);
+                if call.backstop {
+                    self.backstop_answered(host, &shared, &call, outcome);
+                } else {
+                    self.wake_answered(host, &shared, &call, outcome);
+                }
             }
             Callout::Status { app } => {
                 self.status_answered(host, &shared, &app, num_headers, body_size);
@@ -191,18 +193,8 @@ impl Stream {
         host: &impl Host,
         shared: &Shared,
         call: &WakeCall,
-        num_headers: usize,
-        body_size: usize,
+        outcome: WakeOutcome,
     ) {
-        let outcome = match host.call_answer(num_headers, body_size) {
-            None => WakeOutcome::Unusable(AnswerError::NoResponse),
-            Some(answer) => parse_wake_answer(
-                &call.app,
-                answer.header(b":status"),
-                answer.header(b"content-type"),
-                &answer.body,
-            ),
-        };
         let retry_after = shared.config.retry_after_s;
         let reply = match outcome {
             WakeOutcome::Awake(_) => {
@@ -495,18 +487,8 @@ impl Stream {
         host: &impl Host,
         shared: &Shared,
         call: &WakeCall,
-        num_headers: usize,
-        body_size: usize,
+        outcome: WakeOutcome,
     ) {
-        let outcome = match host.call_answer(num_headers, body_size) {
-            None => WakeOutcome::Unusable(AnswerError::NoResponse),
-            Some(answer) => parse_wake_answer(
-                &call.app,
-                answer.header(b":status"),
-                answer.header(b"content-type"),
-                &answer.body,
-            ),
-        };
         log_outcome(&call.app, &outcome);
         let action = match outcome {
             WakeOutcome::Unusable(e) => {
@@ -596,6 +578,24 @@ impl Stream {
             }
         };
         send_rendered(host, &report.render(shared.config.retry_after_s));
+    }
+}
+
+/// Reads the answer to the wake callout of `app` being answered.
+fn read_wake_answer(
+    host: &impl Host,
+    app: &str,
+    num_headers: usize,
+    body_size: usize,
+) -> WakeOutcome {
+    match host.call_answer(num_headers, body_size) {
+        None => WakeOutcome::Unusable(AnswerError::NoResponse),
+        Some(answer) => parse_wake_answer(
+            app,
+            answer.header(b":status"),
+            answer.header(b"content-type"),
+            &answer.body,
+        ),
     }
 }
 
