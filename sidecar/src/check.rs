@@ -3,7 +3,9 @@
 //! configuration when given) exactly as the gateway would, prints what was
 //! resolved, the warnings and the Paastis variables that have no effect,
 //! and for each sample host prints the app, region, linked apps and idle
-//! time it maps to. Without `--apps` it makes no network call (configured
+//! time it maps to. It tells whether each region's app fronts can be
+//! reached from here ([`fronts_report`]: one request each, no API call).
+//! Without `--apps` it makes no other network call (configured
 //! regions are checked against [`KNOWN_REGIONS`]); with `--apps` it asks
 //! Scalingo for its regions and lists every app the token sees, managed or
 //! not and why ([`apps_report`]). Prints no secret.
@@ -17,6 +19,7 @@ use crate::clock::now_ms;
 use crate::config::paastis::check_regions;
 use crate::config::{Config, ConfigError, LogFormat, RegistryKind, KNOWN_REGIONS};
 use crate::keep_awake;
+use crate::platform::front::{self, FrontProber};
 use crate::platform::scalingo::{listed_apps, region_names};
 use crate::scalingo::{ScalingoClient, ScalingoError};
 use crate::scheduler::plan::max_idle_minutes;
@@ -253,6 +256,33 @@ pub fn check_known_regions(config: &Config) -> Result<(), ConfigError> {
         Some(regions) => check_regions(config.regions_var, regions, KNOWN_REGIONS, "known regions"),
         None => Ok(()),
     }
+}
+
+/// Whether each configured region's (or each known region's) app fronts
+/// answer from here, one request each at the same time, no API call
+/// ([`FrontProber::reach`]); with the line to print or log
+/// ([`front::reach_line`]) and whether it is a warning.
+pub async fn fronts_report(config: &Config) -> Vec<(bool, String)> {
+    let prober = match FrontProber::new(config.front_urls.clone()) {
+        Ok(p) => p,
+        Err(e) => return vec![(true, format!("the fronts cannot be checked: {e}"))],
+    };
+    let regions: Vec<String> = match &config.scalingo.regions {
+        Some(configured) => configured.clone(),
+        None => KNOWN_REGIONS.iter().map(|r| (*r).to_owned()).collect(),
+    };
+    let reached =
+        futures::future::join_all(regions.iter().map(|region| prober.reach(region))).await;
+    regions
+        .iter()
+        .zip(reached)
+        .map(|(region, reached)| {
+            (
+                reached.is_err(),
+                front::reach_line(region, &reached, config.scheduler_calls_per_minute),
+            )
+        })
+        .collect()
 }
 
 /// Why `check-config --apps` failed.

@@ -91,9 +91,6 @@ fn check_config(config: &Config, args: &[String]) -> ExitCode {
         }
     }
     print!("{}", check::report(config, &hosts, &samples));
-    if !list_apps {
-        return ExitCode::SUCCESS;
-    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -101,6 +98,13 @@ fn check_config(config: &Config, args: &[String]) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    println!("fronts:");
+    for (warning, line) in runtime.block_on(check::fronts_report(config)) {
+        println!("  {}{line}", if warning { "WARNING " } else { "" });
+    }
+    if !list_apps {
+        return ExitCode::SUCCESS;
+    }
     match runtime.block_on(check::apps_report(config)) {
         Ok(apps) => {
             println!("apps:");
@@ -195,6 +199,18 @@ fn serve(config: Config) -> ExitCode {
             schedule = %config.scheduler_schedule,
             "sidecar listening"
         );
+        // Whether readiness can be probed on the fronts or costs API calls:
+        // said once, without delaying the start.
+        let fronts_of = config.clone();
+        tokio::spawn(async move {
+            for (warning, line) in check::fronts_report(&fronts_of).await {
+                if warning {
+                    warn!("{line}");
+                } else {
+                    info!("{line}");
+                }
+            }
+        });
         // Lines on stdout that tools (and tests binding port 0) can read.
         println!("listening on {addr}");
 

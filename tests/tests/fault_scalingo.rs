@@ -378,3 +378,71 @@ async fn token_exchange_faults_cost_a_few_exchanges_never_one_per_request() {
     }
     slow_is_served(&phases);
 }
+
+/// Asks for `app` until the app itself answers, as an API client would:
+/// a `503` with `Retry-After` (ours: the wake goes on) is asked again after
+/// it (1 s at most here); the router's page, or any other answer, fails.
+async fn until_served(stack: &Stack, app: &str, give_up: Instant) -> usize {
+    let mut asked = 0;
+    loop {
+        let reply = stack.get(&host(app), "/").await;
+        asked += 1;
+        if by_the_app(&reply, app) {
+            return asked;
+        }
+        let retry = reply.header("retry-after").is_some();
+        assert!(
+            reply.status == 503 && retry && !reply.body.contains(paastis_e2e::fake::ROUTER_MARKER),
+            "{app}: {reply:?}"
+        );
+        assert!(Instant::now() < give_up, "{app} never served: {reply:?}");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_front_that_cannot_be_probed_serves_two_bursts_of_12_wakes_within_the_budget() {
+    let apps: Vec<String> = (0..24).map(|i| format!("burst-{i:02}")).collect();
+    let mut env = fronts_unreachable();
+    // A far deadline: a wake waits for its turn in the budget (the default
+    // 55 calls a minute, under the fake's 60) rather than failing.
+    env.push(("PAASTIS_WAKE_TIMEOUT".into(), "150".into()));
+    let stack = stack(&apps, env).await;
+    api_readiness_only(&stack);
+    // Boots long enough for two `ps` reads each: the 24 wakes need more
+    // calls than a minute of the budget allows.
+    stack.fake.set_boot_delay(Duration::from_secs(2));
+    assert!(
+        stack.sidecar.log().contains("cannot be reached from here"),
+        "the start-up log says the fronts cannot be reached:\n{}",
+        stack.sidecar.log()
+    );
+    let give_up = Instant::now() + Duration::from_secs(240);
+    let started = Instant::now();
+    let (first, second) = apps.split_at(12);
+    let first = join_all(first.iter().map(|app| until_served(&stack, app, give_up)));
+    let second = async {
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        join_all(second.iter().map(|app| until_served(&stack, app, give_up))).await
+    };
+    let (first, second) = tokio::join!(first, second);
+    let took = started.elapsed();
+    let asked: usize = first.iter().chain(&second).sum();
+    assert_eq!(
+        stack.fake.rate_limited_total(),
+        0,
+        "never over Scalingo's rate limit"
+    );
+    for app in &apps {
+        assert_eq!(stack.fake.scale_calls(app), 1, "{app}: one wake");
+    }
+    let log = stack.sidecar.log();
+    assert!(
+        !log.lines().any(|l| l.contains("wake failed")),
+        "no wake failed:\n{log}"
+    );
+    eprintln!(
+        "24 wakes without fronts: all served in {took:?}, {asked} requests, {} ps reads",
+        stack.fake.calls(Endpoint::Ps)
+    );
+}

@@ -41,6 +41,11 @@ pub const PROBE_HEADER: &str = "x-paastis-probe";
 /// Longest wait for one probe's answer (headers).
 pub const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// The first label of the host [`FrontProber::reach`] asks for: five
+/// characters, so no app's (Scalingo app names have 6 to 48): the check
+/// reaches a region's front and never an app.
+pub const REACH_LABEL: &str = "probe";
+
 /// A malformed `PAASTIS_FRONT_URLS`.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 #[error("{0}")]
@@ -110,6 +115,18 @@ pub fn classify(status: u16) -> FrontProbe {
     }
 }
 
+/// Whether a region's fronts can be reached from here, and what it costs
+/// when they cannot: the line `check-config` prints and the sidecar logs at
+/// start-up.
+pub fn reach_line(region: &str, reached: &Result<u16, String>, calls_per_minute: u32) -> String {
+    match reached {
+        Ok(status) => format!("{region}: the apps' fronts answer (HTTP {status} for a host no app has): readiness is probed there, at no API call"),
+        Err(reason) => format!(
+            "{region}: the apps' fronts cannot be reached from here ({reason}): each wake reads its readiness from the Scalingo API instead, one `ps` call every 1 to 5 s of boot (6 for a 20 s boot), so a burst of first requests waits for its turn in the budget of {calls_per_minute} calls a minute; allow egress to https://APP.{region}.scalingo.io or set PAASTIS_FRONT_URLS"
+        ),
+    }
+}
+
 /// Sends the probes; one per gateway (its connections are reused).
 #[derive(Debug, Clone)]
 pub struct FrontProber {
@@ -152,6 +169,21 @@ impl FrontProber {
         Ok((url, host_header))
     }
 
+    /// Whether `region`'s fronts answer: one request for a host no app has
+    /// ([`REACH_LABEL`]); any HTTP answer is one (the status is returned),
+    /// no answer (DNS, connect, TLS, timeout) is the error's text.
+    pub async fn reach(&self, region: &str) -> Result<u16, String> {
+        let (url, host) = self.target(region, REACH_LABEL, "/")?;
+        let mut request = self.http.get(url).header(PROBE_HEADER, "reach");
+        if let Some(host) = host {
+            request = request.header(HOST, host);
+        }
+        match request.send().await {
+            Ok(answer) => Ok(answer.status().as_u16()),
+            Err(e) => Err(error_chain(&e)),
+        }
+    }
+
     /// One probe; see the module's documentation.
     pub async fn probe(&self, region: &str, app: &str, path: &str) -> FrontProbe {
         let (url, host) = match self.target(region, app, path) {
@@ -169,9 +201,69 @@ impl FrontProber {
     }
 }
 
+/// An error with its causes (reqwest's own text alone says only "error
+/// sending request").
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_reach_label_is_no_app_name() {
+        assert!(!paastis_rules::is_valid_app_name(REACH_LABEL));
+        assert!(paastis_rules::is_valid_app_name("probe-app"));
+    }
+
+    #[tokio::test]
+    async fn a_front_that_answers_is_reached_and_a_closed_port_is_not() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let mut buf = [0u8; 1024];
+            let n = tokio::io::AsyncReadExt::read(&mut socket, &mut buf)
+                .await
+                .unwrap();
+            let head = String::from_utf8_lossy(&buf[..n]).to_lowercase();
+            tokio::io::AsyncWriteExt::write_all(
+                &mut socket,
+                b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+            )
+            .await
+            .unwrap();
+            head
+        });
+        let closed = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let prober = FrontProber::new(
+            FrontUrls::parse(&format!(
+                "osc-fr1=http://{addr},osc-secnum-fr1=http://{closed}"
+            ))
+            .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(prober.reach("osc-fr1").await, Ok(404));
+        let head = server.await.unwrap();
+        assert!(head.contains("host: probe.osc-fr1.scalingo.io"), "{head}");
+        let refused = prober.reach("osc-secnum-fr1").await.unwrap_err();
+        let line = reach_line("osc-secnum-fr1", &Err(refused.clone()), 55);
+        assert!(line.contains("cannot be reached"), "{line}");
+        assert!(line.contains("55 calls a minute"), "{line}");
+        assert!(line.contains(&refused), "{line}");
+        assert!(reach_line("osc-fr1", &Ok(404), 55).contains("no API call"));
+    }
 
     #[test]
     fn the_router_is_502_to_504_and_anything_else_is_the_app() {

@@ -127,21 +127,16 @@ pub trait Platform: Send + Sync + 'static {
         let _ = deadline;
         self.scale(region, app, changes).await
     }
-    /// Waits until the operation a scale started is done.
-    async fn wait_operation(
-        &self,
-        region: &str,
-        app: &str,
-        operation_id: &str,
-        deadline: Instant,
-    ) -> Result<(), ScalingoError>;
-    /// Waits until at least one `web` container runs.
-    async fn wait_web_running(
+    /// One read of `ps` (one API call): whether at least one `web`
+    /// container runs. The read waits for a slot of the API budget until
+    /// `deadline` (a wake's own deadline); when none would come by then it
+    /// fails at once with [`ScalingoError::BudgetExhausted`].
+    async fn web_running_until(
         &self,
         region: &str,
         app: &str,
         deadline: Instant,
-    ) -> Result<(), ScalingoError>;
+    ) -> Result<bool, ScalingoError>;
     /// One read of an operation (one API call), sent only if the API budget
     /// has a slot free right now: otherwise [`ScalingoError::BudgetExhausted`]
     /// at once (the read is skipped, never waited for).

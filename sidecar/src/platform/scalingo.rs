@@ -116,25 +116,14 @@ impl Platform for ScalingoPlatform {
         ScalingoClient::scale(&self.client.with_deadline(deadline), region, app, changes).await
     }
 
-    async fn wait_operation(
-        &self,
-        region: &str,
-        app: &str,
-        operation_id: &str,
-        deadline: Instant,
-    ) -> Result<(), ScalingoError> {
-        ScalingoClient::wait_operation(&self.client, region, app, operation_id, deadline)
-            .await
-            .map(|_| ())
-    }
-
-    async fn wait_web_running(
+    async fn web_running_until(
         &self,
         region: &str,
         app: &str,
         deadline: Instant,
-    ) -> Result<(), ScalingoError> {
-        ScalingoClient::wait_web_running(&self.client, region, app, deadline).await
+    ) -> Result<bool, ScalingoError> {
+        let processes = self.client.with_deadline(deadline).ps(region, app).await?;
+        Ok(crate::scalingo::web_running(&processes))
     }
 
     async fn operation_state(

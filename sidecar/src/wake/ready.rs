@@ -21,8 +21,15 @@
 //! again, and probing never waits behind the API.
 //!
 //! When the front gets no HTTP answer at all (it cannot be reached from
-//! where the gateway runs), readiness falls back to the API as before:
-//! the operation's end, then a running `web` container in `ps`.
+//! where the gateway runs: no DNS, an egress policy), readiness is read
+//! from the API instead: `ps` (a running `web` container), [`API_READS`]
+//! apart and then every [`API_READ_EVERY`], the checks above going on.
+//! Each `ps` read costs a call, so a burst of such wakes is bound by the
+//! gateway's API budget: a read waits for its turn in the budget until the
+//! wake's deadline (it fails the wake only when no slot would come by
+//! then), and the reads are few (a 20 s boot costs 6, where polling the
+//! operation and then `ps` cost about 25), so that a burst of first requests
+//! is served, later, rather than failed.
 
 use std::time::Duration;
 
@@ -30,7 +37,7 @@ use tokio::time::Instant;
 use tracing::{debug, warn};
 
 use super::types::WakeError;
-use crate::platform::{AppStatus, FrontProbe, OperationState, Platform};
+use crate::platform::{AppStatus, FrontProbe, OperationState, Platform, ScalingoError};
 
 /// Delay of the first probe after a scale call. Probes fall on multiples
 /// of [`FAST_PROBE`] from the scale call (the app cannot serve sooner).
@@ -49,6 +56,22 @@ pub const CHECK_PAUSE_MAX: Duration = Duration::from_secs(20);
 /// Longest a read may take (waiting for a slot of the gateway's API budget
 /// included) before it is skipped: probing must go on meanwhile.
 pub const CHECK_WAIT: Duration = Duration::from_secs(2);
+
+/// Pauses between the `ps` reads that stand in for probes when the front
+/// cannot be reached, the first one after the switch to the API (or no
+/// pause when no scale was made: the app may run already).
+pub const API_READS: [Duration; 3] = [
+    Duration::from_secs(1),
+    Duration::from_secs(2),
+    Duration::from_secs(3),
+];
+/// Pause between `ps` reads after [`API_READS`].
+pub const API_READ_EVERY: Duration = Duration::from_secs(5);
+
+/// The pause before the `ps` read that follows `done` reads.
+pub fn api_read_pause(done: usize) -> Duration {
+    API_READS.get(done).copied().unwrap_or(API_READ_EVERY)
+}
 
 /// The pause before the next API read once `done` reads were made: the
 /// first [`CHECK_EVERY`] after the scale, then twice the last pause, at
@@ -69,6 +92,15 @@ pub struct Target<'a> {
     pub health_path: &'a str,
 }
 
+/// Where readiness is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Source {
+    /// The app's own front (no API call).
+    Front,
+    /// `ps`, after `reads` reads (the front cannot be reached).
+    Api { reads: usize },
+}
+
 /// Waits until `target` serves, at most until `deadline`. `operation` is the
 /// scale operation to follow, if the wake started one; `first_probe` how
 /// long after now the front is first probed (0 when no scale was needed).
@@ -82,6 +114,7 @@ pub async fn wait_ready(
     let started = Instant::now();
     let app = target.app;
     let mut operation = operation.map(str::to_owned);
+    let mut source = Source::Front;
     let mut next_probe = started + first_probe;
     let mut next_check = started + check_pause(0);
     let mut checks: u32 = 0;
@@ -94,23 +127,36 @@ pub async fn wait_ready(
         }
         tokio::time::sleep_until(at).await;
         if probing {
-            match platform
-                .probe_front(target.region, app, target.health_path)
-                .await
-            {
-                FrontProbe::App => return Ok(()),
-                FrontProbe::Router => {}
-                FrontProbe::Unreachable(reason) => {
-                    warn!(%reason, "the app's front cannot be probed, following the API instead");
-                    return fall_back(platform, target, operation.as_deref(), deadline).await;
+            let pause = match source {
+                Source::Front => {
+                    match platform
+                        .probe_front(target.region, app, target.health_path)
+                        .await
+                    {
+                        FrontProbe::App => return Ok(()),
+                        FrontProbe::Router => {}
+                        FrontProbe::Unreachable(reason) => {
+                            warn!(%reason, "the app's front cannot be probed, reading `ps` instead (one API call a read)");
+                            source = Source::Api { reads: 0 };
+                        }
+                    }
+                    match source {
+                        Source::Front if started.elapsed() < FAST_PHASE => FAST_PROBE,
+                        Source::Front => SLOW_PROBE,
+                        Source::Api { .. } if first_probe.is_zero() => Duration::ZERO,
+                        Source::Api { .. } => api_read_pause(0),
+                    }
                 }
-            }
-            let pause = if started.elapsed() < FAST_PHASE {
-                FAST_PROBE
-            } else {
-                SLOW_PROBE
+                Source::Api { reads } => {
+                    if read_ps(platform, target, deadline).await? {
+                        return Ok(());
+                    }
+                    source = Source::Api { reads: reads + 1 };
+                    api_read_pause(reads + 1)
+                }
             };
-            // Never a burst after a slow probe.
+            // Never a burst after a slow probe (or a read that waited for
+            // its turn in the budget).
             next_probe = Instant::now().max(next_probe) + pause;
         } else {
             let read_operation = operation.is_some() && checks.is_multiple_of(2);
@@ -135,6 +181,34 @@ pub async fn wait_ready(
                 debug!("app status read skipped: too slow");
             }
         }
+    }
+}
+
+/// One read of `ps`, waiting for its turn in the API budget until
+/// `deadline`: whether `web` runs. A transient failure reads as not yet
+/// (the next read tries again); no slot before the deadline ends the wake.
+async fn read_ps(
+    platform: &dyn Platform,
+    target: Target<'_>,
+    deadline: Instant,
+) -> Result<bool, WakeError> {
+    match platform
+        .web_running_until(target.region, target.app, deadline)
+        .await
+    {
+        Ok(running) => Ok(running),
+        Err(ScalingoError::BudgetExhausted) => {
+            warn!("no Scalingo API call left before the wake's deadline to read `ps`");
+            Err(WakeError::provider(
+                target.app,
+                ScalingoError::BudgetExhausted,
+            ))
+        }
+        Err(e) if e.is_transient() => {
+            debug!(error = %e, "`ps` not read, next time");
+            Ok(false)
+        }
+        Err(e) => Err(WakeError::provider(target.app, e)),
     }
 }
 
@@ -179,26 +253,6 @@ async fn check_app(platform: &dyn Platform, target: Target<'_>) -> Result<(), Wa
     }
 }
 
-/// Readiness from the API alone: the operation's end, then `ps`.
-async fn fall_back(
-    platform: &dyn Platform,
-    target: Target<'_>,
-    operation: Option<&str>,
-    deadline: Instant,
-) -> Result<(), WakeError> {
-    let fail = |e| WakeError::provider(target.app, e);
-    if let Some(operation) = operation {
-        platform
-            .wait_operation(target.region, target.app, operation, deadline)
-            .await
-            .map_err(fail)?;
-    }
-    platform
-        .wait_web_running(target.region, target.app, deadline)
-        .await
-        .map_err(fail)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -222,5 +276,11 @@ mod tests {
             reads.push(at.as_secs());
         }
         assert_eq!(reads, [5, 15, 35, 55]);
+    }
+
+    #[test]
+    fn ps_reads_come_one_two_three_then_five_seconds_apart() {
+        let secs: Vec<u64> = (0..6).map(|n| api_read_pause(n).as_secs()).collect();
+        assert_eq!(secs, [1, 2, 3, 5, 5, 5]);
     }
 }

@@ -11,7 +11,7 @@ use tokio::time::Instant;
 use super::*;
 use crate::backoff::FIRST_BACKOFF;
 use crate::platform::memory::{Call, InProcessPlatform};
-use crate::platform::{ContainerAmount, Platform};
+use crate::platform::{ContainerAmount, Platform, ScalingoError};
 
 const REGION: &str = "osc-fr1";
 const TIMEOUT: Duration = Duration::from_secs(60);
@@ -74,8 +74,7 @@ async fn a_cold_wake_of_a_20s_boot_costs_at_most_6_api_calls() {
         ),
         (1, 0, 1, 1, 1)
     );
-    assert_eq!(platform.calls(Call::WaitOperation), 0);
-    assert_eq!(platform.calls(Call::WaitWebRunning), 0);
+    assert_eq!(platform.calls(Call::WebRunning), 0);
     assert!(platform.calls(Call::ProbeFront) > 20, "probed often");
 }
 
@@ -268,10 +267,75 @@ async fn a_front_that_cannot_be_reached_falls_back_to_the_api() {
     let waker = waker_on(&platform, "");
     let started = Instant::now();
     waker.wake("my-app", Some(REGION)).await.expect("woken");
-    assert_eq!(started.elapsed(), BOOT);
+    // The front probed once (250 ms after the scale), then `ps` read 1, 2,
+    // 3 and then 5 s apart: at 1.25, 3.25, 6.25, 11.25, 16.25 and 21.25 s.
+    assert_eq!(started.elapsed(), Duration::from_millis(21_250));
     assert_eq!(platform.calls(Call::ProbeFront), 1);
-    assert_eq!(platform.calls(Call::WaitOperation), 1);
-    assert_eq!(platform.calls(Call::WaitWebRunning), 1);
+    assert_eq!(platform.calls(Call::WebRunning), 6);
+    // Besides: the formation read (an app neither the registry nor a
+    // listing knows), the scale and the checks at 5 and 15 s (the
+    // operation, the app's status), where following the operation polled
+    // it about 25 times.
+    assert_eq!(
+        (
+            platform.calls(Call::Formation),
+            platform.calls(Call::Scale),
+            platform.calls(Call::OperationState),
+            platform.calls(Call::AppStatus),
+        ),
+        (1, 1, 1, 1)
+    );
+    assert_eq!(platform.api_calls(), 10);
+}
+
+#[tokio::test(start_paused = true)]
+async fn without_a_front_a_running_app_is_read_in_ps_at_once() {
+    let platform = platform_with("my-app", &[("web", 1)]);
+    platform.set_front_unreachable(true);
+    let waker = waker_on(&platform, "");
+    let started = Instant::now();
+    waker.wake("my-app", Some(REGION)).await.expect("woken");
+    assert_eq!(started.elapsed(), Duration::ZERO);
+    assert_eq!(platform.calls(Call::Scale), 0);
+    assert_eq!(platform.calls(Call::WebRunning), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn without_a_front_a_failed_ps_read_is_read_again_later() {
+    let platform = platform_with("my-app", &[("web", 0)]);
+    platform.set_front_unreachable(true);
+    platform.fail_next(Call::WebRunning, ScalingoError::RateLimited);
+    platform.fail_next(
+        Call::WebRunning,
+        ScalingoError::Server {
+            status: 502,
+            request_id: None,
+            message: "bad gateway".into(),
+        },
+    );
+    let waker = waker_on(&platform, "");
+    waker.wake("my-app", Some(REGION)).await.expect("woken");
+    assert_eq!(platform.calls(Call::WebRunning), 6);
+}
+
+#[tokio::test(start_paused = true)]
+async fn without_a_front_no_budget_left_before_the_deadline_fails_the_wake_unbacked() {
+    let platform = platform_with("my-app", &[("web", 0)]);
+    platform.set_front_unreachable(true);
+    platform.fail_next(Call::WebRunning, ScalingoError::BudgetExhausted);
+    let waker = waker_on(&platform, "");
+    let err = waker.wake("my-app", Some(REGION)).await.unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            WakeError::Provider {
+                source: ScalingoError::BudgetExhausted,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(!err.backs_off(), "the app boots: no back-off");
 }
 
 #[tokio::test(start_paused = true)]

@@ -42,8 +42,8 @@ pub enum Call {
     Locate,
     Formation,
     Scale,
-    WaitOperation,
-    WaitWebRunning,
+    /// One read of `ps`.
+    WebRunning,
     OperationState,
     AppStatus,
     /// A request to the app's front (not a Scalingo API call).
@@ -54,14 +54,13 @@ pub enum Call {
 
 impl Call {
     /// Every kind of call.
-    pub const ALL: [Call; 12] = [
+    pub const ALL: [Call; 11] = [
         Call::Regions,
         Call::ListApps,
         Call::Locate,
         Call::Formation,
         Call::Scale,
-        Call::WaitOperation,
-        Call::WaitWebRunning,
+        Call::WebRunning,
         Call::OperationState,
         Call::AppStatus,
         Call::ProbeFront,
@@ -366,20 +365,6 @@ fn app_in<'a>(
     }
 }
 
-/// Sleeps until `at`, or fails with a timeout when `deadline` comes first.
-async fn until(at: Option<Instant>, deadline: Instant) -> Result<(), ScalingoError> {
-    match at {
-        Some(at) if at <= deadline => {
-            tokio::time::sleep_until(at).await;
-            Ok(())
-        }
-        _ => {
-            tokio::time::sleep_until(deadline).await;
-            Err(ScalingoError::Timeout)
-        }
-    }
-}
-
 #[async_trait]
 impl Platform for InProcessPlatform {
     async fn regions(&self) -> Result<Vec<String>, ScalingoError> {
@@ -510,38 +495,15 @@ impl Platform for InProcessPlatform {
         })
     }
 
-    async fn wait_operation(
+    async fn web_running_until(
         &self,
         region: &str,
         app: &str,
-        operation_id: &str,
-        deadline: Instant,
-    ) -> Result<(), ScalingoError> {
-        let operation = {
-            let mut state = self.enter(Call::WaitOperation).await?;
-            match &app_in(&mut state, region, app)?.operation {
-                Some(op) if op.id == operation_id => op.clone(),
-                _ => return Err(ScalingoError::NotFound),
-            }
-        };
-        until(operation.end, deadline).await?;
-        match operation.error {
-            Some(message) => Err(ScalingoError::OperationFailed(message)),
-            None => Ok(()),
-        }
-    }
-
-    async fn wait_web_running(
-        &self,
-        region: &str,
-        app: &str,
-        deadline: Instant,
-    ) -> Result<(), ScalingoError> {
-        let up = {
-            let mut state = self.enter(Call::WaitWebRunning).await?;
-            app_in(&mut state, region, app)?.web_up_at
-        };
-        until(up, deadline).await
+        _deadline: Instant,
+    ) -> Result<bool, ScalingoError> {
+        let mut state = self.enter(Call::WebRunning).await?;
+        let up = app_in(&mut state, region, app)?.web_up_at;
+        Ok(up.is_some_and(|at| at <= Instant::now()))
     }
 
     async fn operation_state(
