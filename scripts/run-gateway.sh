@@ -78,7 +78,7 @@ if [ -z "${PROVIDER_SCALINGO_API_TOKEN:-}${SCALINGO_API_TOKEN:-}" ]; then
   export PROVIDER_SCALINGO_API_TOKEN=tk-us-demo
   export PROVIDER_SCALINGO_AUTH_URL=http://127.0.0.1:9100
   export PAASTIS_RULES_FILE=${PAASTIS_RULES_FILE:-$root/demo/paastis.yml}
-  filter_config='{"sidecar_cluster":"paastis_sidecar","sidecar_token":"'"$PAASTIS_SIDECAR_TOKEN"'","domains":["localhost","gateway.example.com"],"unmatched_hosts":"reject","failure_policy":"closed","cache_ttl_ms":30000}'
+  filter_config='{"sidecar_cluster":"paastis_sidecar","sidecar_hold_cluster":"paastis_sidecar_hold","sidecar_token":"'"$PAASTIS_SIDECAR_TOKEN"'","domains":["localhost","gateway.example.com"],"unmatched_hosts":"reject","failure_policy":"closed","cache_ttl_ms":30000}'
   sed -e "s|\${LISTEN_PORT}|$LISTEN_PORT|; s|\${ADMIN_PORT}|$ADMIN_PORT|" \
       -e "s|\${SIDECAR_PORT}|${SIDECAR_ADDR##*:}|; s|\${WASM_PATH}|$WASM|" \
       -e "s|\${FRONT_OSC_FR1_PORT}|9111|; s|\${FRONT_OSC_SECNUM_FR1_PORT}|9112|" \

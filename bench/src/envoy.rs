@@ -20,6 +20,7 @@ use crate::util::{pinned, Guard};
 pub fn shipped_filter_config(token: &str) -> serde_json::Value {
     json!({
         "sidecar_cluster": "paastis_sidecar",
+        "sidecar_hold_cluster": "paastis_sidecar_hold",
         "sidecar_token": token,
         "domains": ["gateway.example.com", "localhost"],
         "unmatched_hosts": "reject",

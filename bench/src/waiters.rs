@@ -36,10 +36,16 @@ fn total(gateway: &[Instance], suffix: &str) -> u64 {
     gateway.iter().map(|i| i.envoy.counter(suffix)).sum()
 }
 
+/// The sidecar itself (first requests' wakes reach it through the
+/// in-process `paastis_sidecar_hold`, which retries while it cannot be
+/// reached).
 const SIDECAR_CX: &str = "paastis_sidecar.upstream_cx_total";
-const OVERFLOWS: [&str; 2] = [
+const OVERFLOWS: [&str; 5] = [
     "paastis_sidecar.upstream_rq_pending_overflow",
     "paastis_sidecar.upstream_cx_overflow",
+    "paastis_sidecar.upstream_rq_retry_overflow",
+    "paastis_sidecar_hold.upstream_rq_pending_overflow",
+    "paastis_sidecar_hold.upstream_cx_overflow",
 ];
 
 pub async fn run(requests: usize, dir: PathBuf) -> Result<Section, String> {

@@ -14,6 +14,7 @@
 //! | field | type, default | meaning |
 //! |---|---|---|
 //! | `sidecar_cluster` | string, required | Envoy cluster of the sidecar |
+//! | `sidecar_hold_cluster` | string, `sidecar_cluster` | cluster of the wake callouts of first requests (no usable cache entry): one whose route retries while the sidecar cannot be reached, so that they are held across a restart of the sidecar (`envoy/gateway.yaml`: `paastis_sidecar_hold`); every other callout (activity, stale entries, the backstop, status) goes to `sidecar_cluster` and fails fast |
 //! | `sidecar_authority` | string, `"paastis-sidecar"` | `:authority` of callouts |
 //! | `sidecar_token` | string, none | sent as `Authorization: Bearer TOKEN` on every callout; the sidecar's `PAASTIS_SIDECAR_TOKEN` (16+ visible ASCII characters); never logged |
 //! | `callout_timeout_ms` | u64, `65000` | wake callout timeout, `1..=300000` (the sidecar's own wake timeout is 60 s) |
@@ -106,6 +107,7 @@ const RESERVED_HEADERS: &[&str] = &[
 /// The top-level fields, in documentation order.
 const FIELDS: &[&str] = &[
     "sidecar_cluster",
+    "sidecar_hold_cluster",
     "sidecar_authority",
     "sidecar_token",
     "callout_timeout_ms",
@@ -197,6 +199,10 @@ impl Scheme {
 pub struct Config {
     /// Envoy cluster of the sidecar (a valid cluster name).
     pub sidecar_cluster: String,
+    /// Cluster of the wake callouts that may wait for the sidecar to come
+    /// back (first requests); `sidecar_cluster` unless set (a valid cluster
+    /// name).
+    pub sidecar_hold_cluster: String,
     /// `:authority` of callouts to the sidecar (a valid host, port allowed).
     pub sidecar_authority: String,
     /// Sent on every callout when set (the sidecar's
@@ -247,6 +253,13 @@ impl Config {
 
         let sidecar_cluster: String = fields.required("sidecar_cluster")?;
         check_cluster_name("sidecar_cluster", &sidecar_cluster)?;
+        let sidecar_hold_cluster = match fields.optional::<String>("sidecar_hold_cluster")? {
+            Some(cluster) => {
+                check_cluster_name("sidecar_hold_cluster", &cluster)?;
+                cluster
+            }
+            None => sidecar_cluster.clone(),
+        };
 
         let sidecar_authority = fields
             .optional::<String>("sidecar_authority")?
@@ -346,6 +359,7 @@ impl Config {
 
         Ok(Self {
             sidecar_cluster,
+            sidecar_hold_cluster,
             sidecar_authority,
             sidecar_token,
             callout_timeout_ms,
@@ -677,6 +691,10 @@ mod tests {
         let c =
             parse(r#"{"sidecar_cluster":"sidecar","domains":["gateway.example.com"]}"#).unwrap();
         assert_eq!(c.sidecar_authority, "paastis-sidecar");
+        assert_eq!(
+            c.sidecar_hold_cluster, "sidecar",
+            "sidecar_cluster unless set"
+        );
         assert_eq!(c.callout_timeout_ms, 65_000);
         assert_eq!(c.routing_header, "x-paastis-cluster");
         assert_eq!(c.cache_ttl_ms, 30_000);
@@ -794,6 +812,7 @@ mod tests {
             (format!(r#"{{{base},"sidecar_token":"has a space in it, long"}}"#), "sidecar_token: must be"),
             (format!(r#"{{{base},"sidecar_token":7}}"#), "sidecar_token: invalid type"),
             (r#"{"sidecar_cluster":"has space","domains":["gw.example.com"]}"#.to_owned(), "sidecar_cluster: \"has space\" is not a valid cluster name"),
+            (r#"{"sidecar_cluster":"s","sidecar_hold_cluster":"a b","domains":["gw.example.com"]}"#.to_owned(), "sidecar_hold_cluster: \"a b\" is not a valid cluster name"),
             (r#"{"sidecar_cluster":"s"}"#.to_owned(), "domains: at least one of domains and host_rules must be non-empty"),
             (r#"{"sidecar_cluster":"s","domains":["bad domain"]}"#.to_owned(), "domains[0]:"),
             (r#"{"sidecar_cluster":"s","domains":"gw.example.com"}"#.to_owned(), "domains: invalid type"),

@@ -91,6 +91,20 @@ impl Callout {
             Self::Activity { .. } => config.callout_timeout_ms.min(ACTIVITY_TIMEOUT_MS),
         }
     }
+
+    /// The cluster the callout goes to: a first request's wake (no usable
+    /// entry, not the backstop's check) may wait for the sidecar to come
+    /// back (`sidecar_hold_cluster`); every other callout must fail fast, so
+    /// that the filter knows the sidecar is down and serves stale entries
+    /// without waiting.
+    pub fn cluster<'c>(&self, config: &'c Config) -> &'c str {
+        match self {
+            Self::Wake(call) if call.stale.is_none() && !call.backstop => {
+                &config.sidecar_hold_cluster
+            }
+            _ => &config.sidecar_cluster,
+        }
+    }
 }
 
 /// A callout waiting for its answer.
@@ -174,7 +188,7 @@ pub fn dispatch(
         headers.push(("authorization", value.as_str()));
     }
     let timeout = Duration::from_millis(callout.timeout_ms(config));
-    match host.dispatch(&config.sidecar_cluster, &headers, body.as_deref(), timeout) {
+    match host.dispatch(callout.cluster(config), &headers, body.as_deref(), timeout) {
         Ok(token) => Ok(InFlight { token, callout }),
         Err(e) => Err((callout, e)),
     }

@@ -366,3 +366,23 @@ fn an_unusable_wake_answer_routes_stale_and_a_zero_stale_ttl_never_does() {
         }
     }
 }
+
+#[test]
+fn only_a_first_requests_wake_may_wait_on_the_hold_cluster() {
+    let host = FakeHost::at(NOW);
+    let shared = shared(r#","stale_ttl_ms":60000,"sidecar_hold_cluster":"hold""#);
+    // No entry: a first request, held across a restart of the sidecar.
+    let (_, flow, calls) = request(&host, &shared);
+    assert_eq!(flow, Flow::Pause);
+    assert_eq!(the_dispatch(&calls).cluster, "hold");
+    // An expired entry still usable stale: the wake must fail fast, so
+    // that the stale entry is served at once while the sidecar is down.
+    cached(&host, NOW - 1_000);
+    let (_, flow, calls) = request(&host, &shared);
+    assert_eq!(flow, Flow::Pause);
+    assert_eq!(the_dispatch(&calls).cluster, "sidecar");
+    // The activity flush tells the filter the sidecar is down: fast too.
+    shared.with_activity(|a| a.served("my-app"));
+    Flusher::default().tick(&host, &shared);
+    assert_eq!(the_dispatch(&host.take_calls()).cluster, "sidecar");
+}

@@ -100,6 +100,7 @@ impl Default for StackOptions {
 pub fn default_filter_config() -> Value {
     json!({
         "sidecar_cluster": "paastis_sidecar",
+        "sidecar_hold_cluster": "paastis_sidecar_hold",
         "domains": ["gateway.example.com"],
         "host_rules": [
             { "pattern": "([a-z0-9-]+)\\.secure\\.example\\.com", "app": "$1", "region": "osc-secnum-fr1" }
@@ -385,9 +386,12 @@ pub fn wait_envoy_ready(
                 blocking_get(admin, "/listeners?format=json"),
             ) {
                 let parsed: Value = serde_json::from_str(&listeners).unwrap_or(Value::Null);
-                let port = parsed["listener_statuses"][0]["local_address"]["socket_address"]
-                    ["port_value"]
-                    .as_u64()
+                // The public listener (the others are internal, no port).
+                let gateway = parsed["listener_statuses"]
+                    .as_array()
+                    .and_then(|all| all.iter().find(|l| l["name"] == "gateway"));
+                let port = gateway
+                    .and_then(|l| l["local_address"]["socket_address"]["port_value"].as_u64())
                     .and_then(|p| u16::try_from(p).ok())
                     .filter(|p| *p > 0);
                 if let Some(port) = port {

@@ -10,6 +10,10 @@
 //! - a request during the platform's scale-down: held, then served;
 //! - instance B pauses while instance A's sidecar is down; A's sidecar comes
 //!   back; A's next request wakes the app and is served;
+//! - a request for a sleeping app while its instance's sidecar restarts,
+//!   and one held for a wake when the sidecar dies under it: held by
+//!   Envoy's route to the sidecar (it retries while the sidecar cannot be
+//!   reached), then served by the app;
 //! - an app stopped outside the gateway: a browser gets the waiting page,
 //!   an API client our 503 with `Retry-After`, never the router's page, and
 //!   the wake starts at once.
@@ -339,4 +343,111 @@ async fn an_app_stopped_outside_gets_the_waiting_page_or_our_503_never_the_route
         2,
         "its first wake and this one"
     );
+}
+
+/// Stops the stack's sidecar; returns what starts it again on the same
+/// address (the one Envoy's cluster knows) with the same token.
+fn stop_sidecar(stack: &mut Stack) -> Vec<(String, String)> {
+    let env = vec![
+        (
+            "PAASTIS_LISTEN".to_owned(),
+            format!("127.0.0.1:{}", stack.sidecar.addr.port()),
+        ),
+        (
+            "PAASTIS_SIDECAR_TOKEN".to_owned(),
+            stack.sidecar.token.clone(),
+        ),
+    ];
+    stack.sidecar.stop();
+    env
+}
+
+fn start_sidecar(stack: &mut Stack, env: &[(String, String)]) {
+    let rules = stack.dir().join("paastis.yml");
+    stack.sidecar = Sidecar::start(&stack.fake, &rules, stack.dir(), env).expect("restart");
+}
+
+/// `GET /` for `app` through the stack's Envoy, from a client of its own
+/// (so that the stack may be changed meanwhile).
+fn request_apart(stack: &Stack, app: &str) -> tokio::task::JoinHandle<(u16, Option<String>)> {
+    let url = format!("http://{}/", stack.envoy.listen);
+    let host = host(app);
+    tokio::spawn(async move {
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(60))
+            .build()
+            .expect("a client");
+        let reply = client
+            .get(url)
+            .header("host", host)
+            .send()
+            .await
+            .expect("an answer");
+        let status = reply.status().as_u16();
+        let app = reply
+            .headers()
+            .get(APP_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        (status, app)
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_are_held_across_a_restart_of_the_sidecar_then_served() {
+    let other = "shop-back";
+    let mut stack = Stack::start(StackOptions {
+        apps: vec![
+            FakeApp::web(APP, "osc-fr1", 0),
+            FakeApp::web(other, "osc-fr1", 0),
+        ],
+        ..StackOptions::default()
+    })
+    .await;
+    // A sleeping app asked for while the sidecar is down: held until it is
+    // back (2 s later), woken, served.
+    let again = stop_sidecar(&mut stack);
+    let held = request_apart(&stack, APP);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(!held.is_finished(), "answered while the sidecar was down");
+    start_sidecar(&mut stack, &again);
+    let (status, by) = held.await.expect("the request");
+    assert_eq!(
+        (status, by.as_deref()),
+        (200, Some(APP)),
+        "held, then served by the app\n{}",
+        stack.envoy.log()
+    );
+
+    // A request held for a wake whose sidecar dies under it (a 4 s boot):
+    // the call is sent again to the sidecar once it is back, which waits
+    // for the boot under way.
+    stack.fake.set_boot_delay(Duration::from_secs(4));
+    let held = request_apart(&stack, other);
+    wait_until("the wake's scale call", || {
+        stack.fake.scale_calls(other) == 1
+    })
+    .await;
+    let again = stop_sidecar(&mut stack);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    start_sidecar(&mut stack, &again);
+    let (status, by) = held.await.expect("the request");
+    assert_eq!(
+        (status, by.as_deref()),
+        (200, Some(other)),
+        "held across the restart, then served\n{}",
+        stack.sidecar.log()
+    );
+    // The restarted sidecar (a registry in memory) knows nothing of the
+    // wake: its one scale call meets the platform's `is scaling` and it
+    // waits for that boot.
+    assert!(
+        stack.fake.scale_calls(other) <= 2,
+        "{}",
+        stack.sidecar.log()
+    );
+    assert!(stack
+        .sidecar
+        .log()
+        .contains("another operation is running, waiting"));
 }

@@ -261,3 +261,135 @@ async fn chromium_signs_in_lists_the_apps_and_pauses_one_with_the_keyboard() {
         .expect("storage");
     assert_eq!(kept, Value::Null);
 }
+
+/// The page's text parsed as the fake app's JSON echo, if it is one.
+async fn app_answer(browser: &Browser) -> Option<Value> {
+    let text = browser
+        .execute("return document.body ? document.body.innerText : '';")
+        .await
+        .ok()?;
+    serde_json::from_str::<Value>(text.as_str()?.trim())
+        .ok()
+        .filter(|v| v.get("app").is_some())
+}
+
+/// Waits, with no navigation from here, until the page is the app's own
+/// answer (the waiting page reloads itself once the app runs).
+async fn until_on_the_app(browser: &Browser) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(answer) = app_answer(browser).await {
+            return answer;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still not on the app after 30 s; title {:?}",
+            browser.title().await
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// The demo's flow as a new user tries it: the app open in the browser,
+/// **Pause** on the dashboard, then the app again: the waiting page (never
+/// the platform's "app is stopped"), which wakes it and lands on the app
+/// with no reload by hand.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chromium_pauses_from_the_dashboard_then_the_app_shows_the_waiting_page_then_itself() {
+    let admin_port = free_port();
+    let stack = Stack::start(StackOptions {
+        apps: vec![
+            FakeApp::web(FRONT, "osc-fr1", 1),
+            FakeApp::web(API, "osc-fr1", 1),
+        ],
+        // The demo's rules (`demo/paastis.yml`), for the shop's apps.
+        rules_yaml: "rules:
+  - pattern: '^(.*)-front$'
+    linked_apps: ['$1-api-1']
+    app_max_idle_time: 5
+    strategy: waiting_page
+"
+        .to_owned(),
+        sidecar_env: admin_env(TOKEN, admin_port),
+        ..StackOptions::default()
+    })
+    .await;
+    stack.fake.set_list_entries(ListEntries::Full);
+    // A scale-down of 3 s instead of the strict 30 s: the test waits for it.
+    stack.fake.set_stop_delay(Duration::from_secs(3));
+    let browser = Browser::start(BrowserOptions {
+        host_resolver_rules: Some("MAP *.gateway.example.com 127.0.0.1".to_owned()),
+        window: (1200, 800),
+        log_dir: stack.dir().to_owned(),
+    })
+    .await
+    .unwrap_or_else(|e| panic!("cannot start Chromium: {e}"));
+    let app_url = format!(
+        "http://{FRONT}.gateway.example.com:{}/",
+        stack.envoy.listen.port()
+    );
+
+    // The app, open in the browser (through the waiting page, the gateway
+    // not knowing it awake yet): served, the filters hold its lease.
+    browser.goto(&app_url).await.expect("the app");
+    assert_eq!(until_on_the_app(&browser).await["app"], FRONT);
+
+    // The dashboard: signed in, Pause on the front.
+    browser
+        .goto(&format!("http://127.0.0.1:{admin_port}/dashboard"))
+        .await
+        .expect("the dashboard");
+    wait_for(
+        &browser,
+        "return document.body.getAttribute('data-state');",
+        "login",
+        "the token form",
+    )
+    .await;
+    browser
+        .send_keys("#token", &format!("{TOKEN}\u{E007}"))
+        .await
+        .expect("typing");
+    wait_for(&browser, &row_state(FRONT), "running", "the front running").await;
+    browser
+        .click(&format!(
+            "#apps-body button[data-action=pause][data-app=\"{FRONT}\"]"
+        ))
+        .await
+        .expect("Pause");
+    wait_for(
+        &browser,
+        "return document.getElementById('status').innerText;",
+        &format!("{FRONT} paused."),
+        "the pause",
+    )
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while stack.fake.app(FRONT).is_some_and(|a| a.status != "stopped") {
+        assert!(Instant::now() < deadline, "{FRONT} never stopped");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    shot(&browser, "dashboard-demo-paused.png").await;
+    let scales = stack.fake.scale_calls(FRONT);
+
+    // The app again: the waiting page, at once.
+    browser.goto(&app_url).await.expect("the app again");
+    let title = browser.title().await.expect("title");
+    let text = browser
+        .execute("return document.body ? document.body.innerText : '';")
+        .await
+        .expect("text");
+    assert_eq!(title, format!("Waking up {FRONT}"), "{text}");
+    assert!(
+        !text.as_str().unwrap_or("").contains("app is stopped"),
+        "the platform's page: {text}"
+    );
+    shot(&browser, "dashboard-demo-waiting.png").await;
+
+    // Then the app, with no navigation from here.
+    let answer = until_on_the_app(&browser).await;
+    assert_eq!(answer["app"], FRONT);
+    assert_eq!(browser.current_url().await.expect("url"), app_url);
+    assert_eq!(stack.fake.scale_calls(FRONT), scales + 1, "woken once");
+    shot(&browser, "dashboard-demo-app.png").await;
+}
