@@ -313,3 +313,14 @@ impl Browser {
             .map(|_| ())
     }
 }
+
+/// The page's text parsed as the fake app's JSON echo, if it is one.
+pub async fn app_answer(browser: &Browser) -> Option<Value> {
+    let text = browser
+        .execute("return document.body ? document.body.innerText : '';")
+        .await
+        .ok()?;
+    serde_json::from_str::<Value>(text.as_str()?.trim())
+        .ok()
+        .filter(|v| v.get("app").is_some())
+}

@@ -7,7 +7,7 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use paastis_e2e::browser::{Browser, BrowserOptions};
+use paastis_e2e::browser::{self, Browser, BrowserOptions};
 use paastis_e2e::fake::{Endpoint, FakeApp, FakeConfig, Fault, FaultKind};
 use paastis_e2e::harness::{workspace_root, Stack, StackOptions};
 use paastis_e2e::redis::{unique_prefix, TestRedis};
@@ -21,17 +21,6 @@ fn screenshot_path(name: &str) -> PathBuf {
         .map(PathBuf::from)
         .unwrap_or_else(|| workspace_root().join("target"));
     target.join("screenshots").join(name)
-}
-
-/// The page's text parsed as the fake app's JSON echo, if it is one.
-async fn app_answer(browser: &Browser) -> Option<Value> {
-    let text = browser
-        .execute("return document.body ? document.body.innerText : '';")
-        .await
-        .ok()?;
-    serde_json::from_str::<Value>(text.as_str()?.trim())
-        .ok()
-        .filter(|v| v.get("app").is_some())
 }
 
 async fn shop_stack() -> Stack {
@@ -139,7 +128,7 @@ async fn chromium_sees_the_waiting_page_then_lands_on_the_app_by_itself() {
     // itself and shows the app's own answer.
     let deadline = Instant::now() + Duration::from_secs(30);
     let answer = loop {
-        if let Some(answer) = app_answer(&browser).await {
+        if let Some(answer) = browser::app_answer(&browser).await {
             break answer;
         }
         assert!(
@@ -292,7 +281,7 @@ async fn chromium_shows_the_usual_wake_time_and_a_progress_bar() {
 
     // The page still lands on the app, and that wake joins the samples.
     let deadline = Instant::now() + Duration::from_secs(30);
-    while app_answer(&browser).await.is_none() {
+    while browser::app_answer(&browser).await.is_none() {
         assert!(Instant::now() < deadline, "still not on the app after 30 s");
         tokio::time::sleep(Duration::from_millis(250)).await;
     }

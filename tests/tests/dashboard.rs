@@ -9,7 +9,7 @@ use std::net::TcpListener;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use paastis_e2e::browser::{Browser, BrowserOptions};
+use paastis_e2e::browser::{self, Browser, BrowserOptions};
 use paastis_e2e::fake::{FakeApp, ListEntries};
 use paastis_e2e::harness::{admin_env, workspace_root, Stack, StackOptions};
 use serde_json::Value;
@@ -262,23 +262,12 @@ async fn chromium_signs_in_lists_the_apps_and_pauses_one_with_the_keyboard() {
     assert_eq!(kept, Value::Null);
 }
 
-/// The page's text parsed as the fake app's JSON echo, if it is one.
-async fn app_answer(browser: &Browser) -> Option<Value> {
-    let text = browser
-        .execute("return document.body ? document.body.innerText : '';")
-        .await
-        .ok()?;
-    serde_json::from_str::<Value>(text.as_str()?.trim())
-        .ok()
-        .filter(|v| v.get("app").is_some())
-}
-
 /// Waits, with no navigation from here, until the page is the app's own
 /// answer (the waiting page reloads itself once the app runs).
 async fn until_on_the_app(browser: &Browser) -> Value {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        if let Some(answer) = app_answer(browser).await {
+        if let Some(answer) = browser::app_answer(browser).await {
             return answer;
         }
         assert!(
