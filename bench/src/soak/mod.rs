@@ -32,7 +32,7 @@ use paastis_e2e::redis::{free_port, unique_prefix, TestRedis};
 
 use crate::envoy::{self, Envoy};
 use crate::util;
-use verdict::{Chaos, Pause};
+use verdict::{Chaos, Pause, Turn};
 
 pub const APPS: usize = 50;
 pub const INSTANCES: usize = 2;
@@ -162,6 +162,8 @@ pub struct Outcome {
     pub took: Duration,
     pub records: Vec<traffic::Record>,
     pub pauses: Vec<Pause>,
+    /// Wakes and pauses in time order (see [`verdict::awake_at`]).
+    pub turns: Vec<Turn>,
     pub wakes: usize,
     pub chaos: Vec<Chaos>,
     pub activity: verdict::ActivityCheck,
@@ -369,6 +371,21 @@ async fn soak(options: &Options, dir: &Path) -> Result<Outcome, String> {
             }
         })
         .collect();
+    let mut turns: Vec<Turn> = transitions
+        .iter()
+        .filter(|t| t.up)
+        .map(|t| Turn {
+            app: t.app.clone(),
+            up: true,
+            at: t.at,
+        })
+        .chain(pauses.iter().map(|p| Turn {
+            app: p.app.clone(),
+            up: false,
+            at: p.at,
+        }))
+        .collect();
+    turns.sort_by(|a, b| a.at.total_cmp(&b.at));
     let records = traffic.records();
     let logs = sidecar_logs(dir);
     let redis_killed = chaos
@@ -388,6 +405,7 @@ async fn soak(options: &Options, dir: &Path) -> Result<Outcome, String> {
         took: began.elapsed(),
         wakes: transitions.iter().filter(|t| t.up).count(),
         pauses,
+        turns,
         records,
         chaos,
         activity,

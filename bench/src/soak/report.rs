@@ -28,10 +28,45 @@ fn findings(o: &Outcome) -> (Vec<Finding>, Vec<Finding>) {
     verdict::paused_in_use(&o.pauses, &o.records, max_idle_s(), RACE_S)
 }
 
+/// What a user must never meet, counted from the request log.
+struct UserView {
+    errors: usize,
+    /// The platform's router page passed to a client.
+    router_pages: usize,
+    /// `503 unavailable` for an app that was awake (see
+    /// [`verdict::awake_at`]): the filter must have served it.
+    unavailable_awake: usize,
+}
+
+/// The error rate the lifecycle allows, in percent of all requests.
+const MAX_ERROR_PERCENT: f64 = 0.2;
+
+fn user_view(o: &Outcome) -> UserView {
+    let failed = || o.records.iter().filter(|r| !r.ok());
+    UserView {
+        errors: failed().count(),
+        router_pages: failed()
+            .filter(|r| r.class.ends_with("router page"))
+            .count(),
+        unavailable_awake: failed()
+            .filter(|r| verdict::error_class(r, &o.turns).ends_with("app awake"))
+            .count(),
+    }
+}
+
+fn percent(part: usize, whole: usize) -> f64 {
+    if whole == 0 {
+        0.0
+    } else {
+        part as f64 * 100.0 / whole as f64
+    }
+}
+
 /// The lines printed at the end of `make soak`.
 pub fn summary(o: &Outcome) -> Vec<String> {
     let (in_use, raced) = findings(o);
     let ok = o.records.iter().filter(|r| r.ok()).count();
+    let view = user_view(o);
     vec![
         format!("seed {}, {} min", o.seed, o.options_minutes),
         format!(
@@ -39,6 +74,13 @@ pub fn summary(o: &Outcome) -> Vec<String> {
             o.records.len(),
             ok,
             o.records.len() - ok
+        ),
+        format!(
+            "error rate {:.2} % (at most {MAX_ERROR_PERCENT} %); router pages {} (must be 0); \
+             503 unavailable for an awake app {} (must be 0)",
+            percent(view.errors, o.records.len()),
+            view.router_pages,
+            view.unavailable_awake
         ),
         format!(
             "wakes {}, pauses {}, restarts {}",
@@ -74,6 +116,7 @@ pub fn section(o: &Outcome) -> String {
     let (in_use, raced) = findings(o);
     let ok = o.records.iter().filter(|r| r.ok()).count();
     let errors = o.records.len() - ok;
+    let view = user_view(o);
     let _ = writeln!(
         body,
         "{} minutes, seed **{}** (`SOAK_SEED={} make soak` draws the same plan: traffic and restarts; \
@@ -101,6 +144,24 @@ pub fn section(o: &Outcome) -> String {
                     o.activity.lost.len(),
                     o.activity.checked
                 ),
+            ],
+            vec![
+                "the platform's router page passed to a client".into(),
+                "0".into(),
+                format!("**{}**", view.router_pages),
+            ],
+            vec![
+                format!(
+                    "`503 unavailable` for an app awake (woken at least {} s before the request, not paused since)",
+                    verdict::SETTLED_S
+                ),
+                "0".into(),
+                format!("**{}**", view.unavailable_awake),
+            ],
+            vec![
+                "errors, of all requests".into(),
+                format!("at most {MAX_ERROR_PERCENT} %"),
+                format!("**{:.2} %** ({} of {})", percent(view.errors, o.records.len()), view.errors, o.records.len()),
             ],
         ],
     ));
@@ -135,9 +196,11 @@ pub fn section(o: &Outcome) -> String {
     body.push_str(&table(&["kind", "requests", "ok", "errors"], &rows));
 
     // Errors by class, with their likely cause.
-    let mut classes: BTreeMap<&str, (usize, BTreeMap<String, usize>, String)> = BTreeMap::new();
+    let mut classes: BTreeMap<String, (usize, BTreeMap<String, usize>, String)> = BTreeMap::new();
     for r in o.records.iter().filter(|r| !r.ok()) {
-        let e = classes.entry(r.class.as_str()).or_default();
+        let e = classes
+            .entry(verdict::error_class(r, &o.turns))
+            .or_default();
         e.0 += 1;
         *e.1.entry(verdict::cause(r, &o.chaos, &o.pauses))
             .or_default() += 1;
@@ -156,7 +219,9 @@ pub fn section(o: &Outcome) -> String {
             body,
             "\nThe errors clients saw, by class, with what the soak did around them (a restart of the \
              sidecar of the instance the request went through, or of Redis, from 1 s before it was killed \
-             to 10 s after it was up; else a pause of the app in the 40 s before the request):\n"
+             to 10 s after it was up; else a pause of the app in the 40 s before the request). \
+             `503 unavailable` (the filter could not ask its sidecar) is split by the app's state when the \
+             request started: awake, or asleep (a first request that needed a wake):\n"
         );
         let mut sorted: Vec<_> = classes.into_iter().collect();
         sorted.sort_by_key(|(_, (n, _, _))| std::cmp::Reverse(*n));

@@ -173,6 +173,46 @@ pub fn cause(record: &Record, chaos: &[Chaos], pauses: &[Pause]) -> String {
     "none found".to_owned()
 }
 
+/// A turn of an app's lifecycle in the fake: woken (its `web` amount seen
+/// leaving 0) or paused (its scale call to 0).
+#[derive(Clone, Debug)]
+pub struct Turn {
+    pub app: String,
+    pub up: bool,
+    pub at: f64,
+}
+
+/// How long after its wake an app counts as awake: the fake's 2 s boot,
+/// its router's page for 1 s after that, and the sidecar's readiness check.
+pub const SETTLED_S: f64 = 5.0;
+
+/// Whether `app` was awake at `t`: its last turn before `t` is a wake at
+/// least [`SETTLED_S`] earlier (a pause counts from its scale call: a
+/// request during the scale-down is one for a sleeping app, to be held
+/// and woken). Every soak app starts asleep.
+pub fn awake_at(turns: &[Turn], app: &str, t: f64) -> bool {
+    turns
+        .iter()
+        .filter(|turn| turn.app == app && turn.at <= t)
+        .max_by(|a, b| a.at.total_cmp(&b.at))
+        .is_some_and(|turn| turn.up && turn.at <= t - SETTLED_S)
+}
+
+/// The class a request's error is counted in: its answer's class, and for
+/// the gateway's `503 unavailable` (the sidecar could not be asked),
+/// whether its app was awake (the filter must serve it: a defect) or
+/// asleep (a first request that needed a wake).
+pub fn error_class(record: &Record, turns: &[Turn]) -> String {
+    if !record.class.starts_with("503 unavailable") {
+        return record.class.clone();
+    }
+    if awake_at(turns, &record.app, record.start) {
+        format!("{}, app awake", record.class)
+    } else {
+        format!("{}, app asleep", record.class)
+    }
+}
+
 /// The most items of `times` (seconds, any order) within any window of
 /// `window` seconds.
 pub fn max_in_window(times: &[f64], window: f64) -> usize {
@@ -295,6 +335,34 @@ mod tests {
             "its app being paused"
         );
         assert_eq!(cause(&r, &chaos, &[pause("b", 290.0)]), "none found");
+    }
+
+    #[test]
+    fn unavailable_is_split_by_the_apps_state_at_the_request() {
+        let turn = |app: &str, up, at| Turn {
+            app: app.into(),
+            up,
+            at,
+        };
+        let turns = [turn("a", true, 10.0), turn("a", false, 100.0)];
+        assert!(!awake_at(&turns, "a", 5.0), "asleep before its first wake");
+        assert!(!awake_at(&turns, "a", 12.0), "still booting");
+        assert!(awake_at(&turns, "a", 50.0));
+        assert!(!awake_at(&turns, "a", 110.0), "paused");
+        assert!(!awake_at(&turns, "b", 50.0), "never woken");
+        let mut r = req("a", 50.0, 50.1);
+        r.class = "503 unavailable (Retry-After)".into();
+        assert_eq!(
+            error_class(&r, &turns),
+            "503 unavailable (Retry-After), app awake"
+        );
+        r.start = 101.0;
+        assert_eq!(
+            error_class(&r, &turns),
+            "503 unavailable (Retry-After), app asleep"
+        );
+        r.class = "503 router page".into();
+        assert_eq!(error_class(&r, &turns), "503 router page");
     }
 
     #[test]
