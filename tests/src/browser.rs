@@ -84,30 +84,20 @@ impl Browser {
                 chromium_bin().display()
             )
         })?;
-        let port = free_port()?;
         let log = options.log_dir.join("chromedriver.log");
-        let child = Command::new(&driver_bin)
-            .arg(format!("--port={port}"))
-            .arg(format!("--log-path={}", log.display()))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            // Its own process group: teardown kills it and every Chromium
-            // process it started at once.
-            .process_group(0)
-            .spawn()
-            .map_err(|e| format!("cannot start {}: {e}", driver_bin.display()))?;
-        let mut browser = Self {
-            driver: Some(child),
-            addr: SocketAddr::from(([127, 0, 0, 1], port)),
-            session: None,
-            http: reqwest::Client::builder()
-                .timeout(Duration::from_secs(60))
-                .no_proxy()
-                .build()
-                .map_err(|e| e.to_string())?,
+        // The free port can be taken between our probe and chromedriver's
+        // bind (tests run in parallel): then it exits, and another port is
+        // tried.
+        let mut attempts = 0;
+        let mut browser = loop {
+            attempts += 1;
+            let mut browser = Self::spawn_driver(&driver_bin, &log)?;
+            match browser.wait_driver().await {
+                Ok(()) => break browser,
+                Err(e) if attempts < 5 && e.starts_with("chromedriver exited") => continue,
+                Err(e) => return Err(e),
+            }
         };
-        browser.wait_driver().await?;
         let mut args = vec![
             "--headless=new".to_owned(),
             "--no-sandbox".to_owned(),
@@ -140,6 +130,33 @@ impl Browser {
             .as_str()
             .ok_or_else(|| format!("no session id in {value}"))?;
         browser.session = Some(id.to_owned());
+        Ok(browser)
+    }
+
+    /// Starts chromedriver on a loopback port free a moment ago.
+    fn spawn_driver(driver_bin: &Path, log: &Path) -> Result<Self, String> {
+        let port = free_port()?;
+        let child = Command::new(driver_bin)
+            .arg(format!("--port={port}"))
+            .arg(format!("--log-path={}", log.display()))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            // Its own process group: teardown kills it and every Chromium
+            // process it started at once.
+            .process_group(0)
+            .spawn()
+            .map_err(|e| format!("cannot start {}: {e}", driver_bin.display()))?;
+        let browser = Self {
+            driver: Some(child),
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            session: None,
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(60))
+                .no_proxy()
+                .build()
+                .map_err(|e| e.to_string())?,
+        };
         Ok(browser)
     }
 

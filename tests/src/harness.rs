@@ -122,11 +122,13 @@ fn merge(base: &mut Value, over: &Value) {
 }
 
 /// The sidecar environment that turns its admin API on: `token` as
-/// `PAASTIS_ADMIN_TOKEN`, listening on loopback at `port`.
-pub fn admin_env(token: &str, port: u16) -> Vec<(String, String)> {
+/// `PAASTIS_ADMIN_TOKEN`, listening on a loopback port the sidecar binds
+/// itself (port 0: no port picked beforehand that another test could take
+/// meanwhile); [`Sidecar::admin`] is where it listens.
+pub fn admin_env(token: &str) -> Vec<(String, String)> {
     vec![
         ("PAASTIS_ADMIN_TOKEN".into(), token.into()),
-        ("PAASTIS_ADMIN_LISTEN".into(), format!("127.0.0.1:{port}")),
+        ("PAASTIS_ADMIN_LISTEN".into(), "127.0.0.1:0".into()),
     ]
 }
 
@@ -143,6 +145,8 @@ pub fn fresh_sidecar_token() -> String {
 pub struct Sidecar {
     child: Option<Child>,
     pub addr: SocketAddr,
+    /// Where its admin API listens, when `PAASTIS_ADMIN_LISTEN` is set.
+    pub admin: Option<SocketAddr>,
     /// Its `PAASTIS_SIDECAR_TOKEN`: the filter's `sidecar_token`, and what
     /// a test calling `/v1/wake`, `/v1/status` or `/v1/activity` itself
     /// must send (`Authorization: Bearer TOKEN`).
@@ -190,26 +194,37 @@ impl Sidecar {
             .spawn()
             .map_err(|e| format!("cannot start the sidecar {}: {e}", sidecar_bin().display()))?;
         let stdout = child.stdout.take().ok_or("no sidecar stdout")?;
-        let mut line = String::new();
         let mut reader = BufReader::new(stdout);
-        let read = reader.read_line(&mut line);
-        // Later lines (`admin listening on ...`) must find a reader: a
-        // closed pipe would make the sidecar's `println!` panic.
-        std::thread::spawn(move || std::io::copy(&mut reader, &mut std::io::sink()));
-        let addr = match read {
-            Ok(n) if n > 0 => line
-                .trim()
-                .strip_prefix("listening on ")
-                .and_then(|a| a.parse().ok()),
-            _ => None,
+        // `listening on ADDR`, then `admin listening on ADDR` when the
+        // admin API is on (printed once each listener is bound).
+        let mut announced = |prefix: &str| {
+            let mut line = String::new();
+            match reader.read_line(&mut line) {
+                Ok(n) if n > 0 => line
+                    .trim()
+                    .strip_prefix(prefix)
+                    .and_then(|a| a.parse::<SocketAddr>().ok()),
+                _ => None,
+            }
         };
+        let addr = announced("listening on ");
+        let with_admin = extra_env.iter().any(|(k, _)| k == "PAASTIS_ADMIN_LISTEN");
+        let admin = if addr.is_some() && with_admin {
+            announced("admin listening on ")
+        } else {
+            None
+        };
+        // Later lines must find a reader: a closed pipe would make the
+        // sidecar's `println!` panic.
+        std::thread::spawn(move || std::io::copy(&mut reader, &mut std::io::sink()));
         let mut sidecar = Self {
             child: Some(child),
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            admin,
             token,
             log,
         };
-        match addr {
+        match addr.filter(|_| !with_admin || admin.is_some()) {
             Some(addr) => {
                 sidecar.addr = addr;
                 Ok(sidecar)

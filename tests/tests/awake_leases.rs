@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use paastis_e2e::fake::{FakeApp, FakeConfig, APP_HEADER, ROUTER_MARKER};
 use paastis_e2e::harness::{admin_env, Reply, Sidecar, Stack, StackOptions};
-use paastis_e2e::redis::{free_port, unique_prefix, TestRedis};
+use paastis_e2e::redis::{unique_prefix, TestRedis};
 use serde_json::json;
 
 const APP: &str = "shop-front";
@@ -86,8 +86,7 @@ async fn served_every_time(stack: &Stack, app: &str, n: usize) {
 }
 
 async fn admin_stack(extra_env: Vec<(String, String)>, fake: FakeConfig) -> (Stack, String) {
-    let port = free_port();
-    let mut env = admin_env(ADMIN_TOKEN, port);
+    let mut env = admin_env(ADMIN_TOKEN);
     env.extend(extra_env);
     let stack = Stack::start(StackOptions {
         fake,
@@ -96,12 +95,11 @@ async fn admin_stack(extra_env: Vec<(String, String)>, fake: FakeConfig) -> (Sta
         ..StackOptions::default()
     })
     .await;
-    let admin = format!("127.0.0.1:{port}");
-    let give_up = Instant::now() + GIVE_UP;
-    while tokio::net::TcpStream::connect(&admin).await.is_err() {
-        assert!(Instant::now() < give_up, "the admin API never listened");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let admin = stack
+        .sidecar
+        .admin
+        .expect("the admin API listens")
+        .to_string();
     (stack, admin)
 }
 
@@ -228,14 +226,13 @@ async fn a_pause_elsewhere_while_this_sidecar_is_down_is_learnt_when_it_is_back(
         ..StackOptions::default()
     })
     .await;
-    let port = free_port();
     let mut b_env = redis_env(&redis, &prefix, "b");
-    b_env.extend(admin_env(ADMIN_TOKEN, port));
+    b_env.extend(admin_env(ADMIN_TOKEN));
     let rules = stack.dir().join("paastis.yml");
     let b_dir = stack.dir().join("b");
     std::fs::create_dir_all(&b_dir).unwrap();
     let b = Sidecar::start(&stack.fake, &rules, &b_dir, &b_env).expect("sidecar b");
-    let admin = format!("127.0.0.1:{port}");
+    let admin = b.admin.expect("b's admin API listens").to_string();
 
     served_every_time(&stack, APP, 2).await;
     let flushes = stack.envoy.counter("paastis.activity_flush");

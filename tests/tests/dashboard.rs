@@ -5,7 +5,6 @@
 //! Screenshots of every state go to `target/screenshots/dashboard-*.png`
 //! (paths printed in the test's output).
 
-use std::net::TcpListener;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -24,13 +23,6 @@ fn screenshot_path(name: &str) -> PathBuf {
         .map(PathBuf::from)
         .unwrap_or_else(|| workspace_root().join("target"));
     target.join("screenshots").join(name)
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
 }
 
 /// Runs `script` until it returns `want` (a condition, not a delay).
@@ -64,7 +56,6 @@ fn row_state(app: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chromium_signs_in_lists_the_apps_and_pauses_one_with_the_keyboard() {
-    let admin_port = free_port();
     let stack = Stack::start(StackOptions {
         apps: vec![
             FakeApp::web(FRONT, "osc-fr1", 1),
@@ -76,10 +67,11 @@ async fn chromium_signs_in_lists_the_apps_and_pauses_one_with_the_keyboard() {
     linked_apps: ['$1-api-1']
 "
         .to_owned(),
-        sidecar_env: admin_env(TOKEN, admin_port),
+        sidecar_env: admin_env(TOKEN),
         ..StackOptions::default()
     })
     .await;
+    let admin_port = stack.sidecar.admin.expect("the admin API listens").port();
     // Scalingo's status in every list entry, so that the page can show
     // running and asleep apps; and a 3 s scale-down instead of the strict
     // 30 s, so that the page sees the pause end.
@@ -285,7 +277,6 @@ async fn until_on_the_app(browser: &Browser) -> Value {
 /// with no reload by hand.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chromium_pauses_from_the_dashboard_then_the_app_shows_the_waiting_page_then_itself() {
-    let admin_port = free_port();
     let stack = Stack::start(StackOptions {
         apps: vec![
             FakeApp::web(FRONT, "osc-fr1", 1),
@@ -299,10 +290,11 @@ async fn chromium_pauses_from_the_dashboard_then_the_app_shows_the_waiting_page_
     strategy: waiting_page
 "
         .to_owned(),
-        sidecar_env: admin_env(TOKEN, admin_port),
+        sidecar_env: admin_env(TOKEN),
         ..StackOptions::default()
     })
     .await;
+    let admin_port = stack.sidecar.admin.expect("the admin API listens").port();
     stack.fake.set_list_entries(ListEntries::Full);
     // A scale-down of 3 s instead of the strict 30 s: the test waits for it.
     stack.fake.set_stop_delay(Duration::from_secs(3));

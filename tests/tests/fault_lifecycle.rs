@@ -8,8 +8,8 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use paastis_e2e::fake::{Endpoint, FakeApp, FakeConfig, Fault, FaultKind};
-use paastis_e2e::harness::{Sidecar, Stack, StackOptions};
-use paastis_e2e::redis::{free_port, unique_prefix, TestRedis};
+use paastis_e2e::harness::{admin_env, Sidecar, Stack, StackOptions};
+use paastis_e2e::redis::{unique_prefix, TestRedis};
 use serde_json::{json, Value};
 
 const ADMIN_TOKEN: &str = "lifecycle-admin-token-0123456789";
@@ -92,19 +92,14 @@ async fn a_pause_through_one_sidecar_reaches_the_other_before_it_answers_awake()
     .await;
     // A real scale-down's behaviour, 2 s long instead of up to 30 s.
     stack.fake.set_stop_delay(Duration::from_secs(2));
-    let admin_addr = format!("127.0.0.1:{}", free_port());
     let mut one_env = redis_env(&redis, &prefix, "one");
-    one_env.push(("PAASTIS_ADMIN_TOKEN".into(), ADMIN_TOKEN.into()));
-    one_env.push(("PAASTIS_ADMIN_LISTEN".into(), admin_addr.clone()));
+    one_env.extend(admin_env(ADMIN_TOKEN));
     let rules = stack.dir().join("paastis.yml");
     let one_dir = stack.dir().join("one");
     std::fs::create_dir_all(&one_dir).unwrap();
     let one = Sidecar::start(&stack.fake, &rules, &one_dir, &one_env).expect("sidecar one");
+    let admin_addr = one.admin.expect("one's admin API listens").to_string();
     let client = &stack.client;
-    until("one's admin API listens", || async {
-        tokio::net::TcpStream::connect(&admin_addr).await.is_ok()
-    })
-    .await;
 
     // Woken through two (through Envoy, as users do).
     assert_eq!(stack.get(&host("shop-front"), "/").await.status, 200);

@@ -7,7 +7,6 @@
 //! Every test asserts an invariant; the waits are on conditions, with a
 //! deadline only to fail instead of hanging.
 
-use std::net::TcpListener;
 use std::time::{Duration, Instant};
 
 use paastis_e2e::fake::{FakeApp, APP_HEADER, ROUTER_MARKER};
@@ -97,24 +96,16 @@ async fn an_app_stopped_outside_is_woken_again_by_the_next_request() {
     }
 }
 
-/// A loopback port free now (for a listener started right after).
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_app_paused_by_the_gateway_is_woken_never_left_to_the_router() {
     const TOKEN: &str = "admin-token-for-the-fault-tests";
-    let admin_port = free_port();
     let stack = Stack::start(StackOptions {
         apps: vec![FakeApp::web(APP, "osc-fr1", 0)],
-        sidecar_env: admin_env(TOKEN, admin_port),
+        sidecar_env: admin_env(TOKEN),
         ..StackOptions::default()
     })
     .await;
+    let admin_port = stack.sidecar.admin.expect("the admin API listens").port();
     // Shorter than the strict 30 s so that the test sees a whole
     // scale-down and the wake after it in a few seconds.
     stack.fake.set_stop_delay(Duration::from_secs(3));

@@ -6,7 +6,6 @@
 //! PromQL against what they export.
 
 use std::collections::BTreeSet;
-use std::net::TcpListener;
 use std::time::Duration;
 
 use paastis_e2e::fake::FakeApp;
@@ -16,13 +15,6 @@ use serde_json::Value;
 const TOKEN: &str = "admin-token-for-the-grafana-test";
 const APP: &str = "shop-front";
 const DASHBOARD: &str = "envoy/grafana/paastis-dashboard.json";
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
 
 /// Metric names in a Prometheus text exposition (`# TYPE`/`# HELP` lines
 /// skipped; a sample's name is what precedes its labels or value).
@@ -109,13 +101,13 @@ fn metric_names_are_read_from_promql() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_metric_of_the_grafana_dashboard_is_exported_after_some_traffic() {
-    let admin_port = free_port();
     let stack = Stack::start(StackOptions {
         apps: vec![FakeApp::web(APP, "osc-fr1", 0)],
-        sidecar_env: admin_env(TOKEN, admin_port),
+        sidecar_env: admin_env(TOKEN),
         ..StackOptions::default()
     })
     .await;
+    let admin_port = stack.sidecar.admin.expect("the admin API listens").port();
     // Short scale-downs: the pause below ends within the test.
     stack.fake.set_stop_delay(Duration::from_secs(1));
     let host = format!("{APP}.gateway.example.com");
